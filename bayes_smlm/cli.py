@@ -1,0 +1,160 @@
+"""``bayes-smlm`` command line: simulate, crlb, tasks, study.
+
+Every error a user can cause is printed as one line naming the argument, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .cli_types import OneLineErrorParser, finite_float, positive_int, report_errors, seed_int
+
+
+def _task_from_args(args: argparse.Namespace):
+    from .config import parse_override
+    from .tasks import get_task
+    overrides = dict(parse_override(item) for item in args.set or [])
+    return get_task(args.task, overrides)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .io import write_npz
+    from .simulate import simulate
+    task = _task_from_args(args)
+    if args.out.suffix != ".npz":
+        from .errors import ConfigError
+        raise ConfigError("--out", f"must end in .npz (got {args.out.name})")
+    batch = simulate(task, args.frames, args.seed)
+    write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
+              config=task.to_json(), seed=args.seed)
+    print(f"wrote {args.out}: {args.frames} frames of task {task.name!r} "
+          f"(adu {batch.adu.shape}, theta {batch.theta.shape}, kde {batch.kde.shape})")
+    return 0
+
+
+def cmd_crlb(args: argparse.Namespace) -> int:
+    import numpy as np
+    from .errors import ConfigError
+    from .fisher import fisher_information
+    task = _task_from_args(args)
+    if len(args.x) != len(args.y):
+        raise ConfigError("--y", f"needs one value per --x value ({len(args.x)} given, "
+                                 f"got {len(args.y)})")
+    theta = np.stack([args.x, args.y], axis=-1)
+    bound = fisher_information(task, theta, include_intensity=args.fit_intensity,
+                               include_background=args.fit_background)
+    nm = task.optics.pixel_size_nm
+    emitters = [{"x": float(x), "y": float(y), "sqrt_crlb_x_px": float(sx),
+                 "sqrt_crlb_y_px": float(sy), "sqrt_crlb_x_nm": float(sx * nm),
+                 "sqrt_crlb_y_nm": float(sy * nm)}
+                for (x, y), (sx, sy) in zip(theta, bound.sd_xy)]
+    if args.json:
+        out = {"task": task.name, "pixel_size_nm": nm, "fit_intensity": args.fit_intensity,
+               "fit_background": args.fit_background, "emitters": emitters}
+        if len(emitters) == 1:
+            out.update({k: v for k, v in emitters[0].items() if k.startswith("sqrt")})
+        print(json.dumps(out, indent=2))
+        return 0
+    p, c = task.prior, task.camera
+    print(f"task {task.name}: σx = {task.optics.sigma_psf:g} px, i0 = {p.i0:g} photons, "
+          f"background = {_describe(p.background)} photons/px, readout variance = "
+          f"{_describe(c.readout_var)} ADU², gain = {_describe(c.gain)} ADU/photon")
+    nuisance = [name for flag, name in ((args.fit_intensity, "i0"), (args.fit_background, "b"))
+                if flag]
+    if nuisance:
+        print(f"nuisance parameters estimated jointly: {', '.join(nuisance)}")
+    for k, e in enumerate(emitters):
+        print(f"emitter {k} at (x, y) = ({e['x']:g}, {e['y']:g}) px: "
+              f"sqrt(CRLB) x = {e['sqrt_crlb_x_px']:.4f} px ({e['sqrt_crlb_x_nm']:.2f} nm), "
+              f"y = {e['sqrt_crlb_y_px']:.4f} px ({e['sqrt_crlb_y_nm']:.2f} nm)")
+    return 0
+
+
+def _describe(value) -> str:
+    import numpy as np
+    if np.ndim(value) == 0:
+        return f"{float(value):g}"
+    arr = np.asarray(value)
+    return f"map {arr.shape} in [{arr.min():g}, {arr.max():g}]"
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import get_task, list_tasks
+    if args.show:
+        print(json.dumps(get_task(args.show).to_dict(), indent=2))
+        return 0
+    for name in list_tasks():
+        t = get_task(name)
+        print(f"{name:12s} {t.prior.n_emitters} emitter(s) on a radius-{t.prior.radius:g} disc, "
+              f"{t.height}x{t.width} px, i0 = {t.prior.i0:g}, σy = {t.optics.sigma_kde:g} HR px")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study_registry import default_out, get_study
+    module = get_study(args.name)
+    path = module.run(preset=args.preset, seed=args.seed, out=args.out or default_out(args.name))
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_task_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="task name (see `bayes-smlm tasks`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a task constant, e.g. --set i0=500 --set camera.gain=gain.npy "
+                        "(maps: .npy, .tif, .csv of the frame's shape); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bayes-smlm`` argument parser."""
+    from . import __version__
+    from .study_registry import add_study_arguments, list_studies
+    parser = OneLineErrorParser(prog="bayes-smlm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bayes-smlm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="simulate frames, positions and KDEs to an .npz file")
+    _add_task_arguments(p)
+    p.add_argument("--frames", type=positive_int, required=True, help="number of frames")
+    p.add_argument("--seed", type=seed_int, required=True, help="random seed in [0, 2^32)")
+    p.add_argument("--out", type=Path, required=True, help="output FILE.npz")
+    p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser("crlb", help="√CRLB of emitter positions (LR px and nm)")
+    _add_task_arguments(p)
+    p.add_argument("--x", type=finite_float, nargs="+", required=True,
+                   help="emitter x position(s), LR px")
+    p.add_argument("--y", type=finite_float, nargs="+", required=True,
+                   help="emitter y position(s), LR px")
+    p.add_argument("--fit-intensity", action="store_true",
+                   help="treat each emitter's i0 as unknown (nuisance parameter)")
+    p.add_argument("--fit-background", action="store_true",
+                   help="treat the background as unknown (nuisance parameter)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_crlb)
+
+    p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
+    p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
+    p.set_defaults(handler=cmd_tasks)
+
+    p = sub.add_parser("study", help="run a study and write its report")
+    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")
+    add_study_arguments(p)
+    p.set_defaults(handler=cmd_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayes-smlm`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with report_errors(f"bayes-smlm {args.command}"):
+        return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Name -> study module registry and the argument handling every study shares.
+
+A study module (in ``studies/``, importable as ``bayes_smlm.studies.<module>``) defines
+``PRESETS`` (a dict with at least ``smoke``, ``cpu`` and ``paper``), ``run(preset, seed, out)``
+returning the report path, and ``main(args)`` for use as a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Sequence
+
+from .errors import ConfigError
+
+_STUDIES: dict[str, str] = {
+    "forward-model": "bayes_smlm.studies.forward_model",
+}
+
+
+def register_study(name: str, module: str) -> None:
+    """Register a study module by dotted import path under ``name``."""
+    if name in _STUDIES:
+        raise ValueError(f"study {name!r} is already registered")
+    _STUDIES[name] = module
+
+
+def list_studies() -> list[str]:
+    """Registered study names, sorted."""
+    return sorted(_STUDIES)
+
+
+def get_study(name: str) -> ModuleType:
+    """Import the named study module."""
+    if name not in _STUDIES:
+        raise ConfigError("NAME", f"unknown study {name!r}; choose from {', '.join(list_studies())}")
+    return importlib.import_module(_STUDIES[name])
+
+
+def default_out(name: str) -> Path:
+    """Default report folder ``reports/<name>`` (relative to the working directory)."""
+    return Path("reports") / name
+
+
+def check_preset(preset: str, presets: dict) -> dict:
+    """The settings of ``preset`` or a one-line error listing the choices."""
+    if preset not in presets:
+        raise ConfigError("--preset", f"must be one of {', '.join(presets)} (got {preset!r})")
+    return presets[preset]
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every study takes."""
+    from .cli_types import seed_int
+    parser.add_argument("--preset", default="cpu",
+                        help="smoke (seconds, for tests) | cpu (default) | paper (GPU scale)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default reports/<study>)")
+
+
+def run_as_script(name: str, run: Callable[..., Path], argv: Sequence[str] | None) -> int:
+    """``main(args)`` of a study file: parse the shared options, run, print the report path."""
+    from .cli_types import OneLineErrorParser, report_errors
+    parser = OneLineErrorParser(prog=f"study {name}")
+    add_study_arguments(parser)
+    args = parser.parse_args(argv)
+    with report_errors(parser.prog):
+        path = run(preset=args.preset, seed=args.seed, out=args.out or default_out(name))
+        print(f"wrote {path}")
+    return 0

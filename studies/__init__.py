@@ -1,0 +1,1 @@
+"""Study scripts; each writes ``reports/<study>/``. Importable as ``bayes_smlm.studies``."""
