@@ -61,30 +61,34 @@ class RadialTanhTransform(Transform):
         return _Disc(self.centre, self.radius)
 
     @staticmethod
-    def _tanh_ratio(r):
-        """tanh(r)/r, exact at r = 0."""
-        small = r < 1e-4
-        r_safe = jnp.where(small, 1.0, r)
-        return jnp.where(small, 1.0 - r**2 / 3.0, jnp.tanh(r_safe) / r_safe)
+    def _radial_parts(x):
+        """``(tanh(r)/r, log(sech²(r) tanh(r)/r))`` of ``r = |x|``, smooth at r = 0.
+
+        Works from r² so that derivatives at the origin are finite (|x| has none there).
+        """
+        r2 = jnp.sum(x**2, axis=-1, keepdims=True)
+        small = r2 < 1e-8
+        r = jnp.sqrt(jnp.where(small, 1.0, r2))
+        ratio = jnp.where(small, 1.0 - r2 / 3.0, jnp.tanh(r) / r)
+        log_sech2 = jnp.where(small, -r2, 2.0 * (math.log(2.0) - r - jax.nn.softplus(-2.0 * r)))
+        return ratio, log_sech2 + jnp.log(ratio)
 
     def __call__(self, x):
-        r = jnp.linalg.norm(x, axis=-1, keepdims=True)
-        return self.centre + self.radius * self._tanh_ratio(r) * x
+        ratio, _ = self._radial_parts(x)
+        return self.centre + self.radius * ratio * x
 
     def _inverse(self, y):
-        d = y - self.centre
-        rho = jnp.linalg.norm(d, axis=-1, keepdims=True)
-        frac = jnp.clip(rho / self.radius, 0.0, 1.0 - 1e-7)
-        small = frac < 1e-4
-        frac_safe = jnp.where(small, 0.5, frac)
-        ratio = jnp.where(small, 1.0 + frac**2 / 3.0, jnp.arctanh(frac_safe) / frac_safe)
-        return d * ratio / self.radius
+        d = (y - self.centre) / self.radius
+        f2 = jnp.sum(d**2, axis=-1, keepdims=True)
+        small = f2 < 1e-8
+        f = jnp.clip(jnp.sqrt(jnp.where(small, 0.25, f2)), 0.0, 1.0 - 1e-7)
+        ratio = jnp.where(small, 1.0 + f2 / 3.0, jnp.arctanh(f) / f)  # atanh(ρ)/ρ
+        return d * ratio
 
     def log_abs_det_jacobian(self, x, y, intermediates=None):
         # Radial map ρ = R tanh(r): det J = (dρ/dr)(ρ/r) = R sech²(r) · R tanh(r)/r.
-        r = jnp.linalg.norm(x, axis=-1)
-        log_sech2 = 2.0 * (math.log(2.0) - r - jax.nn.softplus(-2.0 * r))
-        return 2.0 * jnp.log(self.radius) + log_sech2 + jnp.log(self._tanh_ratio(r))
+        _, log_parts = self._radial_parts(x)
+        return 2.0 * jnp.log(self.radius) + log_parts[..., 0]
 
     def tree_flatten(self):
         return (self.centre, self.radius), (("centre", "radius"), dict())
@@ -198,8 +202,11 @@ class PoissonGaussianADU(Distribution):
         n = jnp.arange(self.n_max + 1, dtype=jnp.result_type(float))
         expand = lambda a: jnp.asarray(a)[..., None]  # noqa: E731  (broadcast against n)
         omega = expand(self.omega)
-        log_pois = n * jnp.log(omega) - omega - gammaln(n + 1.0)
-        log_pois = jnp.where((omega == 0) & (n == 0), 0.0, log_pois)
+        positive = omega > 0
+        # Guard log(0): a pixel with ω = 0 emits no photons (P(n=0) = 1) and has zero gradient.
+        log_omega = jnp.log(jnp.where(positive, omega, 1.0))
+        log_pois = jnp.where(positive, n * log_omega - omega - gammaln(n + 1.0),
+                             jnp.where(n == 0, 0.0, -jnp.inf))
         var = expand(c.readout_var)
         resid = expand(value) - (expand(c.gain) * n + expand(c.offset))
         log_norm = -0.5 * (resid**2 / var + jnp.log(2.0 * jnp.pi * var))

@@ -81,13 +81,16 @@ def image_model(task: Task, adu: jax.Array | None = None, *, likelihood: str = "
     else:
         background = scene.background
     omega = physics.expected_photons(theta, i0, background, optics.sigma_psf, task.shape)
+    # A latent outside its support (prior log density -inf) may give ω < 0; clamp so the
+    # likelihood stays finite and the joint is exactly -inf rather than NaN.
+    omega = jnp.maximum(omega, 0.0)
     if likelihood == "poisson":
-        camera_dist = PoissonApproxADU(omega, camera)
+        camera_dist = PoissonApproxADU(omega, camera, validate_args=False)
     else:
         if n_max is None:
             n_max = exact_sum_length(task, adu, infer_intensity=infer_intensity,
                                      infer_background=infer_background)
-        camera_dist = PoissonGaussianADU(omega, camera, n_max)
+        camera_dist = PoissonGaussianADU(omega, camera, n_max, validate_args=False)
     numpyro.sample("adu", camera_dist.to_event(2), obs=adu)
 
 
