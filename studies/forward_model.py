@@ -87,7 +87,7 @@ def figure(seed: int, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(11, 7.2))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8), layout="constrained")
     for row, name in enumerate(("isolated", "paper")):
         task = get_task(name)
         batch = simulate(task, 1, seed)
@@ -103,7 +103,7 @@ def figure(seed: int, path: Path) -> Path:
             im = ax.imshow(img, cmap="magma", origin="upper")
             ax.plot(pts[:, 0], pts[:, 1], "c+", ms=7, mew=1.2)
             ax.set_title(f"{name}: {title}", fontsize=9)
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"forward model, seed {seed} (+ = true emitter positions)")
     return save_figure(fig, path)
 
