@@ -18,26 +18,24 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+def _bounded_int(text: str, lo: int, hi: int | None, allowed: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {value})")
+        raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})") from None
+    if value < lo or (hi is not None and value >= hi):
+        raise argparse.ArgumentTypeError(f"must be {allowed} (got {value})")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _bounded_int(text, 1, None, "an integer >= 1")
 
 
 def seed_int(text: str) -> int:
     """An integer in [0, 2^32)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32) (got {text!r})") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32) (got {value})")
-    return value
+    return _bounded_int(text, 0, 2**32, "an integer in [0, 2^32)")
 
 
 def finite_float(text: str) -> float:
