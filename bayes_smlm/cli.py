@@ -1,4 +1,4 @@
-"""``bayes-smlm`` command line: simulate, crlb, tasks, study.
+"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study.
 
 Every error a user can cause is printed as one line naming the argument, exit status 2.
 """
@@ -94,6 +94,29 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_posterior(args: argparse.Namespace) -> int:
+    from .config import task_from_json
+    from .io import read_npz
+    from .methods import get_method
+    from .posterior_io import save_posterior
+    if args.out.suffix != ".nc":
+        from .errors import ConfigError
+        raise ConfigError("--out", f"must end in .nc (got {args.out.name})")
+    method = get_method(args.method)
+    data = read_npz(args.file, required=("adu", "config"))
+    task = task_from_json(str(data["config"]))
+    options = {"seed": args.seed, "chains": args.chains, "progress": not args.quiet}
+    if args.draws is not None:
+        options["draws"] = args.draws
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    result = method(task, data["adu"], theta_true=data.get("theta"), **options)
+    save_posterior(result, args.out)
+    print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
+          f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from .study_registry import default_out, get_study
     module = get_study(args.name)
@@ -136,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="treat the background as unknown (nuisance parameter)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_crlb)
+
+    from .methods import list_methods
+    p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF")
+    p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(list_methods())}")
+    p.add_argument("--chains", type=positive_int, default=4, help="chains per frame (default 4)")
+    p.add_argument("--draws", type=positive_int, default=None,
+                   help="retained draws per chain (default: the method's, 1000)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="frames per compiled call (default: the method's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", type=Path, required=True, help="output FILE.nc (ArviZ DataTree)")
+    p.set_defaults(handler=cmd_posterior)
 
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")

@@ -162,9 +162,13 @@ class PoissonApproxADU(Distribution):
     def log_prob(self, value):
         c = self.camera
         n = (value - c.offset) / c.gain + readout_photon_var(c)
-        lam = self.rate
-        return (n * jnp.log(lam) - lam - gammaln(jnp.maximum(n, 0.0) + 1.0)
+        return (poisson_kernel(n, self.rate) - gammaln(jnp.maximum(n, 0.0) + 1.0)
                 - jnp.log(c.gain))
+
+
+def poisson_kernel(n: jax.Array, rate: jax.Array) -> jax.Array:
+    """θ-dependent part ``n log λ − λ`` of the Poisson log pmf (the rest is constant in θ)."""
+    return n * jnp.log(rate) - rate
 
 
 class PoissonGaussianADU(Distribution):

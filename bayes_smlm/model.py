@@ -19,7 +19,8 @@ from numpyro.infer.util import log_density as numpyro_log_density
 
 from . import physics
 from .config import Task
-from .distributions import PoissonApproxADU, PoissonGaussianADU, UniformDisc, poisson_gaussian_n_max
+from .distributions import (PoissonApproxADU, PoissonGaussianADU, UniformDisc, poisson_gaussian_n_max,
+                            poisson_kernel)
 from .errors import ConfigError
 
 LIKELIHOODS = ("poisson", "poisson_gaussian")
@@ -81,17 +82,39 @@ def image_model(task: Task, adu: jax.Array | None = None, *, likelihood: str = "
     else:
         background = scene.background
     omega = physics.expected_photons(theta, i0, background, optics.sigma_psf, task.shape)
+    if likelihood == "poisson_gaussian" and n_max is None:
+        n_max = exact_sum_length(task, adu, infer_intensity=infer_intensity,
+                                 infer_background=infer_background)
+    numpyro.sample("adu", camera_distribution(omega, camera, likelihood, n_max).to_event(2),
+                   obs=adu)
+
+
+def camera_distribution(omega: jax.Array, camera: physics.CameraArrays, likelihood: str,
+                        n_max: int | None = None) -> dist.Distribution:
+    """Per-pixel law of the ADU given expected photons ``omega`` (batch shape (H, W))."""
     # A latent outside its support (prior log density -inf) may give ω < 0; clamp so the
     # likelihood stays finite and the joint is exactly -inf rather than NaN.
     omega = jnp.maximum(omega, 0.0)
     if likelihood == "poisson":
-        camera_dist = PoissonApproxADU(omega, camera, validate_args=False)
-    else:
-        if n_max is None:
-            n_max = exact_sum_length(task, adu, infer_intensity=infer_intensity,
-                                     infer_background=infer_background)
-        camera_dist = PoissonGaussianADU(omega, camera, n_max, validate_args=False)
-    numpyro.sample("adu", camera_dist.to_event(2), obs=adu)
+        return PoissonApproxADU(omega, camera, validate_args=False)
+    return PoissonGaussianADU(omega, camera, n_max, validate_args=False)
+
+
+def make_log_likelihood(task: Task, *, likelihood: str = "poisson",
+                        n_max: int | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """Pure ``(theta, adu) -> log p(adu | θ)`` with i0 and background fixed at the task's values
+    (no prior term), for samplers that bring their own prior."""
+    _check_likelihood(likelihood)
+    if likelihood == "poisson_gaussian" and n_max is None:
+        n_max = exact_sum_length(task)
+    camera, scene = physics.camera_arrays(task), physics.scene_arrays(task)
+
+    def loglik(theta: jax.Array, adu: jax.Array) -> jax.Array:
+        omega = physics.expected_photons(theta, scene.i0, scene.background,
+                                         task.optics.sigma_psf, task.shape)
+        return jnp.sum(camera_distribution(omega, camera, likelihood, n_max).log_prob(adu))
+
+    return loglik
 
 
 def make_log_density(task: Task, *, likelihood: str = "poisson", infer_intensity: bool = False,
@@ -132,3 +155,32 @@ def position_log_density(task: Task, adu: jax.Array, *, likelihood: str = "poiss
         n_max = exact_sum_length(task, np.asarray(adu))
     logdensity = make_log_density(task, likelihood=likelihood, n_max=n_max)
     return lambda theta: logdensity({"theta": theta}, adu)
+
+
+def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: int | None = None
+                             ) -> tuple[Callable[[jax.Array], jax.Array],
+                                        Callable[[jax.Array, jax.Array], jax.Array]]:
+    """Lean ``(prepare, logdensity)`` pair for samplers that call the density millions of times.
+
+    ``data = prepare(adu)`` converts a frame once (photon counts n for the Poisson
+    approximation); ``logdensity(theta, data)`` equals the NumPyro model's log joint of θ up to
+    an additive constant per frame (θ-independent terms such as ``lgamma(n + 1)`` are dropped).
+    Same prior (−inf off the disc) and same forward model.
+    """
+    _check_likelihood(likelihood)
+    camera, scene = physics.camera_arrays(task), physics.scene_arrays(task)
+    prior = UniformDisc(jnp.asarray(task.centre), task.prior.radius)
+    if likelihood == "poisson_gaussian":
+        full = make_log_density(task, likelihood=likelihood, n_max=n_max)
+        return (lambda adu: adu), (lambda theta, adu: full({"theta": theta}, adu))
+    pedestal = physics.readout_photon_var(camera)
+
+    def prepare(adu: jax.Array) -> jax.Array:
+        return physics.adu_to_photons(adu, camera)
+
+    def logdensity(theta: jax.Array, counts: jax.Array) -> jax.Array:
+        omega = physics.expected_photons(theta, scene.i0, scene.background,
+                                         task.optics.sigma_psf, task.shape)
+        return jnp.sum(prior.log_prob(theta)) + jnp.sum(poisson_kernel(counts, omega + pedestal))
+
+    return prepare, logdensity

@@ -1,0 +1,13 @@
+"""Posterior methods behind one registry; importing this package registers the built-ins.
+
+>>> from bayes_smlm.methods import get_method, list_methods
+>>> sorted(list_methods())[:2]
+['grid', 'nuts']
+"""
+
+from .registry import get_method, list_methods, register_method, unregister_method
+from .result import PosteriorResult
+from . import grid, nuts, rwmh  # noqa: F401  (register the built-in methods)
+
+__all__ = ["PosteriorResult", "get_method", "list_methods", "register_method",
+           "unregister_method"]

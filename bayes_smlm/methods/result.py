@@ -1,0 +1,63 @@
+"""The typed result every posterior method returns (one calling convention, sbibm style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import Task
+
+
+@dataclass
+class PosteriorResult:
+    """Posterior summaries of one method over F frames.
+
+    Attributes
+    ----------
+    method : str
+        Registry name of the method.
+    task : Task
+        The task whose likelihood and prior were used.
+    adu : (F, H, W) ndarray
+        Observed frames, ADU.
+    kde_mean, kde_var : (F, u·H, u·W) ndarray
+        Posterior mean and per-pixel marginal variance of the KDE y (eq. 5).
+    theta : (C, D, F, N, 2) ndarray or None
+        Draws of (x, y) in LR pixels (chain, draw, frame, emitter, axis), labels aligned across
+        draws; None for methods without θ draws.
+    sample_stats : dict of str -> (C, D, F) ndarray
+        Per-draw sampler statistics (acceptance, divergences, step size, tree depth, …).
+    settings : dict
+        Resolved method settings (JSON-ready).
+    seconds : float
+        Wall time of the run, s (compile time included).
+    theta_true : (F, N, 2) ndarray or None
+        True positions when known (simulated data).
+    extra : dict
+        Method-specific exact summaries (e.g. the grid posterior's mean and covariance).
+    """
+
+    method: str
+    task: Task
+    adu: np.ndarray
+    kde_mean: np.ndarray
+    kde_var: np.ndarray
+    theta: np.ndarray | None = None
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = float("nan")
+    theta_true: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.adu.shape[0])
+
+    def theta_flat(self) -> np.ndarray:
+        """Draws as (F, C·D, N, 2)."""
+        if self.theta is None:
+            raise ValueError(f"method {self.method!r} has no θ draws")
+        c, d, f, n, _ = self.theta.shape
+        return np.moveaxis(self.theta, 2, 0).reshape(f, c * d, n, 2)
