@@ -1,0 +1,128 @@
+"""KDE push-forward, relabelling, initialisation, calibration tools, DataTree output and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bayes_smlm import physics
+from bayes_smlm.calibration import interval_coverage, sbc_ranks
+from bayes_smlm.cli import main
+from bayes_smlm.methods import get_method
+from bayes_smlm.methods.initialization import detect_initial_positions
+from bayes_smlm.methods.pushforward import kde_moments
+from bayes_smlm.methods.relabel import align_labels
+from bayes_smlm.posterior_io import load_posterior, task_of
+from bayes_smlm.simulate import simulate, simulate_fixed
+from bayes_smlm.tasks import get_task
+
+
+def test_kde_moments_of_a_two_point_posterior_are_exact(isolated):
+    a, b = np.array([[8.0, 9.0]]), np.array([[8.6, 9.3]])
+    p = 0.3
+    draws = np.concatenate([np.repeat(a[None], 300, 0), np.repeat(b[None], 700, 0)])[None]
+    mean, var = kde_moments(draws, isolated, chunk=128)  # chunk is shrunk to divide 1000
+    ya = np.asarray(physics.kde(a, 1.5, 4, (20, 20)))
+    yb = np.asarray(physics.kde(b, 1.5, 4, (20, 20)))
+    np.testing.assert_allclose(mean[0], p * ya + (1 - p) * yb, atol=1e-5)
+    np.testing.assert_allclose(var[0], p * (1 - p) * (ya - yb) ** 2, atol=1e-5)
+
+
+def test_align_labels_undoes_label_switching():
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 4.0], [10.0, 12.0], [15.0, 6.0]])
+    draws = centres + 0.1 * rng.standard_normal((2, 50, 1, 3, 2))
+    switched = draws.copy()
+    for c in range(2):
+        for d in range(50):
+            switched[c, d, 0] = switched[c, d, 0][rng.permutation(3)]
+    aligned = align_labels(switched)
+    spread = aligned.reshape(-1, 3, 2).std(0)
+    assert np.all(spread < 0.2)
+
+
+def test_initial_detections_find_separated_emitters():
+    task = get_task("paper", {"n_emitters": 4})
+    theta = np.array([[5.0, 6.0], [13.0, 5.5], [8.0, 14.0], [14.5, 13.0]], np.float32)
+    adu = simulate_fixed(task, theta, 1, seed=0)[0]
+    found = np.asarray(detect_initial_positions(task, adu))
+    dist = np.sqrt(((found[:, None] - theta[None]) ** 2).sum(-1)).min(0)
+    assert np.all(dist < 0.5)
+
+
+def test_sbc_and_coverage_accept_exact_draws_and_reject_overconfident_ones():
+    rng = np.random.default_rng(1)
+    m, s = 400, 200
+    # normal-normal model: truth ~ N(0,1), obs ~ N(truth, 1), posterior N(obs/2, 1/2)
+    truth = rng.standard_normal((m, 1))
+    obs = truth + rng.standard_normal((m, 1))
+    exact = obs[:, None, :] / 2 + np.sqrt(0.5) * rng.standard_normal((m, s, 1))
+    narrow = obs[:, None, :] / 2 + 0.5 * np.sqrt(0.5) * rng.standard_normal((m, s, 1))
+    assert sbc_ranks(exact, truth).min_pvalue > 0.001
+    assert sbc_ranks(narrow, truth).min_pvalue < 1e-6
+    cov = {c.level: c for c in interval_coverage(exact, truth)}
+    assert cov[0.9].low <= 0.9 <= cov[0.9].high
+    assert interval_coverage(narrow, truth, (0.9,))[0].high < 0.9
+
+
+def test_grid_posterior_is_calibrated_sbc_and_coverage():
+    # fast SBC: the exact grid posterior on 200 prior-simulated frames
+    task = get_task("isolated")
+    batch = simulate(task, 200, seed=31)
+    result = get_method("grid")(task, batch.adu, chains=1, draws=400)
+    draws = result.theta_flat()[:, :, 0]
+    truth = batch.theta[:, 0]
+    sbc = sbc_ranks(draws, truth, n_draws=99, bins=10)
+    assert sbc.min_pvalue > 0.01 / 2        # 1 % level, Bonferroni over x and y
+    cov = {c.level: c for c in interval_coverage(draws, truth)}
+    assert abs(cov[0.9].fraction - 0.9) <= 0.03 + 3 * np.sqrt(0.09 / 400)
+
+
+@pytest.mark.slow
+def test_nuts_sbc_on_200_isolated_frames():
+    task = get_task("isolated")
+    batch = simulate(task, 200, seed=41)
+    result = get_method("nuts")(task, batch.adu, seed=5)
+    draws = result.theta_flat()[:, :, 0]
+    sbc = sbc_ranks(draws, batch.theta[:, 0], n_draws=99, bins=10)
+    assert sbc.min_pvalue > 0.01 / 2
+    cov = {c.level: c for c in interval_coverage(draws, batch.theta[:, 0])}
+    assert abs(cov[0.9].fraction - 0.9) <= 0.03
+
+
+def test_posterior_cli_writes_a_datatree_with_every_group(tmp_path, capsys):
+    npz, nc = tmp_path / "f.npz", tmp_path / "post.nc"
+    assert main(["simulate", "--task", "isolated", "--frames", "3", "--seed", "4", "--out", str(npz)]) == 0
+    assert main(["posterior", str(npz), "--method", "rwmh", "--chains", "2", "--draws", "400",
+                 "--quiet", "--out", str(nc)]) == 0
+    assert "s/frame" in capsys.readouterr().out
+    tree = load_posterior(nc)
+    assert {"posterior", "sample_stats", "observed_data", "constant_data", "kde",
+            "diagnostics"} <= set(tree.children)
+    theta = tree["posterior"]["theta"]
+    assert theta.dims == ("chain", "draw", "frame", "emitter", "axis")
+    assert list(theta["axis"].values) == ["x", "y"] and theta.shape == (2, 400, 3, 1, 2)
+    assert tree["kde"]["var"].dims == ("frame", "y_hr", "x_hr")
+    assert tree["observed_data"]["adu"].shape == (3, 20, 20)
+    assert tree["constant_data"]["theta_true"].shape == (3, 1, 2)
+    assert task_of(tree).name == "isolated"
+    assert json.loads(tree["constant_data"].attrs["settings"])["proposal_var"] == 0.03
+    assert tree["diagnostics"]["flagged"].dtype == bool
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_posterior_cli_errors_are_one_line(tmp_path, capsys):
+    npz = tmp_path / "f.npz"
+    main(["simulate", "--task", "paper", "--frames", "1", "--seed", "4", "--out", str(npz)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["posterior", str(npz), "--method", "grid", "--out", str(tmp_path / "x.nc")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "grid needs a one-emitter task" in err[0]
+    with pytest.raises(SystemExit):
+        main(["posterior", str(npz), "--method", "nuts", "--out", str(tmp_path / "x.txt")])
+    assert "must end in .nc" in capsys.readouterr().err
