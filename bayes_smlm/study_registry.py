@@ -17,6 +17,7 @@ from .errors import ConfigError
 
 _STUDIES: dict[str, str] = {
     "forward-model": "bayes_smlm.studies.forward_model",
+    "bench-exact": "bayes_smlm.studies.bench_exact",
 }
 
 
