@@ -25,7 +25,7 @@ from bayes_smlm.tasks import get_task
 
 NAME = "bench-exact"
 PRESETS = {
-    "smoke": {"ess_frames": 8, "wall_frames": 16, "draws": 200},
+    "smoke": {"ess_frames": 4, "wall_frames": 8, "draws": 200},
     "cpu": {"ess_frames": 256, "wall_frames": 1000, "draws": 1000},
     "paper": {"ess_frames": 256, "wall_frames": 1000, "draws": 1000},
 }

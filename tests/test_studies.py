@@ -28,3 +28,13 @@ def test_study_script_main_runs_as_a_script(tmp_path, capsys):
     from bayes_smlm.studies import forward_model
     assert forward_model.main(["--preset", "smoke", "--out", str(tmp_path / "s")]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["study", "bench-exact", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["method"] for r in metrics["ess"]] == ["rwmh", "rwmh_paper", "nuts"]
+    assert all(r["ess_per_second"] > 0 for r in metrics["ess"])
+    assert {w["method"] for w in metrics["wall"]} == {"nuts", "grid"}
+    assert "ESS per second" in (out / "report.md").read_text()

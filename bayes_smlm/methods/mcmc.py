@@ -35,7 +35,8 @@ def check_positive(name: str, value: Any, lo: int = 1) -> int:
 
 def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSampler,
              logdensity: Callable[[jax.Array, jax.Array], jax.Array],
-             prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu, seed: int, chains: int,
+             prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu,
+             transform: Any = None, seed: int, chains: int,
              batch_size: int, progress: bool, settings: dict[str, Any],
              theta_true: np.ndarray | None = None) -> PosteriorResult:
     """Run ``sample_chain`` on every (frame, chain) and assemble the result.
@@ -46,6 +47,9 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         ``(theta (N, 2), data) -> log density`` (the sampler's target, −inf off support).
     prepare : callable
         ``adu (H, W) -> data`` computed once per frame (e.g. photon counts).
+    transform : numpyro Transform, optional
+        Bijection from the sampler's unconstrained space to pixel space. When given, chains run
+        on ``u`` with target ``logdensity(T(u)) + log|det J_T(u)|`` and draws are mapped back.
     """
     adu = check_frames(task, adu)
     chains = check_positive("--chains", chains, lo=1)
@@ -54,9 +58,17 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         k_init, k_run = jax.random.split(key)
         starts = chain_starts(k_init, task, frame, chains)
         data = prepare(frame)
-        target = lambda theta: logdensity(theta, data)  # noqa: E731
+        if transform is None:
+            target = lambda theta: logdensity(theta, data)  # noqa: E731
+        else:
+            def target(u: jax.Array) -> jax.Array:
+                theta = transform(u)
+                return logdensity(theta, data) + jnp.sum(transform.log_abs_det_jacobian(u, theta))
+            starts = transform.inv(starts)
         positions, stats = jax.vmap(lambda k, s: sample_chain(k, s, target))(
             jax.random.split(k_run, chains), starts)
+        if transform is not None:
+            positions = transform(positions)
         return positions, stats
 
     batched = jax.jit(jax.vmap(one_frame))

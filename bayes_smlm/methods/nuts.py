@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
+from numpyro.distributions.transforms import biject_to
 
 from ..config import Task
+from ..distributions import UniformDisc
 from ..errors import ConfigError
 from ..fisher import fisher_information
 from ..model import make_sampler_log_density
@@ -48,10 +50,16 @@ def nuts_chain(num_warmup: int, num_draws: int, target_accept: float, max_tree_d
     return sample_chain
 
 
+def prior_transform(task: Task):
+    """The bijection R² → prior disc (per emitter) that NUTS samples through."""
+    return biject_to(UniformDisc(jnp.asarray(task.centre, jnp.float32), task.prior.radius).support)
+
+
 def crlb_inverse_mass(task: Task) -> jax.Array:
-    """Diagonal inverse mass (2N,) from the CRLB of an isolated emitter at the frame centre:
-    the posterior variance scale of each coordinate, so adaptation starts near its answer."""
-    var = float(np.max(fisher_information(task, [task.centre]).sd) ** 2)
+    """Diagonal inverse mass (2N,) in the sampler's unconstrained coordinates: the CRLB variance
+    of an isolated emitter at the frame centre, divided by R² (the transform's slope there), so
+    adaptation starts near its answer."""
+    var = float(np.max(fisher_information(task, [task.centre]).sd) ** 2) / task.prior.radius**2
     return jnp.full((2 * task.prior.n_emitters,), var, jnp.float32)
 
 
@@ -61,7 +69,12 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                    target_accept: float = 0.8, max_tree_depth: int = 10,
                    likelihood: str = "poisson", batch_size: int = 8,
                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
-    """NUTS on log p(θ | x) with the task's disc prior (−inf outside), i0 and b fixed.
+    """NUTS on log p(θ | x) with the task's disc prior, i0 and b fixed.
+
+    Chains run in unconstrained coordinates u with θ = c + R tanh(|u|) u/|u| per emitter (the
+    NumPyro bijection of the disc prior) plus its log-Jacobian: a hard −inf wall at the disc edge
+    would make every trajectory that reaches it diverge, shrink the adapted step size and stall
+    the vmapped batch. Draws are reported in pixel space.
 
     Parameters
     ----------
@@ -87,7 +100,7 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         "nuts", task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
         sample_chain=nuts_chain(warmup, draws, target_accept, max_tree_depth,
                                 crlb_inverse_mass(task)),
-        logdensity=logdensity, prepare=prepare,
+        logdensity=logdensity, prepare=prepare, transform=prior_transform(task),
         settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
                   "max_tree_depth": max_tree_depth, "likelihood": likelihood},
         theta_true=theta_true)
