@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from .io import atomic_path
+from .io import atomic_path, write_text
 
 TRACKED_PACKAGES = ("bayes-smlm", "jax", "numpyro", "blackjax", "arviz-base", "arviz-stats",
                     "torch", "diffusers", "numpy", "scipy", "scikit-image")
@@ -77,3 +77,9 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+def write_report(out: str | Path, body: str, prov: dict[str, Any]) -> Path:
+    """Write ``out/report.md``: ``body`` followed by the provenance section."""
+    text = body.rstrip() + "\n\n## Provenance\n\n" + provenance_markdown(prov) + "\n"
+    return write_text(Path(out) / "report.md", text)

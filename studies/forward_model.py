@@ -16,8 +16,8 @@ import numpy as np
 
 from bayes_smlm import physics
 from bayes_smlm.fisher import fisher_information, mortensen_mle_sd
-from bayes_smlm.io import write_json, write_text
-from bayes_smlm.report import markdown_table, provenance, provenance_markdown, save_figure
+from bayes_smlm.io import write_json
+from bayes_smlm.report import markdown_table, provenance, save_figure, write_report
 from bayes_smlm.simulate import simulate, simulate_fixed
 from bayes_smlm.study_registry import check_preset, run_as_script
 from bayes_smlm.tasks import get_task
@@ -170,12 +170,8 @@ Default constants; "i0, b" = photons and background estimated jointly with (x, y
 the ADU mean against g·ω + o is {moments['max_abs_z_mean']:.2f} and of the variance against
 g²ω + w² is {moments['max_abs_z_var']:.2f} over {moments['pixels']} pixels (z from the exact
 cumulants; values below ≈ 4 are what chance gives over this many pixels).
-
-## Provenance
-
-{provenance_markdown(prov)}
 """
-    return write_text(out / "report.md", text)
+    return write_report(out, text, prov)
 
 
 def main(args: Sequence[str] | None = None) -> int:

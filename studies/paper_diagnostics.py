@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm.io import write_json, write_text
+from bayes_smlm.io import write_json
 from bayes_smlm.methods import get_method
 from bayes_smlm.posterior_io import save_posterior, to_datatree
-from bayes_smlm.report import markdown_table, provenance, provenance_markdown
+from bayes_smlm.report import markdown_table, provenance, write_report
 from bayes_smlm.simulate import simulate
 from bayes_smlm.study_registry import check_preset, run_as_script
 from bayes_smlm.tasks import get_task
@@ -99,12 +99,8 @@ bulk ESS ≥ 400.
 ## Per frame
 
 {markdown_table(headers, frame_rows)}
-
-## Provenance
-
-{provenance_markdown(prov)}
 """
-    return write_text(out / "report.md", text)
+    return write_report(out, text, prov)
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -38,3 +38,14 @@ def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
     assert all(r["ess_per_second"] > 0 for r in metrics["ess"])
     assert {w["method"] for w in metrics["wall"]} == {"nuts", "grid"}
     assert "ESS per second" in (out / "report.md").read_text()
+
+
+def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys):
+    out = tmp_path / "pd"
+    assert main(["study", "paper-diagnostics", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_frame = metrics["per_frame"]["nuts"]
+    assert len(per_frame["rhat_max"]) == 2 and len(metrics["min_separation"]) == 2
+    assert 0.0 <= metrics["summary"][0]["pass_rate"] <= 1.0
+    assert (out / "nuts.nc").stat().st_size > 0
+    assert "## Per frame" in (out / "report.md").read_text()
