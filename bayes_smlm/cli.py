@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayes-smlm`` console script."""
+    from .parallel import request_host_devices
+    request_host_devices()  # before anything imports JAX: frames run on every core
     parser = build_parser()
     args = parser.parse_args(argv)
     with report_errors(f"bayes-smlm {args.command}"):

@@ -31,6 +31,16 @@ def test_kde_moments_of_a_two_point_posterior_are_exact(isolated):
     np.testing.assert_allclose(var[0], p * (1 - p) * (ya - yb) ** 2, atol=1e-5)
 
 
+def test_kde_moments_of_several_emitters_match_a_direct_computation(paper):
+    rng = np.random.default_rng(3)
+    task = get_task("paper", {"n_emitters": 2})
+    draws = np.array([[5.0, 6.0], [12.0, 13.0]]) + 0.3 * rng.standard_normal((1, 64, 2, 2))
+    mean, var = kde_moments(draws, task, chunk=16)
+    ys = np.stack([np.asarray(physics.kde(d, 1.5, 4, (20, 20))) for d in draws[0]])
+    np.testing.assert_allclose(mean[0], ys.mean(0), atol=1e-5)
+    np.testing.assert_allclose(var[0], ys.var(0), atol=1e-5)
+
+
 def test_align_labels_undoes_label_switching():
     rng = np.random.default_rng(0)
     centres = np.array([[4.0, 4.0], [10.0, 12.0], [15.0, 6.0]])
@@ -126,3 +136,27 @@ def test_posterior_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["posterior", str(npz), "--method", "nuts", "--out", str(tmp_path / "x.txt")])
     assert "must end in .nc" in capsys.readouterr().err
+
+
+def test_console_script_shards_frames_over_host_devices(tmp_path):
+    # The installed command asks XLA for one CPU device per core before JAX starts, and the
+    # frame batch is split across them with pmap; the result must look the same.
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("bayes-smlm") or str(Path(sys.executable).parent / "bayes-smlm")
+    npz, nc = tmp_path / "f.npz", tmp_path / "p.nc"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    for argv in (["simulate", "--task", "isolated", "--frames", "3", "--seed", "8", "--out", str(npz)],
+                 ["posterior", str(npz), "--method", "nuts", "--draws", "300", "--quiet",
+                  "--out", str(nc)]):
+        proc = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+    tree = load_posterior(nc)
+    assert tree["posterior"]["theta"].shape == (4, 300, 3, 1, 2)
+    theta = np.asarray(tree["posterior"]["theta"])
+    truth = np.asarray(tree["constant_data"]["theta_true"])
+    assert np.all(np.abs(theta.mean((0, 1)) - truth) < 0.5)

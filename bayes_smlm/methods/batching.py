@@ -24,18 +24,20 @@ def check_frames(task: Task, adu: np.ndarray) -> np.ndarray:
 
 
 def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int,
-                      *, progress: bool = False, desc: str = "frames") -> Any:
+                      *, progress: bool = False, desc: str = "frames", multiple_of: int = 1) -> Any:
     """Apply ``fn`` to consecutive frame batches of ``arrays`` (leading axis F) and concatenate.
 
     ``fn`` returns a pytree of arrays with leading axis = batch; the result has the same
     structure with leading axis F. The last batch is padded to ``batch_size`` by repeating its
     final frame so that ``fn`` is compiled once; the padding is dropped from the output.
+    ``multiple_of`` rounds the batch up (e.g. to the number of devices it is split across).
     """
     import jax
     from tqdm.auto import tqdm
 
     n = arrays[0].shape[0]
     batch_size = max(1, min(batch_size, n))
+    batch_size = multiple_of * -(-batch_size // multiple_of)
     outputs: list[Any] = []
     with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):

@@ -21,6 +21,7 @@ from .. import physics
 from ..config import Task
 from ..errors import ConfigError
 from ..model import make_log_density
+from ..parallel import device_parallel
 from .batching import check_frames, map_frame_batches
 from .registry import register_method
 from .result import PosteriorResult
@@ -81,9 +82,9 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
 
 @lru_cache(maxsize=8)
 def _batched(task: Task, coarse_step: float, fine: int, window: float, likelihood: str,
-             n_draws: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]:
+             n_draws: int) -> tuple[Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]], int]:
     one = _grid_fn(task, coarse_step, fine, window, likelihood)
-    return jax.jit(jax.vmap(lambda adu, key: one(adu, key, n_draws)))
+    return device_parallel(jax.vmap(lambda adu, key: one(adu, key, n_draws)))
 
 
 @register_method("grid")
@@ -112,11 +113,13 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         raise ConfigError("--method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")
     adu = check_frames(task, adu)
-    fn = _batched(task, float(coarse_step), int(fine), float(window), likelihood, chains * draws)
+    fn, n_devices = _batched(task, float(coarse_step), int(fine), float(window), likelihood,
+                             chains * draws)
+
     keys = jax.random.split(jax.random.PRNGKey(seed), adu.shape[0])
     start = time.perf_counter()
     out = map_frame_batches(lambda a, k: fn(a, k), (adu, np.asarray(keys)), batch_size,
-                            progress=progress, desc="grid")
+                            progress=progress, desc="grid", multiple_of=n_devices)
     seconds = time.perf_counter() - start
     kde_mean, kde_var, mean, cov, flat, spacing = out  # tuple pytree, leading axis F
     f = adu.shape[0]

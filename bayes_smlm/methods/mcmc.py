@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import Task
 from ..errors import ConfigError
+from ..parallel import device_parallel
 from .batching import check_frames, map_frame_batches
 from .initialization import chain_starts
 from .pushforward import kde_moments
@@ -71,11 +72,11 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
             positions = transform(positions)
         return positions, stats
 
-    batched = jax.jit(jax.vmap(one_frame))
+    batched, n_devices = device_parallel(jax.vmap(one_frame))
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), adu.shape[0]))
     start = time.perf_counter()
     positions, stats = map_frame_batches(batched, (keys, adu), batch_size, progress=progress,
-                                         desc=method)
+                                         desc=method, multiple_of=n_devices)
     sampling_seconds = time.perf_counter() - start
     positions = np.moveaxis(positions, 0, 2)                 # (F, C, D, …) -> (C, D, F, N, 2)
     stats = {name: np.moveaxis(arr, 0, 2) for name, arr in stats.items()}
@@ -90,4 +91,5 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
                            theta=positions, sample_stats=stats,
                            settings={**settings, "chains": chains, "seed": seed},
                            seconds=seconds, theta_true=theta_true,
-                           extra={"sampling_seconds": np.float64(sampling_seconds)})
+                           extra={"sampling_seconds": np.float64(sampling_seconds),
+                                  "devices": np.int64(n_devices)})

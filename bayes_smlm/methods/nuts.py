@@ -67,7 +67,7 @@ def crlb_inverse_mass(task: Task) -> jax.Array:
 def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, warmup: int = 300,
                    target_accept: float = 0.8, max_tree_depth: int = 10,
-                   likelihood: str = "poisson", batch_size: int = 8,
+                   likelihood: str = "poisson", batch_size: int = 4,
                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """NUTS on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
@@ -82,8 +82,9 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Window-adaptation steps per chain (discarded); started from the CRLB scale, a few
         hundred suffice for one emitter.
     batch_size : int
-        Frames per compiled call. Vmapped NUTS runs its lanes in lockstep (every step costs the
-        deepest tree of the batch), so small batches are faster per frame on a CPU.
+        Frames per compiled call, split across the CPU devices (:mod:`bayes_smlm.parallel`).
+        Vmapped NUTS runs its lanes in lockstep (every step costs the deepest tree of the
+        batch), so a frame or two per device is fastest on a CPU.
     target_accept : float
         Target acceptance of the step-size adaptation, in (0, 1).
     max_tree_depth : int

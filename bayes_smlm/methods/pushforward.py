@@ -26,6 +26,9 @@ def _kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Arra
 
 @lru_cache(maxsize=16)
 def _moments_fn(task: Task, chunk: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    if task.prior.n_emitters == 1:
+        return jax.jit(jax.vmap(lambda draws: _single_emitter_moments(draws, task)))
+
     def moments(draws: jax.Array) -> tuple[jax.Array, jax.Array]:
         """draws (S, N, 2) of one frame -> (mean, var) of y over draws, each (uH, uW)."""
         s = draws.shape[0]
@@ -47,6 +50,17 @@ def _moments_fn(task: Task, chunk: int) -> Callable[[jax.Array], tuple[jax.Array
         return mean_shifted + shift, var
 
     return jax.jit(jax.vmap(moments))
+
+
+def _single_emitter_moments(draws: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
+    """One emitter: y = ey ⊗ ex per draw, so E[y] = Eyᵀ Ex / S and E[y²] = (Ey²)ᵀ (Ex²) / S are
+    two matrix products over the draws (BLAS instead of S images)."""
+    ey, ex = _kde_axis_factors(draws, task)          # (S, 1, uH), (S, 1, uW)
+    ey, ex = ey[:, 0], ex[:, 0]
+    s = draws.shape[0]
+    mean = ey.T @ ex / s
+    second = (ey * ey).T @ (ex * ex) / s
+    return mean, jnp.maximum(second - mean**2, 0.0)
 
 
 def kde_moments(theta_draws: np.ndarray, task: Task, chunk: int = 250,
