@@ -22,12 +22,10 @@ def _task_from_args(args: argparse.Namespace):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .io import write_npz
+    from .io import check_suffix, write_npz
     from .simulate import simulate
     task = _task_from_args(args)
-    if args.out.suffix != ".npz":
-        from .errors import ConfigError
-        raise ConfigError("--out", f"must end in .npz (got {args.out.name})")
+    check_suffix(args.out, ".npz")  # before the work, not only in the writer
     batch = simulate(task, args.frames, args.seed)
     write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
               config=task.to_json(), seed=args.seed)
@@ -96,12 +94,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def cmd_posterior(args: argparse.Namespace) -> int:
     from .config import task_from_json
-    from .io import read_npz
+    from .io import check_suffix, read_npz
     from .methods import get_method
     from .posterior_io import save_posterior
-    if args.out.suffix != ".nc":
-        from .errors import ConfigError
-        raise ConfigError("--out", f"must end in .nc (got {args.out.name})")
+    check_suffix(args.out, ".nc")  # before sampling, not only in the writer
     method = get_method(args.method)
     data = read_npz(args.file, required=("adu", "config"))
     task = task_from_json(str(data["config"]))
@@ -160,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_crlb)
 
-    from .methods import list_methods
     p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF")
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
-    p.add_argument("--method", required=True, help=f"one of: {', '.join(list_methods())}")
+    p.add_argument("--method", required=True,
+                   help="name of a registered posterior method (an unknown name prints the list)")
     p.add_argument("--chains", type=positive_int, default=4, help="chains per frame (default 4)")
     p.add_argument("--draws", type=positive_int, default=None,
                    help="retained draws per chain (default: the method's, 1000)")

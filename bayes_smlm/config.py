@@ -41,6 +41,13 @@ def _check_number(name: str, value: Any, *, lo: float | None = None, lo_open: bo
     return value
 
 
+def check_int(name: str, value: Any, lo: int = 1) -> int:
+    """``value`` as an int >= ``lo`` (bools and floats refused), else a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ConfigError(name, f"must be an integer >= {lo} (got {value!r})")
+    return int(value)
+
+
 def _range_text(lo: float | None, lo_open: bool, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"

@@ -43,6 +43,14 @@ def _umask() -> int:
     return mask
 
 
+def check_suffix(path: str | Path, suffix: str, argument: str = "--out") -> Path:
+    """``path`` as a Path if it ends in ``suffix``, else a one-line ConfigError."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ConfigError(argument, f"must end in {suffix} (got {path.name})")
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
     with atomic_path(path) as tmp:
@@ -57,9 +65,7 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def write_npz(path: str | Path, **arrays: Any) -> Path:
     """Atomically write an uncompressed ``.npz`` (no pickled objects)."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ConfigError("--out", f"must end in .npz (got {path.name})")
+    path = check_suffix(path, ".npz")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

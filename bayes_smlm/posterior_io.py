@@ -18,7 +18,7 @@ import xarray as xr
 from .config import task_from_json
 from .diagnostics import frame_diagnostics
 from .errors import ConfigError
-from .io import atomic_path
+from .io import atomic_path, check_suffix
 from .methods.result import PosteriorResult
 
 
@@ -66,10 +66,12 @@ def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr
 
 def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
     """Atomically write the result's DataTree to NetCDF (``.nc``)."""
-    path = Path(path)
-    if path.suffix != ".nc":
-        raise ConfigError("--out", f"must end in .nc (got {path.name})")
-    tree = to_datatree(result)
+    return write_datatree(to_datatree(result), path)
+
+
+def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
+    """Atomically write a DataTree built by :func:`to_datatree` to NetCDF (``.nc``)."""
+    path = check_suffix(path, ".nc")
     with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")
     return path

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import physics
-from .config import Task
+from .config import Task, check_int
 from .errors import ConfigError
 
 _STREAM_TAG = 0x5EED  # separates the training stream from `simulate` frames of the same seed
@@ -73,12 +73,6 @@ def _batch_simulator(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.A
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
-def _check_count(name: str, value: int, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ConfigError(name, f"must be an integer >= {lo} (got {value!r})")
-    return int(value)
-
-
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ConfigError("--seed", f"must be an integer in [0, 2^32) (got {seed!r})")
@@ -113,8 +107,8 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
     chunk : int
         Frames per jitted call (memory bound: one KDE is u²·H·W floats).
     """
-    n_frames = _check_count("--frames", n_frames)
-    first_frame = _check_count("first_frame", first_frame, lo=0)
+    n_frames = check_int("--frames", n_frames)
+    first_frame = check_int("first_frame", first_frame, lo=0)
     seed = _check_seed(seed)
     indices = np.arange(first_frame, first_frame + n_frames)
     return simulate_indices(task, jax.random.PRNGKey(seed), indices, chunk)
@@ -123,9 +117,9 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
 def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[SimBatch]:
     """Yield fresh batches forever; batch ``k`` is a fixed function of (seed, k), so training that
     resumes at ``start_batch = k`` sees exactly the batches an uninterrupted run would."""
-    batch_size = _check_count("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     base = jax.random.fold_in(jax.random.PRNGKey(_check_seed(seed)), _STREAM_TAG)
-    k = _check_count("start_batch", start_batch, lo=0)
+    k = check_int("start_batch", start_batch, lo=0)
     while True:
         yield simulate_indices(task, jax.random.fold_in(base, k), np.arange(batch_size))
         k += 1
@@ -147,7 +141,7 @@ def simulate_fixed(task: Task, theta: np.ndarray, n_frames: int, seed: int,
 
     Repeated exposures of one scene: the camera-noise check and likelihood tests use them.
     """
-    n_frames = _check_count("--frames", n_frames)
+    n_frames = check_int("--frames", n_frames)
     key = jax.random.PRNGKey(_check_seed(seed))
     theta = jnp.asarray(theta, jnp.float32)
     sim = _fixed_simulator(task)

@@ -17,7 +17,7 @@ import numpy as np
 
 from bayes_smlm.io import write_json
 from bayes_smlm.methods import get_method
-from bayes_smlm.posterior_io import save_posterior, to_datatree
+from bayes_smlm.posterior_io import to_datatree, write_datatree
 from bayes_smlm.report import markdown_table, provenance, write_report
 from bayes_smlm.simulate import simulate
 from bayes_smlm.study_registry import check_preset, run_as_script
@@ -49,8 +49,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     for name in settings["methods"]:
         result = get_method(name)(task, batch.adu, seed=seed, draws=settings["draws"],
                                   theta_true=batch.theta, progress=True)
-        save_posterior(result, out / f"{name}.nc")
-        diag = to_datatree(result)["diagnostics"]
+        tree = to_datatree(result)
+        write_datatree(tree, out / f"{name}.nc")
+        diag = tree["diagnostics"]
         rhat = np.asarray(diag["rhat"]).max(axis=(1, 2))
         ess = np.asarray(diag["ess_bulk"]).min(axis=(1, 2))
         passed = ~np.asarray(diag["flagged"])

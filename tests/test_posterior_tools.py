@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from bayes_smlm import physics
 from bayes_smlm.calibration import interval_coverage, sbc_ranks

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import physics
 from ..config import Task
 from ..errors import ConfigError
 from ..model import make_log_density
 from ..parallel import device_parallel
 from .batching import check_frames, map_frame_batches
-from .registry import register_method
+from .pushforward import kde_axis_factors
+from .registry import register_method, reject_unknown_options
 from .result import PosteriorResult
 
 
@@ -34,9 +34,6 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
     radius = task.prior.radius
     n_coarse = int(np.ceil(2 * radius / coarse_step)) + 1
     coarse = jnp.linspace(-radius, radius, n_coarse)
-    o = task.optics
-    u = o.upsampling
-    peak = physics.pixel_integrated_gaussian(0.0, 0.0, o.sigma_kde)
 
     def grid_logp(xs: jax.Array, ys: jax.Array, adu: jax.Array) -> jax.Array:
         """(ny, nx) log density on the grid xs × ys."""
@@ -61,11 +58,9 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
         mean = jnp.stack([wx @ xs, wy @ ys])
         dx, dy = xs - mean[0], ys - mean[1]
         cov = jnp.array([[wx @ dx**2, dy @ w @ dx], [dy @ w @ dx, wy @ dy**2]])
-        # exact KDE moments by separability (one emitter)
-        ex = physics.pixel_integrated_gaussian(jnp.arange(u * task.width)[None, :],
-                                               physics.lr_to_hr(xs, u)[:, None], o.sigma_kde) / peak
-        ey = physics.pixel_integrated_gaussian(jnp.arange(u * task.height)[None, :],
-                                               physics.lr_to_hr(ys, u)[:, None], o.sigma_kde) / peak
+        # exact KDE moments by separability (one emitter): factors of the grid's x and y lines
+        ey, ex = kde_axis_factors(jnp.stack([xs, ys], -1)[:, None, :], task)
+        ey, ex = ey[:, 0], ex[:, 0]                            # (fine, uH), (fine, uW)
         kde_mean = ey.T @ w @ ex
         kde_var = jnp.maximum((ey**2).T @ w @ ex**2 - kde_mean**2, 0.0)
         # i.i.d. draws: a grid cell by its weight, then uniform within the cell
@@ -107,8 +102,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     chains, draws : int
         Shape of the i.i.d. draws returned for θ summaries (C, D).
     """
-    if unknown:
-        raise ConfigError("--method grid", f"unknown options {sorted(unknown)}")
+    reject_unknown_options("grid", unknown)
     if task.prior.n_emitters != 1:
         raise ConfigError("--method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")
@@ -118,7 +112,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
 
     keys = jax.random.split(jax.random.PRNGKey(seed), adu.shape[0])
     start = time.perf_counter()
-    out = map_frame_batches(lambda a, k: fn(a, k), (adu, np.asarray(keys)), batch_size,
+    out = map_frame_batches(fn, (adu, np.asarray(keys)), batch_size,
                             progress=progress, desc="grid", multiple_of=n_devices)
     seconds = time.perf_counter() - start
     kde_mean, kde_var, mean, cov, flat, spacing = out  # tuple pytree, leading axis F

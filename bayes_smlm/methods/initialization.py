@@ -34,11 +34,11 @@ def detect_initial_positions(task: Task, adu: jax.Array) -> jax.Array:
     kx = physics.pixel_integrated_gaussian(cols[:, None], cols[None, :], sigma)
     ky = physics.pixel_integrated_gaussian(rows[:, None], rows[None, :], sigma)
     centre = jnp.asarray(task.centre)
+    inside = jnp.sum((jnp.stack(jnp.meshgrid(cols, rows), -1) - centre) ** 2, -1) \
+        <= (task.prior.radius + 0.5) ** 2
 
     def peel(residual: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
         score = ky @ residual @ kx.T
-        inside = jnp.sum((jnp.stack(jnp.meshgrid(cols, rows), -1) - centre) ** 2, -1) \
-            <= (task.prior.radius + 0.5) ** 2
         flat = jnp.argmax(jnp.where(inside, score, -jnp.inf))
         r0, c0 = flat // width, flat % width
         # 3x3 centroid of the positive residual around the peak

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Task
-from ..errors import ConfigError
+from ..config import Task, check_int
 from ..parallel import device_parallel
 from .batching import check_frames, map_frame_batches
 from .initialization import chain_starts
@@ -26,12 +25,6 @@ from .result import PosteriorResult
 
 ChainSampler = Callable[[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]],
                         tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def check_positive(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ConfigError(name, f"must be an integer >= {lo} (got {value!r})")
-    return int(value)
 
 
 def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSampler,
@@ -53,7 +46,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         on ``u`` with target ``logdensity(T(u)) + log|det J_T(u)|`` and draws are mapped back.
     """
     adu = check_frames(task, adu)
-    chains = check_positive("--chains", chains, lo=1)
+    chains = check_int("--chains", chains, lo=1)
 
     def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, ...]:
         k_init, k_run = jax.random.split(key)

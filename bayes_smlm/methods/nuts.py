@@ -11,13 +11,13 @@ import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from numpyro.distributions.transforms import biject_to
 
-from ..config import Task
+from ..config import Task, check_int
 from ..distributions import UniformDisc
 from ..errors import ConfigError
 from ..fisher import fisher_information
 from ..model import make_sampler_log_density
-from .mcmc import check_positive, run_mcmc
-from .registry import register_method
+from .mcmc import run_mcmc
+from .registry import register_method, reject_unknown_options
 from .result import PosteriorResult
 
 
@@ -90,10 +90,9 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     max_tree_depth : int
         Maximum trajectory doublings.
     """
-    if unknown:
-        raise ConfigError("--method nuts", f"unknown options {sorted(unknown)}")
-    draws = check_positive("--draws", draws)
-    warmup = check_positive("warmup", warmup, lo=10)
+    reject_unknown_options("nuts", unknown)
+    draws = check_int("--draws", draws)
+    warmup = check_int("warmup", warmup, lo=10)
     if not 0 < target_accept < 1:
         raise ConfigError("target_accept", f"must be in (0, 1) (got {target_accept})")
     prepare, logdensity = make_sampler_log_density(task, likelihood=likelihood)

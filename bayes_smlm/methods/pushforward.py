@@ -13,7 +13,7 @@ from .. import physics
 from ..config import Task
 
 
-def _kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
+def kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
     """Per-draw separable KDE factors: ey (..., N, uH) and ex (..., N, uW), peak-normalised."""
     o = task.optics
     u = o.upsampling
@@ -34,12 +34,12 @@ def _moments_fn(task: Task, chunk: int) -> Callable[[jax.Array], tuple[jax.Array
         s = draws.shape[0]
         chunks = draws.reshape(s // chunk, chunk, *draws.shape[1:])
         # shift by the KDE of the first draw: a one-pass variance without cancellation
-        ey0, ex0 = _kde_axis_factors(draws[0], task)
+        ey0, ex0 = kde_axis_factors(draws[0], task)
         shift = jnp.einsum("nh,nw->hw", ey0, ex0)
 
         def add(carry, block):
             total, total_sq = carry
-            ey, ex = _kde_axis_factors(block, task)
+            ey, ex = kde_axis_factors(block, task)
             y = jnp.einsum("snh,snw->shw", ey, ex) - shift
             return (total + y.sum(0), total_sq + (y * y).sum(0)), None
 
@@ -55,7 +55,7 @@ def _moments_fn(task: Task, chunk: int) -> Callable[[jax.Array], tuple[jax.Array
 def _single_emitter_moments(draws: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
     """One emitter: y = ey ⊗ ex per draw, so E[y] = Eyᵀ Ex / S and E[y²] = (Ey²)ᵀ (Ex²) / S are
     two matrix products over the draws (BLAS instead of S images)."""
-    ey, ex = _kde_axis_factors(draws, task)          # (S, 1, uH), (S, 1, uW)
+    ey, ex = kde_axis_factors(draws, task)          # (S, 1, uH), (S, 1, uW)
     ey, ex = ey[:, 0], ex[:, 0]
     s = draws.shape[0]
     mean = ey.T @ ex / s

@@ -38,6 +38,12 @@ def register_method(name: str, *, replace: bool = False) -> Callable[[PosteriorM
     return decorate
 
 
+def reject_unknown_options(method: str, unknown: dict[str, Any]) -> None:
+    """One-line error for options a method does not take (instead of a TypeError traceback)."""
+    if unknown:
+        raise ConfigError(f"--method {method}", f"unknown options {sorted(unknown)}")
+
+
 def unregister_method(name: str) -> None:
     """Remove a method (for tests and interactive sessions)."""
     _METHODS.pop(name, None)

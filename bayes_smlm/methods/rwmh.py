@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Task
+from ..config import Task, check_int
 from ..errors import ConfigError
 from ..model import make_log_likelihood, make_sampler_log_density
-from .mcmc import check_positive, run_mcmc
-from .registry import register_method
+from .mcmc import run_mcmc
+from .registry import register_method, reject_unknown_options
 from .result import PosteriorResult
 
 
@@ -54,9 +54,9 @@ def _check_settings(proposal_var: float, steps: int, burn_in: int, draws: int,
                     beta: float) -> None:
     if not (isinstance(proposal_var, (int, float)) and proposal_var > 0 and math.isfinite(proposal_var)):
         raise ConfigError("proposal_var", f"must be > 0 px² (got {proposal_var!r})")
-    check_positive("steps", steps)
-    check_positive("burn_in", burn_in, lo=0)
-    check_positive("--draws", draws)
+    check_int("steps", steps)
+    check_int("burn_in", burn_in, lo=0)
+    check_int("--draws", draws)
     if steps - burn_in < draws:
         raise ConfigError("--draws", f"must be <= steps - burn_in = {steps - burn_in} (got {draws})")
     if not 0 < beta <= 1:
@@ -101,8 +101,7 @@ def rwmh_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Variance of the isotropic Gaussian proposal per coordinate, px². The default suits one
         emitter at i0 ≈ 200 (≈ (2.4/√2 · √CRLB)², acceptance ≈ 0.35).
     """
-    if unknown:
-        raise ConfigError("--method rwmh", f"unknown options {sorted(unknown)}")
+    reject_unknown_options("rwmh", unknown)
     prepare, logdensity = make_sampler_log_density(task, likelihood=likelihood)
     return _run("rwmh", task, adu, logdensity, prepare=prepare, seed=seed,
                 chains=chains, draws=draws, steps=steps, burn_in=burn_in,
@@ -120,8 +119,7 @@ def rwmh_paper_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
 
     With β = 0.2 the chain samples p(θ | x)^β, whose SD is 1/√β ≈ 2.24× the posterior's.
     """
-    if unknown:
-        raise ConfigError("--method rwmh_paper", f"unknown options {sorted(unknown)}")
+    reject_unknown_options("rwmh_paper", unknown)
     loglik = make_log_likelihood(task, likelihood="poisson")
     log_prior = _frame_box_log_prior(task)
     target = lambda t, a: log_prior(t) + beta * loglik(t, a)  # noqa: E731
