@@ -1,4 +1,4 @@
-"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study.
+"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study (φ commands: cli_phi).
 
 Every error a user can cause is printed as one line naming the argument, exit status 2.
 """
@@ -14,7 +14,7 @@ from typing import Sequence
 from .cli_types import OneLineErrorParser, finite_float, positive_int, report_errors, seed_int
 
 
-def _task_from_args(args: argparse.Namespace):
+def task_from_args(args: argparse.Namespace):
     from .config import parse_override
     from .tasks import get_task
     overrides = dict(parse_override(item) for item in args.set or [])
@@ -24,7 +24,7 @@ def _task_from_args(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .io import check_suffix, write_npz
     from .simulate import simulate
-    task = _task_from_args(args)
+    task = task_from_args(args)
     check_suffix(args.out, ".npz")  # before the work, not only in the writer
     batch = simulate(task, args.frames, args.seed)
     write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
@@ -38,7 +38,7 @@ def cmd_crlb(args: argparse.Namespace) -> int:
     import numpy as np
     from .errors import ConfigError
     from .fisher import fisher_information
-    task = _task_from_args(args)
+    task = task_from_args(args)
     if len(args.x) != len(args.y):
         raise ConfigError("--y", f"needs one value per --x value ({len(args.x)} given, "
                                  f"got {len(args.y)})")
@@ -131,6 +131,7 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``bayes-smlm`` argument parser."""
     from . import __version__
+    from .cli_phi import add_phi_commands
     from .study_registry import add_study_arguments, list_studies
     parser = OneLineErrorParser(prog="bayes-smlm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bayes-smlm {__version__}")
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
     p.set_defaults(handler=cmd_tasks)
+
+    add_phi_commands(sub, _add_task_arguments)
 
     p = sub.add_parser("study", help="run a study and write its report")
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")

@@ -49,6 +49,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
 @contextlib.contextmanager
 def report_errors(prog: str) -> Iterator[None]:
     """Turn package errors into one stderr line and exit status 2; Ctrl-C into status 130."""
