@@ -1,4 +1,4 @@
-"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study (φ commands: cli_phi).
+"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study (network commands: cli_nets).
 
 Every error a user can cause is printed as one line naming the argument, exit status 2.
 """
@@ -101,11 +101,11 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     method = get_method(args.method)
     data = read_npz(args.file, required=("adu", "config"))
     task = task_from_json(str(data["config"]))
-    options = {"seed": args.seed, "chains": args.chains, "progress": not args.quiet}
-    if args.draws is not None:
-        options["draws"] = args.draws
-    if args.batch_size is not None:
-        options["batch_size"] = args.batch_size
+    options = {"seed": args.seed, "progress": not args.quiet}
+    given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
+             "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
+             "checkpoint": args.checkpoint}
+    options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     result = method(task, data["adu"], theta_true=data.get("theta"), **options)
     save_posterior(result, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
@@ -131,7 +131,7 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``bayes-smlm`` argument parser."""
     from . import __version__
-    from .cli_phi import add_phi_commands
+    from .cli_nets import add_network_commands
     from .study_registry import add_study_arguments, list_studies
     parser = OneLineErrorParser(prog="bayes-smlm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bayes-smlm {__version__}")
@@ -161,9 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
     p.add_argument("--method", required=True,
                    help="name of a registered posterior method (an unknown name prints the list)")
-    p.add_argument("--chains", type=positive_int, default=4, help="chains per frame (default 4)")
+    p.add_argument("--chains", type=positive_int, default=None,
+                   help="MCMC chains per frame (default: the method's, 4)")
     p.add_argument("--draws", type=positive_int, default=None,
                    help="retained draws per chain (default: the method's, 1000)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="ddpm: KDE samples per frame (default 64)")
+    p.add_argument("--start", choices=("noise", "guess"), default=None,
+                   help="ddpm: start of the reverse process (default guess)")
+    p.add_argument("--ddim-steps", type=positive_int, default=None,
+                   help="ddpm: sample with this many DDIM steps instead of the full DDPM chain")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="ddpm: Ψ checkpoint directory (default: the shipped one for the task)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per compiled call (default: the method's)")
@@ -175,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
     p.set_defaults(handler=cmd_tasks)
 
-    add_phi_commands(sub, _add_task_arguments)
+    add_network_commands(sub, _add_task_arguments)
 
     p = sub.add_parser("study", help="run a study and write its report")
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")

@@ -8,7 +8,6 @@ checks that the checkpoint was trained for the task at hand and never unpickles 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,13 +18,13 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .checkpoint import CONFIG_FILE, check_task, read_checkpoint_config
 from .config import Task, check_int, task_from_dict
 from .errors import ConfigError
 from .io import write_json
 from .nets import DeepSTORM, DeepSTORMConfig
 from .training import WEIGHTS_FILE, LoopSettings, LoopState, train
 
-CONFIG_FILE = "config.json"
 CHECKPOINT_KIND = "deepstorm-phi"
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 PRECISIONS = ("fp32", "bf16")
@@ -112,7 +111,7 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
     out_dir = Path(out_dir)
     if resume:
         stored = read_config(out_dir)
-        _check_task(stored, task, out_dir)
+        check_task(stored, task, out_dir)
         arch = DeepSTORMConfig.from_dict(stored["architecture"])
         settings = PhiTraining(**{**stored["training"], "steps": settings.steps})
     else:
@@ -176,40 +175,8 @@ def tune_checkpoint_detection(out_dir: str | Path, task: Task, adu: np.ndarray,
 # -- checkpoints ----------------------------------------------------------------------------------
 
 def read_config(checkpoint: str | Path) -> dict[str, Any]:
-    """The JSON config of a checkpoint directory (one-line error if absent or foreign)."""
-    path = Path(checkpoint) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError("--checkpoint", f"{checkpoint} is not a φ checkpoint (no {CONFIG_FILE})")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("kind") != CHECKPOINT_KIND:
-        raise ConfigError("--checkpoint", f"{checkpoint} holds a {config.get('kind')!r} checkpoint, "
-                                          f"not {CHECKPOINT_KIND!r}")
-    return config
-
-
-def _task_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key == "name" and not prefix:
-            continue
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _task_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key} {_short(va)} vs {_short(vb)}")
-    return out
-
-
-def _short(value: Any) -> str:
-    return "a map" if isinstance(value, list) else repr(value)
-
-
-def _check_task(config: dict[str, Any], task: Task, checkpoint: Path) -> None:
-    diffs = _task_differences(config["task"], task.to_dict())
-    if diffs:
-        raise ConfigError("--checkpoint", f"{checkpoint} was trained for task "
-                                          f"{config['task'].get('name')!r}, which differs from "
-                                          f"{task.name!r} in {'; '.join(diffs[:3])}")
+    """The JSON config of a φ checkpoint directory."""
+    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND)
 
 
 def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict[str, Any]]:
@@ -227,7 +194,7 @@ def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict
                                               "train one with `bayes-smlm train-phi`")
     checkpoint = Path(checkpoint)
     config = read_config(checkpoint)
-    _check_task(config, task, checkpoint)
+    check_task(config, task, checkpoint)
     if not (checkpoint / WEIGHTS_FILE).is_file():
         raise ConfigError("--checkpoint", f"{checkpoint} has no {WEIGHTS_FILE} yet")
     model = DeepSTORM(DeepSTORMConfig.from_dict(config["architecture"]))

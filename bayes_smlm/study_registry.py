@@ -19,6 +19,7 @@ _STUDIES: dict[str, str] = {
     "forward-model": "bayes_smlm.studies.forward_model",
     "bench-exact": "bayes_smlm.studies.bench_exact",
     "paper-diagnostics": "bayes_smlm.studies.paper_diagnostics",
+    "phi": "bayes_smlm.studies.phi",
 }
 
 

@@ -7,7 +7,7 @@
 
 from .registry import get_method, list_methods, register_method, unregister_method
 from .result import PosteriorResult
-from . import grid, nuts, rwmh  # noqa: F401  (register the built-in methods)
+from . import ddpm, grid, nuts, rwmh  # noqa: F401  (register the built-in methods)
 
 __all__ = ["PosteriorResult", "get_method", "list_methods", "register_method",
            "unregister_method"]

@@ -1,4 +1,4 @@
-"""``bayes-smlm`` commands for φ: train-phi, localize, evaluate-phi."""
+"""``bayes-smlm`` commands for the networks: train-phi, localize, evaluate-phi (φ), train-psi (Ψ)."""
 
 from __future__ import annotations
 
@@ -25,21 +25,60 @@ def cmd_train_phi(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_phi_commands(sub: argparse._SubParsersAction, add_task_arguments) -> None:
-    """Register the φ sub-commands on the ``bayes-smlm`` parser."""
-    p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
-    add_task_arguments(p)
-    p.add_argument("--steps", type=positive_int, default=3000, help="optimiser steps (default 3000)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="frames per step (default 32)")
-    p.add_argument("--lr", type=positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
+def cmd_train_psi(args: argparse.Namespace) -> int:
+    from .cli import task_from_args
+    from .psi import PsiTraining, train_psi
+    task = task_from_args(args)
+    settings = PsiTraining(preset=args.preset, schedule=args.schedule, loss=args.loss,
+                           steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, crop=args.crop, patience=args.patience)
+    command = "bayes-smlm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    state = train_psi(task, args.out, settings, phi_checkpoint=args.phi_checkpoint,
+                      resume=args.resume, progress=not args.quiet, command=command)
+    print(f"wrote {args.out}: {state.step} steps, best validation loss {state.best_val:.4g} at "
+          f"step {state.best_step}{' (stopped early)' if state.stopped_early else ''}, "
+          f"{state.seconds:.0f} s")
+    return 0
+
+
+def _add_training_arguments(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    p.add_argument("--steps", type=positive_int, default=steps,
+                   help=f"optimiser steps (default {steps})")
+    p.add_argument("--batch-size", type=positive_int, default=batch,
+                   help=f"frames per step (default {batch})")
+    p.add_argument("--lr", type=positive_float, default=lr, help=f"peak learning rate (default {lr:g})")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many validations without improvement (default 0: never)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+
+
+def add_network_commands(sub: argparse._SubParsersAction, add_task_arguments) -> None:
+    """Register the network sub-commands on the ``bayes-smlm`` parser."""
+    from .diffusion import LOSSES, SCHEDULES
+    from .nets.unet import UNET_PRESETS
+    p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
+    add_task_arguments(p)
+    _add_training_arguments(p, steps=3000, batch=32, lr=2e-3)
     p.set_defaults(handler=cmd_train_phi)
     add_inference_commands(sub, add_task_arguments)
+
+    p = sub.add_parser("train-psi", help="train the conditional DDPM Ψ (φ frozen) on simulated frames")
+    add_task_arguments(p)
+    p.add_argument("--preset", choices=list(UNET_PRESETS), default="cpu",
+                   help="UNet size: cpu (small, this machine) | paper (published, GPU)")
+    p.add_argument("--schedule", choices=list(SCHEDULES), default="full",
+                   help="noise schedule: full (ᾱ_T ≈ 0, default) | paper (published, ᾱ_T ≈ 0.6)")
+    p.add_argument("--loss", choices=LOSSES, default="l2",
+                   help="loss on the noise: l2 (default) | l1 (published, eq. 10)")
+    p.add_argument("--crop", type=int, default=32,
+                   help="train on random crops of this many HR px (0: whole maps; default 32)")
+    p.add_argument("--phi-checkpoint", type=Path, default=None,
+                   help="frozen φ (default: the shipped one for --task)")
+    _add_training_arguments(p, steps=4000, batch=32, lr=1e-3)
+    p.set_defaults(handler=cmd_train_psi)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:

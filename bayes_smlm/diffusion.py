@@ -1,0 +1,66 @@
+"""Noise schedules, the fixed KDE ↔ model-space map, the forward (noising) process and the losses.
+
+Two schedules (DESIGN.md section 3.2): ``paper`` — T = 100, linear β from 1e-4 to 1e-2, as
+published, which ends at ᾱ_T ≈ 0.60 (y_T is *not* N(0, I)); ``full`` — T = 100, the cosine
+schedule (``squaredcos_cap_v2``), which ends at ᾱ_T ≈ 0. Both ε-prediction with
+``clip_sample=False``: clipping the predicted y_0 to [-1, 1] would bias the variances (section 3.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from .errors import ConfigError
+
+SCHEDULES = {
+    "paper": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
+              "beta_end": 1e-2},
+    "full": {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2"},
+}
+LOSSES = ("l1", "l2")
+KDE_SCALE = 1.0  # one isolated KDE kernel peaks at 1 (DESIGN.md section 2)
+
+
+def _check(name: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def make_scheduler(schedule: str) -> DDPMScheduler:
+    """The training/sampling ``DDPMScheduler`` of a named schedule (ε-prediction, no clipping)."""
+    _check("--schedule", schedule, SCHEDULES)
+    return DDPMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
+                         variance_type="fixed_small")
+
+
+def make_fast_scheduler(schedule: str) -> DDIMScheduler:
+    """A ``DDIMScheduler`` with the same β's, for sampling in fewer steps with the same model."""
+    _check("--schedule", schedule, SCHEDULES)
+    return DDIMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
+                         set_alpha_to_one=True, timestep_spacing="trailing")
+
+
+def alpha_bar_final(scheduler: DDPMScheduler) -> float:
+    """ᾱ_T, the signal fraction left at the last training step."""
+    return float(scheduler.alphas_cumprod[-1])
+
+
+def to_model_space(y: torch.Tensor) -> torch.Tensor:
+    """Fixed affine map of KDE values to the model's range: 0 → −1, one kernel peak (1) → +1."""
+    return 2.0 * y / KDE_SCALE - 1.0
+
+
+def from_model_space(z: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_model_space`."""
+    return (z + 1.0) * (0.5 * KDE_SCALE)
+
+
+def noise_loss(predicted: torch.Tensor, noise: torch.Tensor, loss: str) -> torch.Tensor:
+    """Loss on the noise: ``l1`` = mean |ε − ε̂| (eq. 10, as published; a conditional median),
+    ``l2`` = mean (ε − ε̂)² (the ε-MSE whose minimiser is the posterior mean the DDPM reverse
+    step assumes)."""
+    _check("--loss", loss, LOSSES)
+    diff = predicted - noise
+    return diff.abs().mean() if loss == "l1" else diff.pow(2).mean()

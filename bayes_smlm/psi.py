@@ -1,0 +1,276 @@
+"""Ψ: train, save and load the conditional DDPM of the KDE given φ's estimate (paper §3.2).
+
+Training pairs (ŷ = φ(x), y0) are simulated on the fly with φ frozen; t is uniform on
+{0, …, T−1}; the loss is on the noise (``l1`` as in eq. 10, or ``l2``); EMA weights
+(``diffusers.training_utils.EMAModel``) are validated, kept as the best weights and exported with
+``save_pretrained`` (safetensors) to ``<checkpoint>/unet``, beside our ``config.json`` (task,
+schedule, loss, the φ checkpoint it was trained with and its SHA-256, settings, history).
+Training may use random crops of the HR maps (the UNet is fully convolutional); sampling always
+works on whole frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+from diffusers.training_utils import EMAModel
+
+from .checkpoint import CONFIG_FILE, check_task, read_checkpoint_config
+from .config import Task, check_int
+from .diffusion import LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space
+from .errors import ConfigError
+from .io import write_json
+from .nets.unet import UNET_PRESETS, UNetConfig, build_unet
+from .phi import PhiPredictor, frames_to_photons, load_phi, shipped_checkpoint
+from .training import WEIGHTS_FILE, LoopSettings, LoopState, step_generator, train
+
+CHECKPOINT_KIND = "ddpm-psi"
+UNET_DIR = "unet"
+
+
+def psi_shipped_checkpoint(task_name: str) -> Path:
+    """Directory of the shipped Ψ checkpoint for a named task (may not exist)."""
+    return shipped_checkpoint(task_name).parent / f"psi-{task_name}"
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a weights file (identifies the φ a Ψ was trained with)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PsiTraining:
+    """Settings of a Ψ training run (recorded in the checkpoint).
+
+    Attributes
+    ----------
+    preset : {"cpu", "paper"}
+        UNet size (:data:`bayes_smlm.nets.unet.UNET_PRESETS`).
+    schedule : {"paper", "full"}
+        Noise schedule (:data:`bayes_smlm.diffusion.SCHEDULES`).
+    loss : {"l1", "l2"}
+        Loss on the noise.
+    crop : int
+        Side of the random training crops, HR pixels; 0 trains on whole maps. Half the crops are
+        centred near a random true emitter (jittered by up to crop/2), half anywhere.
+    ema_decay : float
+        EMA decay of the weights that are validated and saved.
+    """
+
+    preset: str = "cpu"
+    schedule: str = "full"
+    loss: str = "l2"
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    crop: int = 32
+    ema_decay: float = 0.999
+    validation_frames: int = 64
+    validate_every: int = 200
+    checkpoint_every: int = 200
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("--preset", self.preset, UNET_PRESETS),
+                                     ("--schedule", self.schedule, SCHEDULES),
+                                     ("--loss", self.loss, LOSSES)):
+            if value not in allowed:
+                raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+        check_int("--crop", self.crop, lo=0)
+        check_int("--batch-size", self.batch_size)
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError("--ema-decay", f"must be in (0, 1) (got {self.ema_decay})")
+
+    def loop_settings(self) -> LoopSettings:
+        return LoopSettings(steps=self.steps, lr=self.lr, validate_every=self.validate_every,
+                            checkpoint_every=self.checkpoint_every, patience=self.patience)
+
+
+def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
+                  gen: torch.Generator) -> np.ndarray:
+    """(B, 2) top-left (row, col) of each crop: half near a random emitter, half uniform."""
+    b = theta_hr.shape[0]
+    u = torch.rand(b, 4, generator=gen).numpy()
+    pick = (u[:, 0] * theta_hr.shape[1]).astype(int)
+    centre_rc = theta_hr[np.arange(b), pick][:, ::-1] + (u[:, 1:3] - 0.5) * crop
+    near = centre_rc - crop / 2.0
+    anywhere = u[:, 1:3] * (np.asarray(hr_shape) - crop)
+    corner = np.where(u[:, 3:4] < 0.5, near, anywhere)
+    return np.clip(np.round(corner), 0, np.asarray(hr_shape) - crop).astype(int)
+
+
+class PairSource:
+    """Batches of (ŷ, y0) in model space, with φ frozen; batch k is a function of (seed, k)."""
+
+    def __init__(self, task: Task, phi: PhiPredictor, settings: PsiTraining):
+        self.task, self.phi, self.settings = task, phi, settings
+
+    def pairs(self, adu: np.ndarray, kde: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-space (ŷ, y0), each (B, 1, u·H, u·W)."""
+        cond = self.phi.photons(frames_to_photons(adu, self.task))
+        return to_model_space(cond), to_model_space(torch.from_numpy(np.array(kde))[:, None])
+
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        from .simulate import stream
+        s = self.settings
+        for batch in stream(self.task, s.batch_size, s.seed, start_batch=start):
+            cond, y0 = self.pairs(batch.adu, batch.kde)
+            yield cond, y0, batch.theta
+
+
+def _crop(tensors: list[torch.Tensor], corners: np.ndarray, crop: int) -> list[torch.Tensor]:
+    return [torch.stack([t[i, :, r:r + crop, c:c + crop] for i, (r, c) in enumerate(corners)])
+            for t in tensors]
+
+
+def diffusion_loss(unet: UNet2DModel, scheduler, cond: torch.Tensor, y0: torch.Tensor,
+                   gen: torch.Generator, loss: str) -> torch.Tensor:
+    """Noise y0 at uniform random t and score the predicted noise."""
+    b = y0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
+    noise = torch.randn(y0.shape, generator=gen)
+    noisy = scheduler.add_noise(y0, noise, t)
+    predicted = unet(torch.cat([noisy, cond], dim=1), t).sample
+    return noise_loss(predicted, noise, loss)
+
+
+def _ema_state(unet: UNet2DModel, ema: EMAModel) -> dict[str, torch.Tensor]:
+    state = {name: shadow.detach().clone()
+             for (name, _), shadow in zip(unet.named_parameters(), ema.shadow_params)}
+    state.update({name: buf.detach().clone() for name, buf in unet.named_buffers()})
+    return state
+
+
+def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: Path) -> None:
+    """Write ``weights`` as ``<out_dir>/unet`` with ``save_pretrained`` (safetensors), replacing
+    the previous export only once the new one is complete."""
+    unet = build_unet(config)
+    unet.load_state_dict(weights)
+    tmp = Path(tempfile.mkdtemp(prefix=".unet.", dir=out_dir))
+    unet.save_pretrained(tmp, safe_serialization=True)
+    final, old = out_dir / UNET_DIR, out_dir / f".{UNET_DIR}.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
+              phi_checkpoint: str | Path | None = None, resume: bool = False,
+              progress: bool = True, command: str = "") -> LoopState:
+    """Train Ψ for ``task`` (φ: ``phi_checkpoint`` or the shipped one) into ``out_dir``."""
+    from .simulate import simulate
+
+    out_dir = Path(out_dir)
+    if resume:
+        stored = read_config(out_dir)
+        check_task(stored, task, out_dir)
+        settings = PsiTraining(**{**stored["training"], "steps": settings.steps})
+        phi_checkpoint = stored["phi"]["checkpoint"]
+    phi_dir = Path(phi_checkpoint) if phi_checkpoint else shipped_checkpoint(task.name)
+    phi_model, _ = load_phi(phi_dir, task)
+    phi = PhiPredictor(phi_model, task)
+    unet_config = UNET_PRESETS[settings.preset]
+    torch.manual_seed(settings.seed)
+    unet = build_unet(unet_config)
+    ema = EMAModel(unet.parameters(), decay=settings.ema_decay)
+    scheduler = make_scheduler(settings.schedule)
+    source = PairSource(task, phi, settings)
+    val = simulate(task, settings.validation_frames, settings.seed)
+    val_cond, val_y0 = source.pairs(val.adu, val.kde)
+    u = task.optics.upsampling
+
+    def step_loss(batch, step: int) -> torch.Tensor:
+        cond, y0, theta = batch
+        gen = step_generator(settings.seed, step)
+        if settings.crop:
+            corners = _crop_corners(u * (theta + 0.5) - 0.5, task.hr_shape, settings.crop, gen)
+            cond, y0 = _crop([cond, y0], corners, settings.crop)
+        return diffusion_loss(unet, scheduler, cond, y0, gen, settings.loss)
+
+    def validate() -> float:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+        gen = step_generator(settings.seed, -1)  # the same noise and t at every validation
+        total = sum(float(diffusion_loss(unet, scheduler, val_cond[i:i + 16], val_y0[i:i + 16],
+                                         gen, settings.loss)) * len(val_y0[i:i + 16])
+                    for i in range(0, len(val_y0), 16))
+        ema.restore(unet.parameters())
+        return total / len(val_y0)
+
+    def write_config(loop: LoopState) -> None:
+        write_json(out_dir / CONFIG_FILE, {
+            "kind": CHECKPOINT_KIND, "unet": unet_config.to_dict(), "task": task.to_dict(),
+            "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
+            "phi": {"checkpoint": str(phi_dir), "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)},
+            "command": command,
+            "progress": {"steps_done": loop.step, "best_step": loop.best_step,
+                         "best_val_loss": loop.best_val, "stopped_early": loop.stopped_early,
+                         "train_seconds": round(loop.seconds, 1), "history": loop.history},
+            **({"metrics": read_config(out_dir)["metrics"]}
+               if (out_dir / CONFIG_FILE).is_file() and "metrics" in read_config(out_dir) else {}),
+        })
+        best_file = out_dir / WEIGHTS_FILE
+        if best_file.is_file():
+            from safetensors.torch import load_file
+            export_unet(load_file(str(best_file)), unet_config, out_dir)
+
+    outcome = train(unet, batches=source.batches, step_loss=step_loss, validate=validate,
+                    settings=settings.loop_settings(), out_dir=out_dir, resume=resume,
+                    extra_state={"ema": ema}, after_step=lambda step: ema.step(unet.parameters()),
+                    best_weights_of=lambda: _ema_state(unet, ema), on_checkpoint=write_config,
+                    progress=progress, description=f"train-psi {task.name}")
+    return outcome.state
+
+
+def read_config(checkpoint: str | Path) -> dict[str, Any]:
+    """The JSON config of a Ψ checkpoint directory."""
+    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND)
+
+
+def load_psi(checkpoint: str | Path | None, task: Task) -> tuple[UNet2DModel, dict[str, Any]]:
+    """Load Ψ's EMA UNet for ``task`` (the shipped checkpoint of its name when None).
+
+    Raises
+    ------
+    ConfigError
+        If there is no such checkpoint, it was trained for another task, or the φ it was trained
+        with is missing or has changed (its SHA-256 differs).
+    """
+    if checkpoint is None:
+        checkpoint = psi_shipped_checkpoint(task.name)
+        if not (checkpoint / UNET_DIR).is_dir():
+            raise ConfigError("--checkpoint", f"no shipped Ψ checkpoint for task {task.name!r}; "
+                                              "train one with `bayes-smlm train-psi`")
+    checkpoint = Path(checkpoint)
+    config = read_config(checkpoint)
+    check_task(config, task, checkpoint)
+    if not (checkpoint / UNET_DIR).is_dir():
+        raise ConfigError("--checkpoint", f"{checkpoint} has no {UNET_DIR}/ yet")
+    unet = UNet2DModel.from_pretrained(checkpoint / UNET_DIR, use_safetensors=True,
+                                       low_cpu_mem_usage=False)
+    return unet.eval(), config
+
+
+def phi_of(config: dict[str, Any], checkpoint: str | Path, task: Task) -> PhiPredictor:
+    """The φ a Ψ checkpoint was trained with, checked by SHA-256 (relative paths are resolved
+    against the Ψ checkpoint, so shipped pairs travel together)."""
+    phi_dir = Path(config["phi"]["checkpoint"])
+    if not phi_dir.is_absolute():
+        phi_dir = (Path(checkpoint) / phi_dir).resolve()
+    weights = phi_dir / WEIGHTS_FILE
+    if not weights.is_file() or weights_sha256(weights) != config["phi"]["sha256"]:
+        raise ConfigError("--checkpoint", f"{checkpoint} was trained with the φ at {phi_dir}, "
+                                          "which is missing or has changed since")
+    model, _ = load_phi(phi_dir, task)
+    return PhiPredictor(model, task)

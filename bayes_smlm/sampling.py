@@ -1,0 +1,103 @@
+"""Ψ's reverse process written out: K KDE samples per frame, batched over frames × samples.
+
+Two starts (DESIGN.md section 3.2), both named in every output: ``noise`` — y_T ~ N(0, I), as
+published; ``guess`` — y_T ~ q(y_T | ŷ) = N(√ᾱ_T m(ŷ), (1 − ᾱ_T) I), the noised φ estimate (with
+the ``full`` schedule, ᾱ_T ≈ 0 and the two coincide). ``steps=None`` runs every training step with
+the DDPM scheduler; an integer runs that many DDIM steps with the same model.
+
+Every (frame, sample) pair draws its noise from its own generator seeded by (seed, frame, sample),
+so results do not depend on how frames are batched.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+from tqdm.auto import tqdm
+
+from .config import check_int
+from .diffusion import from_model_space, make_fast_scheduler, make_scheduler, to_model_space
+from .errors import ConfigError
+
+STARTS = ("noise", "guess")
+
+
+def _generators(seed: int, frames: np.ndarray, samples: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(((int(seed) * 1_000_003 + int(f)) * 10_007 + k) % 2**63)
+            for f in frames for k in range(samples)]
+
+
+def _batches(n_frames: int, samples: int, max_batch: int) -> Iterator[np.ndarray]:
+    per_call = max(1, max_batch // samples)
+    for start in range(0, n_frames, per_call):
+        yield np.arange(start, min(start + per_call, n_frames))
+
+
+def sample_kdes(unet: UNet2DModel, cond: torch.Tensor, *, schedule: str, samples: int,
+                start: str = "guess", steps: int | None = None, eta: float = 0.0, seed: int = 0,
+                batch_size: int = 64, precision: str = "fp32", progress: bool = False
+                ) -> np.ndarray:
+    """Draw ``samples`` KDEs per frame from Ψ conditioned on φ's estimates ``cond``.
+
+    Parameters
+    ----------
+    unet : UNet2DModel
+        The trained denoiser (2 input channels: y_t, ŷ).
+    cond : (F, 1, u·H, u·W) tensor
+        φ's KDE estimates ŷ (KDE units, not model space).
+    schedule : str
+        The schedule Ψ was trained with.
+    samples : int
+        K, samples per frame.
+    start : {"noise", "guess"}
+    steps : int or None
+        None: the full DDPM reverse chain; an integer: that many DDIM steps.
+    eta : float
+        DDIM stochasticity (0 = deterministic given the start, 1 ≈ DDPM); DDIM only.
+    batch_size : int
+        Frames × samples per UNet call.
+    precision : {"fp32", "bf16"}
+        ``bf16`` runs the UNet under CPU autocast.
+
+    Returns
+    -------
+    (F, K, u·H, u·W) float32 ndarray of KDE samples.
+    """
+    if start not in STARTS:
+        raise ConfigError("--start", f"must be one of {', '.join(STARTS)} (got {start!r})")
+    samples = check_int("--samples", samples)
+    batch_size = check_int("--batch-size", batch_size)
+    if steps is None:
+        scheduler = make_scheduler(schedule)
+        scheduler.set_timesteps(scheduler.config.num_train_timesteps)
+        step_kwargs = {}
+    else:
+        steps = check_int("--ddim-steps", steps)
+        scheduler = make_fast_scheduler(schedule)
+        if steps > scheduler.config.num_train_timesteps:
+            raise ConfigError("--ddim-steps", f"must be <= {scheduler.config.num_train_timesteps} "
+                                         f"(got {steps})")
+        scheduler.set_timesteps(steps)
+        step_kwargs = {"eta": float(eta)}
+    alpha_bar_T = float(scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
+    n_frames, _, h, w = cond.shape
+    out = np.empty((n_frames, samples, h, w), dtype=np.float32)
+    cond_model = to_model_space(cond.float())
+    with tqdm(total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress,
+              leave=False) as bar:
+        for frames in _batches(n_frames, samples, batch_size):
+            gens = _generators(seed, frames, samples)
+            c = cond_model[frames].repeat_interleave(samples, dim=0)
+            noise = torch.stack([torch.randn((1, h, w), generator=g) for g in gens])
+            z = noise if start == "noise" else (alpha_bar_T**0.5 * c + (1 - alpha_bar_T)**0.5 * noise)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                        enabled=precision == "bf16"):
+                for t in scheduler.timesteps:
+                    eps = unet(torch.cat([z, c], dim=1), t).sample.float()
+                    z = scheduler.step(eps, t, z, generator=gens, **step_kwargs).prev_sample
+            out[frames] = from_model_space(z).reshape(len(frames), samples, h, w).numpy()
+            bar.update(len(frames))
+    return out

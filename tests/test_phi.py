@@ -1,0 +1,127 @@
+"""φ: the network, the shared training loop (resume, checkpoints) and its command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.nets import DeepSTORM, DeepSTORMConfig
+from bayes_smlm.phi import (PhiPredictor, PhiTraining, architecture_for, frames_to_photons,
+                            load_phi, train_phi)
+from bayes_smlm.simulate import simulate
+from bayes_smlm.training import STATE_FILE, LoopSettings, train
+
+TINY = {"context_channels": 8, "dilations": (1, 2), "up_channels": (8, 4), "refine_blocks": 1}
+
+
+def test_deepstorm_maps_lr_frames_to_hr_kdes_in_range(isolated):
+    model = DeepSTORM(architecture_for(isolated, **TINY)).eval()
+    out = model(torch.rand(3, 1, 20, 20) * 100)
+    assert out.shape == (3, 1, 80, 80)
+    assert out.min() >= 0 and out.max() <= model.config.output_max
+
+
+def test_upsampling_must_be_a_power_of_two():
+    with pytest.raises(ConfigError, match="argument optics.upsampling"):
+        DeepSTORMConfig(upsampling=3, up_channels=(8,))
+
+
+def test_frames_are_offset_subtracted_and_gain_corrected(isolated):
+    adu = np.full((1, 20, 20), 130.0, dtype=np.float32)
+    # (ADU − o)/g + w²/g² with o = 100, g = 1, w² = 5
+    assert torch.allclose(frames_to_photons(adu, isolated), torch.full((1, 1, 20, 20), 35.0))
+    with pytest.raises(ConfigError, match="argument FILE"):
+        frames_to_photons(np.zeros((2, 10, 10)), isolated)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(isolated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("phi") / "run"
+    settings = PhiTraining(steps=40, batch_size=8, lr=3e-3, validation_frames=32,
+                           validate_every=10, checkpoint_every=10)
+    state = train_phi(isolated, out, settings, widths=TINY, progress=False)
+    return out, state
+
+
+def test_training_lowers_the_held_out_loss(tiny_run):
+    _, state = tiny_run
+    val = [h["val_loss"] for h in state.history]
+    assert len(val) == 4 and min(val[1:]) < 0.8 * val[0]
+
+
+def test_checkpoint_holds_weights_config_and_tuned_detection(tiny_run, isolated):
+    out, state = tiny_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "deepstorm-phi" and config["progress"]["steps_done"] == 40
+    assert config["detection"]["default"] == "peaks"
+    assert set(config["detection"]) == {"default", "peaks", "log"}
+    model, _ = load_phi(out, isolated)
+    best = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+    assert config["progress"]["best_step"] == state.best_step
+
+
+def test_checkpoint_for_another_task_is_refused(tiny_run, paper):
+    out, _ = tiny_run
+    with pytest.raises(ConfigError, match=r"argument --checkpoint: .*n_emitters 1 vs 10"):
+        load_phi(out, paper)
+
+
+def test_fused_inference_matches_the_module(tiny_run, isolated):
+    model, _ = load_phi(tiny_run[0], isolated)
+    adu = simulate(isolated, 5, seed=4).adu
+    with torch.no_grad():
+        direct = model(frames_to_photons(adu, isolated))[:, 0].numpy()
+    np.testing.assert_allclose(PhiPredictor(model, isolated, batch_size=2)(adu), direct,
+                               atol=1e-5)
+    bf16 = PhiPredictor(model, isolated, precision="bf16")(adu)
+    assert np.abs(bf16 - direct).max() < 0.05 * max(direct.max(), 1e-3) + 1e-3
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _loop_run(task, out, steps_before_crash=None):
+    torch.manual_seed(0)
+    model = DeepSTORM(architecture_for(task, **TINY))
+    settings = PhiTraining(steps=6, batch_size=4, seed=3)
+    from bayes_smlm.phi import _batches
+
+    def crash(step):
+        if steps_before_crash is not None and step + 1 == steps_before_crash:
+            raise _Interrupt
+
+    val = simulate(task, 8, 3)
+    x, y = frames_to_photons(val.adu, task), torch.from_numpy(val.kde)[:, None]
+    kwargs = dict(batches=_batches(task, settings),
+                  step_loss=lambda b, s: torch.nn.functional.mse_loss(model(b[0]), b[1]),
+                  validate=lambda: torch.nn.functional.mse_loss(model(x), y),
+                  settings=LoopSettings(steps=6, validate_every=2, checkpoint_every=2,
+                                        warmup_steps=2),
+                  out_dir=out, progress=False)
+    try:
+        train(model, after_step=crash, **kwargs)
+    except _Interrupt:
+        torch.manual_seed(123)  # a resumed process starts from other weights and RNG state
+        model = DeepSTORM(architecture_for(task, **TINY))
+        kwargs["step_loss"] = lambda b, s: torch.nn.functional.mse_loss(model(b[0]), b[1])
+        kwargs["validate"] = lambda: torch.nn.functional.mse_loss(model(x), y)
+        state = train(model, resume=True, **kwargs).state
+    else:
+        state = None
+    return model, state
+
+
+def test_resume_after_a_crash_is_identical_to_an_uninterrupted_run(isolated, tmp_path):
+    straight, _ = _loop_run(isolated, tmp_path / "a")
+    resumed, state = _loop_run(isolated, tmp_path / "b", steps_before_crash=5)
+    assert state.step == 6 and len(state.history) == 3
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "b" / STATE_FILE).is_file()

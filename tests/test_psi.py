@@ -1,0 +1,121 @@
+"""Ψ: schedules, the model-space map, training with EMA, seeded sampling, the ddpm method."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bayes_smlm.diffusion import (alpha_bar_final, from_model_space, make_scheduler,
+                                  noise_loss, to_model_space)
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.methods import get_method
+from bayes_smlm.psi import PsiTraining, load_psi, train_psi
+from bayes_smlm.sampling import sample_kdes
+from bayes_smlm.simulate import simulate
+from test_cli import run_cli
+
+
+def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
+    betas = np.linspace(1e-4, 1e-2, 100)  # the published schedule, independently
+    assert alpha_bar_final(make_scheduler("paper")) == pytest.approx(np.prod(1 - betas), rel=1e-5)
+    assert 0.59 < alpha_bar_final(make_scheduler("paper")) < 0.61
+    assert alpha_bar_final(make_scheduler("full")) < 1e-4
+    assert not make_scheduler("full").config.clip_sample
+
+
+def test_model_space_map_is_fixed_and_invertible():
+    y = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    assert torch.equal(to_model_space(y), torch.tensor([-1.0, 0.0, 1.0, 5.0]))
+    assert torch.allclose(from_model_space(to_model_space(y)), y)
+
+
+def test_losses_on_the_noise():
+    a, b = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
+    assert noise_loss(a, b, "l1") == pytest.approx(1.5)
+    assert noise_loss(a, b, "l2") == pytest.approx(2.5)
+    with pytest.raises(ConfigError, match="argument --loss"):
+        noise_loss(a, b, "huber")
+
+
+@pytest.fixture(scope="module")
+def tiny_psi(tmp_path_factory, isolated):
+    from bayes_smlm.phi import PhiTraining, train_phi
+    root = tmp_path_factory.mktemp("psi")
+    train_phi(isolated, root / "phi", PhiTraining(steps=2, batch_size=4, validation_frames=8),
+              widths={"context_channels": 8, "dilations": (1, 2), "up_channels": (8, 4),
+                      "refine_blocks": 1}, progress=False)
+    settings = PsiTraining(steps=30, batch_size=8, crop=16, validation_frames=8,
+                           validate_every=10, checkpoint_every=10, lr=2e-3)
+    state = train_psi(isolated, root / "psi", settings, phi_checkpoint=root / "phi",
+                      progress=False)
+    return root / "psi", state
+
+
+def test_training_lowers_the_validation_loss_and_exports_the_unet(tiny_psi, isolated):
+    out, state = tiny_psi
+    val = [h["val_loss"] for h in state.history]
+    assert len(val) == 3 and val[-1] < 0.9 * val[0]
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "ddpm-psi" and config["schedule"] == "full"
+    assert len(config["phi"]["sha256"]) == 64
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    unet, _ = load_psi(out, isolated)
+    assert unet.config.in_channels == 2 and unet.config.out_channels == 1
+
+
+def test_psi_checkpoint_for_another_task_is_refused(tiny_psi, paper):
+    with pytest.raises(ConfigError, match="argument --checkpoint"):
+        load_psi(tiny_psi[0], paper)
+
+
+def test_samples_do_not_depend_on_batching(tiny_psi, isolated):
+    unet, _ = load_psi(tiny_psi[0], isolated)
+    cond = torch.rand(3, 1, 80, 80)
+    kw = dict(schedule="full", samples=2, start="noise", steps=4, seed=5)
+    a = sample_kdes(unet, cond, batch_size=2, **kw)
+    b = sample_kdes(unet, cond, batch_size=6, **kw)
+    np.testing.assert_allclose(a, b, atol=2e-5 * np.abs(a).max())  # rounding of batched convs
+    c = sample_kdes(unet, cond, batch_size=6, **{**kw, "seed": 6})
+    assert np.abs(a - c).max() > 1e-2
+
+
+def test_guess_start_coincides_with_noise_under_the_full_schedule(tiny_psi, isolated):
+    # ᾱ_T ≈ 2e-7: the noised guess differs from pure noise by ~5e-4·m(ŷ).
+    unet, _ = load_psi(tiny_psi[0], isolated)
+    cond = torch.rand(2, 1, 80, 80)
+    kw = dict(schedule="full", samples=2, steps=3, seed=1)
+    a, b = sample_kdes(unet, cond, start="noise", **kw), sample_kdes(unet, cond, start="guess", **kw)
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, capsys):
+    frames = simulate(isolated, 2, seed=3)
+    result = get_method("ddpm")(isolated, frames.adu, samples=3, steps=2, checkpoint=tiny_psi[0],
+                                keep_samples=True)
+    assert result.kde_var.shape == (2, 80, 80) and result.extra["kde_samples"].shape == (2, 3, 80, 80)
+    np.testing.assert_allclose(result.kde_var, result.extra["kde_samples"].var(axis=1, ddof=1),
+                               rtol=1e-5)
+    npz, nc = tmp_path / "f.npz", tmp_path / "d.nc"
+    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed", "3", "--out", str(npz))
+    status, out, _ = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--samples", "3",
+                             "--ddim-steps", "2", "--start", "noise", "--checkpoint",
+                             str(tiny_psi[0]), "--quiet", "--out", str(nc))
+    assert status == 0 and nc.is_file()
+    from bayes_smlm.posterior_io import load_posterior
+    tree = load_posterior(nc)
+    assert tree["kde"]["var"].shape == (2, 80, 80)
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["--method", "nuts", "--samples", "3"], "--method nuts"),
+    (["--method", "ddpm", "--ddim-steps", "500"], "--ddim-steps"),
+])
+def test_posterior_options_fail_in_one_line(tiny_psi, tmp_path, capsys, argv, argument):
+    npz = tmp_path / "f.npz"
+    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
+    status, _, err = run_cli(capsys, "posterior", str(npz), *argv, "--checkpoint",
+                             str(tiny_psi[0]), "--out", str(tmp_path / "x.nc"))
+    assert status == 2 and argument in err and len(err.strip().splitlines()) == 1
