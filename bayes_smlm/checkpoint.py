@@ -58,3 +58,13 @@ def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path) -> No
         raise ConfigError("--checkpoint", f"{checkpoint} was trained for task "
                                           f"{config['task'].get('name')!r}, which differs from "
                                           f"{task.name!r} in {'; '.join(diffs[:3])}")
+
+
+def kept_sections(checkpoint: str | Path, kind: str,
+                  keys: tuple[str, ...] = ("detection", "metrics")) -> dict[str, Any]:
+    """Sections of an existing ``config.json`` that later steps wrote (kept when the training loop
+    rewrites the file)."""
+    if not (Path(checkpoint) / CONFIG_FILE).is_file():
+        return {}
+    config = read_checkpoint_config(checkpoint, kind)
+    return {key: config[key] for key in keys if key in config}

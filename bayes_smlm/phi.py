@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import CONFIG_FILE, check_task, read_checkpoint_config
+from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
 from .config import Task, check_int, task_from_dict
 from .errors import ConfigError
 from .io import write_json
@@ -137,7 +137,7 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
             "progress": {"steps_done": loop.step, "best_step": loop.best_step,
                          "best_val_mse": loop.best_val, "stopped_early": loop.stopped_early,
                          "train_seconds": round(loop.seconds, 1), "history": loop.history},
-            **_kept_sections(out_dir),
+            **kept_sections(out_dir, CHECKPOINT_KIND),
         })
 
     outcome = train(model, batches=_batches(task, settings), step_loss=step_loss,
@@ -146,14 +146,6 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
                     description=f"train-phi {task.name}")
     tune_checkpoint_detection(out_dir, task, val.adu, val.theta)
     return outcome.state
-
-
-def _kept_sections(out_dir: Path) -> dict[str, Any]:
-    """Sections of an existing config.json that later steps wrote (kept on rewrite)."""
-    if not (out_dir / CONFIG_FILE).is_file():
-        return {}
-    config = read_config(out_dir)
-    return {key: config[key] for key in ("detection", "metrics") if key in config}
 
 
 def tune_checkpoint_detection(out_dir: str | Path, task: Task, adu: np.ndarray,

@@ -24,7 +24,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .checkpoint import CONFIG_FILE, check_task, read_checkpoint_config
+from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
 from .config import Task, check_int
 from .diffusion import LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space
 from .errors import ConfigError
@@ -217,8 +217,7 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
             "progress": {"steps_done": loop.step, "best_step": loop.best_step,
                          "best_val_loss": loop.best_val, "stopped_early": loop.stopped_early,
                          "train_seconds": round(loop.seconds, 1), "history": loop.history},
-            **({"metrics": read_config(out_dir)["metrics"]}
-               if (out_dir / CONFIG_FILE).is_file() and "metrics" in read_config(out_dir) else {}),
+            **kept_sections(out_dir, CHECKPOINT_KIND),
         })
         best_file = out_dir / WEIGHTS_FILE
         if best_file.is_file():

@@ -20,6 +20,7 @@ _STUDIES: dict[str, str] = {
     "bench-exact": "bayes_smlm.studies.bench_exact",
     "paper-diagnostics": "bayes_smlm.studies.paper_diagnostics",
     "phi": "bayes_smlm.studies.phi",
+    "ddpm-check": "bayes_smlm.studies.ddpm_check",
 }
 
 

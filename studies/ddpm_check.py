@@ -1,0 +1,116 @@
+"""Study ``ddpm-check``: Ψ's KDE variance maps against the exact ones, and what they cost.
+
+On fresh `isolated` frames: the exact posterior (`grid`, ground truth for one emitter) gives the
+reference variance map; K exact draws (NUTS, thinned to K) give the ceiling a K-sample estimate
+can reach; the shipped Ψ (and any variant checkpoints found under ``runs/psi-isolated-*``, e.g.
+other schedule × loss combinations trained with ``bayes-smlm train-psi``) is scored with both
+starts and both samplers: median per-frame Pearson correlation and summed-variance ratio. Then
+seconds per frame of each sampler beside NUTS's.
+Run: ``bayes-smlm study ddpm-check [--preset smoke|cpu|paper]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bayes_smlm.calibration import thin_to
+from bayes_smlm.compare import variance_agreement
+from bayes_smlm.io import write_json
+from bayes_smlm.methods import get_method
+from bayes_smlm.methods.pushforward import kde_moments
+from bayes_smlm.psi import psi_shipped_checkpoint, read_config
+from bayes_smlm.report import markdown_table, provenance, write_report
+from bayes_smlm.simulate import simulate
+from bayes_smlm.study_registry import check_preset, run_as_script
+from bayes_smlm.tasks import get_task
+
+NAME = "ddpm-check"
+PRESETS = {
+    "smoke": {"frames": 2, "samples": 4, "full_frames": 1, "ddim_steps": 2, "variants": False},
+    "cpu": {"frames": 50, "samples": 64, "full_frames": 10, "ddim_steps": 20, "variants": True},
+    "paper": {"frames": 50, "samples": 64, "full_frames": 50, "ddim_steps": 20, "variants": True},
+}
+FRESH_SEED_OFFSET = 2000  # fresh frames: seed 2000 + --seed (never a training seed)
+VARIANT_GLOB = "runs/psi-isolated-*"
+
+
+def checkpoints(with_variants: bool) -> list[tuple[str, Path]]:
+    """(label, directory) of the shipped Ψ and, optionally, local variant checkpoints."""
+    found = [("shipped", psi_shipped_checkpoint("isolated"))]
+    if with_variants:
+        found += [(p.name.removeprefix("psi-isolated-"), p)
+                  for p in sorted(Path().glob(VARIANT_GLOB)) if (p / "unet").is_dir()]
+    return found
+
+
+def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
+    settings = check_preset(preset, PRESETS)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = get_task("isolated")
+    k = settings["samples"]
+    frames = simulate(task, settings["frames"], FRESH_SEED_OFFSET + seed)
+    grid = get_method("grid")(task, frames.adu, seed=seed)
+    nuts = get_method("nuts")(task, frames.adu, seed=seed, chains=4, draws=1000)
+    ceiling_mean, ceiling_var = kde_moments(thin_to(nuts.theta_flat(), k), task)
+    rows = [{"model": f"{k} exact draws (NUTS, thinned)", "schedule": "—", "loss": "—",
+             "start": "—", "sampler": "—", "frames": frames.adu.shape[0],
+             **_agreement(ceiling_var, grid.kde_var), "s_per_frame": nuts.seconds / nuts.n_frames}]
+    print(f"  ceiling: r = {rows[0]['median_r']:.3f}, ratio = {rows[0]['median_ratio']:.2f}",
+          flush=True)
+    for label, checkpoint in checkpoints(settings["variants"]):
+        config = read_config(checkpoint)
+        for start in ("guess", "noise"):
+            for sampler, steps, n in (("ddpm", None, settings["full_frames"]),
+                                      (f"ddim-{settings['ddim_steps']}", settings["ddim_steps"],
+                                       settings["frames"])):
+                result = get_method("ddpm")(task, frames.adu[:n], seed=seed, samples=k,
+                                            start=start, steps=steps, checkpoint=checkpoint)
+                rows.append({"model": label, "schedule": config["schedule"],
+                             "loss": config["loss"], "start": start, "sampler": sampler,
+                             "frames": n, **_agreement(result.kde_var, grid.kde_var[:n]),
+                             "s_per_frame": result.seconds / n})
+                r = rows[-1]
+                print(f"  {label} {start} {sampler}: r = {r['median_r']:.3f}, "
+                      f"ratio = {r['median_ratio']:.2f}, {r['s_per_frame']:.2f} s/frame", flush=True)
+    prov = provenance(study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())
+    write_json(out / "metrics.json", {"rows": rows, "samples": k, "provenance": prov})
+    table = markdown_table(
+        ["model", "schedule", "loss", "start", "sampler", "frames", "median Pearson r",
+         "median Σvar ratio", "s/frame"],
+        [(r["model"], r["schedule"], r["loss"], r["start"], r["sampler"], r["frames"],
+          f"{r['median_r']:.3f}", f"{r['median_ratio']:.2f}", f"{r['s_per_frame']:.2f}")
+         for r in rows])
+    print(table)
+    text = f"""# Ψ variance maps against the exact posterior (`isolated`)
+
+Preset `{preset}`, {settings['frames']} fresh frames (seed {FRESH_SEED_OFFSET + seed}), K = {k}
+samples per frame. Reference: the `grid` posterior's exact KDE variance map. Per frame, the
+Pearson correlation of the two maps over the 80×80 pixels and the ratio of their sums; the table
+gives medians over frames. The first row is the ceiling: the same statistics for K exact
+posterior draws. `ddpm` runs the full reverse chain (slow on a CPU: fewer frames), `ddim-N` N
+DDIM steps with the same model. Bars (issue 5): median r ≥ 0.8, median ratio in [0.67, 1.5].
+Seconds per frame include loading Ψ and φ.
+
+{table}
+"""
+    return write_report(out, text, prov)
+
+
+def _agreement(var: np.ndarray, reference: np.ndarray) -> dict:
+    a = variance_agreement(var, reference)
+    return {"median_r": a.median_pearson, "median_ratio": a.median_summed_ratio,
+            "pearson": a.pearson.tolist(), "ratio": a.summed_ratio.tolist()}
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_as_script(NAME, run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
