@@ -18,7 +18,7 @@ from .errors import ConfigError
 
 DEFAULT_TOLERANCE_HR = 5.0  # KDE pixels; 1.25 LR px at u = 4
 THRESHOLDS = {"peaks": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
-              "log": (0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3)}
+              "log": (0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)}
 
 
 def tolerance_lr(task: Task, tolerance_hr: float = DEFAULT_TOLERANCE_HR) -> float:

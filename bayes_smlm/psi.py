@@ -165,6 +165,17 @@ def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: P
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_sizes(task: Task, settings: PsiTraining, config: UNetConfig) -> None:
+    """The UNet halves the resolution len(levels) − 1 times: sides must divide by 2^(levels−1)."""
+    factor = 2 ** (len(config.block_out_channels) - 1)
+    if any(side % factor for side in task.hr_shape):
+        raise ConfigError("--preset", f"{settings.preset!r} needs KDE sides divisible by {factor} "
+                                      f"(task {task.name!r} has {task.hr_shape})")
+    if settings.crop and (settings.crop % factor or settings.crop > min(task.hr_shape)):
+        raise ConfigError("--crop", f"must be 0 or a multiple of {factor} up to "
+                                    f"{min(task.hr_shape)} (got {settings.crop})")
+
+
 def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
               phi_checkpoint: str | Path | None = None, resume: bool = False,
               progress: bool = True, command: str = "") -> LoopState:
@@ -177,10 +188,14 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         check_task(stored, task, out_dir)
         settings = PsiTraining(**{**stored["training"], "steps": settings.steps})
         phi_checkpoint = stored["phi"]["checkpoint"]
-    phi_dir = Path(phi_checkpoint) if phi_checkpoint else shipped_checkpoint(task.name)
-    phi_model, _ = load_phi(phi_dir, task)
-    phi = PhiPredictor(phi_model, task)
     unet_config = UNET_PRESETS[settings.preset]
+    _check_sizes(task, settings, unet_config)
+    try:
+        phi_model, _ = load_phi(phi_checkpoint, task)  # None: the shipped φ
+    except ConfigError as err:  # the same message, under this command's argument name
+        raise ConfigError("--phi-checkpoint", str(err).split(": ", 1)[1]) from None
+    phi_dir = Path(phi_checkpoint) if phi_checkpoint else shipped_checkpoint(task.name)
+    phi = PhiPredictor(phi_model, task)
     torch.manual_seed(settings.seed)
     unet = build_unet(unet_config)
     ema = EMAModel(unet.parameters(), decay=settings.ema_decay)

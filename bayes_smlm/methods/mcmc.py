@@ -31,7 +31,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
              logdensity: Callable[[jax.Array, jax.Array], jax.Array],
              prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu,
              transform: Any = None, seed: int, chains: int,
-             batch_size: int, progress: bool, settings: dict[str, Any],
+             batch_size: int | None, progress: bool, settings: dict[str, Any],
              theta_true: np.ndarray | None = None) -> PosteriorResult:
     """Run ``sample_chain`` on every (frame, chain) and assemble the result.
 
@@ -41,6 +41,8 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         ``(theta (N, 2), data) -> log density`` (the sampler's target, −inf off support).
     prepare : callable
         ``adu (H, W) -> data`` computed once per frame (e.g. photon counts).
+    batch_size : int or None
+        Frames per compiled call (rounded up to a multiple of the devices); None: one per device.
     transform : numpyro Transform, optional
         Bijection from the sampler's unconstrained space to pixel space. When given, chains run
         on ``u`` with target ``logdensity(T(u)) + log|det J_T(u)|`` and draws are mapped back.
@@ -68,6 +70,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
     batched, n_devices = device_parallel(jax.vmap(one_frame))
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), adu.shape[0]))
     start = time.perf_counter()
+    batch_size = batch_size or n_devices  # None: one frame per device
     positions, stats = map_frame_batches(batched, (keys, adu), batch_size, progress=progress,
                                          desc=method, multiple_of=n_devices)
     sampling_seconds = time.perf_counter() - start

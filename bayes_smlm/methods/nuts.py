@@ -66,8 +66,8 @@ def crlb_inverse_mass(task: Task) -> jax.Array:
 @register_method("nuts")
 def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, warmup: int = 300,
-                   target_accept: float = 0.8, max_tree_depth: int = 10,
-                   likelihood: str = "poisson", batch_size: int = 4,
+                   target_accept: float = 0.7, max_tree_depth: int = 10,
+                   likelihood: str = "poisson", batch_size: int | None = None,
                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """NUTS on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
@@ -81,12 +81,18 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     warmup : int
         Window-adaptation steps per chain (discarded); started from the CRLB scale, a few
         hundred suffice for one emitter.
-    batch_size : int
-        Frames per compiled call, split across the CPU devices (:mod:`bayes_smlm.parallel`).
-        Vmapped NUTS runs its lanes in lockstep (every step costs the deepest tree of the
-        batch), so a frame or two per device is fastest on a CPU.
+    batch_size : int or None
+        Frames per compiled call, split across the CPU devices (:mod:`bayes_smlm.parallel`);
+        None: one frame per device. Vmapped NUTS runs its lanes in lockstep (every leapfrog
+        iteration costs the deepest tree of the batch, and chains of different frames adapt
+        different step sizes), so one frame per device is fastest on a CPU (measured: 2 frames
+        per device cost ≈ 20 % more).
     target_accept : float
-        Target acceptance of the step-size adaptation, in (0, 1).
+        Target acceptance of the step-size adaptation, in (0, 1). 0.7 rather than Stan's 0.8: on
+        these low-dimensional, near-Gaussian posteriors the larger step takes ≈ 20 % fewer
+        leapfrog steps per draw while every frame still passes R-hat ≤ 1.01 and bulk ESS ≥ 400
+        (isolated: 200/200 frames; paper: 99/100, the same as at 0.8 — reports/bench-exact,
+        reports/paper-diagnostics).
     max_tree_depth : int
         Maximum trajectory doublings.
     """
