@@ -67,7 +67,8 @@ def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> li
         rows.append({"what": f"inference {label}", "batch": batch, "per_second": batch / seconds,
                      "unit": "frames/s"})
     train_batch = int(config["training"]["batch_size"])
-    x, y = photons[:train_batch], torch.from_numpy(simulate(task, train_batch, 7).kde)[:, None]
+    train = simulate(task, train_batch, 8)
+    x, y = frames_to_photons(train.adu, task), torch.from_numpy(train.kde)[:, None]
     trainee = load_phi(None, task)[0].train()
     opt = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
 

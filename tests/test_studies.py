@@ -49,3 +49,17 @@ def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys)
     assert 0.0 <= metrics["summary"][0]["pass_rate"] <= 1.0
     assert (out / "nuts.nc").stat().st_size > 0
     assert "## Per frame" in (out / "report.md").read_text()
+
+
+def test_phi_smoke_reports_metrics_of_both_shipped_checkpoints_and_speed(tmp_path, capsys):
+    out = tmp_path / "phi"
+    assert main(["study", "phi", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for task in ("isolated", "paper"):
+        rows = metrics[task]["evaluation"]["rows"]
+        assert {r["source"] for r in rows} == {"phi", "true KDE"}
+        assert all(0.0 <= r["recall"] <= 1.0 for r in rows)
+    assert metrics["isolated"]["evaluation"]["sqrt_crlb_px"] > 0.09
+    assert [r["unit"] for r in metrics["speed"]] == ["frames/s"] * 3 + ["steps/s"]
+    report = (out / "report.md").read_text()
+    assert "true KDE" in report and "frames/s" in report
