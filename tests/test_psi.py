@@ -22,7 +22,9 @@ def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
     betas = np.linspace(1e-4, 1e-2, 100)  # the published schedule, independently
     assert alpha_bar_final(make_scheduler("paper")) == pytest.approx(np.prod(1 - betas), rel=1e-5)
     assert 0.59 < alpha_bar_final(make_scheduler("paper")) < 0.61
-    assert alpha_bar_final(make_scheduler("full")) < 1e-4
+    assert alpha_bar_final(make_scheduler("full")) < 1e-3
+    # ... without the cosine schedule's last β ≈ 1, which makes the first ε-prediction step blow up
+    assert float(make_scheduler("full").betas.max()) <= 0.15 + 1e-6  # float32
     assert not make_scheduler("full").config.clip_sample
 
 
@@ -83,12 +85,12 @@ def test_samples_do_not_depend_on_batching(tiny_psi, isolated):
 
 
 def test_guess_start_coincides_with_noise_under_the_full_schedule(tiny_psi, isolated):
-    # ᾱ_T ≈ 2e-7: the noised guess differs from pure noise by ~5e-4·m(ŷ).
+    # ᾱ_T ≈ 4e-4: the noised guess differs from pure noise by ~0.02·m(ŷ).
     unet, _ = load_psi(tiny_psi[0], isolated)
     cond = torch.rand(2, 1, 80, 80)
     kw = dict(schedule="full", samples=2, steps=3, seed=1)
     a, b = sample_kdes(unet, cond, start="noise", **kw), sample_kdes(unet, cond, start="guess", **kw)
-    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
 
 
 def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, capsys):
