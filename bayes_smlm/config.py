@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -38,6 +38,15 @@ def _check_number(name: str, value: Any, *, lo: float | None = None, lo_open: bo
         raise ConfigError(name, f"must be {_range_text(lo, lo_open, hi)} (got {value:g})")
     if hi is not None and value > hi:
         raise ConfigError(name, f"must be {_range_text(lo, lo_open, hi)} (got {value:g})")
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> Any:
+    """``value`` if it is one of ``allowed`` (names, or the keys of a dict), else a one-line
+    ConfigError listing the choices."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
     return value
 
 

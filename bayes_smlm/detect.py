@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_laplace
 from scipy.optimize import linear_sum_assignment
 from skimage.feature import blob_log, peak_local_max
 
+from .config import check_choice
 from .errors import ConfigError
 
 DETECTORS = ("peaks", "log")
@@ -50,12 +51,8 @@ class DetectionSettings:
     centroid_radius: int = 3
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise ConfigError("--detector", f"must be one of {', '.join(DETECTORS)} "
-                                            f"(got {self.detector!r})")
-        if self.refinement not in REFINEMENTS:
-            raise ConfigError("--refinement", f"must be one of {', '.join(REFINEMENTS)} "
-                                              f"(got {self.refinement!r})")
+        check_choice("--detector", self.detector, DETECTORS)
+        check_choice("--refinement", self.refinement, REFINEMENTS)
         if not np.isfinite(self.threshold) or self.threshold <= 0:
             raise ConfigError("--threshold", f"must be > 0 (got {self.threshold})")
         if self.min_distance < 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from .errors import ConfigError
+from .config import check_choice
 
 SCHEDULES = {
     "paper": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
@@ -26,22 +26,16 @@ LOSSES = ("l1", "l2")
 KDE_SCALE = 1.0  # one isolated KDE kernel peaks at 1 (DESIGN.md section 2)
 
 
-def _check(name: str, value: str, allowed) -> str:
-    if value not in allowed:
-        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
-    return value
-
-
 def make_scheduler(schedule: str) -> DDPMScheduler:
     """The training/sampling ``DDPMScheduler`` of a named schedule (ε-prediction, no clipping)."""
-    _check("--schedule", schedule, SCHEDULES)
+    check_choice("--schedule", schedule, SCHEDULES)
     return DDPMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
                          variance_type="fixed_small")
 
 
 def make_fast_scheduler(schedule: str) -> DDIMScheduler:
     """A ``DDIMScheduler`` with the same β's, for sampling in fewer steps with the same model."""
-    _check("--schedule", schedule, SCHEDULES)
+    check_choice("--schedule", schedule, SCHEDULES)
     return DDIMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
                          set_alpha_to_one=True, timestep_spacing="trailing")
 
@@ -65,6 +59,6 @@ def noise_loss(predicted: torch.Tensor, noise: torch.Tensor, loss: str) -> torch
     """Loss on the noise: ``l1`` = mean |ε − ε̂| (eq. 10, as published; a conditional median),
     ``l2`` = mean (ε − ε̂)² (the ε-MSE whose minimiser is the posterior mean the DDPM reverse
     step assumes)."""
-    _check("--loss", loss, LOSSES)
+    check_choice("--loss", loss, LOSSES)
     diff = predicted - noise
     return diff.abs().mean() if loss == "l1" else diff.pow(2).mean()

@@ -18,19 +18,15 @@ import numpyro.distributions as dist
 from numpyro.infer.util import log_density as numpyro_log_density
 
 from . import physics
-from .config import Task
+from .config import Task, check_choice
 from .distributions import (PoissonApproxADU, PoissonGaussianADU, UniformDisc, poisson_gaussian_n_max,
                             poisson_kernel)
-from .errors import ConfigError
 
 LIKELIHOODS = ("poisson", "poisson_gaussian")
 
 
 def _check_likelihood(likelihood: str) -> str:
-    if likelihood not in LIKELIHOODS:
-        raise ConfigError("likelihood", f"must be one of {', '.join(LIKELIHOODS)} "
-                                        f"(got {likelihood!r})")
-    return likelihood
+    return check_choice("likelihood", likelihood, LIKELIHOODS)
 
 
 def exact_sum_length(task: Task, adu: np.ndarray | None = None, tol: float = 1e-10,

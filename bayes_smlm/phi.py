@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
-from .config import Task, check_int, task_from_dict
+from .config import Task, check_choice, check_int, task_from_dict
 from .errors import ConfigError
 from .io import write_json
 from .nets import DeepSTORM, DeepSTORMConfig
@@ -230,9 +230,7 @@ class PhiPredictor:
 
     def __init__(self, model: DeepSTORM, task: Task, *, batch_size: int = 256,
                  precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ConfigError("--precision", f"must be one of {', '.join(PRECISIONS)} "
-                                             f"(got {precision!r})")
+        check_choice("--precision", precision, PRECISIONS)
         self.model = fuse_for_inference(model)
         self.task = task
         self.batch_size = check_int("--batch-size", batch_size)

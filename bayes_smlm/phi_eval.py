@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Task
+from .config import Task, check_choice
 from .detect import DETECTORS, DetectionSettings, LocalizationMetrics, detect, evaluate_detections
 from .errors import ConfigError
 
@@ -59,8 +59,7 @@ def settings_from_config(config: dict[str, Any], detector: str | None = None
     """Detection settings stored in a φ checkpoint (the default detector unless named)."""
     stored = config.get("detection", {})
     detector = detector or stored.get("default", "peaks")
-    if detector not in DETECTORS:
-        raise ConfigError("--detector", f"must be one of {', '.join(DETECTORS)} (got {detector!r})")
+    check_choice("--detector", detector, DETECTORS)
     values = {k: v for k, v in stored.get(detector, {"detector": detector}).items()
               if k != "val_jaccard"}
     return DetectionSettings(**values)

@@ -25,7 +25,7 @@ from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
-from .config import Task, check_int
+from .config import Task, check_choice, check_int
 from .diffusion import LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space
 from .errors import ConfigError
 from .io import write_json
@@ -81,11 +81,9 @@ class PsiTraining:
     patience: int = 0
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("--preset", self.preset, UNET_PRESETS),
-                                     ("--schedule", self.schedule, SCHEDULES),
-                                     ("--loss", self.loss, LOSSES)):
-            if value not in allowed:
-                raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+        check_choice("--preset", self.preset, UNET_PRESETS)
+        check_choice("--schedule", self.schedule, SCHEDULES)
+        check_choice("--loss", self.loss, LOSSES)
         check_int("--crop", self.crop, lo=0)
         check_int("--batch-size", self.batch_size)
         if not 0.0 < self.ema_decay < 1.0:

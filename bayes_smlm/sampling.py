@@ -18,7 +18,7 @@ import torch
 from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
-from .config import check_int
+from .config import check_choice, check_int
 from .diffusion import from_model_space, make_fast_scheduler, make_scheduler, to_model_space
 from .errors import ConfigError
 
@@ -66,8 +66,7 @@ def sample_kdes(unet: UNet2DModel, cond: torch.Tensor, *, schedule: str, samples
     -------
     (F, K, u·H, u·W) float32 ndarray of KDE samples.
     """
-    if start not in STARTS:
-        raise ConfigError("--start", f"must be one of {', '.join(STARTS)} (got {start!r})")
+    check_choice("--start", start, STARTS)
     samples = check_int("--samples", samples)
     batch_size = check_int("--batch-size", batch_size)
     if steps is None:

@@ -50,9 +50,8 @@ def default_out(name: str) -> Path:
 
 def check_preset(preset: str, presets: dict) -> dict:
     """The settings of ``preset`` or a one-line error listing the choices."""
-    if preset not in presets:
-        raise ConfigError("--preset", f"must be one of {', '.join(presets)} (got {preset!r})")
-    return presets[preset]
+    from .config import check_choice
+    return presets[check_choice("--preset", preset, presets)]
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
