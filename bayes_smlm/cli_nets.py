@@ -10,18 +10,20 @@ from pathlib import Path
 from .cli_types import positive_float, positive_int, seed_int
 
 
+def _command_line() -> str:
+    """The command as typed, recorded in the checkpoint so a run can be repeated."""
+    return "bayes-smlm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def cmd_train_phi(args: argparse.Namespace) -> int:
     from .cli import task_from_args
     from .phi import PhiTraining, train_phi
     task = task_from_args(args)
     settings = PhiTraining(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            seed=args.seed, patience=args.patience)
-    command = "bayes-smlm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     state = train_phi(task, args.out, settings, resume=args.resume, progress=not args.quiet,
-                      command=command)
-    print(f"wrote {args.out}: {state.step} steps, best validation MSE {state.best_val:.4g} at step "
-          f"{state.best_step}{' (stopped early)' if state.stopped_early else ''}, "
-          f"{state.seconds:.0f} s")
+                      command=_command_line())
+    print(state.summary(args.out, "validation MSE"))
     return 0
 
 
@@ -32,12 +34,9 @@ def cmd_train_psi(args: argparse.Namespace) -> int:
     settings = PsiTraining(preset=args.preset, schedule=args.schedule, loss=args.loss,
                            steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            seed=args.seed, crop=args.crop, patience=args.patience)
-    command = "bayes-smlm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     state = train_psi(task, args.out, settings, phi_checkpoint=args.phi_checkpoint,
-                      resume=args.resume, progress=not args.quiet, command=command)
-    print(f"wrote {args.out}: {state.step} steps, best validation loss {state.best_val:.4g} at "
-          f"step {state.best_step}{' (stopped early)' if state.stopped_early else ''}, "
-          f"{state.seconds:.0f} s")
+                      resume=args.resume, progress=not args.quiet, command=_command_line())
+    print(state.summary(args.out, "validation loss"))
     return 0
 
 

@@ -134,9 +134,7 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
         write_json(out_dir / CONFIG_FILE, {
             "kind": CHECKPOINT_KIND, "architecture": arch.to_dict(), "task": task.to_dict(),
             "training": asdict(settings), "command": command,
-            "progress": {"steps_done": loop.step, "best_step": loop.best_step,
-                         "best_val_mse": loop.best_val, "stopped_early": loop.stopped_early,
-                         "train_seconds": round(loop.seconds, 1), "history": loop.history},
+            "progress": loop.progress_record("val_mse"),
             **kept_sections(out_dir, CHECKPOINT_KIND),
         })
 

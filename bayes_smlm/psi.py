@@ -227,9 +227,7 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
             "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
             "phi": {"checkpoint": str(phi_dir), "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)},
             "command": command,
-            "progress": {"steps_done": loop.step, "best_step": loop.best_step,
-                         "best_val_loss": loop.best_val, "stopped_early": loop.stopped_early,
-                         "train_seconds": round(loop.seconds, 1), "history": loop.history},
+            "progress": loop.progress_record("val_loss"),
             **kept_sections(out_dir, CHECKPOINT_KIND),
         })
         best_file = out_dir / WEIGHTS_FILE

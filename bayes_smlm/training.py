@@ -107,6 +107,18 @@ class LoopState:
     running_loss: float = math.nan
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def progress_record(self, val_name: str) -> dict[str, Any]:
+        """JSON-ready progress for a checkpoint's config (best validation as ``best_<val_name>``)."""
+        return {"steps_done": self.step, "best_step": self.best_step,
+                f"best_{val_name}": self.best_val, "stopped_early": self.stopped_early,
+                "train_seconds": round(self.seconds, 1), "history": self.history}
+
+    def summary(self, out_dir: str | Path, val_name: str) -> str:
+        """One line for the command line after training."""
+        early = " (stopped early)" if self.stopped_early else ""
+        return (f"wrote {out_dir}: {self.step} steps, best {val_name} {self.best_val:.4g} at step "
+                f"{self.best_step}{early}, {self.seconds:.0f} s")
+
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A torch generator that is a fixed function of (seed, step), for randomness inside a step."""
