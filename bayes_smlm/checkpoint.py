@@ -60,6 +60,29 @@ def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path) -> No
                                           f"{task.name!r} in {'; '.join(diffs[:3])}")
 
 
+def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shipped: Path,
+                    payload: str, label: str, train_command: str) -> tuple[Path, dict[str, Any]]:
+    """Resolve a checkpoint directory (None: the ``shipped`` one), read its config, refuse it for
+    another task, and require its ``payload`` (weights file or folder) to exist.
+
+    Returns
+    -------
+    (directory, config)
+    """
+    if checkpoint is None:
+        checkpoint = shipped
+        if not (checkpoint / payload).exists():
+            raise ConfigError("--checkpoint", f"no shipped {label} checkpoint for task "
+                                              f"{task.name!r}; train one with "
+                                              f"`bayes-smlm {train_command}`")
+    checkpoint = Path(checkpoint)
+    config = read_checkpoint_config(checkpoint, kind)
+    check_task(config, task, checkpoint)
+    if not (checkpoint / payload).exists():
+        raise ConfigError("--checkpoint", f"{checkpoint} has no {payload} yet")
+    return checkpoint, config
+
+
 def kept_sections(checkpoint: str | Path, kind: str,
                   keys: tuple[str, ...] = ("detection", "metrics")) -> dict[str, Any]:
     """Sections of an existing ``config.json`` that later steps wrote (kept when the training loop

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
+from .checkpoint import (CONFIG_FILE, check_task, kept_sections, open_checkpoint,
+                         read_checkpoint_config)
 from .config import Task, check_choice, check_int, task_from_dict
 from .errors import ConfigError
 from .io import write_json
@@ -177,16 +178,9 @@ def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict
     ConfigError
         If there is no such checkpoint or it was trained for a different task configuration.
     """
-    if checkpoint is None:
-        checkpoint = shipped_checkpoint(task.name)
-        if not (checkpoint / WEIGHTS_FILE).is_file():
-            raise ConfigError("--checkpoint", f"no shipped φ checkpoint for task {task.name!r}; "
-                                              "train one with `bayes-smlm train-phi`")
-    checkpoint = Path(checkpoint)
-    config = read_config(checkpoint)
-    check_task(config, task, checkpoint)
-    if not (checkpoint / WEIGHTS_FILE).is_file():
-        raise ConfigError("--checkpoint", f"{checkpoint} has no {WEIGHTS_FILE} yet")
+    checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
+                                         shipped=shipped_checkpoint(task.name),
+                                         payload=WEIGHTS_FILE, label="φ", train_command="train-phi")
     model = DeepSTORM(DeepSTORMConfig.from_dict(config["architecture"]))
     model.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)))
     return model.eval(), config

@@ -24,7 +24,8 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .checkpoint import CONFIG_FILE, check_task, kept_sections, read_checkpoint_config
+from .checkpoint import (CONFIG_FILE, check_task, kept_sections, open_checkpoint,
+                         read_checkpoint_config)
 from .config import Task, check_choice, check_int
 from .diffusion import LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space
 from .errors import ConfigError
@@ -257,24 +258,19 @@ def load_psi(checkpoint: str | Path | None, task: Task) -> tuple[UNet2DModel, di
         If there is no such checkpoint, it was trained for another task, or the φ it was trained
         with is missing or has changed (its SHA-256 differs).
     """
-    if checkpoint is None:
-        checkpoint = psi_shipped_checkpoint(task.name)
-        if not (checkpoint / UNET_DIR).is_dir():
-            raise ConfigError("--checkpoint", f"no shipped Ψ checkpoint for task {task.name!r}; "
-                                              "train one with `bayes-smlm train-psi`")
-    checkpoint = Path(checkpoint)
-    config = read_config(checkpoint)
-    check_task(config, task, checkpoint)
-    if not (checkpoint / UNET_DIR).is_dir():
-        raise ConfigError("--checkpoint", f"{checkpoint} has no {UNET_DIR}/ yet")
+    checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
+                                         shipped=psi_shipped_checkpoint(task.name),
+                                         payload=f"{UNET_DIR}/", label="Ψ",
+                                         train_command="train-psi")
     unet = UNet2DModel.from_pretrained(checkpoint / UNET_DIR, use_safetensors=True,
                                        low_cpu_mem_usage=False)
     return unet.eval(), config
 
 
-def phi_of(config: dict[str, Any], checkpoint: str | Path, task: Task) -> PhiPredictor:
-    """The φ a Ψ checkpoint was trained with, checked by SHA-256 (relative paths are resolved
-    against the Ψ checkpoint, so shipped pairs travel together)."""
+def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task) -> PhiPredictor:
+    """The φ a Ψ checkpoint (None: the shipped one) was trained with, checked by SHA-256
+    (relative paths are resolved against the Ψ checkpoint, so shipped pairs travel together)."""
+    checkpoint = psi_shipped_checkpoint(task.name) if checkpoint is None else checkpoint
     phi_dir = Path(config["phi"]["checkpoint"])
     if not phi_dir.is_absolute():
         phi_dir = (Path(checkpoint) / phi_dir).resolve()

@@ -36,14 +36,15 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, samples: int =
         Return the K samples in ``extra["kde_samples"]`` (F, K, u·H, u·W).
     """
     reject_unknown_options("ddpm", unknown)
+    from ..phi import frames_to_photons
     from ..psi import load_psi, phi_of
     from ..sampling import sample_kdes
 
     adu = check_frames(task, adu)
     started = time.perf_counter()
     unet, config = load_psi(checkpoint, task)
-    phi = phi_of(config, checkpoint or _shipped(task), task)
-    cond = phi.photons(_photons(adu, task))
+    phi = phi_of(config, checkpoint, task)
+    cond = phi.photons(frames_to_photons(adu, task))
     draws = sample_kdes(unet, cond, schedule=config["schedule"], samples=samples, start=start,
                         steps=steps, eta=eta, seed=seed, batch_size=batch_size,
                         precision=precision, progress=progress)
@@ -57,13 +58,3 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, samples: int =
     return PosteriorResult(method="ddpm", task=task, adu=adu, kde_mean=draws.mean(axis=1),
                            kde_var=draws.var(axis=1, ddof=1), settings=settings, seconds=seconds,
                            theta_true=theta_true, extra=extra)
-
-
-def _shipped(task: Task) -> Path:
-    from ..psi import psi_shipped_checkpoint
-    return psi_shipped_checkpoint(task.name)
-
-
-def _photons(adu: np.ndarray, task: Task):
-    from ..phi import frames_to_photons
-    return frames_to_photons(adu, task)
