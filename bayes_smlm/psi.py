@@ -222,19 +222,22 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         ema.restore(unet.parameters())
         return total / len(val_y0)
 
+    phi_record = {"checkpoint": str(phi_dir), "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)}
+    exported = {"best_step": None}
+
     def write_config(loop: LoopState) -> None:
         write_json(out_dir / CONFIG_FILE, {
             "kind": CHECKPOINT_KIND, "unet": unet_config.to_dict(), "task": task.to_dict(),
             "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
-            "phi": {"checkpoint": str(phi_dir), "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)},
-            "command": command,
+            "phi": phi_record, "command": command,
             "progress": loop.progress_record("val_loss"),
             **kept_sections(out_dir, CHECKPOINT_KIND),
         })
         best_file = out_dir / WEIGHTS_FILE
-        if best_file.is_file():
+        if best_file.is_file() and exported["best_step"] != loop.best_step:
             from safetensors.torch import load_file
             export_unet(load_file(str(best_file)), unet_config, out_dir)
+            exported["best_step"] = loop.best_step  # re-export only when the best weights change
 
     outcome = train(unet, batches=source.batches, step_loss=step_loss, validate=validate,
                     settings=settings.loop_settings(), out_dir=out_dir, resume=resume,
