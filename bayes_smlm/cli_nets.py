@@ -72,11 +72,12 @@ def add_network_commands(sub: argparse._SubParsersAction, add_task_arguments) ->
                    help="noise schedule: full (ᾱ_T ≈ 0, default) | paper (published, ᾱ_T ≈ 0.6)")
     p.add_argument("--loss", choices=LOSSES, default="l2",
                    help="loss on the noise: l2 (default) | l1 (published, eq. 10)")
-    p.add_argument("--crop", type=int, default=32,
-                   help="train on random crops of this many HR px (0: whole maps; default 32)")
+    p.add_argument("--crop", type=int, default=0,
+                   help="train on random crops of this many HR px (default 0: whole maps; crops "
+                        "change GroupNorm statistics, so they do not transfer to whole frames)")
     p.add_argument("--phi-checkpoint", type=Path, default=None,
                    help="frozen φ (default: the shipped one for --task)")
-    _add_training_arguments(p, steps=4000, batch=32, lr=1e-3)
+    _add_training_arguments(p, steps=6000, batch=8, lr=1e-3)
     p.set_defaults(handler=cmd_train_psi)
 
 

@@ -58,3 +58,14 @@ def variance_agreement(var: np.ndarray, reference: np.ndarray) -> VarianceAgreem
     pearson = np.where(norm_a > 0, (a_c * b_c).sum(axis=1) / (np.maximum(norm_a, 1e-300) * norm_b),
                        0.0)
     return VarianceAgreement(pearson=pearson, summed_ratio=a.sum(axis=1) / b.sum(axis=1))
+
+
+def variance_ratio_map(var: np.ndarray, reference: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Per-pixel log10 of var / reference, both floored at ``floor`` (KDE units²) so pixels where
+    both are ≈ 0 read 0 instead of 0/0."""
+    return np.log10(np.maximum(var, floor) / np.maximum(reference, floor))
+
+
+def variance_difference_map(var: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-pixel var − reference (KDE units²)."""
+    return np.asarray(var, np.float64) - np.asarray(reference, np.float64)

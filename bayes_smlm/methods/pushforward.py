@@ -91,3 +91,16 @@ def kde_moments(theta_draws: np.ndarray, task: Task, chunk: int = 250,
         means.append(np.asarray(m))
         variances.append(np.asarray(v))
     return np.concatenate(means), np.concatenate(variances)
+
+
+@lru_cache(maxsize=16)
+def _images_fn(task: Task) -> Callable[[jax.Array], jax.Array]:
+    def images(draws: jax.Array) -> jax.Array:
+        ey, ex = kde_axis_factors(draws, task)
+        return jnp.einsum("snh,snw->shw", ey, ex)
+    return jax.jit(images)
+
+
+def kde_images(theta_draws: np.ndarray, task: Task) -> np.ndarray:
+    """The KDE y(θ) (eq. 4) of every draw: (S, N, 2) LR-pixel draws -> (S, uH, uW) float32."""
+    return np.asarray(_images_fn(task)(jnp.asarray(theta_draws, jnp.float32)))
