@@ -128,6 +128,12 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
                         "(maps: .npy, .tif, .csv of the frame's shape); repeatable")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .study_registry import rebuild_report
+    print(f"wrote {rebuild_report(args.dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bayes-smlm`` argument parser."""
     from . import __version__
@@ -190,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")
     add_study_arguments(p)
     p.set_defaults(handler=cmd_study)
+
+    p = sub.add_parser("report", help="rebuild a study's report.md and figures from its saved "
+                                      "results, without recomputing")
+    p.add_argument("dir", type=Path, help="a study's report folder (e.g. reports/calibration)")
+    p.set_defaults(handler=cmd_report)
     return parser
 
 

@@ -1,9 +1,17 @@
 """Noise schedules, the fixed KDE ↔ model-space map, the forward (noising) process and the losses.
 
 Two schedules (DESIGN.md section 3.2): ``paper`` — T = 100, linear β from 1e-4 to 1e-2, as
-published, which ends at ᾱ_T ≈ 0.60 (y_T is *not* N(0, I)); ``full`` — T = 100, linear β from 1e-4
-to 0.15, which ends at ᾱ_T ≈ 4e-4 ≈ 0 with every ε-prediction reverse step well conditioned. Both ε-prediction with
+published, which ends at ᾱ_T ≈ 0.60 (y_T is *not* N(0, I)), with ε-prediction; ``full`` — T = 100,
+linear β from 1e-4 to 0.15, which ends at ᾱ_T ≈ 4e-4 ≈ 0, with v-prediction. Both with
 ``clip_sample=False``: clipping the predicted y_0 to [-1, 1] would bias the variances (section 3.3).
+
+Why v for ``full``: with ε-prediction, ŷ_0 = (y_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, so an ε error is multiplied
+by √((1−ᾱ_t)/ᾱ_t) — 52× at ᾱ_T = 4e-4. Measured on a Ψ trained 1000 steps (ε-MSE 1e-3 at high t):
+ŷ_0 had per-pixel noise of SD 0.7–1.8 in the background over the first 30 reverse steps, which the
+chain then kept as structure (final background SD 0.67 in model space, summed variance ≈ 3000×
+the exact one). With v = √ᾱ_t ε − √(1−ᾱ_t) y_0, ŷ_0 = √ᾱ_t y_t − √(1−ᾱ_t) v̂: no amplification.
+The v-loss is a noise loss too: ε̂ − ε = √ᾱ_t (v̂ − v), so ‖v̂ − v‖² = ‖ε̂ − ε‖²/ᾱ_t, an ε-MSE
+reweighted over t with the same minimiser, E[ε | y_t, ŷ] — the sampler's target is unchanged.
 """
 
 from __future__ import annotations
@@ -15,29 +23,36 @@ from .config import check_choice
 
 SCHEDULES = {
     "paper": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
-              "beta_end": 1e-2},
+              "beta_end": 1e-2, "prediction_type": "epsilon"},
     # Linear to 0.15: ᾱ_T ≈ 4e-4. Not the cosine schedule: its last β is capped at 0.999, so
     # ᾱ_T ≈ 2e-7 and the first reverse step multiplies ε-prediction errors by ≈ 30 (DDPM) to
     # ≈ 160 (DDIM) — measured here, samples drowned in noise (summed variance 10⁶× too large).
     "full": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
-             "beta_end": 0.15},
+             "beta_end": 0.15, "prediction_type": "v_prediction"},
 }
 LOSSES = ("l1", "l2")
 KDE_SCALE = 1.0  # one isolated KDE kernel peaks at 1 (DESIGN.md section 2)
 
 
 def make_scheduler(schedule: str) -> DDPMScheduler:
-    """The training/sampling ``DDPMScheduler`` of a named schedule (ε-prediction, no clipping)."""
+    """The training/sampling ``DDPMScheduler`` of a named schedule (no clipping)."""
     check_choice("--schedule", schedule, SCHEDULES)
-    return DDPMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
-                         variance_type="fixed_small")
+    return DDPMScheduler(**SCHEDULES[schedule], clip_sample=False, variance_type="fixed_small")
 
 
 def make_fast_scheduler(schedule: str) -> DDIMScheduler:
     """A ``DDIMScheduler`` with the same β's, for sampling in fewer steps with the same model."""
     check_choice("--schedule", schedule, SCHEDULES)
-    return DDIMScheduler(**SCHEDULES[schedule], prediction_type="epsilon", clip_sample=False,
-                         set_alpha_to_one=True, timestep_spacing="trailing")
+    return DDIMScheduler(**SCHEDULES[schedule], clip_sample=False, set_alpha_to_one=True,
+                         timestep_spacing="trailing")
+
+
+def training_target(scheduler: DDPMScheduler, y0: torch.Tensor, noise: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output at (y_t, t): ε, or v = √ᾱ_t ε − √(1−ᾱ_t) y_0."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(y0, noise, t)
+    return noise
 
 
 def alpha_bar_final(scheduler: DDPMScheduler) -> float:
@@ -56,9 +71,9 @@ def from_model_space(z: torch.Tensor) -> torch.Tensor:
 
 
 def noise_loss(predicted: torch.Tensor, noise: torch.Tensor, loss: str) -> torch.Tensor:
-    """Loss on the noise: ``l1`` = mean |ε − ε̂| (eq. 10, as published; a conditional median),
-    ``l2`` = mean (ε − ε̂)² (the ε-MSE whose minimiser is the posterior mean the DDPM reverse
-    step assumes)."""
+    """Loss on the noise target (ε, or v: :func:`training_target`): ``l1`` = mean |ε − ε̂|
+    (eq. 10, as published; a conditional median), ``l2`` = mean (ε − ε̂)² (the MSE whose
+    minimiser is the posterior mean the DDPM reverse step assumes)."""
     check_choice("--loss", loss, LOSSES)
     diff = predicted - noise
     return diff.abs().mean() if loss == "l1" else diff.pow(2).mean()

@@ -27,7 +27,8 @@ from diffusers.training_utils import EMAModel
 from .checkpoint import (CONFIG_FILE, check_task, kept_sections, open_checkpoint,
                          read_checkpoint_config)
 from .config import Task, check_choice, check_int
-from .diffusion import LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space
+from .diffusion import (LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space,
+                        training_target)
 from .errors import ConfigError
 from .io import write_json
 from .nets.unet import UNET_PRESETS, UNetConfig, build_unet
@@ -138,13 +139,13 @@ def _crop(tensors: list[torch.Tensor], corners: np.ndarray, crop: int) -> list[t
 
 def diffusion_loss(unet: UNet2DModel, scheduler, cond: torch.Tensor, y0: torch.Tensor,
                    gen: torch.Generator, loss: str) -> torch.Tensor:
-    """Noise y0 at uniform random t and score the predicted noise."""
+    """Noise y0 at uniform random t and score the network's noise (ε or v) prediction."""
     b = y0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
     noise = torch.randn(y0.shape, generator=gen)
     noisy = scheduler.add_noise(y0, noise, t)
     predicted = unet(torch.cat([noisy, cond], dim=1), t).sample
-    return noise_loss(predicted, noise, loss)
+    return noise_loss(predicted, training_target(scheduler, y0, noise, t), loss)
 
 
 def _ema_state(unet: UNet2DModel, ema: EMAModel) -> dict[str, torch.Tensor]:
@@ -233,6 +234,7 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         write_json(out_dir / CONFIG_FILE, {
             "kind": CHECKPOINT_KIND, "unet": unet_config.to_dict(), "task": task.to_dict(),
             "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
+            "prediction_type": scheduler.config.prediction_type,
             "phi": phi_record, "command": command,
             "progress": loop.progress_record("val_loss"),
             **kept_sections(out_dir, CHECKPOINT_KIND),

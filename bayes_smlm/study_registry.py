@@ -2,7 +2,8 @@
 
 A study module (in ``studies/``, importable as ``bayes_smlm.studies.<module>``) defines
 ``PRESETS`` (a dict with at least ``smoke``, ``cpu`` and ``paper``), ``run(preset, seed, out)``
-returning the report path, and ``main(args)`` for use as a script.
+returning the report path, and ``main(args)`` for use as a script. Studies whose reports can be
+rebuilt from their saved results (``bayes-smlm report DIR``) also define ``render(out)``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ _STUDIES: dict[str, str] = {
     "paper-diagnostics": "bayes_smlm.studies.paper_diagnostics",
     "phi": "bayes_smlm.studies.phi",
     "ddpm-check": "bayes_smlm.studies.ddpm_check",
+    "calibration": "bayes_smlm.studies.calibration",
+    "localization": "bayes_smlm.studies.localization",
+    "isolated-emitter": "bayes_smlm.studies.isolated_emitter",
+    "ddpm-uncertainty": "bayes_smlm.studies.ddpm_uncertainty",
 }
 
 
@@ -74,3 +79,17 @@ def run_as_script(name: str, run: Callable[..., Path], argv: Sequence[str] | Non
         path = run(preset=args.preset, seed=args.seed, out=args.out or default_out(name))
         print(f"wrote {path}")
     return 0
+
+
+def rebuild_report(out: str | Path) -> Path:
+    """Re-render a study's report from the files it saved (``config.json`` names the study)."""
+    from .study_io import CONFIG, read_json
+    config = read_json(Path(out), CONFIG)
+    if "study" not in config:
+        raise ConfigError("DIR", f"{out}/{CONFIG} does not name its study; re-run the study")
+    module = get_study(config["study"])
+    render = getattr(module, "render", None)
+    if render is None:
+        raise ConfigError("DIR", f"study {config['study']!r} cannot rebuild its report from saved "
+                                 "results; re-run it with `bayes-smlm study`")
+    return render(Path(out))

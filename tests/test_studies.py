@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from bayes_smlm.cli import main
 
 
@@ -63,3 +66,108 @@ def test_phi_smoke_reports_metrics_of_both_shipped_checkpoints_and_speed(tmp_pat
     assert [r["unit"] for r in metrics["speed"]] == ["frames/s"] * 3 + ["steps/s"]
     report = (out / "report.md").read_text()
     assert "true KDE" in report and "frames/s" in report
+
+
+def _toy_centroid(task, adu, *, seed=0, chains=4, draws=1000, progress=False, **options):
+    """A user's method: Gaussian draws around the photon centroid (deliberately crude)."""
+    from bayes_smlm.methods.pushforward import kde_moments
+    from bayes_smlm.methods.result import PosteriorResult
+    rng = np.random.default_rng(seed)
+    signal = np.clip(adu - task.camera.offset, 0, None)
+    ys, xs = np.mgrid[:adu.shape[1], :adu.shape[2]]
+    centre = np.stack([(signal * xs).sum((1, 2)), (signal * ys).sum((1, 2))], -1)
+    centre /= signal.sum((1, 2))[:, None]
+    theta = centre[None, None, :, None, :] + rng.normal(0, 0.2, (chains, draws, len(adu), 1, 2))
+    flat = np.moveaxis(theta, 2, 0).reshape(len(adu), -1, 1, 2)
+    mean, var = kde_moments(flat, task)
+    return PosteriorResult(method="toy_centroid", task=task, adu=adu, kde_mean=mean,
+                           kde_var=var, theta=theta.astype(np.float32), seconds=0.01)
+
+
+@pytest.fixture(scope="module")
+def calibration_smoke(tmp_path_factory):
+    from bayes_smlm.methods import register_method, unregister_method
+    out = tmp_path_factory.mktemp("calibration")
+    register_method("toy_centroid")(_toy_centroid)
+    try:
+        assert main(["study", "calibration", "--preset", "smoke", "--out", str(out)]) == 0
+    finally:
+        unregister_method("toy_centroid")
+    return out
+
+
+def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_smoke):
+    out = calibration_smoke
+    metrics = json.loads((out / "metrics.json").read_text())
+    methods = metrics["methods"]
+    assert {"grid", "nuts", "rwmh", "rwmh_paper", "ddpm", "toy_centroid"} <= set(methods)
+    s = {name: m["scalars"] for name, m in methods.items()}
+    # exact methods agree with the exact reference (6 frames × 400 draws: loose but failing bars)
+    assert 0.8 < s["nuts"]["var_ratio_median"] < 1.25 and s["nuts"]["var_pearson_median"] > 0.95
+    assert 0.8 < s["nuts"]["sd_ratio_x"] < 1.25
+    # the published sampler of p(θ|x)^0.2 is √5 ≈ 2.24 times too wide
+    assert 1.8 < s["rwmh_paper"]["sd_ratio_x"] < 2.7 and 1.8 < s["rwmh_paper"]["sd_ratio_y"] < 2.7
+    assert s["rwmh_paper"]["kde_entropy_above_reference"] == 1.0
+    for name in ("grid", "nuts", "rwmh", "rwmh_paper", "toy_centroid"):
+        for key in ("kde_coverage_90", "z_sd", "sbc_min_pvalue", "rhat_max", "ess_bulk_min",
+                    "theta_entropy_knn_median", "rmse_ratio_x", "seconds_per_frame"):
+            assert np.isfinite(s[name][key]), (name, key)
+    assert s["ddpm"]["frames"] == 2 and "kde_coverage_90" in s["ddpm"]
+    assert "sd_ratio_x" not in s["ddpm"]  # no θ draws: no θ metrics, and no made-up ones
+    assert np.all(np.isfinite(metrics["phi_log"]["rmse_ratio"]))
+    assert {r["method"] for r in metrics["cost_by_emitters"]} == {"nuts", "ddpm"}
+    report = (out / "report.md").read_text()
+    assert "toy_centroid" in report and "## Where the surrogates agree" in report
+    for figure in ("maps.png", "sbc_ranks.png", "coverage.png", "z_scores.png", "cost.png"):
+        assert f"]({figure})" in report and (out / figure).stat().st_size > 5_000
+    config = json.loads((out / "config.json").read_text())
+    assert config["study"] == "calibration" and config["preset"] == "smoke"
+    assert (out / "posteriors" / "nuts.nc").is_file()
+
+
+def test_report_rebuilds_from_saved_results_without_recomputing(calibration_smoke, capsys):
+    out = calibration_smoke
+    before = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    (out / "maps.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == before
+    assert (out / "maps.png").is_file()
+
+
+def test_report_of_a_folder_that_is_not_a_study_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "config.json not found" in err and "Traceback" not in err
+
+
+def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
+    out = tmp_path / "loc"
+    assert main(["study", "localization", "--preset", "smoke", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert {(r["task"], r["i0"]) for r in rows} == {(t, i) for t in ("isolated", "paper")
+                                                    for i in (200.0, 1000.0)}
+    iso = {r["i0"]: r for r in rows if r["task"] == "isolated"}
+    assert iso[200.0]["recall"] == 1.0 and 0.5 < iso[200.0]["rmse_ratio_x"] < 2.0
+    assert iso[1000.0]["sqrt_crlb_nm"] < iso[200.0]["sqrt_crlb_nm"]  # more photons, lower bound
+    assert (out / "rmse_vs_crlb.png").is_file()
+
+
+def test_isolated_emitter_smoke_shows_the_tempering_inflation(tmp_path, capsys):
+    out = tmp_path / "iso"
+    assert main(["study", "isolated-emitter", "--preset", "smoke", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    paper = [r for r in rows if r["method"] == "rwmh_paper"][0]
+    assert 1.6 < paper["sd_ratio_x"] < 3.0 and 1.6 < paper["sd_ratio_y"] < 3.0
+    assert (out / "draws.png").is_file() and (out / "maps.png").is_file()
+
+
+def test_ddpm_uncertainty_smoke_writes_both_starts(tmp_path, capsys):
+    out = tmp_path / "ddu"
+    assert main(["study", "ddpm-uncertainty", "--preset", "smoke", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert {r["start"] for r in rows} == {"noise", "guess"}
+    assert all(np.isfinite(r["pearson"]) and r["summed_ratio"] > 0 for r in rows)
+    assert "![SD maps](sd_maps.png)" in (out / "report.md").read_text()

@@ -15,7 +15,8 @@ from .result import PosteriorResult
 
 
 @register_method("ddpm")
-def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, samples: int = 64,
+def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
+                   draws: int = 1000, samples: int = 64,
                    start: str = "guess", steps: int | None = None, eta: float = 0.0,
                    checkpoint: str | Path | None = None, batch_size: int = 64,
                    precision: str = "fp32", keep_samples: bool = False, progress: bool = False,
@@ -24,6 +25,8 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, samples: int =
 
     Parameters
     ----------
+    chains, draws : int
+        Part of the registry's calling convention, unused: Ψ has no chains; ``samples`` sets K.
     samples : int
         K, samples per frame.
     start : {"noise", "guess"}
