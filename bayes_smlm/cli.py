@@ -104,8 +104,13 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     options = {"seed": args.seed, "progress": not args.quiet}
     given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
              "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
-             "checkpoint": args.checkpoint}
+             "checkpoint": args.checkpoint, "precision": args.precision}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
+    if args.full_chain:
+        if args.ddim_steps is not None:
+            from .errors import ConfigError
+            raise ConfigError("--full-chain", "cannot be combined with --ddim-steps")
+        options["steps"] = None
     result = method(task, data["adu"], theta_true=data.get("theta"), **options)
     save_posterior(result, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
@@ -176,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", choices=("noise", "guess"), default=None,
                    help="ddpm: start of the reverse process (default guess)")
     p.add_argument("--ddim-steps", type=positive_int, default=None,
-                   help="ddpm: sample with this many DDIM steps instead of the full DDPM chain")
+                   help="ddpm: DDIM steps (default 20)")
+    p.add_argument("--full-chain", action="store_true",
+                   help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="ddpm: UNet arithmetic (default bf16 autocast)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="ddpm: Ψ checkpoint directory (default: the shipped one for the task)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")

@@ -31,10 +31,16 @@ from bayes_smlm.tasks import get_task
 
 NAME = "ddpm-check"
 PRESETS = {
-    "smoke": {"frames": 2, "samples": 4, "full_frames": 1, "ddim_steps": 2, "variants": False},
-    "cpu": {"frames": 50, "samples": 64, "full_frames": 10, "ddim_steps": 20, "variants": True},
-    "paper": {"frames": 50, "samples": 64, "full_frames": 50, "ddim_steps": 20, "variants": True},
+    "smoke": {"frames": 2, "samples": 4, "other_frames": 1, "full_frames": 1, "ddim_steps": 2,
+              "variants": False, "precision": "fp32"},
+    # The shipped configuration (DDIM, `guess` start) on every frame; the other start and the
+    # variant checkpoints on `other_frames`, the 100-step chain on `full_frames` (CPU time).
+    "cpu": {"frames": 50, "samples": 64, "other_frames": 12, "full_frames": 3, "ddim_steps": 20,
+            "variants": True, "precision": "bf16"},
+    "paper": {"frames": 50, "samples": 64, "other_frames": 50, "full_frames": 50,
+              "ddim_steps": 20, "variants": True, "precision": "fp32"},
 }
+SHIPPED_START = "guess"
 FRESH_SEED_OFFSET = 2000  # fresh frames: seed 2000 + --seed (never a training seed)
 VARIANT_GLOB = "runs/psi-isolated-*"
 
@@ -66,11 +72,13 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     for label, checkpoint in checkpoints(settings["variants"]):
         config = read_config(checkpoint)
         for start in ("guess", "noise"):
-            for sampler, steps, n in (("ddpm", None, settings["full_frames"]),
-                                      (f"ddim-{settings['ddim_steps']}", settings["ddim_steps"],
-                                       settings["frames"])):
+            ddim_frames = (settings["frames"] if label == "shipped" and start == SHIPPED_START
+                           else settings["other_frames"])
+            for sampler, steps, n in ((f"ddim-{settings['ddim_steps']}", settings["ddim_steps"],
+                                       ddim_frames), ("ddpm", None, settings["full_frames"])):
                 result = get_method("ddpm")(task, frames.adu[:n], seed=seed, samples=k,
-                                            start=start, steps=steps, checkpoint=checkpoint)
+                                            start=start, steps=steps, checkpoint=checkpoint,
+                                            precision=settings["precision"])
                 rows.append({"model": label, "schedule": config["schedule"],
                              "loss": config["loss"], "start": start, "sampler": sampler,
                              "frames": n, **_agreement(result.kde_var, grid.kde_var[:n]),
@@ -90,7 +98,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     text = f"""# Ψ variance maps against the exact posterior (`isolated`)
 
 Preset `{preset}`, {settings['frames']} fresh frames (seed {FRESH_SEED_OFFSET + seed}), K = {k}
-samples per frame. Reference: the `grid` posterior's exact KDE variance map. Per frame, the
+samples per frame, {settings['precision']}. Reference: the `grid` posterior's exact KDE
+variance map. Per frame, the
 Pearson correlation of the two maps over the 80×80 pixels and the ratio of their sums; the table
 gives medians over frames. The first row is the ceiling: the same statistics for K exact
 posterior draws. `ddpm` runs the full reverse chain (slow on a CPU: fewer frames), `ddim-N` N

@@ -17,9 +17,9 @@ from .result import PosteriorResult
 @register_method("ddpm")
 def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, samples: int = 64,
-                   start: str = "guess", steps: int | None = None, eta: float = 0.0,
+                   start: str = "guess", steps: int | None = 20, eta: float = 0.0,
                    checkpoint: str | Path | None = None, batch_size: int = 64,
-                   precision: str = "fp32", keep_samples: bool = False, progress: bool = False,
+                   precision: str = "bf16", keep_samples: bool = False, progress: bool = False,
                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Per-pixel KDE mean and variance from K samples of Ψ conditioned on φ(x).
 
@@ -32,7 +32,9 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     start : {"noise", "guess"}
         Start of the reverse process (:mod:`bayes_smlm.sampling`).
     steps : int or None
-        None: the full DDPM chain; an integer: that many DDIM steps (``eta`` as in DDIM).
+        That many DDIM steps (``eta`` as in DDIM; default 20), or None: the full DDPM chain.
+    precision : {"bf16", "fp32"}
+        UNet arithmetic; bf16 autocast (default) is ≈ 3× faster on a CPU.
     checkpoint : path or None
         Ψ checkpoint directory (default: the shipped one for the task).
     keep_samples : bool
