@@ -37,6 +37,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def give_usual_modes(folder: str | Path) -> None:
+    """chmod a folder made by ``tempfile.mkdtemp`` (0700) and its files to the umask's modes."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~mask)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

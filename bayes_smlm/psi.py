@@ -30,7 +30,7 @@ from .config import Task, check_choice, check_int
 from .diffusion import (LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space,
                         training_target)
 from .errors import ConfigError
-from .io import write_json
+from .io import give_usual_modes, write_json
 from .nets.unet import UNET_PRESETS, UNetConfig, build_unet
 from .phi import PhiPredictor, frames_to_photons, load_phi, shipped_checkpoint
 from .training import WEIGHTS_FILE, LoopSettings, LoopState, step_generator, train
@@ -162,6 +162,7 @@ def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: P
     unet.load_state_dict(weights)
     tmp = Path(tempfile.mkdtemp(prefix=".unet.", dir=out_dir))
     unet.save_pretrained(tmp, safe_serialization=True)
+    give_usual_modes(tmp)  # mkdtemp makes the folder private
     final, old = out_dir / UNET_DIR, out_dir / f".{UNET_DIR}.old"
     if final.exists():
         os.replace(final, old)

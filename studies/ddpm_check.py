@@ -23,7 +23,7 @@ from bayes_smlm.compare import variance_agreement
 from bayes_smlm.io import write_json
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.pushforward import kde_moments
-from bayes_smlm.psi import psi_shipped_checkpoint, read_config
+from bayes_smlm.psi import psi_shipped_checkpoint, read_config, weights_sha256
 from bayes_smlm.report import markdown_table, provenance, write_report
 from bayes_smlm.simulate import simulate
 from bayes_smlm.study_registry import check_preset, run_as_script
@@ -41,16 +41,32 @@ PRESETS = {
               "ddim_steps": 20, "variants": True, "precision": "fp32"},
 }
 SHIPPED_START = "guess"
-FRESH_SEED_OFFSET = 2000  # fresh frames: seed 2000 + --seed (never a training seed)
+FRESH_SEED_OFFSET = 2500  # fresh frames: seed 2500 + --seed (never a training seed, nor the
+                          # seed-2000 frames the shipped configuration was chosen on)
 VARIANT_GLOB = "runs/psi-isolated-*"
 
 
+def _unet_digest(checkpoint: Path) -> str:
+    return weights_sha256(checkpoint / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def _finished(run: Path) -> bool:
+    """A variant run that completed its planned steps (not one still training)."""
+    if not (run / "unet").is_dir():
+        return False
+    config = read_config(run)
+    return config["progress"].get("steps_done", 0) >= config["training"]["steps"]
+
+
 def checkpoints(with_variants: bool) -> list[tuple[str, Path]]:
-    """(label, directory) of the shipped Ψ and, optionally, local variant checkpoints."""
-    found = [("shipped", psi_shipped_checkpoint("isolated"))]
+    """(label, directory) of the shipped Ψ and, optionally, local variant checkpoints (a variant
+    with the shipped weights — the run it was copied from — is not scored twice)."""
+    shipped = psi_shipped_checkpoint("isolated")
+    found = [("shipped", shipped)]
     if with_variants:
         found += [(p.name.removeprefix("psi-isolated-"), p)
-                  for p in sorted(Path().glob(VARIANT_GLOB)) if (p / "unet").is_dir()]
+                  for p in sorted(Path().glob(VARIANT_GLOB))
+                  if _finished(p) and _unet_digest(p) != _unet_digest(shipped)]
     return found
 
 

@@ -26,6 +26,24 @@ def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
     # ... without the cosine schedule's last β ≈ 1, which makes the first ε-prediction step blow up
     assert float(make_scheduler("full").betas.max()) <= 0.15 + 1e-6  # float32
     assert not make_scheduler("full").config.clip_sample
+    # full predicts v (well conditioned where ᾱ → 0); paper keeps the published ε
+    assert make_scheduler("full").config.prediction_type == "v_prediction"
+    assert make_scheduler("paper").config.prediction_type == "epsilon"
+
+
+def test_v_target_is_the_reweighted_noise():
+    """ε̂ − ε = √ᾱ (v̂ − v): the v-loss is an ε-loss reweighted over t (same minimiser)."""
+    from bayes_smlm.diffusion import training_target
+    scheduler = make_scheduler("full")
+    gen = torch.Generator().manual_seed(0)
+    y0, noise = torch.rand(4, 1, 8, 8, generator=gen), torch.randn(4, 1, 8, 8, generator=gen)
+    t = torch.tensor([0, 30, 60, 99])
+    ab = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = training_target(scheduler, y0, noise, t)
+    torch.testing.assert_close(v, ab.sqrt() * noise - (1 - ab).sqrt() * y0)
+    y_t = scheduler.add_noise(y0, noise, t)
+    torch.testing.assert_close(ab.sqrt() * y_t - (1 - ab).sqrt() * v, y0, atol=1e-5, rtol=0)
+    assert training_target(make_scheduler("paper"), y0, noise, t) is noise
 
 
 def test_model_space_map_is_fixed_and_invertible():
@@ -121,3 +139,27 @@ def test_posterior_options_fail_in_one_line(tiny_psi, tmp_path, capsys, argv, ar
     status, _, err = run_cli(capsys, "posterior", str(npz), *argv, "--checkpoint",
                              str(tiny_psi[0]), "--out", str(tmp_path / "x.nc"))
     assert status == 2 and argument in err and len(err.strip().splitlines()) == 1
+
+
+def test_posterior_full_chain_and_ddim_steps_exclude_each_other(tiny_psi, tmp_path, capsys):
+    npz = tmp_path / "f.npz"
+    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
+    status, _, err = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--full-chain",
+                             "--ddim-steps", "5", "--out", str(tmp_path / "x.nc"))
+    assert status == 2 and "--full-chain" in err and len(err.strip().splitlines()) == 1
+
+
+def test_shipped_psi_loads_with_its_phi_and_follows_the_exact_variance_map(isolated):
+    """The shipped checkpoint travels with its φ (relative path, SHA-256 checked); on fresh
+    frames its variance maps track the exact ones (the full 50-frame bar: `study ddpm-check`)."""
+    from bayes_smlm.compare import variance_agreement
+    from bayes_smlm.psi import phi_of, psi_shipped_checkpoint, read_config
+    config = read_config(psi_shipped_checkpoint("isolated"))
+    assert config["phi"]["checkpoint"] == "../phi-isolated"
+    phi_of(config, None, isolated)
+    frames = simulate(isolated, 4, 2100)
+    grid = get_method("grid")(isolated, frames.adu)
+    ddpm = get_method("ddpm")(isolated, frames.adu, samples=32, steps=10, seed=1)
+    assert np.isfinite(ddpm.kde_var).all()
+    agreement = variance_agreement(ddpm.kde_var, grid.kde_var)
+    assert agreement.median_pearson > 0.7 and 0.5 < agreement.median_summed_ratio < 2.0

@@ -171,3 +171,22 @@ def test_ddpm_uncertainty_smoke_writes_both_starts(tmp_path, capsys):
     assert {r["start"] for r in rows} == {"noise", "guess"}
     assert all(np.isfinite(r["pearson"]) and r["summed_ratio"] > 0 for r in rows)
     assert "![SD maps](sd_maps.png)" in (out / "report.md").read_text()
+
+
+def test_comparison_dataset_is_method_by_frame(calibration_smoke):
+    from bayes_smlm.compare import comparison_dataset
+    ds = comparison_dataset(json.loads((calibration_smoke / "metrics.json").read_text()))
+    assert ds.attrs["reference"] == "grid" and "ddpm" in ds["method"].values
+    assert ds["var_pearson"].dims == ("method", "frame") and ds.sizes["frame"] == 6
+    assert np.isnan(ds["var_pearson"].sel(method="ddpm").values[2:]).all()  # ran 2 frames only
+    assert float(ds["var_pearson"].sel(method="grid").min()) == pytest.approx(1.0)
+
+
+def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
+    rows = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["study", "localization", "--preset", "smoke", "--seed", "3",
+                     "--out", str(out)]) == 0
+        rows.append(json.loads((out / "metrics.json").read_text())["rows"])
+    assert rows[0] == rows[1]
