@@ -36,12 +36,18 @@ def _coverage_verdict(s: dict[str, Any]) -> str:
     return "; ".join(words)
 
 
+def _ordered(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Methods with the reference first, then in name order."""
+    ref, methods = metrics["reference"], metrics["methods"]
+    return {ref: methods[ref], **{k: methods[k] for k in sorted(methods) if k != ref}}
+
+
 def verdicts(metrics: dict[str, Any]) -> list[str]:
     """One plain sentence per method and criterion, from the numbers only."""
     ref = metrics["reference"]
     r_min, lo, hi = VAR_BARS
     lines = []
-    for name, m in metrics["methods"].items():
+    for name, m in _ordered(metrics).items():
         if name == ref:
             continue
         s = m["scalars"]
@@ -60,7 +66,7 @@ def verdicts(metrics: dict[str, Any]) -> list[str]:
 
 
 def _tables(metrics: dict[str, Any]) -> str:
-    methods = metrics["methods"]
+    methods = _ordered(metrics)
     rows1, rows2, rows3 = [], [], []
     for name, m in methods.items():
         s = m["scalars"]
@@ -114,7 +120,7 @@ def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     from bayes_smlm import figures
     from bayes_smlm.compare import variance_ratio_map
     from bayes_smlm.posterior_io import load_posterior
-    methods, ref = metrics["methods"], metrics["reference"]
+    methods, ref = _ordered(metrics), metrics["reference"]
     frames = load_frames(out)
     maps = {name: load_posterior(posterior_path(out, name))["kde"].dataset
             for name in methods if posterior_path(out, name).is_file()}

@@ -142,8 +142,9 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
 
 
 def comparison_dataset(metrics: Mapping[str, Any]):
-    """The per-frame metrics of :func:`compare_methods` as an ``xarray.Dataset`` (method × frame,
-    NaN where a method did not run a frame) with each method's scalars as attributes."""
+    """The per-frame metrics of :func:`compare_methods` as an ``xarray.Dataset`` with dims
+    ``posterior_method`` × ``frame`` (NaN where a method did not run a frame). The dimension is
+    not called ``method``: ``Dataset.sel(method=…)`` is xarray's inexact-match keyword."""
     import xarray as xr
     methods = list(metrics["methods"])
     n = max(len(v) for m in metrics["methods"].values() for v in m["per_frame"].values())
@@ -155,6 +156,6 @@ def comparison_dataset(metrics: Mapping[str, Any]):
             values = metrics["methods"][name]["per_frame"].get(key)
             if values is not None:
                 arr[i, :len(values)] = values
-        data[key] = (("method", "frame"), arr)
-    return xr.Dataset(data, coords={"method": methods, "frame": np.arange(n)},
+        data[key] = (("posterior_method", "frame"), arr)
+    return xr.Dataset(data, coords={"posterior_method": methods, "frame": np.arange(n)},
                       attrs={"reference": metrics["reference"]})
