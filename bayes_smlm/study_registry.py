@@ -26,6 +26,7 @@ _STUDIES: dict[str, str] = {
     "localization": "bayes_smlm.studies.localization",
     "isolated-emitter": "bayes_smlm.studies.isolated_emitter",
     "ddpm-uncertainty": "bayes_smlm.studies.ddpm_uncertainty",
+    "bench-ddpm": "bayes_smlm.studies.bench_ddpm",
 }
 
 

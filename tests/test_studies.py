@@ -191,3 +191,11 @@ def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
                      "--out", str(out)]) == 0
         rows.append(json.loads((out / "metrics.json").read_text())["rows"])
     assert rows[0] == rows[1]
+
+
+def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
+    out = tmp_path / "bd"
+    assert main(["study", "bench-ddpm", "--preset", "smoke", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert [r["method"].split(",")[0] for r in rows] == ["DDPM", "DDPM", "NUTS 4 × 1000 (exact)"]
+    assert all(r["seconds_per_frame"] > 0 for r in rows)
