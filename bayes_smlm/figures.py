@@ -17,6 +17,15 @@ def _pyplot():
     return plt
 
 
+def peak_window(image: np.ndarray, half: int = 12):
+    """A function cutting any map of ``image``'s shape to the (2·half)² pixels around
+    ``image``'s maximum (shifted inwards at the edges), so several maps share one zoom."""
+    r, c = np.unravel_index(np.argmax(image), image.shape)
+    r0 = int(np.clip(r - half, 0, image.shape[0] - 2 * half))
+    c0 = int(np.clip(c - half, 0, image.shape[1] - 2 * half))
+    return lambda m: np.asarray(m)[r0:r0 + 2 * half, c0:c0 + 2 * half]
+
+
 def image_grid(panels: Sequence[Sequence[tuple[str, np.ndarray, str]]], path: str | Path,
                *, symmetric: Sequence[str] = ("RdBu_r", "coolwarm")) -> Path:
     """Rows of (title, image, colormap) panels, each with its colour bar; diverging colormaps

@@ -53,12 +53,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _options(name: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The registry's common options plus the preset's options for ``name``."""
+    return {"seed": seed, "chains": settings["chains"], "draws": settings["draws"],
+            **settings["method_options"].get(name, {})}
+
+
 def _run_method(name: str, task, adu: np.ndarray, theta: np.ndarray, seed: int,
                 settings: dict[str, Any]):
     n = min(settings["frame_limits"].get(name, len(adu)), len(adu))
-    options = {"seed": seed, "chains": settings["chains"], "draws": settings["draws"],
-               **settings["method_options"].get(name, {})}
-    result = get_method(name)(task, adu[:n], **options)
+    result = get_method(name)(task, adu[:n], **_options(name, settings, seed))
     result.theta_true = theta[:n]
     return result
 
@@ -90,9 +94,8 @@ def cost_by_emitters(settings: dict[str, Any], seed: int,
         task = get_task("paper", {"n_emitters": n})
         batch = simulate(task, settings["cost_frames"], FRESH_SEED_OFFSET + 500 + seed)
         for name in methods:
-            options = {"seed": seed, "chains": settings["chains"], "draws": settings["draws"],
-                       **settings["method_options"].get(name, {})}
-            result = get_method(name)(isolated if name == "ddpm" else task, batch.adu, **options)
+            result = get_method(name)(isolated if name == "ddpm" else task, batch.adu,
+                                      **_options(name, settings, seed))
             rows.append({"method": name, "emitters": n, "frames": result.n_frames,
                          "seconds_per_frame": result.seconds / result.n_frames})
             print(f"  cost: {name}, {n} emitters: {rows[-1]['seconds_per_frame']:.2f} s/frame",

@@ -116,14 +116,6 @@ def _tables(metrics: dict[str, Any]) -> str:
             f"### CRLB gaps and MCMC diagnostics\n\n{t3}\n")
 
 
-def _zoom(image: np.ndarray, half: int = 12):
-    """A function cutting every map to the (2·half)² KDE px around ``image``'s maximum."""
-    r, c = np.unravel_index(np.argmax(image), image.shape)
-    r0 = int(np.clip(r - half, 0, image.shape[0] - 2 * half))
-    c0 = int(np.clip(c - half, 0, image.shape[1] - 2 * half))
-    return lambda m: np.asarray(m)[r0:r0 + 2 * half, c0:c0 + 2 * half]
-
-
 def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     from scipy import stats
     from bayes_smlm import figures
@@ -134,7 +126,7 @@ def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     maps = {name: load_posterior(posterior_path(out, name))["kde"].dataset
             for name in methods if posterior_path(out, name).is_file()}
     ref_var = maps[ref]["var"].values[0]
-    zoom = _zoom(maps[ref]["mean"].values[0])
+    zoom = figures.peak_window(maps[ref]["mean"].values[0])
     panels = [[("frame 0 (ADU)", frames["adu"][0], "gray"),
                ("true KDE y0 (zoom)", zoom(frames["kde"][0]), "magma")]]
     for name, kde in maps.items():

@@ -63,7 +63,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
 
 def render(out: str | Path) -> Path:
     """Rebuild report.md and the figure from the saved frames and posteriors."""
-    from bayes_smlm.figures import image_grid
+    from bayes_smlm.figures import image_grid, peak_window
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     frames = load_frames(out)
@@ -71,16 +71,15 @@ def render(out: str | Path) -> Path:
     ddpm = {start: load_posterior(posterior_path(out, f"ddpm-{start}")) for start in STARTS}
     panels = []
     for f in range(frames["adu"].shape[0]):
-        r, c = np.unravel_index(np.argmax(frames["kde"][f]), frames["kde"][f].shape)
-        win = (slice(max(r - 12, 0), r + 12), slice(max(c - 12, 0), c + 12))
+        zoom = peak_window(frames["kde"][f])
         exact = np.sqrt(grid["var"].values[f])
         row = [(f"frame {f}: x (ADU)", frames["adu"][f], "gray"),
-               ("φ estimate ŷ", ddpm["noise"]["extra"]["phi_kde"].values[f][win], "magma"),
-               ("exact SD (grid)", exact[win], "viridis")]
+               ("φ estimate ŷ", zoom(ddpm["noise"]["extra"]["phi_kde"].values[f]), "magma"),
+               ("exact SD (grid)", zoom(exact), "viridis")]
         for start in STARTS:
             sd = np.sqrt(ddpm[start]["kde"]["var"].values[f])
-            row += [(f"DDPM SD, {start} start", sd[win], "viridis"),
-                    (f"{start} − exact", (sd - exact)[win], "RdBu_r")]
+            row += [(f"DDPM SD, {start} start", zoom(sd), "viridis"),
+                    (f"{start} − exact", zoom(sd - exact), "RdBu_r")]
         panels.append(row)
     image_grid(panels, out / "sd_maps.png")
     rows = metrics["rows"]

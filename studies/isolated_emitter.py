@@ -93,7 +93,7 @@ def _draws_figure(out: Path, theta: dict[str, np.ndarray], truth: np.ndarray) ->
 
 def render(out: str | Path) -> Path:
     """Rebuild report.md and figures from the saved frames, posteriors and metrics."""
-    from bayes_smlm.figures import image_grid
+    from bayes_smlm.figures import image_grid, peak_window
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     frames = load_frames(out)
@@ -101,14 +101,13 @@ def render(out: str | Path) -> Path:
     theta = {name: np.moveaxis(t["posterior"]["theta"].values, 2, 0).reshape(
         frames["adu"].shape[0], -1, 1, 2) for name, t in trees.items()}
     _draws_figure(out, theta, frames["theta"])
-    r, c = np.unravel_index(np.argmax(frames["kde"][0]), frames["kde"][0].shape)
-    win = (slice(max(r - 12, 0), r + 12), slice(max(c - 12, 0), c + 12))
+    zoom = peak_window(frames["kde"][0])
     panels = [[("frame 0 (ADU)", frames["adu"][0], "gray"), ("true KDE (zoom)",
-                                                              frames["kde"][0][win], "magma")]]
+                                                              zoom(frames["kde"][0]), "magma")]]
     for name, t in trees.items():
         kde = t["kde"].dataset
-        panels.append([(f"{name}: KDE mean", kde["mean"].values[0][win], "magma"),
-                       (f"{name}: KDE SD", np.sqrt(kde["var"].values[0])[win], "viridis")])
+        panels.append([(f"{name}: KDE mean", zoom(kde["mean"].values[0]), "magma"),
+                       (f"{name}: KDE SD", zoom(np.sqrt(kde["var"].values[0])), "viridis")])
     image_grid(panels, out / "maps.png")
     rows = metrics["rows"]
     table = markdown_table(
