@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .cli_types import OneLineErrorParser, finite_float, positive_int, report_errors, seed_int
+from .cli_types import (OneLineErrorParser, finite_float, positive_int, report_errors,
+                        seed_int, torch_device)
 
 
 def task_from_args(args: argparse.Namespace):
@@ -104,7 +105,8 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     options = {"seed": args.seed, "progress": not args.quiet}
     given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
              "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
-             "checkpoint": args.checkpoint, "precision": args.precision}
+             "checkpoint": args.checkpoint, "precision": args.precision,
+             "device": args.device, "recalibrate": args.recalibrate or None}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     if args.full_chain:
         if args.ddim_steps is not None:
@@ -119,9 +121,8 @@ def cmd_posterior(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study_registry import default_out, get_study
-    module = get_study(args.name)
-    path = module.run(preset=args.preset, seed=args.seed, out=args.out or default_out(args.name))
+    from .study_registry import run_study
+    path = run_study(args.name, args.preset, args.seed, args.out, args.task)
     print(f"wrote {path}")
     return 0
 
@@ -184,10 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddpm: DDIM steps (default 20)")
     p.add_argument("--full-chain", action="store_true",
                    help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="ddpm: UNet arithmetic (default bf16 autocast)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="ddpm: Ψ checkpoint directory (default: the shipped one for the task)")
+    p.add_argument("--device", type=torch_device, default=None,
+                   help="ddpm: torch device, cpu (default) | cuda | cuda:N")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="ddpm: apply the checkpoint's post-hoc spread recalibration (fitted on "
+                        "separate simulated frames) to the samples")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per compiled call (default: the method's)")

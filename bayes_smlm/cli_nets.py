@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .cli_types import positive_float, positive_int, seed_int
+from .cli_types import non_negative_float, positive_float, positive_int, seed_int, torch_device
 
 
 def _command_line() -> str:
@@ -33,7 +33,9 @@ def cmd_train_psi(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     settings = PsiTraining(preset=args.preset, schedule=args.schedule, loss=args.loss,
                            steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           seed=args.seed, crop=args.crop, patience=args.patience)
+                           seed=args.seed, crop=args.crop, patience=args.patience,
+                           condition=args.condition, prediction=args.prediction,
+                           device=args.device, max_minutes=args.max_minutes)
     state = train_psi(task, args.out, settings, phi_checkpoint=args.phi_checkpoint,
                       resume=args.resume, progress=not args.quiet, command=_command_line())
     print(state.summary(args.out, "validation loss"))
@@ -56,7 +58,8 @@ def _add_training_arguments(p: argparse.ArgumentParser, steps: int, batch: int, 
 
 def add_network_commands(sub: argparse._SubParsersAction, add_task_arguments) -> None:
     """Register the network sub-commands on the ``bayes-smlm`` parser."""
-    from .diffusion import LOSSES, SCHEDULES
+    from .conditioning import CONDITIONS
+    from .diffusion import LOSSES, PREDICTIONS, SCHEDULES
     from .nets.unet import UNET_PRESETS
     p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
     add_task_arguments(p)
@@ -75,6 +78,16 @@ def add_network_commands(sub: argparse._SubParsersAction, add_task_arguments) ->
     p.add_argument("--crop", type=int, default=0,
                    help="train on random crops of this many HR px (default 0: whole maps; crops "
                         "change GroupNorm statistics, so they do not transfer to whole frames)")
+    p.add_argument("--condition", choices=list(CONDITIONS), default="phi",
+                   help="what Ψ sees besides y_t: phi (φ's estimate, as published; default) | "
+                        "phi+frame (the frame too)")
+    p.add_argument("--prediction", choices=PREDICTIONS, default=None,
+                   help="network target: epsilon | v_prediction | sample (y0) "
+                        "(default: epsilon for --schedule paper, v_prediction for full)")
+    p.add_argument("--device", type=torch_device, default="cpu",
+                   help="torch device: cpu (default) | cuda | cuda:N")
+    p.add_argument("--max-minutes", type=non_negative_float, default=0.0,
+                   help="wall-time budget; the learning-rate decay follows it (default 0: none)")
     p.add_argument("--phi-checkpoint", type=Path, default=None,
                    help="frozen φ (default: the shipped one for --task)")
     _add_training_arguments(p, steps=6000, batch=8, lr=1e-3)

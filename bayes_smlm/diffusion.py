@@ -12,6 +12,11 @@ chain then kept as structure (final background SD 0.67 in model space, summed va
 the exact one). With v = √ᾱ_t ε − √(1−ᾱ_t) y_0, ŷ_0 = √ᾱ_t y_t − √(1−ᾱ_t) v̂: no amplification.
 The v-loss is a noise loss too: ε̂ − ε = √ᾱ_t (v̂ − v), so ‖v̂ − v‖² = ‖ε̂ − ε‖²/ᾱ_t, an ε-MSE
 reweighted over t with the same minimiser, E[ε | y_t, ŷ] — the sampler's target is unchanged.
+
+The prediction type is also a training option of its own (``sample``: the network predicts y_0
+directly). At the last reverse steps ε-/v-prediction must recover a noise of SD √(1−ᾱ_t) ≈ 0.01–0.02
+(model space) on flat background; any error there is left in the sample as a per-pixel floor,
+while y_0-prediction only has to say "background" (−1), which the conditioning shows.
 """
 
 from __future__ import annotations
@@ -31,27 +36,39 @@ SCHEDULES = {
              "beta_end": 0.15, "prediction_type": "v_prediction"},
 }
 LOSSES = ("l1", "l2")
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
 KDE_SCALE = 1.0  # one isolated KDE kernel peaks at 1 (DESIGN.md section 2)
 
 
-def make_scheduler(schedule: str) -> DDPMScheduler:
+def schedule_settings(schedule: str, prediction: str | None = None) -> dict:
+    """``diffusers`` scheduler arguments of a named schedule; ``prediction`` (one of
+    :data:`PREDICTIONS`) overrides the schedule's default prediction type."""
+    check_choice("--schedule", schedule, SCHEDULES)
+    settings = dict(SCHEDULES[schedule])
+    if prediction is not None:
+        settings["prediction_type"] = check_choice("--prediction", prediction, PREDICTIONS)
+    return settings
+
+
+def make_scheduler(schedule: str, prediction: str | None = None) -> DDPMScheduler:
     """The training/sampling ``DDPMScheduler`` of a named schedule (no clipping)."""
-    check_choice("--schedule", schedule, SCHEDULES)
-    return DDPMScheduler(**SCHEDULES[schedule], clip_sample=False, variance_type="fixed_small")
+    return DDPMScheduler(**schedule_settings(schedule, prediction), clip_sample=False,
+                         variance_type="fixed_small")
 
 
-def make_fast_scheduler(schedule: str) -> DDIMScheduler:
+def make_fast_scheduler(schedule: str, prediction: str | None = None) -> DDIMScheduler:
     """A ``DDIMScheduler`` with the same β's, for sampling in fewer steps with the same model."""
-    check_choice("--schedule", schedule, SCHEDULES)
-    return DDIMScheduler(**SCHEDULES[schedule], clip_sample=False, set_alpha_to_one=True,
-                         timestep_spacing="trailing")
+    return DDIMScheduler(**schedule_settings(schedule, prediction), clip_sample=False,
+                         set_alpha_to_one=True, timestep_spacing="trailing")
 
 
 def training_target(scheduler: DDPMScheduler, y0: torch.Tensor, noise: torch.Tensor,
                     t: torch.Tensor) -> torch.Tensor:
-    """What the network learns to output at (y_t, t): ε, or v = √ᾱ_t ε − √(1−ᾱ_t) y_0."""
+    """What the network learns to output at (y_t, t): ε, v = √ᾱ_t ε − √(1−ᾱ_t) y_0, or y_0."""
     if scheduler.config.prediction_type == "v_prediction":
         return scheduler.get_velocity(y0, noise, t)
+    if scheduler.config.prediction_type == "sample":
+        return y0
     return noise
 
 

@@ -217,28 +217,32 @@ class PhiPredictor:
     batch_size : int
         Frames per forward pass.
     precision : {"fp32", "bf16"}
-        ``bf16`` runs under CPU autocast (≈1.8× faster where the CPU has bf16 instructions).
+        ``bf16`` runs under autocast (≈1.8× faster where the CPU has bf16 instructions).
+    device : str
+        torch device of the model and of the returned estimates ("cpu", "cuda", ...).
     """
 
     def __init__(self, model: DeepSTORM, task: Task, *, batch_size: int = 256,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", device: str | torch.device = "cpu"):
         check_choice("--precision", precision, PRECISIONS)
-        self.model = fuse_for_inference(model)
+        self.device = torch.device(device)
+        self.model = fuse_for_inference(model).to(self.device)
         self.task = task
         self.batch_size = check_int("--batch-size", batch_size)
         self.precision = precision
 
     def photons(self, photons: torch.Tensor) -> torch.Tensor:
-        """KDE estimates (F, 1, u·H, u·W) from photon frames (F, 1, H, W), float32."""
+        """KDE estimates (F, 1, u·H, u·W) from photon frames (F, 1, H, W), float32, on
+        :attr:`device`."""
         outs = []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
             for i in range(0, len(photons), self.batch_size):
-                chunk = photons[i:i + self.batch_size].contiguous(
+                chunk = photons[i:i + self.batch_size].to(self.device).contiguous(
                     memory_format=torch.channels_last)
                 outs.append(self.model(chunk).float())
         return torch.cat(outs).contiguous()
 
     def __call__(self, adu: np.ndarray) -> np.ndarray:
         """KDE estimates (F, u·H, u·W) from ADU frames (F, H, W)."""
-        return self.photons(frames_to_photons(adu, self.task))[:, 0].numpy()
+        return self.photons(frames_to_photons(adu, self.task))[:, 0].cpu().numpy()

@@ -1,7 +1,9 @@
 """Ψ: train, save and load the conditional DDPM of the KDE given φ's estimate (paper §3.2).
 
-Training pairs (ŷ = φ(x), y0) are simulated on the fly with φ frozen; t is uniform on
-{0, …, T−1}; the loss is on the noise (``l1`` as in eq. 10, or ``l2``); EMA weights
+Training pairs (conditioning, y0) are simulated on the fly with φ frozen — the conditioning is ŷ =
+φ(x), and the frame x too with ``condition="phi+frame"`` (:mod:`bayes_smlm.conditioning`); t is
+uniform on {0, …, T−1}; the loss is on the network's target (ε, v or y0; ``l1`` as in eq. 10, or
+``l2``); EMA weights
 (``diffusers.training_utils.EMAModel``) are validated, kept as the best weights and exported with
 ``save_pretrained`` (safetensors) to ``<checkpoint>/unet``, beside our ``config.json`` (task,
 schedule, loss, the φ checkpoint it was trained with and its SHA-256, settings, history).
@@ -27,12 +29,13 @@ from diffusers.training_utils import EMAModel
 from .checkpoint import (CONFIG_FILE, check_task, kept_sections, open_checkpoint,
                          read_checkpoint_config)
 from .config import Task, check_choice, check_int
-from .diffusion import (LOSSES, SCHEDULES, make_scheduler, noise_loss, to_model_space,
-                        training_target)
+from .conditioning import condition_channels, conditioning
+from .diffusion import (LOSSES, PREDICTIONS, SCHEDULES, make_scheduler, noise_loss,
+                        to_model_space, training_target)
 from .errors import ConfigError
 from .io import give_usual_modes, write_json
 from .nets.unet import UNET_PRESETS, UNetConfig, build_unet
-from .phi import PhiPredictor, frames_to_photons, load_phi, shipped_checkpoint
+from .phi import PhiPredictor, load_phi, shipped_checkpoint
 from .training import WEIGHTS_FILE, LoopSettings, LoopState, step_generator, train
 
 CHECKPOINT_KIND = "ddpm-psi"
@@ -70,6 +73,14 @@ class PsiTraining:
         the crop training loss kept falling).
     ema_decay : float
         EMA decay of the weights that are validated and saved.
+    condition : {"phi", "phi+frame"}
+        What Ψ sees besides y_t (:mod:`bayes_smlm.conditioning`).
+    prediction : {"epsilon", "v_prediction", "sample"} or None
+        The network's target; None: the schedule's default (ε for ``paper``, v for ``full``).
+    device : str
+        torch device of training ("cpu", "cuda"); the saved weights do not depend on it.
+    max_minutes : float
+        Wall-time budget (0: none), see :class:`bayes_smlm.training.LoopSettings`.
     """
 
     preset: str = "cpu"
@@ -85,9 +96,16 @@ class PsiTraining:
     validate_every: int = 200
     checkpoint_every: int = 200
     patience: int = 0
+    condition: str = "phi"
+    prediction: str | None = None
+    device: str = "cpu"
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("--preset", self.preset, UNET_PRESETS)
+        condition_channels(self.condition)
+        if self.prediction is not None:
+            check_choice("--prediction", self.prediction, PREDICTIONS)
         check_choice("--schedule", self.schedule, SCHEDULES)
         check_choice("--loss", self.loss, LOSSES)
         check_int("--crop", self.crop, lo=0)
@@ -97,7 +115,8 @@ class PsiTraining:
 
     def loop_settings(self) -> LoopSettings:
         return LoopSettings(steps=self.steps, lr=self.lr, validate_every=self.validate_every,
-                            checkpoint_every=self.checkpoint_every, patience=self.patience)
+                            checkpoint_every=self.checkpoint_every, patience=self.patience,
+                            max_seconds=60.0 * self.max_minutes)
 
 
 def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
@@ -114,15 +133,17 @@ def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
 
 
 class PairSource:
-    """Batches of (ŷ, y0) in model space, with φ frozen; batch k is a function of (seed, k)."""
+    """Batches of (conditioning, y0) in model space on φ's device, with φ frozen; batch k is a
+    function of (seed, k)."""
 
     def __init__(self, task: Task, phi: PhiPredictor, settings: PsiTraining):
         self.task, self.phi, self.settings = task, phi, settings
 
     def pairs(self, adu: np.ndarray, kde: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-space (ŷ, y0), each (B, 1, u·H, u·W)."""
-        cond = self.phi.photons(frames_to_photons(adu, self.task))
-        return to_model_space(cond), to_model_space(torch.from_numpy(np.array(kde))[:, None])
+        """Model-space conditioning (B, C, u·H, u·W) and y0 (B, 1, u·H, u·W)."""
+        cond = conditioning(self.phi, adu, self.task, self.settings.condition)
+        y0 = to_model_space(torch.from_numpy(np.array(kde))[:, None]).to(cond.device)
+        return cond, y0
 
     def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         from .simulate import stream
@@ -141,8 +162,8 @@ def diffusion_loss(unet: UNet2DModel, scheduler, cond: torch.Tensor, y0: torch.T
                    gen: torch.Generator, loss: str) -> torch.Tensor:
     """Noise y0 at uniform random t and score the network's noise (ε or v) prediction."""
     b = y0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
-    noise = torch.randn(y0.shape, generator=gen)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(y0.device)
+    noise = torch.randn(y0.shape, generator=gen).to(y0.device)  # CPU generator: same on any device
     noisy = scheduler.add_noise(y0, noise, t)
     predicted = unet(torch.cat([noisy, cond], dim=1), t).sample
     return noise_loss(predicted, training_target(scheduler, y0, noise, t), loss)
@@ -155,10 +176,11 @@ def _ema_state(unet: UNet2DModel, ema: EMAModel) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: Path) -> None:
+def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: Path,
+                cond_channels: int = 1) -> None:
     """Write ``weights`` as ``<out_dir>/unet`` with ``save_pretrained`` (safetensors), replacing
     the previous export only once the new one is complete."""
-    unet = build_unet(config)
+    unet = build_unet(config, cond_channels)
     unet.load_state_dict(weights)
     tmp = Path(tempfile.mkdtemp(prefix=".unet.", dir=out_dir))
     unet.save_pretrained(tmp, safe_serialization=True)
@@ -191,8 +213,9 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
     if resume:
         stored = read_config(out_dir)
         check_task(stored, task, out_dir)
-        settings = PsiTraining(**{**stored["training"], "steps": settings.steps})
-        phi_checkpoint = stored["phi"]["checkpoint"]
+        settings = PsiTraining(**{**stored["training"], "steps": settings.steps,
+                                  "device": settings.device, "max_minutes": settings.max_minutes})
+        phi_checkpoint = out_dir / stored["phi"]["checkpoint"]  # absolute paths stay absolute
     unet_config = UNET_PRESETS[settings.preset]
     _check_sizes(task, settings, unet_config)
     try:
@@ -200,11 +223,12 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
     except ConfigError as err:  # the same message, under this command's argument name
         raise ConfigError("--phi-checkpoint", str(err).split(": ", 1)[1]) from None
     phi_dir = Path(phi_checkpoint) if phi_checkpoint else shipped_checkpoint(task.name)
-    phi = PhiPredictor(phi_model, task)
+    phi = PhiPredictor(phi_model, task, device=settings.device)
     torch.manual_seed(settings.seed)
-    unet = build_unet(unet_config)
+    cond_channels = condition_channels(settings.condition)
+    unet = build_unet(unet_config, cond_channels).to(phi.device)
     ema = EMAModel(unet.parameters(), decay=settings.ema_decay)
-    scheduler = make_scheduler(settings.schedule)
+    scheduler = make_scheduler(settings.schedule, settings.prediction)
     source = PairSource(task, phi, settings)
     val = simulate(task, settings.validation_frames, settings.seed)
     val_cond, val_y0 = source.pairs(val.adu, val.kde)
@@ -228,14 +252,18 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         ema.restore(unet.parameters())
         return total / len(val_y0)
 
-    phi_record = {"checkpoint": str(phi_dir), "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)}
+    # relative to the Ψ checkpoint (as phi_of resolves it): no path of this machine is recorded,
+    # and a Ψ copied together with its φ keeps working
+    out_dir.mkdir(parents=True, exist_ok=True)
+    phi_record = {"checkpoint": os.path.relpath(phi_dir.resolve(), out_dir.resolve()),
+                  "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)}
     exported = {"best_step": None}
 
     def write_config(loop: LoopState) -> None:
         write_json(out_dir / CONFIG_FILE, {
             "kind": CHECKPOINT_KIND, "unet": unet_config.to_dict(), "task": task.to_dict(),
             "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
-            "prediction_type": scheduler.config.prediction_type,
+            "prediction_type": scheduler.config.prediction_type, "condition": settings.condition,
             "phi": phi_record, "command": command,
             "progress": loop.progress_record("val_loss"),
             **kept_sections(out_dir, CHECKPOINT_KIND),
@@ -243,7 +271,7 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         best_file = out_dir / WEIGHTS_FILE
         if best_file.is_file() and exported["best_step"] != loop.best_step:
             from safetensors.torch import load_file
-            export_unet(load_file(str(best_file)), unet_config, out_dir)
+            export_unet(load_file(str(best_file)), unet_config, out_dir, cond_channels)
             exported["best_step"] = loop.best_step  # re-export only when the best weights change
 
     outcome = train(unet, batches=source.batches, step_loss=step_loss, validate=validate,
@@ -277,7 +305,15 @@ def load_psi(checkpoint: str | Path | None, task: Task) -> tuple[UNet2DModel, di
     return unet.eval(), config
 
 
-def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task) -> PhiPredictor:
+def sampling_settings(config: dict[str, Any]) -> dict[str, str | None]:
+    """What sampling needs to know of a Ψ checkpoint's training: schedule, prediction type and
+    conditioning (checkpoints from before the ``condition`` option are conditioned on φ only)."""
+    return {"schedule": config["schedule"], "prediction": config.get("prediction_type"),
+            "condition": config.get("condition", "phi")}
+
+
+def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task,
+           device: str = "cpu") -> PhiPredictor:
     """The φ a Ψ checkpoint (None: the shipped one) was trained with, checked by SHA-256
     (relative paths are resolved against the Ψ checkpoint, so shipped pairs travel together)."""
     checkpoint = psi_shipped_checkpoint(task.name) if checkpoint is None else checkpoint
@@ -289,4 +325,4 @@ def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task) ->
         raise ConfigError("--checkpoint", f"{checkpoint} was trained with the φ at {phi_dir}, "
                                           "which is missing or has changed since")
     model, _ = load_phi(phi_dir, task)
-    return PhiPredictor(model, task)
+    return PhiPredictor(model, task, device=device)

@@ -64,6 +64,11 @@ class LoopSettings:
         Steps between checkpoints (one is also written at the end).
     patience : int
         Stop after this many validations without improvement; 0 never stops early.
+    max_seconds : float
+        Wall-time budget, s; 0 (default) has none. With a budget the cosine learning rate follows
+        whichever of the step count and the elapsed time is further along, so a run cut by time
+        still ends at the low learning rate; it then validates and checkpoints. The step at which
+        time runs out depends on the machine, so such runs are not bit-reproducible.
     """
 
     steps: int
@@ -74,9 +79,12 @@ class LoopSettings:
     validate_every: int = 100
     checkpoint_every: int = 200
     patience: int = 0
+    max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("--steps", self.steps)
+        if not (self.max_seconds >= 0 and math.isfinite(self.max_seconds)):
+            raise ConfigError("--max-minutes", f"must be a finite number >= 0 (got {self.max_seconds})")
         for name in ("validate_every", "checkpoint_every"):
             check_int(name, getattr(self, name))
         check_int("warmup_steps", self.warmup_steps, lo=0)
@@ -84,12 +92,15 @@ class LoopSettings:
         if not self.lr > 0:
             raise ConfigError("--lr", f"must be > 0 (got {self.lr})")
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate for optimiser step ``step`` (0-based): linear warm-up, cosine decay."""
+    def lr_at(self, step: int, elapsed: float = 0.0) -> float:
+        """Learning rate for optimiser step ``step`` (0-based) after ``elapsed`` seconds: linear
+        warm-up, cosine decay (over time too when :attr:`max_seconds` is set)."""
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         span = max(self.steps - self.warmup_steps, 1)
         progress = min((step - self.warmup_steps) / span, 1.0)
+        if self.max_seconds:
+            progress = max(progress, min(elapsed / self.max_seconds, 1.0))
         low = self.lr * self.final_lr_fraction
         return low + 0.5 * (self.lr - low) * (1.0 + math.cos(math.pi * progress))
 
@@ -103,6 +114,7 @@ class LoopState:
     best_step: int = -1
     stale_validations: int = 0
     stopped_early: bool = False
+    out_of_time: bool = False
     seconds: float = 0.0
     running_loss: float = math.nan
     history: list[dict[str, float]] = field(default_factory=list)
@@ -111,11 +123,13 @@ class LoopState:
         """JSON-ready progress for a checkpoint's config (best validation as ``best_<val_name>``)."""
         return {"steps_done": self.step, "best_step": self.best_step,
                 f"best_{val_name}": self.best_val, "stopped_early": self.stopped_early,
+                "out_of_time": self.out_of_time,
                 "train_seconds": round(self.seconds, 1), "history": self.history}
 
     def summary(self, out_dir: str | Path, val_name: str) -> str:
         """One line for the command line after training."""
-        early = " (stopped early)" if self.stopped_early else ""
+        early = (" (stopped early)" if self.stopped_early else "") + (
+            " (time budget spent)" if self.out_of_time else "")
         return (f"wrote {out_dir}: {self.step} steps, best {val_name} {self.best_val:.4g} at step "
                 f"{self.best_step}{early}, {self.seconds:.0f} s")
 
@@ -236,10 +250,14 @@ def train(model: nn.Module, *, batches: Callable[[int], Iterator[Any]],
         if not state_path.is_file():
             raise ConfigError("--resume", f"no training state to resume in {out_dir}")
         parts, loop = _load_state(state_path)
+        loop.out_of_time = False  # a resumed run gets its own time budget
         model.load_state_dict(parts["model"])
         optimizer.load_state_dict(parts["optimizer"])
+        device = next(model.parameters()).device
         for name, holder in extra_state.items():
             holder.load_state_dict(parts[name])
+            if hasattr(holder, "to"):  # e.g. EMA weights, stored on the CPU
+                holder.to(device)
         best = parts.get("best", {})
     elif state_path.exists():
         raise ConfigError("--out", f"{out_dir} already holds a training run; pass --resume to "
@@ -271,9 +289,9 @@ def train(model: nn.Module, *, batches: Callable[[int], Iterator[Any]],
                dynamic_ncols=True)
     source = batches(loop.step)
     started = time.perf_counter() - loop.seconds
-    while loop.step < settings.steps and not loop.stopped_early:
+    while loop.step < settings.steps and not (loop.stopped_early or loop.out_of_time):
         for group in optimizer.param_groups:
-            group["lr"] = settings.lr_at(loop.step)
+            group["lr"] = settings.lr_at(loop.step, time.perf_counter() - started)
         loss = step_loss(next(source), loop.step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {loop.step}")
@@ -288,13 +306,16 @@ def train(model: nn.Module, *, batches: Callable[[int], Iterator[Any]],
         loop.step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loop.running_loss:.3g}", best_val=f"{loop.best_val:.3g}")
-        if loop.step % settings.validate_every == 0 or loop.step == settings.steps:
+        loop.out_of_time = bool(settings.max_seconds) and (
+            time.perf_counter() - started >= settings.max_seconds)
+        if (loop.step % settings.validate_every == 0 or loop.step == settings.steps
+                or loop.out_of_time):
             run_validation()
             if settings.patience and loop.stale_validations >= settings.patience:
                 loop.stopped_early = True
         loop.seconds = time.perf_counter() - started
         if (loop.step % settings.checkpoint_every == 0 or loop.step == settings.steps
-                or loop.stopped_early):
+                or loop.stopped_early or loop.out_of_time):
             checkpoint()
     bar.close()
     model.eval()

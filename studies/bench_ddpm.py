@@ -43,18 +43,14 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    from bayes_smlm.phi import frames_to_photons
-    from bayes_smlm.psi import load_psi, phi_of
-    from bayes_smlm.sampling import sample_kdes
+    from bayes_smlm.psi_pipeline import PsiPipeline
     s = check_preset(preset, PRESETS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task("isolated")
     frames = simulate(task, max(s["repeats"], s["nuts_frames"]), 7000 + seed)
-    unet, config = load_psi(None, task)
-    phi = phi_of(config, None, task)
-    conds = [phi.photons(frames_to_photons(frames.adu[i:i + 1], task))
-             for i in range(s["repeats"])]
+    psi = PsiPipeline.from_pretrained(None, task)
+    single_frames = [frames.adu[i:i + 1] for i in range(s["repeats"])]
     rows = []
     for label, steps, precision, repeats in (
             (f"DDPM, {s['ddim_steps']} DDIM steps, bf16 (default)", s["ddim_steps"], "bf16",
@@ -63,10 +59,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
             ("DDPM, full 100-step chain, bf16", None, "bf16", s["full_repeats"])):
         if repeats == 0:
             continue
-        it = iter(conds * 2)
-        seconds = _median_seconds(lambda: sample_kdes(
-            unet, next(it), schedule=config["schedule"], samples=s["samples"], start="guess",
-            steps=steps, precision=precision), repeats)
+        it = iter(single_frames * 2)
+        seconds = _median_seconds(lambda: psi.sample(
+            next(it), s["samples"], start="guess", steps=steps, precision=precision), repeats)
         rows.append({"method": label, "seconds_per_frame": seconds, "repeats": repeats})
         print(f"  {label}: {seconds:.2f} s/frame", flush=True)
     nuts = get_method("nuts")

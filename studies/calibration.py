@@ -1,12 +1,15 @@
 """Study ``calibration``: every registered posterior method on the same frames, side by side.
 
-On fresh `isolated` frames (one emitter, so the `grid` posterior is exact and is the reference):
-every method in the registry — built-in, registered in user code, or exposed through the
-``bayes_smlm.methods`` entry point — is run, and :func:`bayes_smlm.compare.compare_methods`
-scores variance maps, entropies, CRLB gaps, SBC and interval coverage, KDE coverage and
-z-scores, ArviZ diagnostics and cost. Then NUTS's and the DDPM's seconds per frame against the
-number of emitters per frame. ``bayes-smlm report DIR`` re-renders the report from the saved files.
-Run: ``bayes-smlm study calibration [--preset smoke|cpu|paper]``.
+On fresh frames of a task (``--task``, default `isolated`): every method in the registry —
+built-in, registered in user code, or exposed through the ``bayes_smlm.methods`` entry point — is
+run, and :func:`bayes_smlm.compare.compare_methods` scores variance maps (whole frame, signal
+pixels, background), entropies, CRLB gaps, SBC and interval coverage, KDE coverage and z-scores
+(also by crowding), ArviZ diagnostics and cost. The reference is the exact `grid` posterior for
+one emitter and `nuts` otherwise; frames where NUTS fails its diagnostics (R-hat > 1.01 or bulk
+ESS < 400) are left out of every score and counted in the report. Then NUTS's and the DDPM's
+seconds per frame against the number of emitters per frame. ``bayes-smlm report DIR`` re-renders
+the report from the saved files.
+Run: ``bayes-smlm study calibration [--task paper] [--preset smoke|cpu|paper]``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bayes_smlm.compare import compare_methods
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.io import write_json
 from bayes_smlm.methods import get_method, list_methods
+from bayes_smlm.methods.reference import reference_flags, reference_method
 from bayes_smlm.posterior_io import save_posterior
 from bayes_smlm.report import provenance
 from bayes_smlm.simulate import simulate
@@ -32,37 +36,61 @@ from bayes_smlm.study_registry import check_preset, run_as_script
 from bayes_smlm.tasks import get_task
 
 NAME = "calibration"
-REFERENCE = "grid"
+TASK_ARGUMENT = True
+DEFAULT_TASK = "isolated"
 FRESH_SEED_OFFSET = 3000  # never a training or validation seed of the shipped networks
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"frames": 6, "chains": 2, "draws": 200, "kde_samples": 16,
+    "smoke": {"frames": 6, "dense_frames": 4, "chains": 2, "draws": 200, "dense_draws": 600, "kde_samples": 16,
               "frame_limits": {"ddpm": 2},
               "method_options": {"nuts": {"warmup": 100}, "rwmh": {"steps": 2000, "burn_in": 200},
                                  "rwmh_paper": {"steps": 2000, "burn_in": 200},
                                  "ddpm": {"samples": 16, "steps": 2, "keep_samples": True}},
               "cost_emitters": [2], "cost_frames": 1},
-    "cpu": {"frames": 200, "chains": 4, "draws": 1000, "kde_samples": 64,
+    "cpu": {"frames": 200, "dense_frames": 64, "chains": 4, "draws": 1000, "kde_samples": 64,
             "frame_limits": {"ddpm": 32},
-            "method_options": {"ddpm": {"samples": 64, "steps": 20, "precision": "bf16",
+            # random-walk MH in 20 dimensions costs ≈ 5 s/frame here: half the frames
+            "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
+            "method_options": {"ddpm": {"samples": 64, "steps": 20, "precision": "auto",
                                         "keep_samples": True}},
             "cost_emitters": [1, 2, 5, 10], "cost_frames": 4},
-    "paper": {"frames": 1000, "chains": 4, "draws": 1000, "kde_samples": 64,
+    "paper": {"frames": 1000, "dense_frames": 500, "chains": 4, "draws": 1000, "kde_samples": 64,
               "frame_limits": {},
               "method_options": {"ddpm": {"samples": 64, "keep_samples": True}},
               "cost_emitters": [1, 2, 3, 5, 7, 10], "cost_frames": 20},
 }
 
 
-def _options(name: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The registry's common options plus the preset's options for ``name``."""
-    return {"seed": seed, "chains": settings["chains"], "draws": settings["draws"],
+def add_recalibrated(results: dict[str, Any], out: Path) -> None:
+    """Beside the raw ``ddpm`` result, ``ddpm-recal``: the same samples with the checkpoint's
+    post-hoc spread recalibration (a named option, scored on the same frames)."""
+    from bayes_smlm.methods.ddpm import recalibrated_result
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    raw = results["ddpm"]
+    psi = PsiPipeline.from_pretrained(raw.settings["checkpoint"] if raw.settings["checkpoint"]
+                                      != "shipped" else None, raw.task)
+    if psi.recalibration is None or "kde_samples" not in raw.extra:
+        return
+    results["ddpm-recal"] = recalibrated_result(raw, psi.recalibration)
+    save_posterior(results["ddpm-recal"], posterior_path(out, "ddpm-recal"))
+
+
+def _options(name: str, settings: dict[str, Any], seed: int, dense: bool = False
+             ) -> dict[str, Any]:
+    """The registry's common options plus the preset's options for ``name`` (``dense_draws``,
+    where a preset has it, on frames of several emitters: NUTS needs bulk ESS ≥ 400 there)."""
+    draws = settings.get("dense_draws", settings["draws"]) if dense else settings["draws"]
+    return {"seed": seed, "chains": settings["chains"], "draws": draws,
             **settings["method_options"].get(name, {})}
 
 
 def _run_method(name: str, task, adu: np.ndarray, theta: np.ndarray, seed: int,
                 settings: dict[str, Any]):
-    n = min(settings["frame_limits"].get(name, len(adu)), len(adu))
-    result = get_method(name)(task, adu[:n], **_options(name, settings, seed))
+    limits = settings["frame_limits"]
+    if task.prior.n_emitters > 1:
+        limits = settings.get("dense_frame_limits", limits)
+    n = min(limits.get(name, len(adu)), len(adu))
+    result = get_method(name)(task, adu[:n], **_options(name, settings, seed,
+                                                         dense=task.prior.n_emitters > 1))
     result.theta_true = theta[:n]
     return result
 
@@ -82,19 +110,22 @@ def _phi_log_gap(task, adu: np.ndarray, theta: np.ndarray) -> dict[str, Any]:
     return {"rmse_ratio": np.asarray(gap["rmse_ratio"]).tolist(), "recall": gap["recall"]}
 
 
-def cost_by_emitters(settings: dict[str, Any], seed: int,
-                     methods: Sequence[str]) -> list[dict[str, Any]]:
+def cost_by_emitters(settings: dict[str, Any], seed: int, methods: Sequence[str],
+                     psi_task) -> list[dict[str, Any]]:
     """s/frame of NUTS and the DDPM on frames of 1…10 emitters at the `paper` density.
 
-    The DDPM's network pass does not depend on the number of emitters; the shipped Ψ is trained
-    on isolated emitters, so on denser frames only its time is meaningful here."""
+    The DDPM's network pass does not depend on the number of emitters; it is timed with the
+    shipped Ψ of ``psi_task`` (only its time is meaningful on frames of other densities)."""
     rows = []
-    isolated = get_task("isolated")
     for n in settings["cost_emitters"]:
         task = get_task("paper", {"n_emitters": n})
         batch = simulate(task, settings["cost_frames"], FRESH_SEED_OFFSET + 500 + seed)
         for name in methods:
-            result = get_method(name)(isolated if name == "ddpm" else task, batch.adu,
+            if name == "ddpm" and n not in (settings["cost_emitters"][0],
+                                            settings["cost_emitters"][-1]):
+                continue  # its cost does not depend on n: time it at the ends only, on 1 frame
+            adu = batch.adu[:1] if name == "ddpm" else batch.adu
+            result = get_method(name)(psi_task if name == "ddpm" else task, adu,
                                       **_options(name, settings, seed))
             rows.append({"method": name, "emitters": n, "frames": result.n_frames,
                          "seconds_per_frame": result.seconds / result.n_frames})
@@ -103,21 +134,24 @@ def cost_by_emitters(settings: dict[str, Any], seed: int,
     return rows
 
 
-def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
+def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
+        task: str = DEFAULT_TASK) -> Path:
     settings = check_preset(preset, PRESETS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    task = get_task("isolated")
-    frames = simulate(task, settings["frames"], FRESH_SEED_OFFSET + seed)
+    task_name, task = task, get_task(task)
+    n_frames = settings["frames"] if task.prior.n_emitters == 1 else settings["dense_frames"]
+    frames = simulate(task, n_frames, FRESH_SEED_OFFSET + seed)
     save_frames(out, frames.adu, frames.kde, frames.theta)
-    methods = [REFERENCE] + [m for m in list_methods() if m != REFERENCE]
+    reference = reference_method(task)
+    methods = [reference] + [m for m in list_methods() if m != reference]
     results, failures = {}, {}
     for name in methods:
         try:
             results[name] = _run_method(name, task, frames.adu, frames.theta, seed, settings)
-        except ConfigError as err:  # e.g. a user method that cannot handle this task
-            if name == REFERENCE:
+        except ConfigError as err:  # e.g. grid on many emitters, a user method for one task
+            if name == reference:
                 raise
             failures[name] = str(err)
             print(f"  {name}: skipped ({err})", flush=True)
@@ -125,16 +159,26 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
         save_posterior(results[name], posterior_path(out, name))
         print(f"  {name}: {results[name].n_frames} frames, "
               f"{results[name].seconds / results[name].n_frames:.3f} s/frame", flush=True)
-    metrics = compare_methods(results, REFERENCE, task, frames.kde, frames.theta,
+    if "ddpm" in results:
+        add_recalibrated(results, out)
+    flagged = reference_flags(results[reference])
+    keep = ~flagged
+    if not keep.any():
+        raise ConfigError("--preset", f"every frame failed the {reference} reference's "
+                          "diagnostics (R-hat > 1.01 or bulk ESS < 400); run longer chains")
+    scored = {name: r.select_frames(keep[:r.n_frames]) for name, r in results.items()}
+    metrics = compare_methods(scored, reference, task, frames.kde[keep], frames.theta[keep],
                               kde_samples=settings["kde_samples"])
-    metrics["phi_log"] = _phi_log_gap(task, frames.adu, frames.theta)
+    metrics["reference_flagged"] = {"frames": int(flagged.sum()), "of": int(n_frames),
+                                    "indices": np.flatnonzero(flagged).tolist()}
+    metrics["phi_log"] = _phi_log_gap(task, frames.adu[keep], frames.theta[keep])
     metrics["failures"] = failures
     metrics["cost_by_emitters"] = cost_by_emitters(
-        settings, seed, [m for m in ("nuts", "ddpm") if m in results])
+        settings, seed, [m for m in ("nuts", "ddpm") if m in results], task)
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["provenance"] = provenance(study=NAME, preset=preset, seed=seed,
                                        cpu_count=os.cpu_count())
-    write_study_config(out, NAME, preset, seed, settings, task=task.to_dict(),
+    write_study_config(out, NAME, preset, seed, settings, task=task.to_dict(), task_name=task_name,
                        fresh_seed=FRESH_SEED_OFFSET + seed, methods=list(results))
     write_json(out / "metrics.json", metrics)
     return render(out)

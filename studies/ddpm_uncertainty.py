@@ -25,26 +25,30 @@ from bayes_smlm.study_io import (METRICS, load_frames, posterior_path, read_json
                                  write_study_config)
 from bayes_smlm.study_registry import check_preset, run_as_script
 from bayes_smlm.tasks import get_task
+from bayes_smlm.methods.reference import reference_flags, reference_method
 
 NAME = "ddpm-uncertainty"
+TASK_ARGUMENT = True
+DEFAULT_TASK = "isolated"
 FRESH_SEED_OFFSET = 6000
 STARTS = ("noise", "guess")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 1, "samples": 8, "steps": 2, "precision": "fp32"},
-    "cpu": {"frames": 4, "samples": 64, "steps": 20, "precision": "bf16"},
+    "cpu": {"frames": 4, "samples": 64, "steps": 20, "precision": "auto"},
     "paper": {"frames": 4, "samples": 64, "steps": None, "precision": "fp32"},
 }
 
 
-def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
+def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
+        task: str = DEFAULT_TASK) -> Path:
     s = check_preset(preset, PRESETS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    task = get_task("isolated")
+    task_name, task = task, get_task(task)
     batch = simulate(task, s["frames"], FRESH_SEED_OFFSET + seed)
     save_frames(out, batch.adu, batch.kde, batch.theta)
-    grid = get_method("grid")(task, batch.adu, seed=seed)
-    save_posterior(grid, posterior_path(out, "grid"))
+    grid = get_method(reference_method(task))(task, batch.adu, seed=seed)
+    save_posterior(grid, posterior_path(out, "reference"))
     rows = []
     for start in STARTS:
         result = get_method("ddpm")(task, batch.adu, seed=seed, samples=s["samples"],
@@ -55,7 +59,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                   "summed_ratio": float(a.summed_ratio[f]),
                   "seconds_per_frame": result.seconds / result.n_frames}
                  for f in range(result.n_frames)]
-    write_study_config(out, NAME, preset, seed, s, fresh_seed=FRESH_SEED_OFFSET + seed)
+    write_study_config(out, NAME, preset, seed, s, fresh_seed=FRESH_SEED_OFFSET + seed,
+                       task_name=task_name, reference=grid.method,
+                       reference_flagged=np.flatnonzero(reference_flags(grid)).tolist())
     write_json(out / METRICS, {"rows": rows, "provenance": provenance(
         study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())})
     return render(out)
@@ -67,7 +73,8 @@ def render(out: str | Path) -> Path:
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     frames = load_frames(out)
-    grid = load_posterior(posterior_path(out, "grid"))["kde"].dataset
+    reference = config.get("reference", "grid")
+    grid = load_posterior(posterior_path(out, "reference"))["kde"].dataset
     ddpm = {start: load_posterior(posterior_path(out, f"ddpm-{start}")) for start in STARTS}
     panels = []
     for f in range(frames["adu"].shape[0]):
@@ -75,7 +82,7 @@ def render(out: str | Path) -> Path:
         exact = np.sqrt(grid["var"].values[f])
         row = [(f"frame {f}: x (ADU)", frames["adu"][f], "gray"),
                ("φ estimate ŷ", zoom(ddpm["noise"]["extra"]["phi_kde"].values[f]), "magma"),
-               ("exact SD (grid)", zoom(exact), "viridis")]
+               (f"exact SD ({reference})", zoom(exact), "viridis")]
         for start in STARTS:
             sd = np.sqrt(ddpm[start]["kde"]["var"].values[f])
             row += [(f"DDPM SD, {start} start", zoom(sd), "viridis"),
@@ -91,9 +98,10 @@ def render(out: str | Path) -> Path:
     sampler = "the full DDPM chain" if s["steps"] is None else f"{s['steps']} DDIM steps"
     body = f"""# DDPM uncertainty maps against the exact posterior (paper Fig. 4)
 
-Preset `{config['preset']}`, seed {config['seed']}: {s['frames']} fresh `isolated` frames
-(simulation seed {config['fresh_seed']}); the shipped Ψ with K = {s['samples']} samples per frame,
-{sampler}, {s['precision']}. Maps are cut to 24 × 24 KDE px around the emitter. Differences are
+Preset `{config['preset']}`, seed {config['seed']}: {s['frames']} fresh
+`{config.get('task_name', 'isolated')}` frames (simulation seed {config['fresh_seed']}), reference
+`{reference}`; the shipped Ψ with K = {s['samples']} samples per frame,
+{sampler}, {s['precision']}. Maps are cut to 24 × 24 KDE px around the brightest emitter. Differences are
 DDPM SD − exact SD (KDE units): red where the DDPM is too uncertain, blue where too sure.
 
 {table}

@@ -163,3 +163,81 @@ def test_shipped_psi_loads_with_its_phi_and_follows_the_exact_variance_map(isola
     assert np.isfinite(ddpm.kde_var).all()
     agreement = variance_agreement(ddpm.kde_var, grid.kde_var)
     assert agreement.median_pearson > 0.7 and 0.5 < agreement.median_summed_ratio < 2.0
+
+
+def test_frame_conditioning_repeats_the_normalised_frame_onto_the_kde_grid(isolated):
+    from bayes_smlm.conditioning import condition_channels, frame_channel
+    from bayes_smlm.phi import architecture_for
+    arch = architecture_for(isolated)
+    photons = torch.arange(400, dtype=torch.float32).reshape(1, 1, 20, 20)
+    up = frame_channel(photons, isolated)
+    assert up.shape == (1, 1, 80, 80)
+    expected = (photons[0, 0, 3, 7] - arch.input_shift) / arch.input_scale
+    assert torch.allclose(up[0, 0, 12:16, 28:32], expected.expand(4, 4))
+    assert condition_channels("phi") == 1 and condition_channels("phi+frame") == 2
+    with pytest.raises(ConfigError, match="--condition"):
+        condition_channels("frame")
+
+
+def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, tmp_path):
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    phi_dir = tmp_path / "phi"
+    from bayes_smlm.phi import PhiTraining, train_phi
+    train_phi(isolated, phi_dir, PhiTraining(steps=1, batch_size=2, validation_frames=4),
+              widths={"context_channels": 8, "dilations": (1,), "up_channels": (8, 4),
+                      "refine_blocks": 1}, progress=False)
+    settings = PsiTraining(steps=4, batch_size=2, validation_frames=2, validate_every=2,
+                           checkpoint_every=2, condition="phi+frame", prediction="sample")
+    train_psi(isolated, tmp_path / "psi", settings, phi_checkpoint=phi_dir, progress=False)
+    state = train_psi(isolated, tmp_path / "psi", PsiTraining(steps=6), resume=True,
+                      progress=False)  # φ found again through the relative path
+    assert state.step == 6
+    psi = PsiPipeline.from_pretrained(tmp_path / "psi", isolated)
+    assert psi.config["phi"]["checkpoint"] == "../phi"  # no path of this machine recorded
+    assert psi.unet.config.in_channels == 3
+    assert psi.settings == {"schedule": "full", "prediction": "sample", "condition": "phi+frame"}
+    frames = simulate(isolated, 2, seed=4)
+    assert psi.conditioning(frames.adu).shape == (2, 2, 80, 80)
+    samples = psi.sample(frames.adu, 2, steps=2, precision="fp32")
+    assert samples.shape == (2, 2, 80, 80) and np.isfinite(samples).all()
+    assert psi.recalibration is None
+    with pytest.raises(ConfigError, match="--recalibrate"):
+        get_method("ddpm")(isolated, frames.adu, samples=2, steps=2,
+                           checkpoint=tmp_path / "psi", recalibrate=True)
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "tpu", "gpu0"])
+def test_an_unusable_device_is_refused_in_one_line(capsys, device):
+    status, _, err = run_cli(capsys, "train-psi", "--task", "isolated", "--device", device,
+                             "--out", "never-written")
+    assert status == 2 and "--device" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gpu: needs a CUDA device")
+def test_psi_trains_and_samples_on_a_gpu(tiny_psi, isolated, tmp_path):
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated, device="cuda")
+    samples = psi.sample(simulate(isolated, 2, seed=4).adu, 4, steps=3)
+    assert samples.shape == (2, 4, 80, 80) and np.isfinite(samples).all()
+
+
+def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(paper):
+    """Ψ for the 10-emitter task: φ travels with it (SHA-256 checked) and on fresh frames its
+    variance maps follow NUTS's (the 32-frame bars: `study calibration --task paper`)."""
+    from bayes_smlm.compare import variance_agreement
+    from bayes_smlm.compare.regions import region_variance_scores
+    from bayes_smlm.methods.reference import reference_flags
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    psi = PsiPipeline.from_pretrained(None, paper)
+    assert psi.config["phi"]["checkpoint"] == "../phi-paper"
+    assert psi.recalibration is not None
+    frames = simulate(paper, 3, 2150)
+    nuts = get_method("nuts")(paper, frames.adu, seed=0)
+    keep = ~reference_flags(nuts)
+    ddpm = get_method("ddpm")(paper, frames.adu[keep], samples=32, steps=10, seed=1)
+    agreement = variance_agreement(ddpm.kde_var, nuts.kde_var[keep])
+    signal = region_variance_scores(ddpm.kde_var, nuts.kde_var[keep], nuts.kde_mean[keep])
+    # 32 samples: a variance estimate has relative SD √(2/31) ≈ 0.25 per pixel, far less summed
+    assert agreement.median_pearson > 0.8
+    assert 0.6 < np.median(signal["signal_ratio"]) < 1.6

@@ -199,3 +199,44 @@ def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert [r["method"].split(",")[0] for r in rows] == ["DDPM", "DDPM", "NUTS 4 × 1000 (exact)"]
     assert all(r["seconds_per_frame"] > 0 for r in rows)
+
+
+def test_calibration_on_the_paper_task_scores_against_nuts_by_region_and_crowding(tmp_path,
+                                                                                   capsys):
+    out = tmp_path / "cal-paper"
+    assert main(["study", "calibration", "--task", "paper", "--preset", "smoke",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reference"] == "nuts" and "grid" in metrics["failures"]
+    flagged = metrics["reference_flagged"]
+    assert flagged["of"] == 4 and 0 <= flagged["frames"] < 4
+    nuts = metrics["methods"]["nuts"]["scalars"]
+    assert nuts["signal_ratio_median"] == pytest.approx(1.0)
+    assert nuts["reference_background_floor_median"] < 1e-3
+    assert {"1", "2", ">=3"} & set(nuts["by_crowding"])
+    assert {"ddpm", "ddpm-recal"} <= set(metrics["methods"])
+    report = (out / "report.md").read_text()
+    assert "(`paper` task)" in report and "Calibration by crowding" in report
+    assert f"{flagged['frames']} of 4 frames failed its diagnostics" in report
+    assert "Surrogate bars against `nuts`" in report and "ddpm-recal" in report
+    config = json.loads((out / "config.json").read_text())
+    assert config["task_name"] == "paper"
+
+
+def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
+    out = tmp_path / "dc"
+    assert main(["study", "ddpm-check", "--task", "paper", "--preset", "smoke",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reference"] == "nuts" and "signal_ratio" in metrics["rows"][1]
+    assert "(`paper`)" in (out / "report.md").read_text()
+    out = tmp_path / "du"
+    assert main(["study", "ddpm-uncertainty", "--task", "paper", "--preset", "smoke",
+                 "--out", str(out)]) == 0
+    assert "`paper` frames" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["study", "phi", "--task", "paper", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "--task" in err and len(err.strip().splitlines()) == 1
+    assert main(["study", "calibration", "--task", "nope", "--preset", "smoke"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from .crlb_gaps import posterior_crlb_gaps, truth_order
 from .entropy import draws_covariance, gaussian_entropy, knn_entropy, total_gaussian_entropy
 from .kde_calibration import LEVELS, kde_coverage, signal_mask, theta_kde_samples
 from .maps import variance_agreement
+from .regions import region_summary
 
 KDE_SAMPLES = 64  # S per frame for KDE interval coverage: the DDPM's default K, for every method
 
@@ -118,6 +119,12 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
         per_frame: dict[str, Any] = {"var_pearson": agreement.pearson.tolist(),
                                      "var_ratio": agreement.summed_ratio.tolist(),
                                      "kde_entropy": entropy.tolist()}
+        more, frames = region_summary(
+            result.kde_var, ref.kde_var, ref.kde_mean, kde_true, theta_true, task.hr_shape,
+            task.optics.upsampling, kde_samples=kde_samples_of(result, kde_samples))
+        scalars.update(more)
+        per_frame.update({f"region_{k}": v for k, v in frames.items()
+                          if k not in ("pearson", "ratio")})
         samples = kde_samples_of(result, kde_samples)
         if samples is not None:
             cov = kde_coverage(samples, kde_true[:f], mask[:f])

@@ -61,3 +61,26 @@ class PosteriorResult:
             raise ValueError(f"method {self.method!r} has no θ draws")
         c, d, f, n, _ = self.theta.shape
         return np.moveaxis(self.theta, 2, 0).reshape(f, c * d, n, 2)
+
+    def select_frames(self, frames: np.ndarray) -> "PosteriorResult":
+        """The result restricted to ``frames`` (indices or a boolean mask over its frames), e.g.
+        to drop frames whose reference failed its diagnostics. ``seconds`` is scaled to the
+        frames kept, so seconds per frame is unchanged; per-frame ``extra`` and
+        ``sample_stats`` arrays are sliced, others kept."""
+        idx = np.arange(self.n_frames)[np.asarray(frames)]
+        f = self.n_frames
+
+        def per_frame(value: Any, axis: int = 0) -> Any:
+            arr = np.asarray(value) if isinstance(value, np.ndarray) else None
+            if arr is None or arr.ndim <= axis or arr.shape[axis] != f:
+                return value
+            return np.take(arr, idx, axis=axis)
+
+        return PosteriorResult(
+            method=self.method, task=self.task, adu=self.adu[idx], kde_mean=self.kde_mean[idx],
+            kde_var=self.kde_var[idx],
+            theta=None if self.theta is None else self.theta[:, :, idx],
+            sample_stats={k: per_frame(v, axis=2) for k, v in self.sample_stats.items()},
+            settings=self.settings, seconds=self.seconds * len(idx) / max(f, 1),
+            theta_true=None if self.theta_true is None else self.theta_true[idx],
+            extra={k: per_frame(v) for k, v in self.extra.items()})

@@ -1,4 +1,5 @@
-"""Ψ's denoiser: a ``diffusers.UNet2DModel`` on (noisy KDE, φ's estimate) stacked as 2 channels.
+"""Ψ's denoiser: a ``diffusers.UNet2DModel`` on the noisy KDE stacked with its conditioning channels
+(φ's estimate, and optionally the frame: :mod:`bayes_smlm.conditioning`).
 
 Only the architecture lives here (presets and a builder); the noise schedule is a separate
 ``diffusers`` scheduler (:mod:`bayes_smlm.diffusion`), diffusers style.
@@ -63,12 +64,12 @@ UNET_PRESETS = {
 }
 
 
-def build_unet(config: UNetConfig) -> UNet2DModel:
-    """``UNet2DModel`` with 2 input channels (y_t, ŷ), 1 output channel (ε), sinusoidal time
-    embedding."""
+def build_unet(config: UNetConfig, cond_channels: int = 1) -> UNet2DModel:
+    """``UNet2DModel`` with 1 + ``cond_channels`` input channels (y_t, then the conditioning),
+    1 output channel (ε, v or y_0), sinusoidal time embedding."""
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
-    return UNet2DModel(in_channels=2, out_channels=1, time_embedding_type="positional",
+    return UNet2DModel(in_channels=1 + cond_channels, out_channels=1, time_embedding_type="positional",
                        block_out_channels=config.block_out_channels, down_block_types=down,
                        up_block_types=up, layers_per_block=config.layers_per_block,
                        norm_num_groups=config.norm_num_groups,

@@ -1,0 +1,22 @@
+"""Which exact posterior a study scores the others against, and which of its frames to trust."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import Task
+from .result import PosteriorResult
+
+
+def reference_method(task: Task) -> str:
+    """`grid` (exact) for one emitter, else `nuts` (exact up to Monte Carlo error)."""
+    return "grid" if task.prior.n_emitters == 1 else "nuts"
+
+
+def reference_flags(result: PosteriorResult) -> np.ndarray:
+    """(F,) True where a reference's own diagnostics fail (R-hat > 1.01 or bulk ESS < 400, as in
+    :mod:`bayes_smlm.diagnostics`); `grid` and other methods without chains are never flagged."""
+    if result.theta is None or result.theta.shape[0] < 2 or result.method == "grid":
+        return np.zeros(result.n_frames, bool)
+    from ..posterior_io import to_datatree
+    return np.asarray(to_datatree(result)["diagnostics"].dataset["flagged"].values, bool)

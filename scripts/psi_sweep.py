@@ -1,0 +1,242 @@
+"""Choose a Ψ configuration on *selection* frames that no acceptance number ever uses.
+
+Two sub-commands (run with the package's Python):
+
+``reference TASK N OUT.npz``
+    Simulates N selection frames of TASK (seed 2000 + the task's index; the calibration study
+    uses 3000+, ``ddpm-check`` 2500+) and stores them with the reference posterior (``grid`` for
+    one emitter, ``nuts`` otherwise): KDE mean, variance and the reference's own coverage and z SD.
+``score OUT.json REF.npz CKPT [CKPT ...]``
+    Samples every Ψ checkpoint with each sampler of :data:`SAMPLERS` (K = 64) on the selection
+    frames and writes the item-4 scores: whole-frame and signal-mask r and Σvar ratio, background
+    floor, KDE coverage 50/90/95 % and z SD (with the reference's beside them), and s/frame.
+    ``--device cuda`` samples on a GPU.
+
+``moments OUT.npz REF.npz CKPT`` and ``fit CKPT REF.npz MOMENTS.npz``
+    Fit the post-hoc spread recalibration (:mod:`bayes_smlm.recalibration`) of a Ψ checkpoint on
+    recalibration frames (``reference --seed 2200``) and store it in the checkpoint's config.
+
+The GPU sweep that chose the shipped Ψ runs ``reference``/``score`` (``scripts/psi-sweep-gpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SELECTION_SEED = 2000
+RECALIBRATION_SEED = 2200  # frames a post-hoc recalibration is fitted on
+K = 64
+SAMPLERS = {  # name -> (start, DDIM steps or None for the full chain, eta)
+    "ddim20": ("guess", 20, 0.0),
+    "ddim20-noise": ("noise", 20, 0.0),
+    "ddim20-eta1-noise": ("noise", 20, 1.0),
+    "ddpm100-noise": ("noise", None, 0.0),
+}
+
+
+def _coverage_scalars(samples, kde_true, mask):
+    from bayes_smlm.compare.kde_calibration import kde_coverage
+    cov = kde_coverage(samples, kde_true, mask)
+    out = {f"coverage_{int(l * 100)}": float(c) for l, c in zip(cov.levels, cov.coverage)}
+    out["z_sd"] = cov.z_summary()["z_sd"]
+    out["attained"] = cov.attained.tolist()
+    return out
+
+
+def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> None:
+    from bayes_smlm.parallel import request_host_devices
+    request_host_devices()
+    from bayes_smlm.compare.summary import kde_samples_of
+    from bayes_smlm.compare.kde_calibration import signal_mask
+    from bayes_smlm.io import write_npz
+    from bayes_smlm.methods import get_method
+    from bayes_smlm.simulate import simulate
+    from bayes_smlm.tasks import get_task, list_tasks
+
+    task = get_task(task_name)
+    frames = simulate(task, n, seed + list_tasks().index(task_name))
+    method = "grid" if task.prior.n_emitters == 1 else "nuts"
+    result = get_method(method)(task, frames.adu, seed=0)
+    keep = np.ones(n, bool)
+    if method == "nuts":
+        from bayes_smlm.posterior_io import to_datatree
+        keep = ~to_datatree(result)["diagnostics"].dataset["flagged"].values
+    mask = signal_mask(result.kde_mean)
+    kept_samples = (s for s, k in zip(kde_samples_of(result, K), keep) if k)
+    scalars = _coverage_scalars(kept_samples, frames.kde[keep], mask[keep])
+    write_npz(out, adu=frames.adu[keep], kde=frames.kde[keep], theta=frames.theta[keep],
+              ref_mean=result.kde_mean[keep], ref_var=result.kde_var[keep],
+              ref_scores=np.asarray(json.dumps({"method": method, "flagged": int((~keep).sum()),
+                                                **scalars})))
+    print(f"{task_name}: {keep.sum()} of {n} frames kept; reference {method}: {scalars}")
+
+
+def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
+          samplers: list[str]) -> None:
+    import torch
+    from bayes_smlm.compare.kde_calibration import signal_mask
+    from bayes_smlm.compare.regions import region_summary
+    from bayes_smlm.io import read_npz, write_json
+    from bayes_smlm.psi import read_config
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.config import task_from_dict
+
+    ref = read_npz(ref_path, ("adu", "kde", "theta", "ref_mean", "ref_var", "ref_scores"))
+    rows = []
+    for ckpt in checkpoints:
+        task = task_from_dict(read_config(ckpt)["task"])
+        psi = PsiPipeline.from_pretrained(ckpt, task, device=device)
+        mask = signal_mask(ref["ref_mean"])
+        for name in samplers:
+            start, steps, eta = SAMPLERS[name]
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            samples = psi.sample(ref["adu"], K, start=start, steps=steps, eta=eta, seed=1,
+                                 batch_size=1024 if device != "cpu" else 64, precision="fp32")
+            seconds = (time.perf_counter() - t0) / len(samples)
+            var = samples.var(axis=1, ddof=1)
+            scalars, per_frame = region_summary(
+                var, ref["ref_var"], ref["ref_mean"], ref["kde"], ref["theta"], task.hr_shape,
+                task.optics.upsampling, kde_samples=iter(samples))
+            row = {"checkpoint": ckpt.name, "sampler": name, "seconds_per_frame": seconds,
+                   "pearson_median": float(np.median(per_frame["pearson"])),
+                   "ratio_median": float(np.median(per_frame["ratio"])),
+                   **scalars, **_coverage_scalars(iter(samples), ref["kde"], mask)}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "by_crowding"}), flush=True)
+    write_json(out, {"reference": json.loads(str(ref["ref_scores"])), "rows": rows})
+
+
+def moments(out: Path, ref_path: Path, checkpoint: Path, device: str) -> None:
+    """Per-pixel mean and variance of K = 64 samples of the shipped sampler (20 DDIM steps,
+    `guess` start) on the frames of ``ref_path``."""
+    from bayes_smlm.config import task_from_dict
+    from bayes_smlm.io import read_npz, write_npz
+    from bayes_smlm.psi import read_config
+    from bayes_smlm.psi_pipeline import PsiPipeline
+    ref = read_npz(ref_path, ("adu",))
+    task = task_from_dict(read_config(checkpoint)["task"])
+    psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
+    samples = psi.sample(ref["adu"], K, seed=1, precision="fp32",
+                         batch_size=1024 if device != "cpu" else 64)
+    write_npz(out, mean=samples.mean(axis=1), var=samples.var(axis=1, ddof=1))
+    print(f"wrote {out}")
+
+
+def fit(checkpoint: Path, ref_path: Path, moments_path: Path, seed: int) -> None:
+    """Fit the spread recalibration of a Ψ checkpoint and store it in its config.json."""
+    from bayes_smlm.io import read_npz, write_json
+    from bayes_smlm.psi import read_config
+    from bayes_smlm.recalibration import fit_spread_recalibration
+    ref = read_npz(ref_path, ("ref_var", "ref_scores"))
+    mom = read_npz(moments_path, ("mean", "var"))
+    fitted_on = {"frames": int(len(mom["mean"])), "seed": seed,
+                 "reference": json.loads(str(ref["ref_scores"]))["method"],
+                 "sampler": "20 DDIM steps, guess start, K = 64, fp32",
+                 "command": f"python scripts/psi_sweep.py reference/moments/fit (seed {seed})"}
+    recal = fit_spread_recalibration(mom["mean"], mom["var"], ref["ref_var"], fitted_on)
+    config = read_config(checkpoint)
+    config["recalibration"] = recal.to_dict()
+    write_json(Path(checkpoint) / "config.json", config)
+    print(json.dumps(recal.to_dict()))
+
+
+LABELS = {  # variant name -> (schedule, loss, prediction, conditioning, UNet)
+    "paper-paper-l1-phi": ("paper (published)", "l1", "ε", "φ", "cpu 0.6 M"),
+    "paper-full-v-phi": ("full", "l2", "v", "φ", "cpu 0.6 M"),
+    "paper-full-v-frame": ("full", "l2", "v", "φ + frame", "cpu 0.6 M"),
+    "paper-full-x0-frame": ("full", "l2", "y0", "φ + frame", "cpu 0.6 M"),
+    "paper-big-full-v-frame": ("full", "l2", "v", "φ + frame", "paper 95 M"),
+    "isolated-full-v-frame": ("full", "l2", "v", "φ + frame", "cpu 0.6 M"),
+    "isolated-full-x0-frame": ("full", "l2", "y0", "φ + frame", "cpu 0.6 M"),
+}
+
+
+def report(out: Path, scores: list[Path]) -> None:
+    """The lever table of a sweep (markdown) from its ``scores-*.json`` files."""
+    from bayes_smlm.report import markdown_table
+    lines = ["# Ψ sweep: which lever calibrates the surrogate (selection frames only)", "",
+             "Written by `python scripts/psi_sweep.py report` from the `score` results of "
+             "`scripts/psi-sweep-gpu` (one NVIDIA H200; every variant trained 4.5 min, seed 0, "
+             "batch 32 — the paper-size UNet batch 16 —, then scored with K = 64 samples per "
+             "frame, fp32). Selection frames: seed 2000 + task index, disjoint from the "
+             "recalibration frames (2200) and from every acceptance frame (calibration 3000, "
+             "ddpm-check 2500). Medians over frames; *signal* = reference mean ≥ 0.05; the "
+             "background floor is the median SD where the reference mean < 0.01 (the exact "
+             "one is 0).", ""]
+    for path in scores:
+        data = json.loads(Path(path).read_text())
+        ref = data["reference"]
+        lines += [f"## {Path(path).stem.removeprefix('scores-')}", "",
+                  f"Reference `{ref['method']}` ({ref['flagged']} frames flagged): KDE cover "
+                  f"{ref['coverage_50']:.3f} / {ref['coverage_90']:.3f} / {ref['coverage_95']:.3f}"
+                  f", z SD {ref['z_sd']:.2f}.", ""]
+        rows = []
+        for r in data["rows"]:
+            label = LABELS.get(r["checkpoint"], ("?",) * 5)
+            rows.append((r["checkpoint"], *label, r["sampler"], f"{r['pearson_median']:.3f}",
+                         f"{r['signal_ratio_median']:.2f}",
+                         f"{r['background_floor_median']:.1e}",
+                         f"{r['coverage_50']:.3f} / {r['coverage_90']:.3f} / "
+                         f"{r['coverage_95']:.3f}", f"{r['z_sd']:.2f}",
+                         f"{r['seconds_per_frame']:.2f}"))
+        lines += [markdown_table(["variant", "schedule", "loss", "target", "conditioning",
+                                  "UNet", "sampler", "r", "signal Σvar ratio",
+                                  "background floor", "KDE cover 50/90/95", "z SD",
+                                  "s/frame (H200)"], rows), ""]
+    Path(out).write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="psi_sweep.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("reference")
+    p.add_argument("task")
+    p.add_argument("frames", type=int)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", type=int, default=SELECTION_SEED,
+                   help=f"simulation seed (default {SELECTION_SEED}, selection; "
+                        f"{RECALIBRATION_SEED} for recalibration frames)")
+    p = sub.add_parser("score")
+    p.add_argument("out", type=Path)
+    p.add_argument("reference", type=Path)
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    p = sub.add_parser("moments")
+    p.add_argument("out", type=Path)
+    p.add_argument("reference", type=Path)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("fit")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("reference", type=Path)
+    p.add_argument("moments", type=Path)
+    p.add_argument("--seed", type=int, default=RECALIBRATION_SEED)
+    p = sub.add_parser("report")
+    p.add_argument("out", type=Path)
+    p.add_argument("scores", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        report(args.out, args.scores)
+    elif args.command == "reference":
+        reference(args.task, args.frames, args.out, args.seed)
+    elif args.command == "moments":
+        moments(args.out, args.reference, args.checkpoint, args.device)
+    elif args.command == "fit":
+        fit(args.checkpoint, args.reference, args.moments, args.seed)
+    else:
+        score(args.out, args.reference, args.checkpoints, args.device, args.samplers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
