@@ -120,7 +120,8 @@ def sample_kdes(unet: UNet2DModel, cond: torch.Tensor, *, schedule: str, samples
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
                 for t in scheduler.timesteps:
-                    eps = unet(torch.cat([z, c], dim=1), t).sample.float()
+                    x = torch.cat([z, c], dim=1).contiguous(memory_format=torch.channels_last)
+                    eps = unet(x, t).sample.float().contiguous()
                     z = scheduler.step(eps, t, z, generator=gens, **step_kwargs).prev_sample
             out[frames] = from_model_space(z).reshape(len(frames), samples, h, w).cpu().numpy()
             bar.update(len(frames))

