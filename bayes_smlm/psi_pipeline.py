@@ -57,9 +57,8 @@ class PsiPipeline:
     def recalibration(self):
         """The checkpoint's fitted :class:`~bayes_smlm.recalibration.SpreadRecalibration`, or
         None."""
-        from .recalibration import SpreadRecalibration
-        data = self.config.get("recalibration")
-        return None if data is None else SpreadRecalibration.from_dict(data)
+        from .recalibration import recalibration_of
+        return recalibration_of(self.config)
 
     @property
     def settings(self) -> dict[str, str]:

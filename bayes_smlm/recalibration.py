@@ -91,3 +91,9 @@ def fit_spread_recalibration(mean: np.ndarray, var: np.ndarray, reference_var: n
                       if counts[-1] >= MIN_PIXELS and total > 0 else 1.0)
     return SpreadRecalibration(edges=tuple(edges), sd_scale=tuple(scales), pixels=tuple(counts),
                                fitted_on=fitted_on)
+
+
+def recalibration_of(config: dict[str, Any]) -> SpreadRecalibration | None:
+    """The fitted recalibration recorded in a Ψ checkpoint's config, or None."""
+    data = config.get("recalibration")
+    return None if data is None else SpreadRecalibration.from_dict(data)

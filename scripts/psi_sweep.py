@@ -56,17 +56,15 @@ def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> 
     from bayes_smlm.compare.kde_calibration import signal_mask
     from bayes_smlm.io import write_npz
     from bayes_smlm.methods import get_method
+    from bayes_smlm.methods.reference import reference_flags, reference_method
     from bayes_smlm.simulate import simulate
     from bayes_smlm.tasks import get_task, list_tasks
 
     task = get_task(task_name)
     frames = simulate(task, n, seed + list_tasks().index(task_name))
-    method = "grid" if task.prior.n_emitters == 1 else "nuts"
+    method = reference_method(task)
     result = get_method(method)(task, frames.adu, seed=0)
-    keep = np.ones(n, bool)
-    if method == "nuts":
-        from bayes_smlm.posterior_io import to_datatree
-        keep = ~to_datatree(result)["diagnostics"].dataset["flagged"].values
+    keep = ~reference_flags(result)
     mask = signal_mask(result.kde_mean)
     kept_samples = (s for s, k in zip(kde_samples_of(result, K), keep) if k)
     scalars = _coverage_scalars(kept_samples, frames.kde[keep], mask[keep])

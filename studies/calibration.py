@@ -65,13 +65,16 @@ def add_recalibrated(results: dict[str, Any], out: Path) -> None:
     """Beside the raw ``ddpm`` result, ``ddpm-recal``: the same samples with the checkpoint's
     post-hoc spread recalibration (a named option, scored on the same frames)."""
     from bayes_smlm.methods.ddpm import recalibrated_result
-    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.psi import psi_shipped_checkpoint, read_config
+    from bayes_smlm.recalibration import recalibration_of
     raw = results["ddpm"]
-    psi = PsiPipeline.from_pretrained(raw.settings["checkpoint"] if raw.settings["checkpoint"]
-                                      != "shipped" else None, raw.task)
-    if psi.recalibration is None or "kde_samples" not in raw.extra:
+    checkpoint = raw.settings["checkpoint"]
+    config = read_config(psi_shipped_checkpoint(raw.task.name) if checkpoint == "shipped"
+                         else checkpoint)  # the table only: no need to load Ψ and φ again
+    recalibration = recalibration_of(config)
+    if recalibration is None or "kde_samples" not in raw.extra:
         return
-    results["ddpm-recal"] = recalibrated_result(raw, psi.recalibration)
+    results["ddpm-recal"] = recalibrated_result(raw, recalibration)
     save_posterior(results["ddpm-recal"], posterior_path(out, "ddpm-recal"))
 
 

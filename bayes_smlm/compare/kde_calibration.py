@@ -81,6 +81,31 @@ class KDECoverage:
                 "z_abs_gt_3": float(np.mean(np.abs(z) > 3.0)), "z_pixels": int(z.size)}
 
 
+def pixel_coverage(sorted_samples: np.ndarray, truth: np.ndarray, levels: tuple[float, ...]
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per pixel: is the truth inside each level's order-statistic interval, and its z-score.
+
+    Parameters
+    ----------
+    sorted_samples : (S, P) array
+        Samples of P pixels, sorted along axis 0.
+    truth : (P,) array
+
+    Returns
+    -------
+    inside : list of (P,) bool arrays, one per level
+    z : (P',) array over the pixels with SD > 0
+    """
+    n_samples = sorted_samples.shape[0]
+    inside = []
+    for level in levels:
+        lo, hi, _ = order_statistic_interval(n_samples, level)
+        inside.append((truth >= sorted_samples[lo]) & (truth <= sorted_samples[hi]))
+    sd = sorted_samples.std(axis=0, ddof=1)
+    ok = sd > 0
+    return inside, (truth[ok] - sorted_samples.mean(axis=0)[ok]) / sd[ok]
+
+
 def kde_coverage(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray, mask: np.ndarray,
                  levels: tuple[float, ...] = LEVELS) -> KDECoverage:
     """Coverage of the true KDE by per-pixel central intervals, frame by frame.
@@ -99,17 +124,9 @@ def kde_coverage(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray, mask: 
         samples = np.sort(np.asarray(samples, np.float64), axis=0)
         n_samples = samples.shape[0]
         m = mask[f]
-        truth = np.asarray(kde_true[f], np.float64)[m]
-        pixels = samples[:, m]
-        row = []
-        for level in levels:
-            lo, hi, _ = order_statistic_interval(n_samples, level)
-            inside = (truth >= pixels[lo]) & (truth <= pixels[hi])
-            row.append(inside.mean() if inside.size else np.nan)
-        per_frame.append(row)
-        sd = pixels.std(axis=0, ddof=1)
-        ok = sd > 0
-        zs.append((truth[ok] - pixels.mean(axis=0)[ok]) / sd[ok])
+        inside, z = pixel_coverage(samples[:, m], np.asarray(kde_true[f], np.float64)[m], levels)
+        per_frame.append([i.mean() if i.size else np.nan for i in inside])
+        zs.append(z)
     if n_samples is None:
         raise ValueError("kde_coverage needs at least one frame")
     attained = [order_statistic_interval(n_samples, level)[2] for level in levels]

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .kde_calibration import LEVELS, SIGNAL_THRESHOLD, order_statistic_interval
+from .kde_calibration import LEVELS, SIGNAL_THRESHOLD, order_statistic_interval, pixel_coverage
 from .maps import variance_agreement
 
 BACKGROUND_THRESHOLD = 0.01  # KDE units: below this reference mean a pixel is background
@@ -124,13 +124,11 @@ def coverage_by_crowding(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray
             if not m.any():
                 continue
             frames_with[name] += 1
-            truth, pixels = np.asarray(kde_true[f], np.float64)[m], samples[:, m]
-            for j, level in enumerate(levels):
-                lo, hi, _ = order_statistic_interval(n_samples, level)
-                inside[name][j].append((truth >= pixels[lo]) & (truth <= pixels[hi]))
-            sd = pixels.std(axis=0, ddof=1)
-            ok = sd > 0
-            zs[name].append((truth[ok] - pixels.mean(axis=0)[ok]) / sd[ok])
+            covered, z = pixel_coverage(samples[:, m], np.asarray(kde_true[f], np.float64)[m],
+                                        levels)
+            for j, hit in enumerate(covered):
+                inside[name][j].append(hit)
+            zs[name].append(z)
     out: dict[str, dict[str, Any]] = {}
     for name in CROWDING_CLASSES:
         if not frames_with[name]:
