@@ -1,6 +1,6 @@
 """bayes_smlm: exact and surrogate posteriors for single-molecule localization microscopy.
 
-Conventions (DESIGN.md section 2): frames are (H, W) arrays indexed [row, col] = [y, x]; emitter
+Conventions (docs/conventions.md §2): frames are (H, W) arrays indexed [row, col] = [y, x]; emitter
 positions θ = (x, y) in low-resolution pixels with pixel centres at integers; the KDE lives on a
 u-times upsampled grid and one isolated kernel peaks at 1.
 """

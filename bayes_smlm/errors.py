@@ -13,11 +13,14 @@ class ConfigError(BayesSMLMError, ValueError):
     Parameters
     ----------
     argument : str
-        Name of the offending argument as the user wrote it (``--frames``, ``camera.gain``).
+        The offending argument as the library knows it: a parameter name (``batch_size``,
+        ``checkpoint``) or a task key (``camera.gain``). The command line shows it as the flag the
+        user typed (``--batch-size``); the library never names flags.
     message : str
         What is allowed, e.g. ``"must be > 0 (got -1)"``.
     """
 
     def __init__(self, argument: str, message: str):
         self.argument = argument
+        self.message = message
         super().__init__(f"argument {argument}: {message}")

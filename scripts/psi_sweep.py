@@ -13,7 +13,7 @@ Two sub-commands (run with the package's Python):
     ``--device cuda`` samples on a GPU.
 
 ``moments OUT.npz REF.npz CKPT`` and ``fit CKPT REF.npz MOMENTS.npz``
-    Fit the post-hoc spread recalibration (:mod:`bayes_smlm.recalibration`) of a Ψ checkpoint on
+    Fit the post-hoc spread recalibration (:mod:`bayes_smlm.surrogates.psi.recalibration`) of a Ψ checkpoint on
     recalibration frames (``reference --seed 2200``) and store it in the checkpoint's config.
 
 The GPU sweep that chose the shipped Ψ runs ``reference``/``score`` (``scripts/psi-sweep-gpu``).
@@ -28,6 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bayes_smlm.compare.schema import (
+    BACKGROUND_FLOOR,
+    BY_CROWDING,
+    SECONDS_PER_FRAME,
+    SIGNAL_RATIO,
+    Z_SD,
+)
 
 SELECTION_SEED = 2000
 RECALIBRATION_SEED = 2200  # frames a post-hoc recalibration is fitted on
@@ -44,7 +52,7 @@ def _coverage_scalars(samples, kde_true, mask):
     from bayes_smlm.compare.kde_calibration import kde_coverage
     cov = kde_coverage(samples, kde_true, mask)
     out = {f"coverage_{int(l * 100)}": float(c) for l, c in zip(cov.levels, cov.coverage)}
-    out["z_sd"] = cov.z_summary()["z_sd"]
+    out[Z_SD.key] = cov.z_summary()[Z_SD.key]
     out["attained"] = cov.attained.tolist()
     return out
 
@@ -52,13 +60,13 @@ def _coverage_scalars(samples, kde_true, mask):
 def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> None:
     from bayes_smlm.parallel import request_host_devices
     request_host_devices()
-    from bayes_smlm.compare.summary import kde_samples_of
     from bayes_smlm.compare.kde_calibration import signal_mask
-    from bayes_smlm.io import write_npz
+    from bayes_smlm.compare.summary import kde_samples_of
+    from bayes_smlm.forward.simulate import simulate
+    from bayes_smlm.forward.tasks import get_task, list_tasks
+    from bayes_smlm.io.atomic import write_npz
     from bayes_smlm.methods import get_method
     from bayes_smlm.methods.reference import reference_flags, reference_method
-    from bayes_smlm.simulate import simulate
-    from bayes_smlm.tasks import get_task, list_tasks
 
     task = get_task(task_name)
     frames = simulate(task, n, seed + list_tasks().index(task_name))
@@ -78,12 +86,12 @@ def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> 
 def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
           samplers: list[str]) -> None:
     import torch
+
     from bayes_smlm.compare.kde_calibration import signal_mask
     from bayes_smlm.compare.regions import region_summary
-    from bayes_smlm.io import read_npz, write_json
-    from bayes_smlm.psi import read_config
-    from bayes_smlm.psi_pipeline import PsiPipeline
-    from bayes_smlm.config import task_from_dict
+    from bayes_smlm.forward.config import task_from_dict
+    from bayes_smlm.io.atomic import read_npz, write_json
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, read_config
 
     ref = read_npz(ref_path, ("adu", "kde", "theta", "ref_mean", "ref_var", "ref_scores"))
     rows = []
@@ -103,22 +111,21 @@ def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
             scalars, per_frame = region_summary(
                 var, ref["ref_var"], ref["ref_mean"], ref["kde"], ref["theta"], task.hr_shape,
                 task.optics.upsampling, kde_samples=iter(samples))
-            row = {"checkpoint": ckpt.name, "sampler": name, "seconds_per_frame": seconds,
+            row = {"checkpoint": ckpt.name, "sampler": name, SECONDS_PER_FRAME.key: seconds,
                    "pearson_median": float(np.median(per_frame["pearson"])),
                    "ratio_median": float(np.median(per_frame["ratio"])),
                    **scalars, **_coverage_scalars(iter(samples), ref["kde"], mask)}
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "by_crowding"}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != BY_CROWDING.key}), flush=True)
     write_json(out, {"reference": json.loads(str(ref["ref_scores"])), "rows": rows})
 
 
 def moments(out: Path, ref_path: Path, checkpoint: Path, device: str) -> None:
     """Per-pixel mean and variance of K = 64 samples of the shipped sampler (20 DDIM steps,
     `guess` start) on the frames of ``ref_path``."""
-    from bayes_smlm.config import task_from_dict
-    from bayes_smlm.io import read_npz, write_npz
-    from bayes_smlm.psi import read_config
-    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.forward.config import task_from_dict
+    from bayes_smlm.io.atomic import read_npz, write_npz
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, read_config
     ref = read_npz(ref_path, ("adu",))
     task = task_from_dict(read_config(checkpoint)["task"])
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
@@ -130,9 +137,9 @@ def moments(out: Path, ref_path: Path, checkpoint: Path, device: str) -> None:
 
 def fit(checkpoint: Path, ref_path: Path, moments_path: Path, seed: int) -> None:
     """Fit the spread recalibration of a Ψ checkpoint and store it in its config.json."""
-    from bayes_smlm.io import read_npz, write_json
-    from bayes_smlm.psi import read_config
-    from bayes_smlm.recalibration import fit_spread_recalibration
+    from bayes_smlm.io.atomic import read_npz, write_json
+    from bayes_smlm.surrogates.psi.pipeline import read_config
+    from bayes_smlm.surrogates.psi.recalibration import fit_spread_recalibration
     ref = read_npz(ref_path, ("ref_var", "ref_scores"))
     mom = read_npz(moments_path, ("mean", "var"))
     fitted_on = {"frames": int(len(mom["mean"])), "seed": seed,
@@ -159,7 +166,7 @@ LABELS = {  # variant name -> (schedule, loss, prediction, conditioning, UNet)
 
 def report(out: Path, scores: list[Path]) -> None:
     """The lever table of a sweep (markdown) from its ``scores-*.json`` files."""
-    from bayes_smlm.report import markdown_table
+    from bayes_smlm.reporting.markdown import markdown_table
     lines = ["# Ψ sweep: which lever calibrates the surrogate (selection frames only)", "",
              "Written by `python scripts/psi_sweep.py report` from the `score` results of "
              "`scripts/psi-sweep-gpu` (one NVIDIA H200; every variant trained 4.5 min, seed 0, "
@@ -175,16 +182,16 @@ def report(out: Path, scores: list[Path]) -> None:
         lines += [f"## {Path(path).stem.removeprefix('scores-')}", "",
                   f"Reference `{ref['method']}` ({ref['flagged']} frames flagged): KDE cover "
                   f"{ref['coverage_50']:.3f} / {ref['coverage_90']:.3f} / {ref['coverage_95']:.3f}"
-                  f", z SD {ref['z_sd']:.2f}.", ""]
+                  f", z SD {Z_SD.of(ref):.2f}.", ""]
         rows = []
         for r in data["rows"]:
             label = LABELS.get(r["checkpoint"], ("?",) * 5)
             rows.append((r["checkpoint"], *label, r["sampler"], f"{r['pearson_median']:.3f}",
-                         f"{r['signal_ratio_median']:.2f}",
-                         f"{r['background_floor_median']:.1e}",
+                         f"{SIGNAL_RATIO.of(r):.2f}",
+                         f"{BACKGROUND_FLOOR.of(r):.1e}",
                          f"{r['coverage_50']:.3f} / {r['coverage_90']:.3f} / "
-                         f"{r['coverage_95']:.3f}", f"{r['z_sd']:.2f}",
-                         f"{r['seconds_per_frame']:.2f}"))
+                         f"{r['coverage_95']:.3f}", f"{Z_SD.of(r):.2f}",
+                         f"{SECONDS_PER_FRAME.of(r):.2f}"))
         lines += [markdown_table(["variant", "schedule", "loss", "target", "conditioning",
                                   "UNet", "sampler", "r", "signal Σvar ratio",
                                   "background floor", "KDE cover 50/90/95", "z SD",

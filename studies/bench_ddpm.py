@@ -9,21 +9,19 @@ Run: ``bayes-smlm study bench-ddpm [--preset smoke|cpu|paper]``.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
 from bayes_smlm.methods import get_method
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.reporting.timing import median_seconds
+from bayes_smlm.studies.registry import begin_study
+from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
 
 NAME = "bench-ddpm"
 PRESETS: dict[str, dict[str, Any]] = {
@@ -33,20 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    from bayes_smlm.psi_pipeline import PsiPipeline
-    s = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    s, out = begin_study(preset, PRESETS, out)
     task = get_task("isolated")
     frames = simulate(task, max(s["repeats"], s["nuts_frames"]), 7000 + seed)
     psi = PsiPipeline.from_pretrained(None, task)
@@ -60,7 +46,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
         if repeats == 0:
             continue
         it = iter(single_frames * 2)
-        seconds = _median_seconds(lambda: psi.sample(
+        seconds = median_seconds(lambda: psi.sample(
             next(it), s["samples"], start="guess", steps=steps, precision=precision), repeats)
         rows.append({"method": label, "seconds_per_frame": seconds, "repeats": repeats})
         print(f"  {label}: {seconds:.2f} s/frame", flush=True)
@@ -70,7 +56,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     rows.append({"method": f"NUTS 4 × 1000 (exact), batch of {s['nuts_frames']} frames, "
                            "compiled", "seconds_per_frame": result.seconds / result.n_frames,
                  "repeats": 1})
-    prov = provenance(study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count(),
+    prov = provenance(study=NAME, preset=preset, seed=seed,
                       torch_threads=torch.get_num_threads())
     write_json(out / "metrics.json", {"rows": rows, "samples": s["samples"], "provenance": prov})
     table = markdown_table(["sampler", "s / frame (median)", "repeats"],
@@ -85,11 +71,3 @@ Preset `{preset}`: K = {s['samples']} samples per frame, one frame per call, `gu
 {table}
 """
     return write_report(out, body, prov)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

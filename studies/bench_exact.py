@@ -9,19 +9,16 @@ Run: ``bayes-smlm study bench-exact [--preset smoke|cpu|paper]``.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
 from bayes_smlm.methods import get_method
-from bayes_smlm.posterior_io import to_datatree
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.studies.registry import begin_study
 
 NAME = "bench-exact"
 PRESETS = {
@@ -35,13 +32,13 @@ ESS_METHODS = ("rwmh", "rwmh_paper", "nuts")
 def ess_row(name: str, task, adu: np.ndarray, draws: int, seed: int) -> dict:
     """Run one method; median (over frames) of the smaller bulk ESS of x and y, per second."""
     result = get_method(name)(task, adu, seed=seed, chains=4, draws=draws)
-    diag = to_datatree(result)["diagnostics"]
-    ess = np.asarray(diag["ess_bulk"]).min(axis=(1, 2))
+    diag = result.diagnostics
+    ess = diag.smallest_ess_bulk
     per_frame = result.seconds / result.n_frames
     row = {"method": name, "frames": result.n_frames, "seconds": result.seconds,
            "seconds_per_frame": per_frame, "median_ess_bulk": float(np.median(ess)),
            "ess_per_second": float(np.median(ess) / per_frame),
-           "pass_rate": float(diag.attrs["pass_rate"]),
+           "pass_rate": diag.pass_rate,
            "acceptance": float(result.sample_stats["acceptance_rate"].mean())}
     if "diverging" in result.sample_stats:
         row["divergent_fraction"] = float(result.sample_stats["diverging"].mean())
@@ -49,9 +46,7 @@ def ess_row(name: str, task, adu: np.ndarray, draws: int, seed: int) -> dict:
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     task = get_task("isolated")
     adu = simulate(task, settings["ess_frames"], seed).adu
     rows = []
@@ -67,7 +62,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
         walls.append({"method": name, "frames": result.n_frames, "seconds": result.seconds,
                       "chains": kwargs["chains"], "draws": kwargs["draws"]})
         print(f"  {name}: {result.n_frames} frames in {result.seconds:.1f} s", flush=True)
-    prov = provenance(study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())
+    prov = provenance(study=NAME, preset=preset, seed=seed)
     write_json(out / "metrics.json", {"ess": rows, "wall": walls, "provenance": prov})
     ess_table = markdown_table(
         ["method", "frames", "s/frame", "median bulk ESS (min of x, y)", "ESS/s", "acceptance",
@@ -98,11 +93,3 @@ p(θ | x)^0.2 (a different, √5× wider target), so its ESS/s is not a like-for
 {wall_table}
 """
     return write_report(out, text, prov)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

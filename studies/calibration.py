@@ -14,8 +14,6 @@ Run: ``bayes-smlm study calibration [--task paper] [--preset smoke|cpu|paper]``.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,22 +21,28 @@ from typing import Any, Sequence
 import numpy as np
 
 from bayes_smlm.compare import compare_methods
+from bayes_smlm.compare.crlb_gaps import detection_crlb_gap, sqrt_crlb_at
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
+from bayes_smlm.io.posteriors import save_posterior
+from bayes_smlm.io.study_files import posterior_path, save_frames, write_study_config
+from bayes_smlm.localization.detection import detect
 from bayes_smlm.methods import get_method, list_methods
+from bayes_smlm.methods.ddpm import recalibrated_result
 from bayes_smlm.methods.reference import reference_flags, reference_method
-from bayes_smlm.posterior_io import save_posterior
-from bayes_smlm.report import provenance
-from bayes_smlm.simulate import simulate
+from bayes_smlm.reporting.markdown import provenance
 from bayes_smlm.studies.calibration_report import render
-from bayes_smlm.study_io import posterior_path, save_frames, write_study_config
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.studies.registry import begin_study, fresh_seed
+from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
+from bayes_smlm.surrogates.phi.evaluation import settings_from_config, tolerance_lr
+from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config
+from bayes_smlm.surrogates.psi.recalibration import recalibration_of
 
 NAME = "calibration"
 TASK_ARGUMENT = True
 DEFAULT_TASK = "isolated"
-FRESH_SEED_OFFSET = 3000  # never a training or validation seed of the shipped networks
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 6, "dense_frames": 4, "chains": 2, "draws": 200, "dense_draws": 600, "kde_samples": 16,
               "frame_limits": {"ddpm": 2},
@@ -64,9 +68,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def add_recalibrated(results: dict[str, Any], out: Path) -> None:
     """Beside the raw ``ddpm`` result, ``ddpm-recal``: the same samples with the checkpoint's
     post-hoc spread recalibration (a named option, scored on the same frames)."""
-    from bayes_smlm.methods.ddpm import recalibrated_result
-    from bayes_smlm.psi import psi_shipped_checkpoint, read_config
-    from bayes_smlm.recalibration import recalibration_of
     raw = results["ddpm"]
     checkpoint = raw.settings["checkpoint"]
     config = read_config(psi_shipped_checkpoint(raw.task.name) if checkpoint == "shipped"
@@ -101,10 +102,6 @@ def _run_method(name: str, task, adu: np.ndarray, theta: np.ndarray, seed: int,
 
 def _phi_log_gap(task, adu: np.ndarray, theta: np.ndarray) -> dict[str, Any]:
     """φ + LoG detection (the paper's point estimate) against √CRLB."""
-    from bayes_smlm.compare.crlb_gaps import detection_crlb_gap, sqrt_crlb_at
-    from bayes_smlm.detect import detect
-    from bayes_smlm.phi import PhiPredictor, load_phi
-    from bayes_smlm.phi_eval import settings_from_config, tolerance_lr
     model, config = load_phi(None, task)
     kdes = PhiPredictor(model, task)(adu)
     found = detect(kdes, task.optics.sigma_kde, task.optics.upsampling,
@@ -123,7 +120,7 @@ def cost_by_emitters(settings: dict[str, Any], seed: int, methods: Sequence[str]
     rows = []
     for n in settings["cost_emitters"]:
         task = get_task("paper", {"n_emitters": n})
-        batch = simulate(task, settings["cost_frames"], FRESH_SEED_OFFSET + 500 + seed)
+        batch = simulate(task, settings["cost_frames"], fresh_seed(NAME, seed) + 500)
         for name in methods:
             if name == "ddpm" and n not in (settings["cost_emitters"][0],
                                             settings["cost_emitters"][-1]):
@@ -142,13 +139,11 @@ def cost_by_emitters(settings: dict[str, Any], seed: int, methods: Sequence[str]
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
         task: str = DEFAULT_TASK) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     started = time.perf_counter()
     task_name, task = task, get_task(task)
     n_frames = settings["frames"] if task.prior.n_emitters == 1 else settings["dense_frames"]
-    frames = simulate(task, n_frames, FRESH_SEED_OFFSET + seed)
+    frames = simulate(task, n_frames, fresh_seed(NAME, seed))
     save_frames(out, frames.adu, frames.kde, frames.theta)
     reference = reference_method(task)
     methods = [reference] + [m for m in list_methods() if m != reference]
@@ -170,7 +165,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     flagged = reference_flags(results[reference])
     keep = ~flagged
     if not keep.any():
-        raise ConfigError("--preset", f"every frame failed the {reference} reference's "
+        raise ConfigError("preset", f"every frame failed the {reference} reference's "
                           "diagnostics (R-hat > 1.01 or bulk ESS < 400); run longer chains")
     scored = {name: r.select_frames(keep[:r.n_frames]) for name, r in results.items()}
     metrics = compare_methods(scored, reference, task, frames.kde[keep], frames.theta[keep],
@@ -182,17 +177,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     metrics["cost_by_emitters"] = cost_by_emitters(
         settings, seed, [m for m in ("nuts", "ddpm") if m in results], task)
     metrics["wall_seconds"] = time.perf_counter() - started
-    metrics["provenance"] = provenance(study=NAME, preset=preset, seed=seed,
-                                       cpu_count=os.cpu_count())
+    metrics["provenance"] = provenance(study=NAME, preset=preset, seed=seed)
     write_study_config(out, NAME, preset, seed, settings, task=task.to_dict(), task_name=task_name,
-                       fresh_seed=FRESH_SEED_OFFSET + seed, methods=list(results))
+                       fresh_seed=fresh_seed(NAME, seed), methods=list(results))
     write_json(out / "metrics.json", metrics)
     return render(out)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,27 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from bayes_smlm.report import markdown_table, write_report
-from bayes_smlm.study_io import METRICS, load_frames, posterior_path, read_json
+from bayes_smlm.compare import schema, variance_ratio_map
+from bayes_smlm.compare.schema import format_cell
+from bayes_smlm.io.posteriors import load_posterior
+from bayes_smlm.io.study_files import METRICS, load_frames, posterior_path, read_json
+from bayes_smlm.reporting import figures
+from bayes_smlm.reporting.markdown import markdown_table, write_report
 
 VAR_BARS = (0.8, 0.67, 1.5)  # median Pearson r ≥ 0.8, median Σvar ratio in [0.67, 1.5]
 SURROGATES = ("ddpm", "ddpm-recal")
-CROWDING = ("1", "2", ">=3")
-
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "—"
-    return format(value, spec) if isinstance(value, (float, int)) else str(value)
+CROWDING = schema.CROWDING_CLASSES[1:]  # signal pixels with no true emitter within 2 px are rare
+LEVELS = schema.COVERAGE_LEVELS
 
 
 def _coverage_verdict(s: dict[str, Any]) -> str:
-    if "kde_coverage_90" not in s:
+    if schema.KDE_COVERAGE[90].of(s) is None:
         return "no samples kept: KDE coverage not measured"
     words, signs = [], []
-    for level in (50, 90, 95):
-        cov, att, se = (s[f"kde_coverage_{level}"], s[f"kde_coverage_{level}_attained"],
-                        s[f"kde_coverage_{level}_se"])
+    for level in LEVELS:
+        cov, att, se = (schema.KDE_COVERAGE[level].of(s), schema.KDE_COVERAGE_ATTAINED[level].of(s),
+                        schema.KDE_COVERAGE_SE[level].of(s))
         tol = max(3 * se, 0.02)
         signs.append(np.sign(cov - att))
         state = ("within 3 SE" if abs(cov - att) <= tol else
@@ -59,59 +58,64 @@ def verdicts(metrics: dict[str, Any]) -> list[str]:
         if name == ref:
             continue
         s = m["scalars"]
-        r, ratio = s["var_pearson_median"], s["var_ratio_median"]
+        r, ratio = schema.VAR_PEARSON.of(s), schema.VAR_RATIO.of(s)
         shape = "follows" if r >= r_min else "does not follow"
         size = ("matches" if lo <= ratio <= hi else
                 "overstates" if ratio > hi else "understates")
         lines.append(
-            f"- **{name}** ({s['frames']} frames): its variance map {shape} the exact one's shape "
+            f"- **{name}** ({schema.FRAMES.of(s)} frames): its variance map {shape} the exact "
+            f"one's shape "
             f"(median r = {r:.3f}, bar {r_min}) and {size} the total variance (median Σvar ratio "
             f"= {ratio:.2f}, bar [{lo}, {hi}]); KDE interval coverage — {_coverage_verdict(s)}; "
-            f"z-score SD {s.get('z_sd', float('nan')):.2f} (exact: "
-            f"{metrics['methods'][ref]['scalars'].get('z_sd', float('nan')):.2f}); "
+            f"z-score SD {schema.Z_SD.of(s, float('nan')):.2f} (exact: "
+            f"{schema.Z_SD.of(metrics['methods'][ref]['scalars'], float('nan')):.2f}); "
             f"its Gaussian KDE entropy is above the exact one on "
-            f"{100 * s['kde_entropy_above_reference']:.0f} % of frames "
-            f"(median difference {s['kde_entropy_minus_reference_median']:+.1f} nats; the paper's "
+            f"{100 * schema.KDE_ENTROPY_ABOVE.of(s):.0f} % of frames "
+            f"(median difference {schema.KDE_ENTROPY_GAP.of(s):+.1f} nats; the paper's "
             f"data-processing argument expects above).")
     return lines
 
 
+TABLE_VARIANCE = (schema.FRAMES, schema.SECONDS_PER_FRAME, schema.VAR_PEARSON, schema.VAR_RATIO,
+                  schema.KDE_ENTROPY, schema.KDE_ENTROPY_GAP, schema.THETA_ENTROPY_GAUSS,
+                  schema.THETA_ENTROPY_KNN)
+TABLE_CALIBRATION = (schema.Z_SD, schema.Z_ABS_GT_3, schema.SBC_MIN_P, schema.THETA_COVERAGE[90])
+TABLE_CRLB = (schema.SD_RATIO["x"], schema.SD_RATIO["y"], schema.RMSE_RATIO["x"],
+              schema.RMSE_RATIO["y"], schema.RHAT_MAX, schema.ESS_BULK_MIN, schema.ESS_TAIL_MIN,
+              schema.MCSE_MEAN_MAX, schema.DIVERGENCES)
+TABLE_REGIONS = (schema.FRAMES, schema.VAR_PEARSON, schema.VAR_RATIO, schema.SIGNAL_PEARSON,
+                 schema.SIGNAL_RATIO, schema.BACKGROUND_FLOOR, schema.REFERENCE_FLOOR,
+                 schema.BACKGROUND_SHARE)
+
+
+def _metric_table(methods: dict[str, Any], columns, extra=lambda s: ()) -> list[tuple]:
+    """One row per method: its name, ``extra(scalars)`` cells, then the ``columns`` metrics."""
+    return [(name, *extra(m["scalars"]), *(c.cell(m["scalars"]) for c in columns))
+            for name, m in methods.items()]
+
+
 def _tables(metrics: dict[str, Any]) -> str:
     methods = _ordered(metrics)
-    rows1, rows2, rows3 = [], [], []
-    for name, m in methods.items():
-        s = m["scalars"]
-        rows1.append((name, s["frames"], _fmt(s["seconds_per_frame"]),
-                      _fmt(s["var_pearson_median"]), _fmt(s["var_ratio_median"], ".2f"),
-                      _fmt(s["kde_entropy_median"], ".1f"),
-                      _fmt(s["kde_entropy_minus_reference_median"], "+.1f"),
-                      _fmt(s.get("theta_entropy_gauss_median"), ".2f"),
-                      _fmt(s.get("theta_entropy_knn_median"), ".2f")))
-        cov = [f"{_fmt(s.get(f'kde_coverage_{lv}'))} ± {_fmt(s.get(f'kde_coverage_{lv}_se'))}"
-               for lv in (50, 90, 95)]
-        rows2.append((name, *cov, _fmt(s.get("z_sd"), ".2f"), _fmt(s.get("z_abs_gt_3"), ".4f"),
-                      _fmt(s.get("sbc_min_pvalue"), ".3f"), _fmt(s.get("theta_coverage_90"))))
-        rows3.append((name, _fmt(s.get("sd_ratio_x"), ".2f"), _fmt(s.get("sd_ratio_y"), ".2f"),
-                      _fmt(s.get("rmse_ratio_x"), ".2f"), _fmt(s.get("rmse_ratio_y"), ".2f"),
-                      _fmt(s.get("rhat_max")), _fmt(s.get("ess_bulk_min"), ".0f"),
-                      _fmt(s.get("ess_tail_min"), ".0f"), _fmt(s.get("mcse_mean_max"), ".4f"),
-                      _fmt(s.get("divergences"), "d")))
+
+    def coverage(s):
+        return tuple(f"{schema.KDE_COVERAGE[lv].cell(s)} ± {schema.KDE_COVERAGE_SE[lv].cell(s)}"
+                     for lv in LEVELS)
+
+    rows3 = _metric_table(methods, TABLE_CRLB)
     phi = metrics["phi_log"]
-    rows3.append(("φ + LoG (point estimate)", "—", "—", _fmt(phi["rmse_ratio"][0], ".2f"),
-                  _fmt(phi["rmse_ratio"][1], ".2f"), "—", "—", "—", "—", "—"))
-    attained = next((m["scalars"] for m in methods.values() if "kde_coverage_50_attained"
-                     in m["scalars"]), None)
+    rows3.append(("φ + LoG (point estimate)", "—", "—", format_cell(phi["rmse_ratio"][0], ".2f"),
+                  format_cell(phi["rmse_ratio"][1], ".2f"), "—", "—", "—", "—", "—"))
+    attained = next((m["scalars"] for m in methods.values()
+                     if schema.KDE_COVERAGE_ATTAINED[50].of(m["scalars"]) is not None), None)
     att = ("an exact posterior attains " + " / ".join(
-        f"{attained[f'kde_coverage_{lv}_attained']:.3f}" for lv in (50, 90, 95))
+        f"{schema.KDE_COVERAGE_ATTAINED[lv].of(attained):.3f}" for lv in LEVELS)
         if attained else "")
-    t1 = markdown_table(["method", "frames", "s/frame", "var map r (median)",
-                         "Σvar ratio (median)", "KDE entropy (nats, median)",
-                         "Δ entropy vs reference", "θ entropy Gaussian", "θ entropy k-NN"], rows1)
-    t2 = markdown_table(["method", "KDE cover 50 %", "KDE cover 90 %", "KDE cover 95 %",
-                         "z SD", "P(|z| > 3)", "SBC min p", "θ cover 90 %"], rows2)
-    t3 = markdown_table(["method", "SD/√CRLB x", "SD/√CRLB y", "RMSE/√CRLB x", "RMSE/√CRLB y",
-                         "max R-hat", "min bulk ESS", "min tail ESS", "max MCSE (px)",
-                         "divergences"], rows3)
+    t1 = markdown_table(["method", *(c.label for c in TABLE_VARIANCE)],
+                        _metric_table(methods, TABLE_VARIANCE))
+    t2 = markdown_table(["method", *(schema.KDE_COVERAGE[lv].label for lv in LEVELS),
+                         *(c.label for c in TABLE_CALIBRATION)],
+                        _metric_table(methods, TABLE_CALIBRATION, coverage))
+    t3 = markdown_table(["method", *(c.label for c in TABLE_CRLB)], rows3)
     return (f"### Variance maps, entropy and cost\n\n{t1}\n\n"
             f"### Calibration\n\nKDE coverage: mean over frames ± SE; with "
             f"S = {metrics['kde_samples']} samples per pixel {att} (50 / 90 / 95 %).\n\n{t2}\n\n"
@@ -119,26 +123,20 @@ def _tables(metrics: dict[str, Any]) -> str:
 
 
 def _region_tables(metrics: dict[str, Any]) -> str:
-    rows, crowd_rows = [], []
-    for name, m in _ordered(metrics).items():
-        s = m["scalars"]
-        rows.append((name, s["frames"], _fmt(s["var_pearson_median"]),
-                     _fmt(s["var_ratio_median"], ".2f"), _fmt(s.get("signal_pearson_median")),
-                     _fmt(s.get("signal_ratio_median"), ".2f"),
-                     _fmt(s.get("background_floor_median"), ".2e"),
-                     _fmt(s.get("reference_background_floor_median"), ".2e"),
-                     _fmt(s.get("background_share_median"), ".3f")))
+    methods = _ordered(metrics)
+    crowd_rows = []
+    for name, m in methods.items():
         for cls in CROWDING:
-            c = s.get("by_crowding", {}).get(cls)
+            c = schema.BY_CROWDING.of(m["scalars"], {}).get(cls)
             if c:
-                crowd_rows.append((name, cls, c["pixels"], _fmt(c["coverage_50"]),
-                                   _fmt(c["coverage_90"]), _fmt(c["coverage_95"]),
-                                   _fmt(c["z_sd"], ".2f")))
-    t1 = markdown_table(["method", "frames", "r (whole)", "Σvar ratio (whole)", "r (signal)",
-                         "Σvar ratio (signal)", "background SD floor", "reference floor",
-                         "variance share on background"], rows)
-    t2 = markdown_table(["method", "true emitters within 2 px", "signal pixels", "cover 50 %",
-                         "cover 90 %", "cover 95 %", "z SD"], crowd_rows)
+                crowd_rows.append((name, cls, c[schema.CROWD_PIXELS],
+                                   *(format_cell(c[schema.CROWD_COVERAGE[lv]])
+                                     for lv in LEVELS),
+                                   format_cell(c[schema.CROWD_Z_SD], ".2f")))
+    t1 = markdown_table(["method", *(c.label for c in TABLE_REGIONS)],
+                        _metric_table(methods, TABLE_REGIONS))
+    t2 = markdown_table(["method", "true emitters within 2 px", "signal pixels",
+                         *(f"cover {lv} %" for lv in LEVELS), schema.Z_SD.label], crowd_rows)
     return (f"### Where the signal is, and where it is not\n\nMedians over frames. *Signal*: "
             f"reference mean ≥ 0.05; *background*: reference mean < 0.01, where the exact "
             f"variance is ≈ 0; its *floor* is the median posterior SD there (KDE units); the last "
@@ -157,15 +155,15 @@ def acceptance(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in metrics["methods"]:
             continue
         s = metrics["methods"][name]["scalars"]
-        checks = {"r ≥ 0.9": s["var_pearson_median"] >= 0.9,
-                  "signal Σvar ratio in [0.8, 1.25]": 0.8 <= s["signal_ratio_median"] <= 1.25}
-        for lv in (50, 90, 95):
-            if f"kde_coverage_{lv}" in s:
-                checks[f"cover {lv} % ± 0.05"] = abs(s[f"kde_coverage_{lv}"]
-                                                     - ref[f"kde_coverage_{lv}"]) <= 0.05
-        if "z_sd" in s:
-            checks["z SD ± 10 %"] = abs(s["z_sd"] / ref["z_sd"] - 1) <= 0.10
-        floor, ref_floor = s["background_floor_median"], ref["reference_background_floor_median"]
+        checks = {"r ≥ 0.9": schema.VAR_PEARSON.of(s) >= 0.9,
+                  "signal Σvar ratio in [0.8, 1.25]": 0.8 <= schema.SIGNAL_RATIO.of(s) <= 1.25}
+        for lv in LEVELS:
+            if schema.KDE_COVERAGE[lv].of(s) is not None:
+                checks[f"cover {lv} % ± 0.05"] = abs(schema.KDE_COVERAGE[lv].of(s)
+                                                     - schema.KDE_COVERAGE[lv].of(ref)) <= 0.05
+        if schema.Z_SD.of(s) is not None:
+            checks["z SD ± 10 %"] = abs(schema.Z_SD.of(s) / schema.Z_SD.of(ref) - 1) <= 0.10
+        floor, ref_floor = schema.BACKGROUND_FLOOR.of(s), schema.REFERENCE_FLOOR.of(ref)
         checks["floor ≤ 2× reference"] = floor <= 2 * ref_floor
         rows.append({"method": name, "checks": checks})
     return rows
@@ -195,27 +193,29 @@ def crowding_words(metrics: dict[str, Any]) -> list[str]:
         s = metrics["methods"][name]["scalars"]
         parts = []
         for cls in CROWDING:
-            c, r = s.get("by_crowding", {}).get(cls), ref.get("by_crowding", {}).get(cls)
+            c, r = schema.BY_CROWDING.of(s, {}).get(cls), schema.BY_CROWDING.of(ref, {}).get(cls)
             if not c or not r:
                 continue
-            gap = c["coverage_90"] - r["coverage_90"]
+            cover90, z_sd = schema.CROWD_COVERAGE[90], schema.CROWD_Z_SD
+            gap = c[cover90] - r[cover90]
             state = ("coverage agrees" if abs(gap) <= 0.05 else
                      "intervals too narrow" if gap < 0 else "intervals too wide")
-            z_ratio = c["z_sd"] / r["z_sd"]
+            z_ratio = c[z_sd] / r[z_sd]
             state += ("" if abs(z_ratio - 1) <= 0.1 else
                       ", z-scores wider" if z_ratio > 1 else ", z-scores narrower")
             label = {"1": "one emitter near", "2": "close pairs", ">=3": "three or more"}[cls]
-            parts.append(f"{label}: {state} (90 % cover {c['coverage_90']:.3f} vs "
-                         f"{r['coverage_90']:.3f}, z SD {c['z_sd']:.2f} vs {r['z_sd']:.2f}, "
-                         f"{c['pixels']} px)")
-        cost = s["seconds_per_frame"] / ref["seconds_per_frame"]
+            parts.append(f"{label}: {state} (90 % cover {c[cover90]:.3f} vs "
+                         f"{r[cover90]:.3f}, z SD {c[z_sd]:.2f} vs {r[z_sd]:.2f}, "
+                         f"{c[schema.CROWD_PIXELS]} px)")
+        cost = schema.SECONDS_PER_FRAME.of(s) / schema.SECONDS_PER_FRAME.of(ref)
         lines.append(f"- **{name}** by crowding — {'; '.join(parts)}. Its background floor is "
-                     f"{s['background_floor_median']:.1e} (reference "
-                     f"{ref['reference_background_floor_median']:.1e}). Cost: "
-                     f"{s['seconds_per_frame']:.2f} s/frame, {cost:.1f}× `{ref_name}`'s "
-                     f"{ref['seconds_per_frame']:.2f} s/frame on this machine.")
+                     f"{schema.BACKGROUND_FLOOR.of(s):.1e} (reference "
+                     f"{schema.REFERENCE_FLOOR.of(ref):.1e}). Cost: "
+                     f"{schema.SECONDS_PER_FRAME.of(s):.2f} s/frame, {cost:.1f}× `{ref_name}`'s "
+                     f"{schema.SECONDS_PER_FRAME.of(ref):.2f} s/frame on this machine.")
     if lines:
-        lines.append(f"- The reference's rows are over all its {ref['frames']} scored frames; a "
+        lines.append(f"- The reference's rows are over all its {schema.FRAMES.of(ref)} scored "
+                     f"frames; a "
                      f"surrogate run on fewer frames is compared with that estimate of what an "
                      f"exact posterior attains.")
     return lines
@@ -223,9 +223,6 @@ def crowding_words(metrics: dict[str, Any]) -> list[str]:
 
 def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     from scipy import stats
-    from bayes_smlm import figures
-    from bayes_smlm.compare import variance_ratio_map
-    from bayes_smlm.posterior_io import load_posterior
     methods, ref = _ordered(metrics), metrics["reference"]
     frames = load_frames(out)
     maps = {name: load_posterior(posterior_path(out, name))["kde"].dataset
@@ -241,20 +238,20 @@ def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
                        (f"{name}: log10 var / {ref}", zoom(variance_ratio_map(var, ref_var)),
                         "RdBu_r")])
     figures.image_grid(panels, out / "maps.png")
-    ranks = {n: np.asarray(m["scalars"]["sbc_ranks"]) for n, m in methods.items()
-             if "sbc_ranks" in m["scalars"]}
+    ranks = {n: np.asarray(schema.SBC_RANKS.of(m["scalars"])) for n, m in methods.items()
+             if schema.SBC_RANKS.of(m["scalars"]) is not None}
     text = "![maps](maps.png)\n\n"
     if ranks:
         figures.rank_histograms(ranks, 99, 10, out / "sbc_ranks.png")
         text += "![SBC ranks](sbc_ranks.png)\n\n"
-    cov = {n: (np.array([m["scalars"][f"kde_coverage_{lv}_attained"] for lv in (50, 90, 95)]),
-               np.array([m["scalars"][f"kde_coverage_{lv}"] for lv in (50, 90, 95)]),
-               np.array([m["scalars"][f"kde_coverage_{lv}_se"] for lv in (50, 90, 95)]))
-           for n, m in methods.items() if "kde_coverage_50" in m["scalars"]}
+    cov = {n: tuple(np.array([metric[lv].of(m["scalars"]) for lv in LEVELS])
+                    for metric in (schema.KDE_COVERAGE_ATTAINED, schema.KDE_COVERAGE,
+                                   schema.KDE_COVERAGE_SE))
+           for n, m in methods.items() if schema.KDE_COVERAGE[50].of(m["scalars"]) is not None}
     if cov:
         figures.coverage_plot(cov, out / "coverage.png",
                               xlabel="level an exact posterior attains with S samples")
-        figures.histograms({n: methods[n]["scalars"]["z_histogram"] for n in cov},
+        figures.histograms({n: schema.Z_HISTOGRAM.of(methods[n]["scalars"]) for n in cov},
                            np.linspace(-6, 6, 49), out / "z_scores.png",
                            xlabel="z = (y0 − mean) / SD over signal pixels",
                            reference_pdf=stats.norm.pdf)
@@ -271,13 +268,14 @@ def render(out: str | Path) -> Path:
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     settings = config["settings"]
-    rows = [(r["method"], r["emitters"], r["frames"], _fmt(r["seconds_per_frame"], ".2f"))
+    rows = [(r["method"], r["emitters"], r["frames"], format_cell(r["seconds_per_frame"], ".2f"))
             for r in metrics.get("cost_by_emitters", [])]
     for name in SURROGATES[:1]:  # a surrogate not re-timed in the sweep: its main-run cost
         if name in metrics["methods"] and not any(r[0] == name for r in rows):
             m = metrics["methods"][name]["scalars"]
             rows.append((f"{name} (the frames above)", config["task"]["prior"]["n_emitters"],
-                         m["frames"], _fmt(m["seconds_per_frame"], ".2f")))
+                         schema.FRAMES.of(m),
+                         format_cell(schema.SECONDS_PER_FRAME.of(m), ".2f")))
     cost_rows = markdown_table(["method", "emitters / frame", "frames", "s/frame"], rows)
     failures = "".join(f"- `{k}` was skipped: {v}\n" for k, v in metrics["failures"].items())
     task = config["task"]
@@ -299,8 +297,8 @@ seed {config['fresh_seed']}) of {n_emitters} emitter(s), i0 = {task['prior']['i0
 Reference: {reference_words}. θ methods draw {settings['chains']} chains × {draws}; methods with
 a frame limit ({limits}) run on the first frames only and are compared on those. Method options:
 `{settings['method_options']}`; `ddpm-recal` is the same DDPM samples with the checkpoint's
-post-hoc spread recalibration (fitted on separate frames; `bayes_smlm.recalibration`). Wall time
-of the whole study: {metrics['wall_seconds']:.0f} s.
+post-hoc spread recalibration (fitted on separate frames;
+`bayes_smlm.surrogates.psi.recalibration`). Wall time of the whole study: {metrics['wall_seconds']:.0f} s.
 
 How to read it. *Variance maps*: per frame, the Pearson correlation over the 80×80 KDE pixels of
 a method's per-pixel posterior variance with the reference's, and the ratio of their sums

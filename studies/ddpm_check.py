@@ -12,25 +12,22 @@ Run: ``bayes-smlm study ddpm-check [--task paper] [--preset smoke|cpu|paper]``.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm.calibration import thin_to
 from bayes_smlm.compare import variance_agreement
 from bayes_smlm.compare.regions import region_variance_scores
-from bayes_smlm.io import write_json
+from bayes_smlm.compare.sbc import thin_to
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
 from bayes_smlm.methods import get_method
-from bayes_smlm.methods.reference import reference_flags, reference_method
 from bayes_smlm.methods.pushforward import kde_moments
-from bayes_smlm.psi import psi_shipped_checkpoint, read_config, weights_sha256
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.methods.reference import reference_flags, reference_method
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.studies.registry import begin_study, fresh_seed
+from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config, weights_sha256
 
 NAME = "ddpm-check"
 TASK_ARGUMENT = True
@@ -46,8 +43,6 @@ PRESETS = {
               "ddim_steps": 20, "variants": True, "precision": "fp32"},
 }
 SHIPPED_START = "guess"
-FRESH_SEED_OFFSET = 2500  # fresh frames: seed 2500 + --seed (never a training seed, nor the
-                          # seed-2000 frames the shipped configuration was chosen on)
 
 
 def _unet_digest(checkpoint: Path) -> str:
@@ -77,12 +72,10 @@ def checkpoints(with_variants: bool, task_name: str = DEFAULT_TASK) -> list[tupl
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
         task: str = DEFAULT_TASK) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     task_name, task = task, get_task(task)
     k = settings["samples"]
-    frames = simulate(task, settings["frames"], FRESH_SEED_OFFSET + seed)
+    frames = simulate(task, settings["frames"], fresh_seed(NAME, seed))
     nuts = get_method("nuts")(task, frames.adu, seed=seed, chains=4, draws=1000)
     ref = nuts if reference_method(task) == "nuts" else get_method("grid")(task, frames.adu,
                                                                            seed=seed)
@@ -113,7 +106,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                 r = rows[-1]
                 print(f"  {label} {start} {sampler}: r = {r['median_r']:.3f}, "
                       f"ratio = {r['median_ratio']:.2f}, {r['s_per_frame']:.2f} s/frame", flush=True)
-    prov = provenance(study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())
+    prov = provenance(study=NAME, preset=preset, seed=seed)
     flagged = int((~keep).sum())
     write_json(out / "metrics.json", {"rows": rows, "samples": k, "reference": ref.method,
                                       "reference_flagged": flagged, "provenance": prov})
@@ -127,7 +120,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     print(table)
     text = f"""# Ψ variance maps against the exact posterior (`{task_name}`)
 
-Preset `{preset}`, {settings['frames']} fresh frames (seed {FRESH_SEED_OFFSET + seed}), K = {k}
+Preset `{preset}`, {settings['frames']} fresh frames (seed {fresh_seed(NAME, seed)}), K = {k}
 samples per frame, {settings['precision']}. Reference: the `{ref.method}` posterior's KDE
 variance map ({flagged} frames failed its diagnostics and are left out). Per frame, the
 Pearson correlation of the two maps over the 80×80 pixels and the ratio of their sums, the same on
@@ -150,11 +143,3 @@ def _agreement(var: np.ndarray, reference: np.ndarray, reference_mean: np.ndarra
             "signal_ratio": float(np.nanmedian(regions["signal_ratio"])),
             "background_floor": float(np.nanmedian(regions["background_floor"])),
             "pearson": a.pearson.tolist(), "ratio": a.summed_ratio.tolist()}
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,29 +8,32 @@ Run: ``bayes-smlm study ddpm-uncertainty [--preset smoke|cpu|paper]``; rebuild: 
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from bayes_smlm.compare import variance_agreement
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.posteriors import load_posterior, save_posterior
+from bayes_smlm.io.study_files import (
+    METRICS,
+    load_frames,
+    posterior_path,
+    read_json,
+    save_frames,
+    write_study_config,
+)
 from bayes_smlm.methods import get_method
-from bayes_smlm.posterior_io import load_posterior, save_posterior
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_io import (METRICS, load_frames, posterior_path, read_json, save_frames,
-                                 write_study_config)
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
 from bayes_smlm.methods.reference import reference_flags, reference_method
+from bayes_smlm.reporting.figures import image_grid, peak_window
+from bayes_smlm.reporting.markdown import markdown_table, write_report
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "ddpm-uncertainty"
 TASK_ARGUMENT = True
 DEFAULT_TASK = "isolated"
-FRESH_SEED_OFFSET = 6000
 STARTS = ("noise", "guess")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 1, "samples": 8, "steps": 2, "precision": "fp32"},
@@ -41,11 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
         task: str = DEFAULT_TASK) -> Path:
-    s = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    s, out = begin_study(preset, PRESETS, out)
     task_name, task = task, get_task(task)
-    batch = simulate(task, s["frames"], FRESH_SEED_OFFSET + seed)
+    batch = simulate(task, s["frames"], fresh_seed(NAME, seed))
     save_frames(out, batch.adu, batch.kde, batch.theta)
     grid = get_method(reference_method(task))(task, batch.adu, seed=seed)
     save_posterior(grid, posterior_path(out, "reference"))
@@ -59,17 +60,15 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                   "summed_ratio": float(a.summed_ratio[f]),
                   "seconds_per_frame": result.seconds / result.n_frames}
                  for f in range(result.n_frames)]
-    write_study_config(out, NAME, preset, seed, s, fresh_seed=FRESH_SEED_OFFSET + seed,
+    write_study_config(out, NAME, preset, seed, s, fresh_seed=fresh_seed(NAME, seed),
                        task_name=task_name, reference=grid.method,
                        reference_flagged=np.flatnonzero(reference_flags(grid)).tolist())
-    write_json(out / METRICS, {"rows": rows, "provenance": provenance(
-        study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())})
+    write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
 
 
 def render(out: str | Path) -> Path:
     """Rebuild report.md and the figure from the saved frames and posteriors."""
-    from bayes_smlm.figures import image_grid, peak_window
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     frames = load_frames(out)
@@ -109,11 +108,3 @@ DDPM SD − exact SD (KDE units): red where the DDPM is too uncertain, blue wher
 ![SD maps](sd_maps.png)
 """
     return write_report(out, body, metrics["provenance"])
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,19 +8,19 @@ per-pixel mean and variance. Run: ``bayes-smlm study forward-model [--preset smo
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm import physics
-from bayes_smlm.fisher import fisher_information, mortensen_mle_sd
-from bayes_smlm.io import write_json
-from bayes_smlm.report import markdown_table, provenance, save_figure, write_report
-from bayes_smlm.simulate import simulate, simulate_fixed
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.fisher import fisher_information, mortensen_mle_sd
+from bayes_smlm.forward.simulate import simulate, simulate_fixed
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
+from bayes_smlm.reporting.figures import new_figure, save_figure
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.studies.registry import begin_study
 
 NAME = "forward-model"
 PRESETS = {
@@ -83,11 +83,8 @@ def camera_moments(n_frames: int, seed: int) -> dict:
 
 def figure(seed: int, path: Path) -> Path:
     """Frame, expected image and KDE of one simulated frame for each built-in task."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8), layout="constrained")
+    fig, axes = new_figure(2, 3, figsize=(13, 8), layout="constrained")
     for row, name in enumerate(("isolated", "paper")):
         task = get_task(name)
         batch = simulate(task, 1, seed)
@@ -110,9 +107,7 @@ def figure(seed: int, path: Path) -> Path:
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
     """Compute everything and write ``out/report.md``, ``metrics.json``, ``config.json``, a PNG."""
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     fig_path = figure(seed, out / "frames.png")
     table = crlb_table(settings["i0"], settings["background"])
     positions = position_table()
@@ -133,7 +128,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                  f"{r['sqrt_crlb_x_px']:.4f}", f"{r['sqrt_crlb_y_px']:.4f}") for r in positions]
     text = f"""# Forward model and Cramér–Rao bounds
 
-Task constants (`isolated`, DESIGN.md §2): σx = {defaults.optics.sigma_psf} LR px,
+Task constants (`isolated`, docs/conventions.md §2): σx = {defaults.optics.sigma_psf} LR px,
 i0 = {defaults.prior.i0:g} photons, offset = {defaults.camera.offset:g} ADU, gain =
 {defaults.camera.gain:g} ADU/photon, readout variance w² = {defaults.camera.readout_var:g} ADU²,
 u = {defaults.optics.upsampling}, σy = {defaults.optics.sigma_kde} HR px,
@@ -173,11 +168,3 @@ cumulants; values below ≈ 4 are what chance gives over this many pixels).
 """
     return write_report(out, text, prov)
 
-
-def main(args: Sequence[str] | None = None) -> int:
-    """Run as a script: ``python studies/forward_model.py [--preset P] [--seed S] [--out DIR]``."""
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

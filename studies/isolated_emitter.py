@@ -9,25 +9,28 @@ Run: ``bayes-smlm study isolated-emitter [--preset smoke|cpu|paper]``; rebuild: 
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.posteriors import load_posterior, save_posterior
+from bayes_smlm.io.study_files import (
+    METRICS,
+    load_frames,
+    posterior_path,
+    read_json,
+    save_frames,
+    write_study_config,
+)
 from bayes_smlm.methods import get_method
-from bayes_smlm.posterior_io import load_posterior, save_posterior
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_io import (METRICS, load_frames, posterior_path, read_json, save_frames,
-                                 write_study_config)
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.reporting.figures import image_grid, new_figure, peak_window, save_figure
+from bayes_smlm.reporting.markdown import markdown_table, write_report
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "isolated-emitter"
-FRESH_SEED_OFFSET = 5000
 METHODS = ("grid", "nuts", "rwmh", "rwmh_paper")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 1, "chains": 2, "draws": 200,
@@ -39,11 +42,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     task = get_task("isolated")
-    batch = simulate(task, settings["frames"], FRESH_SEED_OFFSET + seed)
+    batch = simulate(task, settings["frames"], fresh_seed(NAME, seed))
     save_frames(out, batch.adu, batch.kde, batch.theta)
     sd = {}
     for name in METHODS:
@@ -57,19 +58,14 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
              "sd_ratio_x": float(sd[name][f, 0] / sd["grid"][f, 0]),
              "sd_ratio_y": float(sd[name][f, 1] / sd["grid"][f, 1])}
             for name in METHODS for f in range(settings["frames"])]
-    write_study_config(out, NAME, preset, seed, settings, fresh_seed=FRESH_SEED_OFFSET + seed)
-    write_json(out / METRICS, {"rows": rows, "provenance": provenance(
-        study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())})
+    write_study_config(out, NAME, preset, seed, settings, fresh_seed=fresh_seed(NAME, seed))
+    write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
 
 
 def _draws_figure(out: Path, theta: dict[str, np.ndarray], truth: np.ndarray) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from bayes_smlm.report import save_figure
     frames = truth.shape[0]
-    fig, axes = plt.subplots(1, frames, figsize=(3.2 * frames, 3.2), squeeze=False)
+    fig, axes = new_figure(1, frames, figsize=(3.2 * frames, 3.2), squeeze=False)
     for f, ax in enumerate(axes[0]):
         g = theta["grid"][f, :, 0]
         half = 6 * g.std(axis=0).max()
@@ -93,7 +89,6 @@ def _draws_figure(out: Path, theta: dict[str, np.ndarray], truth: np.ndarray) ->
 
 def render(out: str | Path) -> Path:
     """Rebuild report.md and figures from the saved frames, posteriors and metrics."""
-    from bayes_smlm.figures import image_grid, peak_window
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     frames = load_frames(out)
@@ -134,11 +129,3 @@ published figure's cloud is this widened one.
 ![KDE mean and SD maps](maps.png)
 """
     return write_report(out, body, metrics["provenance"])
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,26 +11,23 @@ Run: ``bayes-smlm study localization [--preset smoke|cpu|paper]``; rebuild: ``ba
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from bayes_smlm.compare.crlb_gaps import detection_crlb_gap, sqrt_crlb_at
-from bayes_smlm.detect import detect, evaluate_detections
-from bayes_smlm.io import write_json
-from bayes_smlm.phi import PhiPredictor, load_phi
-from bayes_smlm.phi_eval import settings_from_config, tolerance_lr
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_io import METRICS, read_json, write_study_config
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.study_files import METRICS, read_json, write_study_config
+from bayes_smlm.localization.detection import detect, evaluate_detections
+from bayes_smlm.reporting.figures import new_figure, save_figure
+from bayes_smlm.reporting.markdown import markdown_table, write_report
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
+from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
+from bayes_smlm.surrogates.phi.evaluation import settings_from_config, tolerance_lr
 
 NAME = "localization"
-FRESH_SEED_OFFSET = 4000
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 6, "i0": [200, 1000], "tasks": ["isolated", "paper"]},
     "cpu": {"frames": 200, "i0": [50, 100, 200, 500, 1000, 2000], "tasks": ["isolated", "paper"]},
@@ -49,7 +46,7 @@ def sweep_task(task_name: str, frames: int, i0_values: Sequence[float],
     rows = []
     for k, i0 in enumerate(i0_values):
         task = get_task(task_name, {"i0": float(i0)})
-        batch = simulate(task, frames, FRESH_SEED_OFFSET + 100 * k + seed)
+        batch = simulate(task, frames, fresh_seed(NAME, seed) + 100 * k)
         found = detect(phi(batch.adu), task.optics.sigma_kde, task.optics.upsampling, settings)
         m = evaluate_detections(found, batch.theta, tolerance=tolerance_lr(task),
                                 pixel_size_nm=task.optics.pixel_size_nm)
@@ -66,27 +63,20 @@ def sweep_task(task_name: str, frames: int, i0_values: Sequence[float],
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     rows = [row for name in settings["tasks"]
             for row in sweep_task(name, settings["frames"], settings["i0"], seed)]
-    write_study_config(out, NAME, preset, seed, settings, fresh_seed=FRESH_SEED_OFFSET + seed)
-    write_json(out / METRICS, {"rows": rows, "provenance": provenance(
-        study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count())})
+    write_study_config(out, NAME, preset, seed, settings, fresh_seed=fresh_seed(NAME, seed))
+    write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
 
 
 def render(out: str | Path) -> Path:
     """Rebuild report.md and the figure from ``metrics.json`` and ``config.json``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from bayes_smlm.report import save_figure
     out = Path(out)
     metrics, config = read_json(out, METRICS), read_json(out, "config.json")
     rows = metrics["rows"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(figsize=(5, 3.5))
     for k, name in enumerate(config["settings"]["tasks"]):
         sel = [r for r in rows if r["task"] == name]
         i0 = [r["i0"] for r in sel]
@@ -122,11 +112,3 @@ median bound over emitters and axes (close pairs have much larger joint bounds).
 ![RMSE against √CRLB](rmse_vs_crlb.png)
 """
     return write_report(out, body, metrics["provenance"])
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,19 +9,17 @@ Run: ``bayes-smlm study paper-diagnostics [--preset smoke|cpu|paper]``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm.io import write_json
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
+from bayes_smlm.io.posteriors import to_datatree, write_datatree
 from bayes_smlm.methods import get_method
-from bayes_smlm.posterior_io import to_datatree, write_datatree
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.studies.registry import begin_study
 
 NAME = "paper-diagnostics"
 PRESETS = {
@@ -39,9 +37,7 @@ def min_separation(theta: np.ndarray) -> np.ndarray:
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     task = get_task("paper", {"n_emitters": settings["emitters"]})
     batch = simulate(task, settings["frames"], seed)
     sep = min_separation(batch.theta)
@@ -51,10 +47,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                                   theta_true=batch.theta, progress=True)
         tree = to_datatree(result)
         write_datatree(tree, out / f"{name}.nc")
-        diag = tree["diagnostics"]
-        rhat = np.asarray(diag["rhat"]).max(axis=(1, 2))
-        ess = np.asarray(diag["ess_bulk"]).min(axis=(1, 2))
-        passed = ~np.asarray(diag["flagged"])
+        diag = result.diagnostics
+        rhat, ess, passed = diag.worst_rhat, diag.smallest_ess_bulk, ~diag.flagged
         div = result.sample_stats.get("diverging")
         div = div.mean(axis=(0, 1)) if div is not None else np.zeros(result.n_frames)
         per_frame[name] = {"rhat_max": rhat.tolist(), "ess_bulk_min": ess.tolist(),
@@ -102,11 +96,3 @@ bulk ESS ≥ 400.
 {markdown_table(headers, frame_rows)}
 """
     return write_report(out, text, prov)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

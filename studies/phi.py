@@ -11,21 +11,24 @@ Run: ``bayes-smlm study phi [--preset smoke|cpu|paper]``.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
-from bayes_smlm.io import write_json
-from bayes_smlm.phi import PhiPredictor, frames_to_photons, load_phi, read_config, shipped_checkpoint
-from bayes_smlm.phi_eval import evaluate_phi, metrics_table
-from bayes_smlm.report import markdown_table, provenance, write_report
-from bayes_smlm.simulate import simulate
-from bayes_smlm.study_registry import check_preset, run_as_script
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_json
+from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
+from bayes_smlm.reporting.timing import median_seconds
+from bayes_smlm.studies.registry import begin_study, fresh_seed
+from bayes_smlm.surrogates.phi.estimator import (
+    PhiPredictor,
+    frames_to_photons,
+    load_phi,
+    read_config,
+    shipped_checkpoint,
+)
+from bayes_smlm.surrogates.phi.evaluation import evaluate_phi, metrics_table
 
 NAME = "phi"
 PRESETS = {
@@ -34,17 +37,6 @@ PRESETS = {
     "paper": {"frames": 1000, "batch": 256, "repeats": 7, "train_steps": 10},
 }
 TASKS = ("isolated", "paper")
-FRESH_SEED_OFFSET = 1000  # fresh frames use seed 1000 + --seed, never a checkpoint's training seed
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (one-off allocation and kernel selection)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> list[dict]:
@@ -63,7 +55,7 @@ def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> li
         predictor = PhiPredictor(model, task, batch_size=batch, precision=precision)
         modes.append((f"{precision}, BN folded + channels-last", lambda p=predictor: p.photons(photons)))
     for label, fn in modes:
-        seconds = _median_seconds(fn, repeats)
+        seconds = median_seconds(fn, repeats, warmup=1)
         rows.append({"what": f"inference {label}", "batch": batch, "per_second": batch / seconds,
                      "unit": "frames/s"})
     train_batch = int(config["training"]["batch_size"])
@@ -77,22 +69,20 @@ def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> li
         opt.zero_grad()
         loss.backward()
         opt.step()
-    seconds = _median_seconds(step, train_steps)
+    seconds = median_seconds(step, train_steps, warmup=1)
     rows.append({"what": "training step (forward + backward + AdamW)", "batch": train_batch,
                  "per_second": 1.0 / seconds, "unit": "steps/s"})
     return rows
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
-    settings = check_preset(preset, PRESETS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = begin_study(preset, PRESETS, out)
     threads = torch.get_num_threads()
     sections, metrics = [], {}
     for name in TASKS:
         task = get_task(name)
         config = read_config(shipped_checkpoint(name))
-        result = evaluate_phi(None, task, settings["frames"], FRESH_SEED_OFFSET + seed)
+        result = evaluate_phi(None, task, settings["frames"], fresh_seed(NAME, seed))
         metrics[name] = {"evaluation": result, "training": config["training"],
                          "progress": {k: v for k, v in config["progress"].items()
                                       if k != "history"}, "command": config["command"]}
@@ -103,7 +93,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
 Checkpoint `bayes_smlm/checkpoints/phi-{name}`, trained here by
 `{config['command']}` ({p['steps_done']} steps of batch {config['training']['batch_size']},
 {p['train_seconds'] / 60:.0f} min; best validation MSE {p['best_val_mse']:.3g} at step
-{p['best_step']}). {settings['frames']} fresh frames (seed {FRESH_SEED_OFFSET + seed}); one-to-one matching within
+{p['best_step']}). {settings['frames']} fresh frames (seed {fresh_seed(NAME, seed)}); one-to-one matching within
 {result['rows'][0]['tolerance_px']:g} LR px; recall = TP / number of true emitters.
 {f"√CRLB at the frame centre: {result['sqrt_crlb_px']:.4f} px." if result['sqrt_crlb_px'] else ""}
 
@@ -115,7 +105,7 @@ Checkpoint `bayes_smlm/checkpoints/phi-{name}`, trained here by
                                  [(r["what"], r["batch"], f"{r['per_second']:.1f} {r['unit']}")
                                   for r in speed])
     print(speed_table)
-    prov = provenance(study=NAME, preset=preset, seed=seed, cpu_count=os.cpu_count(),
+    prov = provenance(study=NAME, preset=preset, seed=seed,
                       torch_threads=threads)
     write_json(out / "metrics.json", {**metrics, "provenance": prov})
     text = f"""# φ (DeepSTORM): localization metrics and speed
@@ -134,11 +124,3 @@ Medians over {settings['repeats']} repeats after one warm-up, φ of the `paper` 
 {speed_table}
 """
     return write_report(out, text, prov)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return run_as_script(NAME, run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

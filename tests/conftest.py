@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward.tasks import get_task
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from bayes_smlm.cli import main
-from bayes_smlm.config import task_from_json
-from bayes_smlm.physics import kde as kde_of
+from bayes_smlm.cli.main import main
+from bayes_smlm.forward.config import task_from_json
+from bayes_smlm.forward.physics import kde as kde_of
 
 
 def run_cli(capsys, *argv):

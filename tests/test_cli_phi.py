@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 
 import pytest
-
 from test_cli import run_cli
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_phi") / "phi"
-    from bayes_smlm.cli import main
+    from bayes_smlm.cli.main import main
     assert main(["train-phi", "--task", "isolated", "--steps", "3", "--batch-size", "4",
                  "--quiet", "--out", str(out)]) == 0
     return out
@@ -21,7 +20,8 @@ def trained(tmp_path_factory):
 def test_train_phi_resume_continues_and_refuses_to_overwrite(trained, capsys):
     status, _, err = run_cli(capsys, "train-phi", "--task", "isolated", "--steps", "3",
                              "--quiet", "--out", str(trained))
-    assert status == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert status == 2 and "argument --out:" in err and "already holds a training run" in err
+    assert len(err.strip().splitlines()) == 1
     status, out, _ = run_cli(capsys, "train-phi", "--task", "isolated", "--steps", "5",
                              "--batch-size", "4", "--resume", "--quiet", "--out", str(trained))
     assert status == 0 and "5 steps" in out

@@ -35,6 +35,7 @@ def test_constant_reference_is_an_error_not_nan():
 
 def test_gaussian_entropies_match_scipy():
     from scipy import stats
+
     from bayes_smlm.compare.entropy import gaussian_entropy, gaussian_entropy_map
     cov = np.array([[0.01, 0.003], [0.003, 0.02]])
     assert gaussian_entropy(cov) == pytest.approx(stats.multivariate_normal(cov=cov).entropy())
@@ -73,10 +74,11 @@ def test_order_statistic_intervals_attain_their_level_on_exchangeable_draws():
         assert abs(got - attained) < 4 * se, (level, got, attained)
 
 
+@pytest.mark.slow
 def test_exact_grid_posterior_covers_the_true_kde_at_the_attained_level(isolated):
     from bayes_smlm.compare.kde_calibration import kde_coverage, signal_mask, theta_kde_samples
+    from bayes_smlm.forward.simulate import simulate
     from bayes_smlm.methods import get_method
-    from bayes_smlm.simulate import simulate
     frames = simulate(isolated, 64, 77)
     grid = get_method("grid")(isolated, frames.adu, chains=1, draws=640)
     mask = signal_mask(grid.kde_mean)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_smlm.config import parse_override, task_from_json, with_overrides
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.tasks import get_task, list_tasks
+from bayes_smlm.forward.config import parse_override, task_from_json, with_overrides
+from bayes_smlm.forward.tasks import get_task, list_tasks
 
 
 def test_registry_has_the_built_in_tasks_with_design_defaults():
@@ -67,9 +67,9 @@ def test_map_errors_name_the_argument_and_the_problem():
 
 
 def test_unknown_task_and_unknown_key():
-    with pytest.raises(ConfigError, match=r"--task: unknown task 'nope'; choose from isolated, paper"):
+    with pytest.raises(ConfigError, match=r"argument task: unknown task 'nope'; choose from isolated, paper"):
         get_task("nope")
-    with pytest.raises(ConfigError, match=r"--set: unknown key 'gian'"):
+    with pytest.raises(ConfigError, match=r"argument set: unknown key 'gian'"):
         with_overrides(get_task("isolated"), {"gian": 2.0})
 
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_smlm.fisher import fisher_information
-from bayes_smlm.methods import PosteriorResult, get_method, list_methods, register_method, unregister_method
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.posterior_io import to_datatree
-from bayes_smlm.simulate import simulate, simulate_fixed
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward.fisher import fisher_information
+from bayes_smlm.forward.simulate import simulate, simulate_fixed
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.posteriors import to_datatree
+from bayes_smlm.methods import (
+    PosteriorResult,
+    get_method,
+    list_methods,
+    register_method,
+    unregister_method,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def _compare_to_grid(result, grid):
 
 def test_builtin_methods_are_registered_and_unknown_names_fail():
     assert {"grid", "rwmh", "rwmh_paper", "nuts"} <= set(list_methods())
-    with pytest.raises(ConfigError, match="--method: unknown method 'hmc'"):
+    with pytest.raises(ConfigError, match="argument method: unknown method 'hmc'"):
         get_method("hmc")
 
 
@@ -73,6 +79,7 @@ def test_a_user_registered_method_is_found_through_the_registry(frames):
     assert "toy_prior" not in list_methods()
 
 
+@pytest.mark.slow
 def test_grid_posterior_sd_is_within_ten_percent_of_sqrt_crlb_for_a_centred_emitter():
     task = get_task("isolated")
     theta = np.array([[9.0, 9.0]], np.float32)
@@ -86,6 +93,7 @@ def test_grid_posterior_sd_is_within_ten_percent_of_sqrt_crlb_for_a_centred_emit
     assert np.all(grid.extra["grid_spacing"] < sd / 8)
 
 
+@pytest.mark.slow
 def test_nuts_agrees_with_the_grid_within_mcse_and_five_percent_in_sd(nuts_result, grid_result):
     z, ratio, ess, rhat = _compare_to_grid(nuts_result, grid_result)
     assert np.all(rhat <= 1.01)
@@ -96,6 +104,7 @@ def test_nuts_agrees_with_the_grid_within_mcse_and_five_percent_in_sd(nuts_resul
     assert abs(ratio.mean() - 1) < 0.02
 
 
+@pytest.mark.slow
 def test_rwmh_agrees_with_the_grid(frames, grid_result):
     task, batch = frames
     result = get_method("rwmh")(task, batch.adu, seed=2)
@@ -107,6 +116,7 @@ def test_rwmh_agrees_with_the_grid(frames, grid_result):
     assert 0.15 < result.sample_stats["acceptance_rate"].mean() < 0.6
 
 
+@pytest.mark.slow
 def test_rwmh_paper_inflates_the_posterior_by_root_five(frames, grid_result):
     task, batch = frames
     result = get_method("rwmh_paper")(task, batch.adu[:8], seed=3)
@@ -116,6 +126,7 @@ def test_rwmh_paper_inflates_the_posterior_by_root_five(frames, grid_result):
     assert result.settings["beta"] == 0.2 and result.settings["steps"] == 10000
 
 
+@pytest.mark.slow
 def test_kde_variance_map_of_nuts_matches_the_grid(nuts_result, grid_result):
     for f in range(nuts_result.n_frames):
         a, b = nuts_result.kde_var[f].ravel(), grid_result.kde_var[f].ravel()
@@ -124,6 +135,7 @@ def test_kde_variance_map_of_nuts_matches_the_grid(nuts_result, grid_result):
     np.testing.assert_allclose(nuts_result.kde_mean, grid_result.kde_mean, atol=0.05)
 
 
+@pytest.mark.slow
 def test_nuts_reports_sampler_statistics(nuts_result):
     stats = nuts_result.sample_stats
     assert {"acceptance_rate", "diverging", "tree_depth", "step_size", "n_steps"} <= set(stats)

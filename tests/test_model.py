@@ -10,11 +10,16 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import Predictive
 from scipy import stats
 
-from bayes_smlm import physics
-from bayes_smlm.distributions import PoissonApproxADU, PoissonGaussianADU, UniformDisc
-from bayes_smlm.model import exact_sum_length, image_model, make_log_density, position_log_density
-from bayes_smlm.simulate import simulate_fixed
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.distributions import PoissonApproxADU, PoissonGaussianADU, UniformDisc
+from bayes_smlm.forward.model import (
+    exact_sum_length,
+    image_model,
+    make_log_density,
+    position_log_density,
+)
+from bayes_smlm.forward.simulate import simulate_fixed
+from bayes_smlm.forward.tasks import get_task
 
 
 def _loglik_ratio(task, adu, theta_a, theta_b, likelihood):
@@ -41,6 +46,7 @@ def test_exact_convolution_is_a_normalised_density_in_adu():
     assert float(jnp.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_poisson_approximation_and_exact_convolution_agree_when_readout_noise_vanishes():
     theta_true = np.array([[9.2, 10.1]], np.float32)
     others = [theta_true + np.asarray(s, np.float32) for s in ([[0.15, 0.0]], [[0.0, -0.3]],
@@ -60,6 +66,7 @@ def test_poisson_approximation_and_exact_convolution_agree_when_readout_noise_va
     assert worst[1e-6] < worst[1e-4] / 3 < worst[1e-2] / 9
 
 
+@pytest.mark.slow
 def test_poisson_approximation_and_exact_convolution_differ_for_dim_pixels_with_readout_noise():
     # Per pixel, the shifted Poisson(ω + w²/g²) matches the exact law's mean and variance but not
     # its tails: with w² = 30 ADU² and a dim pixel the log densities 3σ out differ by O(1), while
@@ -88,6 +95,7 @@ def test_poisson_approximation_and_exact_convolution_differ_for_dim_pixels_with_
     assert np.median(rel) > 0.02
 
 
+@pytest.mark.slow
 def test_log_density_gradient_matches_central_finite_differences():
     task = get_task("paper", {"n_emitters": 3, "background": 1.0})
     theta = np.array([[6.3, 9.1], [12.2, 8.4], [9.6, 13.0]])

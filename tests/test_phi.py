@@ -10,11 +10,17 @@ import torch
 from safetensors.torch import load_file
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.nets import DeepSTORM, DeepSTORMConfig
-from bayes_smlm.phi import (PhiPredictor, PhiTraining, architecture_for, frames_to_photons,
-                            load_phi, train_phi)
-from bayes_smlm.simulate import simulate
-from bayes_smlm.training import STATE_FILE, LoopSettings, train
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.surrogates.phi.estimator import (
+    PhiPredictor,
+    architecture_for,
+    frames_to_photons,
+    load_phi,
+)
+from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
+from bayes_smlm.surrogates.phi.training import train_phi
+from bayes_smlm.surrogates.settings import LoopSettings, PhiTraining
+from bayes_smlm.surrogates.training import STATE_FILE, train
 
 TINY = {"context_channels": 8, "dilations": (1, 2), "up_channels": (8, 4), "refine_blocks": 1}
 
@@ -35,7 +41,7 @@ def test_frames_are_offset_subtracted_and_gain_corrected(isolated):
     adu = np.full((1, 20, 20), 130.0, dtype=np.float32)
     # (ADU − o)/g + w²/g² with o = 100, g = 1, w² = 5
     assert torch.allclose(frames_to_photons(adu, isolated), torch.full((1, 1, 20, 20), 35.0))
-    with pytest.raises(ConfigError, match="argument FILE"):
+    with pytest.raises(ConfigError, match="argument file"):
         frames_to_photons(np.zeros((2, 10, 10)), isolated)
 
 
@@ -68,7 +74,7 @@ def test_checkpoint_holds_weights_config_and_tuned_detection(tiny_run, isolated)
 
 def test_checkpoint_for_another_task_is_refused(tiny_run, paper):
     out, _ = tiny_run
-    with pytest.raises(ConfigError, match=r"argument --checkpoint: .*n_emitters 1 vs 10"):
+    with pytest.raises(ConfigError, match=r"argument checkpoint: .*n_emitters 1 vs 10"):
         load_phi(out, paper)
 
 
@@ -91,7 +97,7 @@ def _loop_run(task, out, steps_before_crash=None):
     torch.manual_seed(0)
     model = DeepSTORM(architecture_for(task, **TINY))
     settings = PhiTraining(steps=6, batch_size=4, seed=3)
-    from bayes_smlm.phi import _batches
+    from bayes_smlm.surrogates.phi.training import _batches
 
     def crash(step):
         if steps_before_crash is not None and step + 1 == steps_before_crash:
@@ -127,12 +133,13 @@ def test_resume_after_a_crash_is_identical_to_an_uninterrupted_run(isolated, tmp
     assert (tmp_path / "b" / STATE_FILE).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name, frames", [("isolated", 200), ("paper", 200)])
 def test_shipped_checkpoint_meets_its_stated_metrics(task_name, frames):
     # The bars of issue 4 (stated on 1000 frames in reports/phi); here on 200 fresh frames, where
     # the binomial SE of recall on the paper task is ≈ 0.007 against a margin of ≈ 0.027.
-    from bayes_smlm.phi_eval import evaluate_phi
-    from bayes_smlm.tasks import get_task
+    from bayes_smlm.forward.tasks import get_task
+    from bayes_smlm.surrogates.phi.evaluation import evaluate_phi
     result = evaluate_phi(None, get_task(task_name), frames, seed=31)
     row = next(r for r in result["rows"]
                if (r["source"], r["detector"], r["refinement"]) == ("phi", "peaks", "gauss3"))

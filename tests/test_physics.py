@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayes_smlm import physics
+from bayes_smlm.forward import physics
 
 
 def delta_e_reference(c: float, t: float, s: float) -> float:

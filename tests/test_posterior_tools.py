@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from bayes_smlm import physics
-from bayes_smlm.calibration import interval_coverage, sbc_ranks
-from bayes_smlm.cli import main
+from bayes_smlm.cli.main import main
+from bayes_smlm.compare.sbc import interval_coverage, sbc_ranks
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.simulate import simulate, simulate_fixed
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.posteriors import load_posterior, task_of
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.initialization import detect_initial_positions
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.relabel import align_labels
-from bayes_smlm.posterior_io import load_posterior, task_of
-from bayes_smlm.simulate import simulate, simulate_fixed
-from bayes_smlm.tasks import get_task
 
 
 def test_kde_moments_of_a_two_point_posterior_are_exact(isolated):
@@ -79,6 +79,7 @@ def test_sbc_and_coverage_accept_exact_draws_and_reject_overconfident_ones():
     assert interval_coverage(narrow, truth, (0.9,))[0].high < 0.9
 
 
+@pytest.mark.slow
 def test_grid_posterior_is_calibrated_sbc_and_coverage():
     # fast SBC: the exact grid posterior on 200 prior-simulated frames
     task = get_task("isolated")
@@ -139,6 +140,7 @@ def test_posterior_cli_errors_are_one_line(tmp_path, capsys):
     assert "must end in .nc" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_shards_frames_over_host_devices(tmp_path):
     # The installed command asks XLA for one CPU device per core before JAX starts, and the
     # frame batch is split across them with pmap; the result must look the same.
@@ -158,6 +160,8 @@ def test_console_script_shards_frames_over_host_devices(tmp_path):
         assert proc.returncode == 0, proc.stderr
     tree = load_posterior(nc)
     assert tree["posterior"]["theta"].shape == (4, 300, 3, 1, 2)
+    settings = json.loads(tree.attrs["settings"])
+    assert settings["host_devices"] == 2 * (os.cpu_count() or 1)  # two per core, as documented
     theta = np.asarray(tree["posterior"]["theta"])
     truth = np.asarray(tree["constant_data"]["theta_true"])
     assert np.all(np.abs(theta.mean((0, 1)) - truth) < 0.5)

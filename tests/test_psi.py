@@ -7,15 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from bayes_smlm.diffusion import (alpha_bar_final, from_model_space, make_scheduler,
-                                  noise_loss, to_model_space)
-from bayes_smlm.errors import ConfigError
-from bayes_smlm.methods import get_method
-from bayes_smlm.psi import PsiTraining, load_psi, train_psi
-from bayes_smlm.sampling import sample_kdes
-from bayes_smlm.simulate import simulate
 from test_cli import run_cli
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.methods import get_method
+from bayes_smlm.surrogates.psi.pipeline import load_psi
+from bayes_smlm.surrogates.psi.sampling import sample_kdes
+from bayes_smlm.surrogates.psi.schedule import (
+    alpha_bar_final,
+    from_model_space,
+    make_scheduler,
+    noise_loss,
+    to_model_space,
+)
+from bayes_smlm.surrogates.psi.training import train_psi
+from bayes_smlm.surrogates.settings import PsiTraining
 
 
 def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
@@ -33,7 +40,7 @@ def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
 
 def test_v_target_is_the_reweighted_noise():
     """ε̂ − ε = √ᾱ (v̂ − v): the v-loss is an ε-loss reweighted over t (same minimiser)."""
-    from bayes_smlm.diffusion import training_target
+    from bayes_smlm.surrogates.psi.schedule import training_target
     scheduler = make_scheduler("full")
     gen = torch.Generator().manual_seed(0)
     y0, noise = torch.rand(4, 1, 8, 8, generator=gen), torch.randn(4, 1, 8, 8, generator=gen)
@@ -56,13 +63,14 @@ def test_losses_on_the_noise():
     a, b = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
     assert noise_loss(a, b, "l1") == pytest.approx(1.5)
     assert noise_loss(a, b, "l2") == pytest.approx(2.5)
-    with pytest.raises(ConfigError, match="argument --loss"):
+    with pytest.raises(ConfigError, match="argument loss"):
         noise_loss(a, b, "huber")
 
 
 @pytest.fixture(scope="module")
 def tiny_psi(tmp_path_factory, isolated):
-    from bayes_smlm.phi import PhiTraining, train_phi
+    from bayes_smlm.surrogates.phi.training import train_phi
+    from bayes_smlm.surrogates.settings import PhiTraining
     root = tmp_path_factory.mktemp("psi")
     train_phi(isolated, root / "phi", PhiTraining(steps=2, batch_size=4, validation_frames=8),
               widths={"context_channels": 8, "dilations": (1, 2), "up_channels": (8, 4),
@@ -82,32 +90,37 @@ def test_training_lowers_the_validation_loss_and_exports_the_unet(tiny_psi, isol
     assert config["kind"] == "ddpm-psi" and config["schedule"] == "full"
     assert len(config["phi"]["sha256"]) == 64
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    unet, _ = load_psi(out, isolated)
+    scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["_class_name"] == "DDPMScheduler"
+    assert scheduler_config["prediction_type"] == config["prediction_type"] == "v_prediction"
+    unet, scheduler, _ = load_psi(out, isolated)
     assert unet.config.in_channels == 2 and unet.config.out_channels == 1
+    assert scheduler.config.beta_end == pytest.approx(0.15) and not scheduler.config.clip_sample
 
 
 def test_psi_checkpoint_for_another_task_is_refused(tiny_psi, paper):
-    with pytest.raises(ConfigError, match="argument --checkpoint"):
+    with pytest.raises(ConfigError, match="argument checkpoint"):
         load_psi(tiny_psi[0], paper)
 
 
 def test_samples_do_not_depend_on_batching(tiny_psi, isolated):
-    unet, _ = load_psi(tiny_psi[0], isolated)
+    unet, scheduler, _ = load_psi(tiny_psi[0], isolated)
     cond = torch.rand(3, 1, 80, 80)
-    kw = dict(schedule="full", samples=2, start="noise", steps=4, seed=5)
-    a = sample_kdes(unet, cond, batch_size=2, **kw)
-    b = sample_kdes(unet, cond, batch_size=6, **kw)
+    kw = dict(samples=2, start="noise", steps=4, seed=5)
+    a = sample_kdes(unet, scheduler, cond, batch_size=2, **kw)
+    b = sample_kdes(unet, scheduler, cond, batch_size=6, **kw)
     np.testing.assert_allclose(a, b, atol=2e-5 * np.abs(a).max())  # rounding of batched convs
-    c = sample_kdes(unet, cond, batch_size=6, **{**kw, "seed": 6})
+    c = sample_kdes(unet, scheduler, cond, batch_size=6, **{**kw, "seed": 6})
     assert np.abs(a - c).max() > 1e-2
 
 
 def test_guess_start_coincides_with_noise_under_the_full_schedule(tiny_psi, isolated):
     # ᾱ_T ≈ 4e-4: the noised guess differs from pure noise by ~0.02·m(ŷ).
-    unet, _ = load_psi(tiny_psi[0], isolated)
+    unet, scheduler, _ = load_psi(tiny_psi[0], isolated)
     cond = torch.rand(2, 1, 80, 80)
-    kw = dict(schedule="full", samples=2, steps=3, seed=1)
-    a, b = sample_kdes(unet, cond, start="noise", **kw), sample_kdes(unet, cond, start="guess", **kw)
+    kw = dict(samples=2, steps=3, seed=1)
+    a = sample_kdes(unet, scheduler, cond, start="noise", **kw)
+    b = sample_kdes(unet, scheduler, cond, start="guess", **kw)
     assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
 
 
@@ -124,13 +137,13 @@ def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, c
                              "--ddim-steps", "2", "--start", "noise", "--checkpoint",
                              str(tiny_psi[0]), "--quiet", "--out", str(nc))
     assert status == 0 and nc.is_file()
-    from bayes_smlm.posterior_io import load_posterior
+    from bayes_smlm.io.posteriors import load_posterior
     tree = load_posterior(nc)
     assert tree["kde"]["var"].shape == (2, 80, 80)
 
 
 @pytest.mark.parametrize("argv, argument", [
-    (["--method", "nuts", "--samples", "3"], "--method nuts"),
+    (["--method", "nuts", "--samples", "3"], "argument --method: nuts takes no option"),
     (["--method", "ddpm", "--ddim-steps", "500"], "--ddim-steps"),
 ])
 def test_posterior_options_fail_in_one_line(tiny_psi, tmp_path, capsys, argv, argument):
@@ -149,11 +162,12 @@ def test_posterior_full_chain_and_ddim_steps_exclude_each_other(tiny_psi, tmp_pa
     assert status == 2 and "--full-chain" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_shipped_psi_loads_with_its_phi_and_follows_the_exact_variance_map(isolated):
     """The shipped checkpoint travels with its φ (relative path, SHA-256 checked); on fresh
     frames its variance maps track the exact ones (the full 50-frame bar: `study ddpm-check`)."""
     from bayes_smlm.compare import variance_agreement
-    from bayes_smlm.psi import phi_of, psi_shipped_checkpoint, read_config
+    from bayes_smlm.surrogates.psi.pipeline import phi_of, psi_shipped_checkpoint, read_config
     config = read_config(psi_shipped_checkpoint("isolated"))
     assert config["phi"]["checkpoint"] == "../phi-isolated"
     phi_of(config, None, isolated)
@@ -166,8 +180,9 @@ def test_shipped_psi_loads_with_its_phi_and_follows_the_exact_variance_map(isola
 
 
 def test_frame_conditioning_repeats_the_normalised_frame_onto_the_kde_grid(isolated):
-    from bayes_smlm.conditioning import condition_channels, frame_channel
-    from bayes_smlm.phi import architecture_for
+    from bayes_smlm.surrogates.phi.estimator import architecture_for
+    from bayes_smlm.surrogates.psi.conditioning import frame_channel
+    from bayes_smlm.surrogates.settings import condition_channels
     arch = architecture_for(isolated)
     photons = torch.arange(400, dtype=torch.float32).reshape(1, 1, 20, 20)
     up = frame_channel(photons, isolated)
@@ -175,14 +190,15 @@ def test_frame_conditioning_repeats_the_normalised_frame_onto_the_kde_grid(isola
     expected = (photons[0, 0, 3, 7] - arch.input_shift) / arch.input_scale
     assert torch.allclose(up[0, 0, 12:16, 28:32], expected.expand(4, 4))
     assert condition_channels("phi") == 1 and condition_channels("phi+frame") == 2
-    with pytest.raises(ConfigError, match="--condition"):
+    with pytest.raises(ConfigError, match="argument condition"):
         condition_channels("frame")
 
 
 def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, tmp_path):
-    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     phi_dir = tmp_path / "phi"
-    from bayes_smlm.phi import PhiTraining, train_phi
+    from bayes_smlm.surrogates.phi.training import train_phi
+    from bayes_smlm.surrogates.settings import PhiTraining
     train_phi(isolated, phi_dir, PhiTraining(steps=1, batch_size=2, validation_frames=4),
               widths={"context_channels": 8, "dilations": (1,), "up_channels": (8, 4),
                       "refine_blocks": 1}, progress=False)
@@ -201,7 +217,7 @@ def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, t
     samples = psi.sample(frames.adu, 2, steps=2, precision="fp32")
     assert samples.shape == (2, 2, 80, 80) and np.isfinite(samples).all()
     assert psi.recalibration is None
-    with pytest.raises(ConfigError, match="--recalibrate"):
+    with pytest.raises(ConfigError, match="argument recalibrate"):
         get_method("ddpm")(isolated, frames.adu, samples=2, steps=2,
                            checkpoint=tmp_path / "psi", recalibrate=True)
 
@@ -216,19 +232,20 @@ def test_an_unusable_device_is_refused_in_one_line(capsys, device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gpu: needs a CUDA device")
 def test_psi_trains_and_samples_on_a_gpu(tiny_psi, isolated, tmp_path):
-    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated, device="cuda")
     samples = psi.sample(simulate(isolated, 2, seed=4).adu, 4, steps=3)
     assert samples.shape == (2, 4, 80, 80) and np.isfinite(samples).all()
 
 
+@pytest.mark.slow
 def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(paper):
     """Ψ for the 10-emitter task: φ travels with it (SHA-256 checked) and on fresh frames its
     variance maps follow NUTS's (the 32-frame bars: `study calibration --task paper`)."""
     from bayes_smlm.compare import variance_agreement
     from bayes_smlm.compare.regions import region_variance_scores
     from bayes_smlm.methods.reference import reference_flags
-    from bayes_smlm.psi_pipeline import PsiPipeline
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(None, paper)
     assert psi.config["phi"]["checkpoint"] == "../phi-paper"
     assert psi.recalibration is not None
@@ -241,3 +258,22 @@ def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(p
     # 32 samples: a variance estimate has relative SD √(2/31) ≈ 0.25 per pixel, far less summed
     assert agreement.median_pearson > 0.8
     assert 0.6 < np.median(signal["signal_ratio"]) < 1.6
+
+
+@pytest.mark.parametrize("task_name", ["isolated", "paper"])
+def test_shipped_psi_is_a_diffusers_directory_with_its_scheduler(task_name):
+    """unet/ and scheduler/ as diffusers saves them; the scheduler is the one config.json names,
+    and from_pretrained(dir) alone recovers the task the checkpoint was trained for."""
+    from diffusers import DDPMScheduler
+
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, psi_shipped_checkpoint, read_config
+    directory = psi_shipped_checkpoint(task_name)
+    config = read_config(directory)
+    saved = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == "DDPMScheduler" and not saved["clip_sample"]
+    assert saved["prediction_type"] == config["prediction_type"]
+    loaded = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
+    named = make_scheduler(config["schedule"], config["prediction_type"])
+    assert torch.equal(loaded.alphas_cumprod, named.alphas_cumprod)
+    psi = PsiPipeline.from_pretrained(directory)
+    assert psi.task.name == task_name and psi.scheduler.config.prediction_type == saved["prediction_type"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_smlm.compare.regions import (coverage_by_crowding, crowding, region_variance_scores)
+from bayes_smlm.compare.regions import coverage_by_crowding, crowding, region_variance_scores
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.recalibration import SpreadRecalibration, fit_spread_recalibration
-from bayes_smlm.training import LoopSettings
+from bayes_smlm.surrogates.psi.recalibration import SpreadRecalibration, fit_spread_recalibration
+from bayes_smlm.surrogates.settings import LoopSettings
 
 
 def test_crowding_counts_emitters_within_two_lr_pixels_of_each_kde_pixel():
@@ -79,10 +79,10 @@ def test_learning_rate_follows_the_time_budget_and_a_budget_stops_training(tmp_p
     assert settings.lr_at(10, elapsed=0.0) == pytest.approx(settings.lr, rel=1e-3)
     assert settings.lr_at(10, elapsed=50.0) == pytest.approx(0.5 * settings.lr, rel=1e-2)
     assert settings.lr_at(10, elapsed=200.0) == pytest.approx(0.0, abs=1e-9)
-    with pytest.raises(ConfigError, match="--max-minutes"):
+    with pytest.raises(ConfigError, match="argument max_seconds"):
         LoopSettings(steps=10, max_seconds=float("nan"))
 
-    from bayes_smlm.training import train
+    from bayes_smlm.surrogates.training import train
     model = torch.nn.Linear(2, 1)
     x = torch.randn(64, 2)
 
@@ -100,9 +100,9 @@ def test_learning_rate_follows_the_time_budget_and_a_budget_stops_training(tmp_p
 
 
 def test_precision_auto_takes_bf16_only_where_it_is_native():
-    from bayes_smlm.sampling import resolve_precision
+    from bayes_smlm.surrogates.psi.sampling import resolve_precision
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16") == "bf16"
-    with pytest.raises(ConfigError, match="--precision"):
+    with pytest.raises(ConfigError, match="argument precision"):
         resolve_precision("fp16")

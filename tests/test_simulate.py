@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayes_smlm import physics
-from bayes_smlm.simulate import simulate, simulate_fixed, stream
-from bayes_smlm.tasks import get_task
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.simulate import simulate, simulate_fixed, stream
+from bayes_smlm.forward.tasks import get_task
 
 
+@pytest.mark.slow
 def test_adu_mean_and_variance_per_pixel_match_the_camera_model_with_scmos_maps():
     rng = np.random.default_rng(7)
     shape = (20, 20)
@@ -76,8 +77,8 @@ def test_stream_is_fresh_per_batch_and_resumable(isolated):
     assert not np.allclose(simulate(isolated, 4, seed=9).adu, batches[0].adu)
 
 
-@pytest.mark.parametrize("kwargs, argument", [({"n_frames": 0}, "--frames"),
-                                               ({"seed": -1}, "--seed")])
+@pytest.mark.parametrize("kwargs, argument", [({"n_frames": 0}, "argument n_frames"),
+                                               ({"seed": -1}, "argument seed")])
 def test_bad_counts_and_seeds_are_rejected(isolated, kwargs, argument):
     from bayes_smlm.errors import ConfigError
     args = {"n_frames": 2, "seed": 0, **kwargs}

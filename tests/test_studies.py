@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bayes_smlm.cli import main
+from bayes_smlm.cli.main import main
 
 
 def test_forward_model_study_writes_report_figure_and_metrics(tmp_path, capsys):
@@ -27,12 +27,18 @@ def test_forward_model_study_writes_report_figure_and_metrics(tmp_path, capsys):
     assert config["tasks"]["paper"]["prior"]["n_emitters"] == 10
 
 
-def test_study_script_main_runs_as_a_script(tmp_path, capsys):
-    from bayes_smlm.studies import forward_model
-    assert forward_model.main(["--preset", "smoke", "--out", str(tmp_path / "s")]) == 0
-    assert "wrote" in capsys.readouterr().out
+def test_studies_run_as_a_module_with_one_line_errors(tmp_path, capsys):
+    from bayes_smlm.studies.registry import run_as_script
+    assert run_as_script(["forward-model", "--preset", "smoke", "--out", str(tmp_path / "s")]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "s" / "report.md").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        run_as_script(["forward-model", "--preset", "huge"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "argument --preset: must be one of" in err
 
 
+@pytest.mark.slow
 def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["study", "bench-exact", "--preset", "smoke", "--out", str(out)]) == 0
@@ -43,6 +49,7 @@ def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
     assert "ESS per second" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys):
     out = tmp_path / "pd"
     assert main(["study", "paper-diagnostics", "--preset", "smoke", "--out", str(out)]) == 0
@@ -54,6 +61,7 @@ def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys)
     assert "## Per frame" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_phi_smoke_reports_metrics_of_both_shipped_checkpoints_and_speed(tmp_path, capsys):
     out = tmp_path / "phi"
     assert main(["study", "phi", "--preset", "smoke", "--out", str(out)]) == 0
@@ -96,6 +104,7 @@ def calibration_smoke(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_smoke):
     out = calibration_smoke
     metrics = json.loads((out / "metrics.json").read_text())
@@ -114,6 +123,8 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
             assert np.isfinite(s[name][key]), (name, key)
     assert s["ddpm"]["frames"] == 2 and "kde_coverage_90" in s["ddpm"]
     assert "sd_ratio_x" not in s["ddpm"]  # no θ draws: no θ metrics, and no made-up ones
+    from bayes_smlm.compare.schema import SCALARS
+    assert all(set(scalars) <= set(SCALARS) for scalars in s.values())  # one declared schema
     assert np.all(np.isfinite(metrics["phi_log"]["rmse_ratio"]))
     assert {r["method"] for r in metrics["cost_by_emitters"]} == {"nuts", "ddpm"}
     report = (out / "report.md").read_text()
@@ -125,6 +136,7 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     assert (out / "posteriors" / "nuts.nc").is_file()
 
 
+@pytest.mark.slow
 def test_report_rebuilds_from_saved_results_without_recomputing(calibration_smoke, capsys):
     out = calibration_smoke
     before = (out / "report.md").read_text()
@@ -143,6 +155,7 @@ def test_report_of_a_folder_that_is_not_a_study_is_a_one_line_error(tmp_path, ca
     assert "config.json not found" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
     out = tmp_path / "loc"
     assert main(["study", "localization", "--preset", "smoke", "--out", str(out)]) == 0
@@ -155,6 +168,7 @@ def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
     assert (out / "rmse_vs_crlb.png").is_file()
 
 
+@pytest.mark.slow
 def test_isolated_emitter_smoke_shows_the_tempering_inflation(tmp_path, capsys):
     out = tmp_path / "iso"
     assert main(["study", "isolated-emitter", "--preset", "smoke", "--out", str(out)]) == 0
@@ -173,6 +187,7 @@ def test_ddpm_uncertainty_smoke_writes_both_starts(tmp_path, capsys):
     assert "![SD maps](sd_maps.png)" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_comparison_dataset_is_method_by_frame(calibration_smoke):
     from bayes_smlm.compare import comparison_dataset
     ds = comparison_dataset(json.loads((calibration_smoke / "metrics.json").read_text()))
@@ -183,6 +198,7 @@ def test_comparison_dataset_is_method_by_frame(calibration_smoke):
     assert float(ds["var_pearson"].sel(posterior_method="grid").min()) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
     rows = []
     for run in ("a", "b"):
@@ -193,6 +209,7 @@ def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
     assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
     out = tmp_path / "bd"
     assert main(["study", "bench-ddpm", "--preset", "smoke", "--out", str(out)]) == 0
@@ -201,6 +218,7 @@ def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
     assert all(r["seconds_per_frame"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_calibration_on_the_paper_task_scores_against_nuts_by_region_and_crowding(tmp_path,
                                                                                    capsys):
     out = tmp_path / "cal-paper"
@@ -223,6 +241,7 @@ def test_calibration_on_the_paper_task_scores_against_nuts_by_region_and_crowdin
     assert config["task_name"] == "paper"
 
 
+@pytest.mark.slow
 def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     out = tmp_path / "dc"
     assert main(["study", "ddpm-check", "--task", "paper", "--preset", "smoke",

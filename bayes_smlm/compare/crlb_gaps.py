@@ -9,14 +9,15 @@ difficulty pool fairly. CRLBs are evaluated at the true positions.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from ..config import Task
+from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.fisher import fisher_information
+from bayes_smlm.localization.detection import match_frame
+from bayes_smlm.localization.matching import match_points
 
 
 def sqrt_crlb_at(task: Task, theta_true: np.ndarray) -> np.ndarray:
     """(F, N, 2) √CRLB of every emitter's (x, y), LR px, jointly over the emitters of a frame."""
-    from ..fisher import fisher_information
     return np.stack([fisher_information(task, frame).sd_xy for frame in np.asarray(theta_true)])
 
 
@@ -25,8 +26,7 @@ def truth_order(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
     squares, one-to-one); estimate and truth (F, N, 2)."""
     order = np.empty(truth.shape[:2], int)
     for f in range(len(truth)):
-        cost = ((estimate[f][:, None] - truth[f][None]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = match_points(estimate[f], truth[f], squared=True)
         order[f, cols] = rows
     return order
 
@@ -68,7 +68,6 @@ def detection_crlb_gap(found_xy: list[np.ndarray], theta_true: np.ndarray, sqrt_
     ``found_xy[f]`` holds frame f's detections (K_f, 2); unmatched ones are false positives and do
     not enter the RMSE (the recall is returned beside it).
     """
-    from ..detect import match_frame
     errors, scales, tp = [], [], 0
     for f, found in enumerate(found_xy):
         i_found, i_true = match_frame(found, theta_true[f], tolerance)

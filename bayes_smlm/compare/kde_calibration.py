@@ -12,8 +12,8 @@ reaches ``threshold`` (a fraction of one kernel's peak) in the *reference poster
 elsewhere every method is ≈ 0 and coverage is trivially perfect. The mask depends on the frame x
 only, never on y0: selecting pixels by the truth (e.g. y0 ≥ threshold) breaks the
 exchangeability of y0 with the draws and biases coverage upwards (measured here: 0.97 instead of
-0.91 for the exact posterior at the 90 % level). Pixels of one frame are correlated, so uncertainty comes from the
-spread of per-frame coverage over independent frames.
+0.91 for the exact posterior at the 90 % level). Pixels of one frame are correlated, so
+uncertainty comes from the spread of per-frame coverage over independent frames.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-LEVELS = (0.5, 0.9, 0.95)
+from bayes_smlm.compare.sbc import thin_to
+from bayes_smlm.compare.schema import COVERAGE_LEVELS, Z_ABS_GT_3, Z_MEAN, Z_PIXELS, Z_SD
+from bayes_smlm.methods.pushforward import kde_images
+
+LEVELS = tuple(level / 100 for level in COVERAGE_LEVELS)  # (0.5, 0.9, 0.95)
 SIGNAL_THRESHOLD = 0.05  # KDE units (one kernel peaks at 1)
 
 
@@ -77,8 +81,8 @@ class KDECoverage:
 
     def z_summary(self) -> dict[str, float]:
         z = self.z
-        return {"z_mean": float(np.mean(z)), "z_sd": float(np.std(z)),
-                "z_abs_gt_3": float(np.mean(np.abs(z) > 3.0)), "z_pixels": int(z.size)}
+        return {Z_MEAN.key: float(np.mean(z)), Z_SD.key: float(np.std(z)),
+                Z_ABS_GT_3.key: float(np.mean(np.abs(z) > 3.0)), Z_PIXELS.key: int(z.size)}
 
 
 def pixel_coverage(sorted_samples: np.ndarray, truth: np.ndarray, levels: tuple[float, ...]
@@ -137,7 +141,5 @@ def kde_coverage(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray, mask: 
 
 def theta_kde_samples(theta_flat: np.ndarray, task, n_samples: int) -> Iterator[np.ndarray]:
     """KDE samples of each frame from θ draws (F, S, N, 2), evenly thinned to ``n_samples``."""
-    from ..calibration import thin_to
-    from ..methods.pushforward import kde_images
     for frame_draws in thin_to(theta_flat, n_samples):
         yield kde_images(frame_draws, task)

@@ -18,12 +18,17 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .kde_calibration import LEVELS, SIGNAL_THRESHOLD, order_statistic_interval, pixel_coverage
-from .maps import variance_agreement
+from bayes_smlm.compare import schema
+from bayes_smlm.compare.kde_calibration import (
+    LEVELS,
+    SIGNAL_THRESHOLD,
+    order_statistic_interval,
+    pixel_coverage,
+)
+from bayes_smlm.compare.maps import variance_agreement
 
 BACKGROUND_THRESHOLD = 0.01  # KDE units: below this reference mean a pixel is background
 CROWDING_RADIUS = 2.0  # LR px
-CROWDING_CLASSES = ("0", "1", "2", ">=3")
 
 
 def background_mask(reference_mean: np.ndarray, threshold: float = BACKGROUND_THRESHOLD
@@ -49,7 +54,7 @@ def crowding(theta_true: np.ndarray, hr_shape: tuple[int, int], upsampling: int,
 
 
 def crowding_class(count: np.ndarray) -> np.ndarray:
-    """Index into :data:`CROWDING_CLASSES` of each emitter count."""
+    """Index into :data:`schema.CROWDING_CLASSES` of each emitter count."""
     return np.minimum(np.asarray(count), 3)
 
 
@@ -111,15 +116,15 @@ def coverage_by_crowding(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray
     ``frames`` says how many frames had any. Coverage uses the same order-statistic intervals as
     :func:`.kde_calibration.kde_coverage`, so an exact posterior attains the same levels.
     """
-    inside = {c: [[] for _ in levels] for c in CROWDING_CLASSES}
-    zs: dict[str, list[np.ndarray]] = {c: [] for c in CROWDING_CLASSES}
-    frames_with = {c: 0 for c in CROWDING_CLASSES}
+    inside = {c: [[] for _ in levels] for c in schema.CROWDING_CLASSES}
+    zs: dict[str, list[np.ndarray]] = {c: [] for c in schema.CROWDING_CLASSES}
+    frames_with = {c: 0 for c in schema.CROWDING_CLASSES}
     n_samples = None
     for f, samples in enumerate(kde_samples):
         samples = np.sort(np.asarray(samples, np.float64), axis=0)
         n_samples = samples.shape[0]
         cls = crowding_class(crowd[f])
-        for k, name in enumerate(CROWDING_CLASSES):
+        for k, name in enumerate(schema.CROWDING_CLASSES):
             m = mask[f] & (cls == k)
             if not m.any():
                 continue
@@ -130,19 +135,21 @@ def coverage_by_crowding(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray
                 inside[name][j].append(hit)
             zs[name].append(z)
     out: dict[str, dict[str, Any]] = {}
-    for name in CROWDING_CLASSES:
+    for name in schema.CROWDING_CLASSES:
         if not frames_with[name]:
             continue
         z = np.concatenate(zs[name]) if zs[name] else np.zeros(0)
-        row: dict[str, Any] = {"frames": frames_with[name],
-                               "pixels": int(sum(a.size for a in inside[name][0]))}
+        row: dict[str, Any] = {schema.CROWD_FRAMES: frames_with[name],
+                               schema.CROWD_PIXELS: int(sum(a.size for a in inside[name][0]))}
         for j, level in enumerate(levels):
-            row[f"coverage_{int(level * 100)}"] = float(np.concatenate(inside[name][j]).mean())
-        row["z_sd"] = float(np.std(z)) if z.size else np.nan
+            row[schema.CROWD_COVERAGE[round(level * 100)]] = float(
+                np.concatenate(inside[name][j]).mean())
+        row[schema.CROWD_Z_SD] = float(np.std(z)) if z.size else np.nan
         out[name] = row
     if n_samples is not None:
-        out["attained"] = {f"coverage_{int(level * 100)}": order_statistic_interval(
-            n_samples, level)[2] for level in levels}
+        out[schema.CROWD_ATTAINED] = {
+            schema.CROWD_COVERAGE[round(level * 100)]: order_statistic_interval(n_samples, level)[2]
+            for level in levels}
     return out
 
 
@@ -158,12 +165,11 @@ def region_summary(var: np.ndarray, reference_var: np.ndarray, reference_mean: n
     whole = whole_frame_scores(var, reference_var[:f])
     regions = region_variance_scores(var, reference_var[:f], reference_mean[:f])
     scalars: dict[str, Any] = {
-        "signal_pearson_median": float(np.nanmedian(regions["signal_pearson"])),
-        "signal_ratio_median": float(np.nanmedian(regions["signal_ratio"])),
-        "background_floor_median": float(np.nanmedian(regions["background_floor"])),
-        "reference_background_floor_median": float(
-            np.nanmedian(regions["reference_background_floor"])),
-        "background_share_median": float(np.nanmedian(regions["background_share"])),
+        schema.SIGNAL_PEARSON.key: float(np.nanmedian(regions["signal_pearson"])),
+        schema.SIGNAL_RATIO.key: float(np.nanmedian(regions["signal_ratio"])),
+        schema.BACKGROUND_FLOOR.key: float(np.nanmedian(regions["background_floor"])),
+        schema.REFERENCE_FLOOR.key: float(np.nanmedian(regions["reference_background_floor"])),
+        schema.BACKGROUND_SHARE.key: float(np.nanmedian(regions["background_share"])),
     }
     per_frame = {"signal_pearson": regions["signal_pearson"].tolist(),
                  "signal_ratio": regions["signal_ratio"].tolist(),
@@ -173,5 +179,6 @@ def region_summary(var: np.ndarray, reference_var: np.ndarray, reference_mean: n
     if kde_samples is not None:
         mask = np.asarray(reference_mean[:f]) >= SIGNAL_THRESHOLD
         crowd = crowding(theta_true[:f], hr_shape, upsampling)
-        scalars["by_crowding"] = coverage_by_crowding(kde_samples, kde_true[:f], mask, crowd)
+        scalars[schema.BY_CROWDING.key] = coverage_by_crowding(kde_samples, kde_true[:f], mask,
+                                                               crowd)
     return scalars, per_frame

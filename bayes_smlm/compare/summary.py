@@ -12,14 +12,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..calibration import interval_coverage, sbc_ranks
-from ..config import Task
-from ..methods.result import PosteriorResult
-from .crlb_gaps import posterior_crlb_gaps, truth_order
-from .entropy import draws_covariance, gaussian_entropy, knn_entropy, total_gaussian_entropy
-from .kde_calibration import LEVELS, kde_coverage, signal_mask, theta_kde_samples
-from .maps import variance_agreement
-from .regions import region_summary
+from bayes_smlm.compare import schema
+from bayes_smlm.compare.crlb_gaps import posterior_crlb_gaps, sqrt_crlb_at, truth_order
+from bayes_smlm.compare.entropy import (
+    draws_covariance,
+    gaussian_entropy,
+    knn_entropy,
+    total_gaussian_entropy,
+)
+from bayes_smlm.compare.kde_calibration import LEVELS, kde_coverage, signal_mask, theta_kde_samples
+from bayes_smlm.compare.maps import variance_agreement
+from bayes_smlm.compare.regions import region_summary
+from bayes_smlm.compare.sbc import interval_coverage, sbc_ranks
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.diagnostics import over_coordinates
+from bayes_smlm.methods.result import PosteriorResult
 
 KDE_SAMPLES = 64  # S per frame for KDE interval coverage: the DDPM's default K, for every method
 
@@ -50,38 +57,41 @@ def _theta_metrics(result: PosteriorResult, theta_true: np.ndarray,
     gauss = gaussian_entropy(draws_covariance(flat))
     knn = knn_entropy(flat)
     scalars = {
-        "sd_ratio_x": float(gaps["sd_ratio_median"][0]), "sd_ratio_y": float(gaps["sd_ratio_median"][1]),
-        "rmse_ratio_x": float(gaps["rmse_ratio"][0]), "rmse_ratio_y": float(gaps["rmse_ratio"][1]),
-        "theta_entropy_gauss_median": float(np.median(gauss)),
-        "theta_entropy_knn_median": float(np.median(knn)),
+        schema.SD_RATIO["x"].key: float(gaps["sd_ratio_median"][0]),
+        schema.SD_RATIO["y"].key: float(gaps["sd_ratio_median"][1]),
+        schema.RMSE_RATIO["x"].key: float(gaps["rmse_ratio"][0]),
+        schema.RMSE_RATIO["y"].key: float(gaps["rmse_ratio"][1]),
+        schema.THETA_ENTROPY_GAUSS.key: float(np.median(gauss)),
+        schema.THETA_ENTROPY_KNN.key: float(np.median(knn)),
     }
     if s >= 99:
         sbc = sbc_ranks(flat, truth, n_draws=99, bins=10)
-        scalars["sbc_min_pvalue"] = sbc.min_pvalue
-        scalars["sbc_ranks"] = sbc.ranks.tolist()
+        scalars[schema.SBC_MIN_P.key] = sbc.min_pvalue
+        scalars[schema.SBC_RANKS.key] = sbc.ranks.tolist()
     for cov in interval_coverage(flat, truth, LEVELS):
-        scalars[f"theta_coverage_{int(cov.level * 100)}"] = cov.fraction
-        scalars[f"theta_coverage_{int(cov.level * 100)}_ci"] = [cov.low, cov.high]
+        level = round(cov.level * 100)
+        scalars[schema.THETA_COVERAGE[level].key] = cov.fraction
+        scalars[schema.THETA_COVERAGE_CI[level].key] = [cov.low, cov.high]
     per_frame = {"theta_entropy_gauss": gauss.tolist(), "theta_entropy_knn": knn.tolist(),
                  "sd_ratio": gaps["sd_ratio"].reshape(f, -1).mean(axis=1).tolist()}
     return scalars, per_frame
 
 
 def _diagnostics(result: PosteriorResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ..posterior_io import to_datatree
-    if result.theta is None or result.theta.shape[0] < 2:
+    diag = result.diagnostics
+    if diag is None:
         return {}, {}
-    diag = to_datatree(result)["diagnostics"].dataset
-    rhat = diag["rhat"].max(["emitter", "axis"]).values
-    ess_bulk = diag["ess_bulk"].min(["emitter", "axis"]).values
-    ess_tail = diag["ess_tail"].min(["emitter", "axis"]).values
-    mcse = diag["mcse_mean"].max(["emitter", "axis"]).values
-    scalars = {"rhat_max": float(np.max(rhat)), "ess_bulk_min": float(np.min(ess_bulk)),
-               "ess_tail_min": float(np.min(ess_tail)), "mcse_mean_max": float(np.max(mcse)),
-               "diagnostics_pass_rate": float(diag.attrs["pass_rate"])}
-    if "divergences" in diag:
-        scalars["divergences"] = int(diag["divergences"].sum())
-    return scalars, {"rhat_max": rhat.tolist(), "ess_bulk_min": ess_bulk.tolist()}
+    rhat, ess_bulk = diag.worst_rhat, diag.smallest_ess_bulk
+    ess_tail = over_coordinates(np.nanmin, diag.ess_tail)
+    mcse = over_coordinates(np.nanmax, diag.mcse_mean)
+    scalars = {schema.RHAT_MAX.key: float(np.max(rhat)),
+               schema.ESS_BULK_MIN.key: float(np.min(ess_bulk)),
+               schema.ESS_TAIL_MIN.key: float(np.min(ess_tail)),
+               schema.MCSE_MEAN_MAX.key: float(np.max(mcse)),
+               schema.PASS_RATE.key: diag.pass_rate}
+    if diag.divergences is not None:
+        scalars[schema.DIVERGENCES.key] = int(diag.divergences.sum())
+    return scalars, {schema.RHAT_MAX.key: rhat.tolist(), schema.ESS_BULK_MIN.key: ess_bulk.tolist()}
 
 
 def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task: Task,
@@ -98,7 +108,6 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
         ``{"reference", "kde_samples", "signal_threshold", "methods": {name: {"scalars": {…},
         "per_frame": {…}}}}``; see the calibration study's report for every key's meaning.
     """
-    from .crlb_gaps import sqrt_crlb_at
     ref = results[reference]
     sqrt_crlb = sqrt_crlb_at(task, theta_true)
     mask = signal_mask(ref.kde_mean)
@@ -109,12 +118,12 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
         agreement = variance_agreement(result.kde_var, ref.kde_var[:f])
         entropy = total_gaussian_entropy(result.kde_var, mask[:f])
         scalars: dict[str, Any] = {
-            "frames": f, "seconds_per_frame": result.seconds / f,
-            "var_pearson_median": agreement.median_pearson,
-            "var_ratio_median": agreement.median_summed_ratio,
-            "kde_entropy_median": float(np.median(entropy)),
-            "kde_entropy_minus_reference_median": float(np.median(entropy - ref_entropy[:f])),
-            "kde_entropy_above_reference": float(np.mean(entropy > ref_entropy[:f])),
+            schema.FRAMES.key: f, schema.SECONDS_PER_FRAME.key: result.seconds / f,
+            schema.VAR_PEARSON.key: agreement.median_pearson,
+            schema.VAR_RATIO.key: agreement.median_summed_ratio,
+            schema.KDE_ENTROPY.key: float(np.median(entropy)),
+            schema.KDE_ENTROPY_GAP.key: float(np.median(entropy - ref_entropy[:f])),
+            schema.KDE_ENTROPY_ABOVE.key: float(np.mean(entropy > ref_entropy[:f])),
         }
         per_frame: dict[str, Any] = {"var_pearson": agreement.pearson.tolist(),
                                      "var_ratio": agreement.summed_ratio.tolist(),
@@ -124,19 +133,20 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
             task.optics.upsampling, kde_samples=kde_samples_of(result, kde_samples))
         scalars.update(more)
         per_frame.update({f"region_{k}": v for k, v in frames.items()
-                          if k not in ("pearson", "ratio")})
+                          if k not in ("pearson", "ratio")})  # whole-frame: var_pearson above
         samples = kde_samples_of(result, kde_samples)
         if samples is not None:
             cov = kde_coverage(samples, kde_true[:f], mask[:f])
             for level, attained, c, se in zip(cov.levels, cov.attained, cov.coverage,
                                               cov.standard_error):
-                key = f"kde_coverage_{int(level * 100)}"
-                scalars[key], scalars[key + "_se"] = float(c), float(se)
-                scalars[key + "_attained"] = float(attained)
+                level = round(level * 100)
+                scalars[schema.KDE_COVERAGE[level].key] = float(c)
+                scalars[schema.KDE_COVERAGE_SE[level].key] = float(se)
+                scalars[schema.KDE_COVERAGE_ATTAINED[level].key] = float(attained)
             scalars.update(cov.z_summary())
-            scalars["z_histogram"] = np.histogram(np.clip(cov.z, -6, 6), bins=48,
-                                                  range=(-6, 6))[0].tolist()
-            per_frame["kde_coverage_90"] = cov.per_frame[:, 1].tolist()
+            scalars[schema.Z_HISTOGRAM.key] = np.histogram(np.clip(cov.z, -6, 6), bins=48,
+                                                    range=(-6, 6))[0].tolist()
+            per_frame[schema.KDE_COVERAGE[90].key] = cov.per_frame[:, 1].tolist()
         if result.theta is not None:
             more, frames = _theta_metrics(result, theta_true[:f], sqrt_crlb[:f])
             scalars.update(more)

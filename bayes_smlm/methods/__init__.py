@@ -5,9 +5,14 @@
 ['grid', 'nuts']
 """
 
-from .registry import get_method, list_methods, register_method, unregister_method
-from .result import PosteriorResult
-from . import ddpm, grid, nuts, rwmh  # noqa: F401  (register the built-in methods)
+from bayes_smlm.methods import ddpm, grid, nuts, rwmh  # noqa: F401  (register the built-ins)
+from bayes_smlm.methods.registry import (
+                                         get_method,
+                                         list_methods,
+                                         register_method,
+                                         unregister_method,
+)
+from bayes_smlm.methods.result import PosteriorResult
 
 __all__ = ["PosteriorResult", "get_method", "list_methods", "register_method",
            "unregister_method"]

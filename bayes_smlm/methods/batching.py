@@ -6,8 +6,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..config import Task
-from ..errors import ConfigError
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task
 
 
 def check_frames(task: Task, adu: np.ndarray) -> np.ndarray:

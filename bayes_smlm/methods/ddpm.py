@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Task
-from ..errors import ConfigError
-from .batching import check_frames
-from .registry import register_method, reject_unknown_options
-from .result import PosteriorResult
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.batching import check_frames
+from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.result import PosteriorResult
 
 
 @register_method("ddpm")
@@ -33,7 +33,7 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     samples : int
         K, samples per frame.
     start : {"noise", "guess"}
-        Start of the reverse process (:mod:`bayes_smlm.sampling`).
+        Start of the reverse process (:mod:`bayes_smlm.surrogates.psi.sampling`).
     steps : int or None
         That many DDIM steps (``eta`` as in DDIM; default 20), or None: the full DDPM chain.
     precision : {"auto", "bf16", "fp32"}
@@ -46,18 +46,21 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     device : str
         torch device of φ and Ψ ("cpu", "cuda").
     recalibrate : bool
-        Apply the checkpoint's post-hoc spread recalibration (:mod:`bayes_smlm.recalibration`,
-        fitted on separate frames) to the samples; an error if it has none.
+        Apply the checkpoint's post-hoc spread recalibration
+        (:mod:`bayes_smlm.surrogates.psi.recalibration`, fitted on separate frames) to the
+        samples; an error if it has none.
     """
     reject_unknown_options("ddpm", unknown)
-    from ..psi_pipeline import PsiPipeline
+    # torch + diffusers take seconds to import: only a ddpm run pays for them, not every user
+    # of the method registry
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
 
     adu = check_frames(task, adu)
     started = time.perf_counter()
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
     recalibration = psi.recalibration
     if recalibrate and recalibration is None:
-        raise ConfigError("--recalibrate", f"the Ψ checkpoint {checkpoint or 'shipped'} has no "
+        raise ConfigError("recalibrate", f"the Ψ checkpoint {checkpoint or 'shipped'} has no "
                                            "fitted recalibration (scripts/psi_sweep.py fit)")
     draws = psi.sample(adu, samples, start=start, steps=steps, eta=eta, seed=seed,
                        batch_size=batch_size, precision=precision, progress=progress)

@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Task
-from ..errors import ConfigError
-from ..model import make_log_density
-from ..parallel import device_parallel
-from .batching import check_frames, map_frame_batches
-from .pushforward import kde_axis_factors
-from .registry import register_method, reject_unknown_options
-from .result import PosteriorResult
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.model import make_log_density
+from bayes_smlm.methods.batching import check_frames, map_frame_batches
+from bayes_smlm.methods.pushforward import kde_axis_factors
+from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.parallel import device_parallel
 
 
 def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
@@ -104,7 +104,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     """
     reject_unknown_options("grid", unknown)
     if task.prior.n_emitters != 1:
-        raise ConfigError("--method", f"grid needs a one-emitter task (got "
+        raise ConfigError("method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")
     adu = check_frames(task, adu)
     fn, n_devices = _batched(task, float(coarse_step), int(fine), float(window), likelihood,

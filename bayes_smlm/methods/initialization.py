@@ -1,4 +1,4 @@
-"""Data-driven starting points for MCMC chains (DESIGN.md §6: a uniform start can stick in a
+"""Data-driven starting points for MCMC chains (docs/conventions.md §4: a uniform start can stick in a
 false mode at the frame edge where every chain stays with R-hat 1.00).
 
 Greedy peeling: find the brightest pixel of the PSF-smoothed photon image, refine it by a local
@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .. import physics
-from ..config import Task
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task
 
 
 def _project_into_disc(theta: jax.Array, centre: jax.Array, radius: float) -> jax.Array:

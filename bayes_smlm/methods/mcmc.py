@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Task, check_int
-from ..parallel import device_parallel
-from .batching import check_frames, map_frame_batches
-from .initialization import chain_starts
-from .pushforward import kde_moments
-from .relabel import align_labels
-from .result import PosteriorResult
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.methods.batching import check_frames, map_frame_batches
+from bayes_smlm.methods.initialization import chain_starts
+from bayes_smlm.methods.pushforward import kde_moments
+from bayes_smlm.methods.relabel import align_labels
+from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.parallel import device_parallel
 
 ChainSampler = Callable[[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]],
                         tuple[jax.Array, dict[str, jax.Array]]]
@@ -48,7 +48,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         on ``u`` with target ``logdensity(T(u)) + log|det J_T(u)|`` and draws are mapped back.
     """
     adu = check_frames(task, adu)
-    chains = check_int("--chains", chains, lo=1)
+    chains = check_int("chains", chains, lo=1)
 
     def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, ...]:
         k_init, k_run = jax.random.split(key)
@@ -73,7 +73,6 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
     batch_size = batch_size or n_devices  # None: one frame per device
     positions, stats = map_frame_batches(batched, (keys, adu), batch_size, progress=progress,
                                          desc=method, multiple_of=n_devices)
-    sampling_seconds = time.perf_counter() - start
     positions = np.moveaxis(positions, 0, 2)                 # (F, C, D, …) -> (C, D, F, N, 2)
     stats = {name: np.moveaxis(arr, 0, 2) for name, arr in stats.items()}
     if task.prior.n_emitters > 1:
@@ -85,7 +84,6 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
     seconds = time.perf_counter() - start
     return PosteriorResult(method=method, task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
                            theta=positions, sample_stats=stats,
-                           settings={**settings, "chains": chains, "seed": seed},
-                           seconds=seconds, theta_true=theta_true,
-                           extra={"sampling_seconds": np.float64(sampling_seconds),
-                                  "devices": np.int64(n_devices)})
+                           settings={**settings, "chains": chains, "seed": seed,
+                                     "host_devices": n_devices},
+                           seconds=seconds, theta_true=theta_true)

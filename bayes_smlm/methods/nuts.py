@@ -11,14 +11,14 @@ import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from numpyro.distributions.transforms import biject_to
 
-from ..config import Task, check_int
-from ..distributions import UniformDisc
-from ..errors import ConfigError
-from ..fisher import fisher_information
-from ..model import make_sampler_log_density
-from .mcmc import run_mcmc
-from .registry import register_method, reject_unknown_options
-from .result import PosteriorResult
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.distributions import UniformDisc
+from bayes_smlm.forward.fisher import fisher_information
+from bayes_smlm.forward.model import make_sampler_log_density
+from bayes_smlm.methods.mcmc import run_mcmc
+from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.result import PosteriorResult
 
 
 def nuts_chain(num_warmup: int, num_draws: int, target_accept: float, max_tree_depth: int,
@@ -97,7 +97,7 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Maximum trajectory doublings.
     """
     reject_unknown_options("nuts", unknown)
-    draws = check_int("--draws", draws)
+    draws = check_int("draws", draws)
     warmup = check_int("warmup", warmup, lo=10)
     if not 0 < target_accept < 1:
         raise ConfigError("target_accept", f"must be in (0, 1) (got {target_accept})")

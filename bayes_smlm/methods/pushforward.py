@@ -9,19 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import physics
-from ..config import Task
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task
 
 
 def kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
     """Per-draw separable KDE factors: ey (..., N, uH) and ex (..., N, uW), peak-normalised."""
-    o = task.optics
-    u = o.upsampling
-    hr = physics.lr_to_hr(theta, u)
-    peak = physics.pixel_integrated_gaussian(0.0, 0.0, o.sigma_kde)
-    ex = physics.pixel_integrated_gaussian(jnp.arange(u * task.width), hr[..., 0:1], o.sigma_kde)
-    ey = physics.pixel_integrated_gaussian(jnp.arange(u * task.height), hr[..., 1:2], o.sigma_kde)
-    return ey / peak, ex / peak
+    return physics.kde_axis_factors(theta, task.optics.sigma_kde, task.optics.upsampling,
+                                    task.shape)
 
 
 @lru_cache(maxsize=16)

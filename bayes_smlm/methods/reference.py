@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import Task
-from .result import PosteriorResult
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.result import PosteriorResult
 
 
 def reference_method(task: Task) -> str:
@@ -15,8 +15,8 @@ def reference_method(task: Task) -> str:
 
 def reference_flags(result: PosteriorResult) -> np.ndarray:
     """(F,) True where a reference's own diagnostics fail (R-hat > 1.01 or bulk ESS < 400, as in
-    :mod:`bayes_smlm.diagnostics`); `grid` and other methods without chains are never flagged."""
-    if result.theta is None or result.theta.shape[0] < 2 or result.method == "grid":
+    :mod:`bayes_smlm.methods.diagnostics`); `grid` and other methods without chains are never
+    flagged."""
+    if result.diagnostics is None or result.method == "grid":
         return np.zeros(result.n_frames, bool)
-    from ..posterior_io import to_datatree
-    return np.asarray(to_datatree(result)["diagnostics"].dataset["flagged"].values, bool)
+    return np.asarray(result.diagnostics.flagged, bool)

@@ -13,9 +13,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..config import Task
-from ..errors import ConfigError
-from .result import PosteriorResult
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.result import PosteriorResult
 
 
 class PosteriorMethod(Protocol):
@@ -41,7 +41,7 @@ def register_method(name: str, *, replace: bool = False) -> Callable[[PosteriorM
 def reject_unknown_options(method: str, unknown: dict[str, Any]) -> None:
     """One-line error for options a method does not take (instead of a TypeError traceback)."""
     if unknown:
-        raise ConfigError(f"--method {method}", f"unknown options {sorted(unknown)}")
+        raise ConfigError("method", f"{method} takes no option(s) {sorted(unknown)}")
 
 
 def unregister_method(name: str) -> None:
@@ -69,5 +69,5 @@ def get_method(name: str) -> PosteriorMethod:
     """The method registered as ``name``; a one-line error lists the choices otherwise."""
     _load_entry_points()
     if name not in _METHODS:
-        raise ConfigError("--method", f"unknown method {name!r}; choose from {', '.join(list_methods())}")
+        raise ConfigError("method", f"unknown method {name!r}; choose from {', '.join(list_methods())}")
     return _METHODS[name]

@@ -4,15 +4,15 @@ summaries are not)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from bayes_smlm.localization.matching import match_points
 
 
 def _permute_to(draws: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Permute the emitters of each draw (S, N, 2) to best match ``reference`` (N, 2)."""
     out = np.empty_like(draws)
     for s, draw in enumerate(draws):
-        cost = ((draw[:, None, :] - reference[None, :, :]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = match_points(draw, reference, squared=True)
         out[s, cols] = draw[rows]
     return out
 

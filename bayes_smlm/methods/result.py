@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from ..config import Task
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.diagnostics import DrawDiagnostics, draw_diagnostics
 
 
 @dataclass
@@ -54,6 +56,14 @@ class PosteriorResult:
     @property
     def n_frames(self) -> int:
         return int(self.adu.shape[0])
+
+    @cached_property
+    def diagnostics(self) -> DrawDiagnostics | None:
+        """R-hat, ESS, MCSE and flags of the θ draws, computed on first use (None without θ
+        draws or with fewer than two chains)."""
+        if self.theta is None or self.theta.shape[0] < 2:
+            return None
+        return draw_diagnostics(self.theta, self.sample_stats.get("diverging"))
 
     def theta_flat(self) -> np.ndarray:
         """Draws as (F, C·D, N, 2)."""

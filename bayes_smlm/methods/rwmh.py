@@ -3,7 +3,7 @@
 ``rwmh`` targets the posterior (β = 1) with the task's disc prior. ``rwmh_paper`` reproduces
 appendix A.2 exactly — 10⁴ steps, 10³ burn-in, proposal variance 0.05 px², a flat prior over the
 frame and the acceptance ``exp(β(ℓ(θ) − ℓ(θ')))`` with β = 0.2 — which samples p(θ | x)^0.2, a
-posterior √5 ≈ 2.24× too wide (DESIGN.md §3.1). It is kept to show that inflation.
+posterior √5 ≈ 2.24× too wide (docs/conventions.md §3.1). It is kept to show that inflation.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Task, check_int
-from ..errors import ConfigError
-from ..model import make_log_likelihood, make_sampler_log_density
-from .mcmc import run_mcmc
-from .registry import register_method, reject_unknown_options
-from .result import PosteriorResult
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.model import make_log_likelihood, make_sampler_log_density
+from bayes_smlm.methods.mcmc import run_mcmc
+from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.result import PosteriorResult
 
 
 def rwmh_chain(proposal_var: float, steps: int, burn_in: int, num_draws: int):
@@ -56,9 +56,9 @@ def _check_settings(proposal_var: float, steps: int, burn_in: int, draws: int,
         raise ConfigError("proposal_var", f"must be > 0 px² (got {proposal_var!r})")
     check_int("steps", steps)
     check_int("burn_in", burn_in, lo=0)
-    check_int("--draws", draws)
+    check_int("draws", draws)
     if steps - burn_in < draws:
-        raise ConfigError("--draws", f"must be <= steps - burn_in = {steps - burn_in} (got {draws})")
+        raise ConfigError("draws", f"must be <= steps - burn_in = {steps - burn_in} (got {draws})")
     if not 0 < beta <= 1:
         raise ConfigError("beta", f"must be in (0, 1] (got {beta})")
 

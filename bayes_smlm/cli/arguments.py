@@ -1,0 +1,133 @@
+"""Argument types and error reporting for the command line: one line per error, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+from typing import Iterator, Mapping, NoReturn
+
+from bayes_smlm.errors import BayesSMLMError, ConfigError
+from bayes_smlm.forward.config import parse_override
+from bayes_smlm.forward.tasks import get_task
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _bounded_int(text: str, lo: int, hi: int | None, allowed: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})") from None
+    if value < lo or (hi is not None and value >= hi):
+        raise argparse.ArgumentTypeError(f"must be {allowed} (got {value})")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _bounded_int(text, 1, None, "an integer >= 1")
+
+
+def seed_int(text: str) -> int:
+    """An integer in [0, 2^32)."""
+    return _bounded_int(text, 0, 2**32, "an integer in [0, 2^32)")
+
+
+def finite_float(text: str) -> float:
+    """A finite real number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite (got {text!r})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """A torch device name that this machine has: cpu, cuda or cuda:N."""
+    import torch
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N (got {text!r})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N (got {text!r})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here "
+                                         "(install the gpu extra on a machine with one)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} GPU(s) here")
+    return text
+
+
+def flag_names(parser: argparse.ArgumentParser, **aliases: str) -> dict[str, str]:
+    """How the user wrote each argument of ``parser``, by the name the library uses: the long
+    option for options (``batch_size`` → ``--batch-size``), the metavar for positionals.
+    ``aliases`` map library names that differ from the option's (``steps="--ddim-steps"``)."""
+    names = {}
+    for action in parser._actions:  # argparse keeps no public list of its actions
+        if action.option_strings:
+            names[action.dest] = max(action.option_strings, key=len)
+        elif action.dest not in ("help", argparse.SUPPRESS):
+            names[action.dest] = action.metavar or action.dest.upper()
+    return {**names, **aliases}
+
+
+@contextlib.contextmanager
+def report_errors(prog: str, flags: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn package errors into one stderr line and exit status 2; Ctrl-C into status 130.
+
+    ``flags`` (see :func:`flag_names`) maps the argument a :class:`ConfigError` names to what the
+    user typed on this command line.
+    """
+    try:
+        yield
+    except ConfigError as err:
+        argument = (flags or {}).get(err.argument, err.argument)
+        print(f"{prog}: error: argument {argument}: {err.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except BayesSMLMError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--task`` and the repeatable ``--set KEY=VALUE`` override."""
+    parser.add_argument("--task", required=True, help="task name (see `bayes-smlm tasks`)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a task constant, e.g. --set i0=500 --set "
+                             "camera.gain=gain.npy (maps: .npy, .tif, .csv of the frame's shape); "
+                             "repeatable")
+
+
+def task_from_args(args: argparse.Namespace):
+    """The task named by ``--task`` with the ``--set`` overrides applied."""
+    overrides = dict(parse_override(item) for item in args.set or [])
+    return get_task(args.task, overrides)

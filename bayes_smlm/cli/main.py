@@ -1,0 +1,247 @@
+"""``bayes-smlm`` command line: simulate, crlb, posterior, tasks, study (network commands: cli_nets).
+
+Every error a user can cause is printed as one line naming the argument, exit status 2.
+
+The command handlers import the library inside their bodies, on purpose: ``main`` must set XLA's
+host-device flags (:func:`bayes_smlm.parallel.request_host_devices`) before anything imports JAX,
+and ``bayes-smlm tasks`` should not pay for importing torch and diffusers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bayes_smlm.cli.arguments import (
+    OneLineErrorParser,
+    add_task_arguments,
+    finite_float,
+    flag_names,
+    positive_int,
+    report_errors,
+    seed_int,
+    task_from_args,
+    torch_device,
+)
+from bayes_smlm.cli.nets import add_network_commands
+from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bayes_smlm.forward.simulate import simulate
+    from bayes_smlm.io.atomic import check_suffix, write_npz
+    task = task_from_args(args)
+    check_suffix(args.out, ".npz")  # before the work, not only in the writer
+    batch = simulate(task, args.frames, args.seed)
+    write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
+              config=task.to_json(), seed=args.seed)
+    print(f"wrote {args.out}: {args.frames} frames of task {task.name!r} "
+          f"(adu {batch.adu.shape}, theta {batch.theta.shape}, kde {batch.kde.shape})")
+    return 0
+
+
+def cmd_crlb(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bayes_smlm.errors import ConfigError
+    from bayes_smlm.forward.fisher import fisher_information
+    task = task_from_args(args)
+    if len(args.x) != len(args.y):
+        raise ConfigError("--y", f"needs one value per --x value ({len(args.x)} given, "
+                                 f"got {len(args.y)})")
+    theta = np.stack([args.x, args.y], axis=-1)
+    bound = fisher_information(task, theta, include_intensity=args.fit_intensity,
+                               include_background=args.fit_background)
+    nm = task.optics.pixel_size_nm
+    emitters = [{"x": float(x), "y": float(y), "sqrt_crlb_x_px": float(sx),
+                 "sqrt_crlb_y_px": float(sy), "sqrt_crlb_x_nm": float(sx * nm),
+                 "sqrt_crlb_y_nm": float(sy * nm)}
+                for (x, y), (sx, sy) in zip(theta, bound.sd_xy)]
+    if args.json:
+        out = {"task": task.name, "pixel_size_nm": nm, "fit_intensity": args.fit_intensity,
+               "fit_background": args.fit_background, "emitters": emitters}
+        if len(emitters) == 1:
+            out.update({k: v for k, v in emitters[0].items() if k.startswith("sqrt")})
+        print(json.dumps(out, indent=2))
+        return 0
+    p, c = task.prior, task.camera
+    print(f"task {task.name}: σx = {task.optics.sigma_psf:g} px, i0 = {p.i0:g} photons, "
+          f"background = {_describe(p.background)} photons/px, readout variance = "
+          f"{_describe(c.readout_var)} ADU², gain = {_describe(c.gain)} ADU/photon")
+    nuisance = [name for flag, name in ((args.fit_intensity, "i0"), (args.fit_background, "b"))
+                if flag]
+    if nuisance:
+        print(f"nuisance parameters estimated jointly: {', '.join(nuisance)}")
+    for k, e in enumerate(emitters):
+        print(f"emitter {k} at (x, y) = ({e['x']:g}, {e['y']:g}) px: "
+              f"sqrt(CRLB) x = {e['sqrt_crlb_x_px']:.4f} px ({e['sqrt_crlb_x_nm']:.2f} nm), "
+              f"y = {e['sqrt_crlb_y_px']:.4f} px ({e['sqrt_crlb_y_nm']:.2f} nm)")
+    return 0
+
+
+def _describe(value) -> str:
+    import numpy as np
+    if np.ndim(value) == 0:
+        return f"{float(value):g}"
+    arr = np.asarray(value)
+    return f"map {arr.shape} in [{arr.min():g}, {arr.max():g}]"
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from bayes_smlm.forward.tasks import get_task, list_tasks
+    if args.show:
+        print(json.dumps(get_task(args.show).to_dict(), indent=2))
+        return 0
+    for name in list_tasks():
+        t = get_task(name)
+        print(f"{name:12s} {t.prior.n_emitters} emitter(s) on a radius-{t.prior.radius:g} disc, "
+              f"{t.height}x{t.width} px, i0 = {t.prior.i0:g}, σy = {t.optics.sigma_kde:g} HR px")
+    return 0
+
+
+def cmd_posterior(args: argparse.Namespace) -> int:
+    from bayes_smlm.forward.config import task_from_json
+    from bayes_smlm.io.atomic import check_suffix, read_npz
+    from bayes_smlm.io.posteriors import save_posterior
+    from bayes_smlm.methods import get_method
+    check_suffix(args.out, ".nc")  # before sampling, not only in the writer
+    method = get_method(args.method)
+    data = read_npz(args.file, required=("adu", "config"))
+    task = task_from_json(str(data["config"]))
+    options = {"seed": args.seed, "progress": not args.quiet}
+    given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
+             "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
+             "checkpoint": args.checkpoint, "precision": args.precision,
+             "device": args.device, "recalibrate": args.recalibrate or None}
+    options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
+    if args.full_chain:
+        if args.ddim_steps is not None:
+            from bayes_smlm.errors import ConfigError
+            raise ConfigError("--full-chain", "cannot be combined with --ddim-steps")
+        options["steps"] = None
+    result = method(task, data["adu"], theta_true=data.get("theta"), **options)
+    save_posterior(result, args.out)
+    print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
+          f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from bayes_smlm.studies.registry import run_study
+    path = run_study(args.name, args.preset, args.seed, args.out, args.task)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bayes_smlm.studies.registry import rebuild_report
+    print(f"wrote {rebuild_report(args.dir)}")
+    return 0
+
+
+# Library argument names that differ from the flag that sets them (the rest map by name): for
+# every command, then per command.
+FLAG_ALIASES = {"n_frames": "--frames"}
+COMMAND_FLAG_ALIASES = {
+    "posterior": {"steps": "--ddim-steps"},
+    "train-phi": {"max_seconds": "--max-minutes"},
+    "train-psi": {"max_seconds": "--max-minutes"},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bayes-smlm`` argument parser."""
+    from bayes_smlm import __version__
+    from bayes_smlm.studies.registry import add_study_arguments, list_studies
+    parser = OneLineErrorParser(prog="bayes-smlm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bayes-smlm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="simulate frames, positions and KDEs to an .npz file")
+    add_task_arguments(p)
+    p.add_argument("--frames", type=positive_int, required=True, help="number of frames")
+    p.add_argument("--seed", type=seed_int, required=True, help="random seed in [0, 2^32)")
+    p.add_argument("--out", type=Path, required=True, help="output FILE.npz")
+    p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser("crlb", help="√CRLB of emitter positions (LR px and nm)")
+    add_task_arguments(p)
+    p.add_argument("--x", type=finite_float, nargs="+", required=True,
+                   help="emitter x position(s), LR px")
+    p.add_argument("--y", type=finite_float, nargs="+", required=True,
+                   help="emitter y position(s), LR px")
+    p.add_argument("--fit-intensity", action="store_true",
+                   help="treat each emitter's i0 as unknown (nuisance parameter)")
+    p.add_argument("--fit-background", action="store_true",
+                   help="treat the background as unknown (nuisance parameter)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_crlb)
+
+    p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF")
+    p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
+    p.add_argument("--method", required=True,
+                   help="name of a registered posterior method (an unknown name prints the list)")
+    p.add_argument("--chains", type=positive_int, default=None,
+                   help="MCMC chains per frame (default: the method's, 4)")
+    p.add_argument("--draws", type=positive_int, default=None,
+                   help="retained draws per chain (default: the method's, 1000)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="ddpm: KDE samples per frame (default 64)")
+    p.add_argument("--start", choices=STARTS, default=None,
+                   help="ddpm: start of the reverse process (default guess)")
+    p.add_argument("--ddim-steps", type=positive_int, default=None,
+                   help="ddpm: DDIM steps (default 20)")
+    p.add_argument("--full-chain", action="store_true",
+                   help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
+    p.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
+                   help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="ddpm: Ψ checkpoint directory (default: the shipped one for the task)")
+    p.add_argument("--device", type=torch_device, default=None,
+                   help="ddpm: torch device, cpu (default) | cuda | cuda:N")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="ddpm: apply the checkpoint's post-hoc spread recalibration (fitted on "
+                        "separate simulated frames) to the samples")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="frames per compiled call (default: the method's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", type=Path, required=True, help="output FILE.nc (ArviZ DataTree)")
+    p.set_defaults(handler=cmd_posterior)
+
+    p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
+    p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
+    p.set_defaults(handler=cmd_tasks)
+
+    add_network_commands(sub)
+
+    p = sub.add_parser("study", help="run a study and write its report")
+    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")
+    add_study_arguments(p)
+    p.set_defaults(handler=cmd_study)
+
+    p = sub.add_parser("report", help="rebuild a study's report.md and figures from its saved "
+                                      "results, without recomputing")
+    p.add_argument("dir", type=Path, help="a study's report folder (e.g. reports/calibration)")
+    p.set_defaults(handler=cmd_report)
+    for name, command in sub.choices.items():
+        aliases = {**FLAG_ALIASES, **COMMAND_FLAG_ALIASES.get(name, {})}
+        command.set_defaults(flags=flag_names(command, **aliases))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayes-smlm`` console script."""
+    from bayes_smlm.parallel import request_host_devices
+    request_host_devices()  # before anything imports JAX: frames run on every core
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with report_errors(f"bayes-smlm {args.command}", args.flags):
+        return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Seeded, batched simulation of (ADU frame, θ, KDE) from a task.
+
+Frame ``i`` of seed ``s`` is drawn with key ``fold_in(PRNGKey(s), i)``, so a frame does not depend
+on how many frames are requested or how they are chunked, and the same seed gives the same frames
+on every run. :func:`stream` yields fresh batches indefinitely for on-the-fly training.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.distributions import uniform_disc_points
+
+_STREAM_TAG = 0x5EED  # separates the training stream from `simulate` frames of the same seed
+
+
+class SimBatch(NamedTuple):
+    """A batch of simulated frames.
+
+    adu : (F, H, W) float32, ADU.
+    theta : (F, N, 2) float32, emitter (x, y) in LR pixels.
+    kde : (F, u·H, u·W) float32, the true KDE y0 of eq. 4.
+    """
+
+    adu: np.ndarray
+    theta: np.ndarray
+    kde: np.ndarray
+
+
+def sample_positions(key: jax.Array, n_emitters: int, centre: tuple[float, float],
+                     radius: float) -> jax.Array:
+    """Draw N positions i.i.d. uniform on a disc; returns (N, 2) (x, y) in LR pixels."""
+    return uniform_disc_points(key, (n_emitters,), centre, radius)
+
+
+def make_frame_renderer(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """Pure function ``(key, theta) -> (adu, kde)`` for one frame with given positions."""
+    camera = physics.camera_arrays(task)
+    scene = physics.scene_arrays(task)
+    o = task.optics
+
+    def render(key: jax.Array, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+        omega = physics.expected_photons(theta, scene.i0, scene.background, o.sigma_psf,
+                                         task.shape)
+        adu = physics.sample_adu(key, omega, camera)
+        return adu, physics.kde(theta, o.sigma_kde, o.upsampling, task.shape)
+
+    return render
+
+
+@lru_cache(maxsize=16)
+def _batch_simulator(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]:
+    """Jitted ``(base_key, frame_indices) -> (adu, theta, kde)`` vmapped over frames."""
+    render = make_frame_renderer(task)
+    prior = task.prior
+
+    def one(base_key: jax.Array, index: jax.Array) -> tuple[jax.Array, ...]:
+        k_pos, k_cam = jax.random.split(jax.random.fold_in(base_key, index))
+        theta = sample_positions(k_pos, prior.n_emitters, task.centre, prior.radius)
+        adu, y = render(k_cam, theta)
+        return adu, theta, y
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError("seed", f"must be an integer in [0, 2^32) (got {seed!r})")
+    return int(seed)
+
+
+def simulate_indices(task: Task, base_key: jax.Array, indices: np.ndarray,
+                     chunk: int = 2048) -> SimBatch:
+    """Simulate the frames with the given indices under ``base_key`` (chunked to bound memory)."""
+    sim = _batch_simulator(task)
+    parts = [sim(base_key, jnp.asarray(indices[i:i + chunk], dtype=jnp.uint32))
+             for i in range(0, len(indices), chunk)]
+    adu, theta, y = (np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
+                     for j in range(3))
+    return SimBatch(adu=adu, theta=theta, kde=y)
+
+
+def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
+             chunk: int = 2048) -> SimBatch:
+    """Simulate ``n_frames`` frames ``first_frame, first_frame+1, ...`` of ``seed``.
+
+    Parameters
+    ----------
+    task : Task
+        Optics, camera and scene prior.
+    n_frames : int
+        Number of frames, >= 1.
+    seed : int
+        Seed in [0, 2^32).
+    first_frame : int
+        Index of the first frame; frames are the same whatever the split into calls.
+    chunk : int
+        Frames per jitted call (memory bound: one KDE is u²·H·W floats).
+    """
+    n_frames = check_int("n_frames", n_frames)
+    first_frame = check_int("first_frame", first_frame, lo=0)
+    seed = _check_seed(seed)
+    indices = np.arange(first_frame, first_frame + n_frames)
+    return simulate_indices(task, jax.random.PRNGKey(seed), indices, chunk)
+
+
+def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[SimBatch]:
+    """Yield fresh batches forever; batch ``k`` is a fixed function of (seed, k), so training that
+    resumes at ``start_batch = k`` sees exactly the batches an uninterrupted run would."""
+    batch_size = check_int("batch_size", batch_size)
+    base = jax.random.fold_in(jax.random.PRNGKey(_check_seed(seed)), _STREAM_TAG)
+    k = check_int("start_batch", start_batch, lo=0)
+    while True:
+        yield simulate_indices(task, jax.random.fold_in(base, k), np.arange(batch_size))
+        k += 1
+
+
+@lru_cache(maxsize=16)
+def _fixed_simulator(task: Task) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    render = make_frame_renderer(task)
+
+    def one(base_key: jax.Array, index: jax.Array, theta: jax.Array) -> jax.Array:
+        return render(jax.random.fold_in(base_key, index), theta)[0]
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
+def simulate_fixed(task: Task, theta: np.ndarray, n_frames: int, seed: int,
+                   chunk: int = 8192) -> np.ndarray:
+    """Frames (F, H, W) in ADU of emitters at fixed positions ``theta`` (N, 2), LR pixels.
+
+    Repeated exposures of one scene: the camera-noise check and likelihood tests use them.
+    """
+    n_frames = check_int("n_frames", n_frames)
+    key = jax.random.PRNGKey(_check_seed(seed))
+    theta = jnp.asarray(theta, jnp.float32)
+    sim = _fixed_simulator(task)
+    parts = [np.asarray(sim(key, jnp.arange(i, min(i + chunk, n_frames), dtype=jnp.uint32), theta))
+             for i in range(0, n_frames, chunk)]
+    return np.concatenate(parts).astype(np.float32)

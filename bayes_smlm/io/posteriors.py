@@ -1,0 +1,93 @@
+"""PosteriorResult <-> ArviZ DataTree (NetCDF), with diagnostics attached.
+
+Groups: ``posterior`` (``theta`` with dims chain, draw, frame, emitter, axis; axis coords x, y;
+LR pixels), ``sample_stats`` (dims chain, draw, frame), ``observed_data`` (``adu``, frame × row ×
+col, ADU), ``constant_data`` (``theta_true`` when known; the task config and method settings as
+JSON attributes), ``kde`` (``mean``, ``var`` with dims frame, y_hr, x_hr) and ``diagnostics``
+(R-hat, bulk/tail ESS, MCSE per frame × emitter × axis and a per-frame ``flagged`` mask).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import task_from_json
+from bayes_smlm.io.atomic import atomic_path, check_suffix
+from bayes_smlm.methods.diagnostics import diagnostics_dataset
+from bayes_smlm.methods.result import PosteriorResult
+
+
+def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr.DataTree:
+    """Build the DataTree of a result (the θ groups only for methods with θ draws)."""
+    import arviz_base as azb
+
+    f = result.n_frames
+    groups: dict[str, dict[str, np.ndarray]] = {
+        "observed_data": {"adu": result.adu},
+    }
+    dims = {"theta": ["frame", "emitter", "axis"], "adu": ["frame", "row", "col"],
+            "theta_true": ["frame", "emitter", "axis"]}
+    if result.theta is not None:
+        groups["posterior"] = {"theta": result.theta}
+        if result.sample_stats:
+            groups["sample_stats"] = dict(result.sample_stats)
+            for name in result.sample_stats:
+                dims[name] = ["frame"]
+    if result.theta_true is not None:
+        groups["constant_data"] = {"theta_true": np.asarray(result.theta_true, np.float32)}
+    attrs = {"method": result.method, "task": result.task.to_json(),
+             "settings": json.dumps(result.settings, sort_keys=True, default=float),
+             "seconds": float(result.seconds), "units": "theta in LR pixels (x, y); adu in ADU"}
+    tree = azb.from_dict(groups, dims=dims, coords={"axis": ["x", "y"], "frame": np.arange(f)})
+    tree.attrs.update(attrs)
+    if "constant_data" not in tree.children:
+        tree["constant_data"] = xr.DataTree(xr.Dataset(attrs={}))
+    tree["constant_data"].attrs.update({"task": result.task.to_json(), "method": result.method,
+                                        "settings": attrs["settings"]})
+    kde = xr.Dataset({"mean": (("frame", "y_hr", "x_hr"), result.kde_mean),
+                      "var": (("frame", "y_hr", "x_hr"), result.kde_var)},
+                     coords={"frame": np.arange(f)},
+                     attrs={"description": "posterior mean and marginal variance of the KDE (eq. 5)"})
+    tree["kde"] = xr.DataTree(kde)
+    extras = {k: v for k, v in result.extra.items() if np.ndim(v) >= 1 and np.shape(v)[0] == f}
+    if extras:
+        tree["extra"] = xr.DataTree(xr.Dataset(
+            {k: (("frame",) + tuple(f"{k}_{i}" for i in range(np.ndim(v) - 1)), np.asarray(v))
+             for k, v in extras.items()}))
+    if with_diagnostics and result.diagnostics is not None:
+        tree["diagnostics"] = xr.DataTree(diagnostics_dataset(result.diagnostics))
+    return tree
+
+
+def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
+    """Atomically write the result's DataTree to NetCDF (``.nc``)."""
+    return write_datatree(to_datatree(result), path)
+
+
+def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
+    """Atomically write a DataTree built by :func:`to_datatree` to NetCDF (``.nc``)."""
+    path = check_suffix(path, ".nc")
+    with atomic_path(path) as tmp:
+        tree.to_netcdf(tmp, engine="h5netcdf")
+    return path
+
+
+def load_posterior(path: str | Path) -> xr.DataTree:
+    """Read a saved posterior DataTree (fully loaded into memory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("file", f"file not found: {path}")
+    tree = xr.open_datatree(path, engine="h5netcdf")
+    tree.load()
+    tree.close()
+    return tree
+
+
+def task_of(tree: xr.DataTree):
+    """The task stored with a saved posterior."""
+    return task_from_json(tree["constant_data"].attrs["task"])

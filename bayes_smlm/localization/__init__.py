@@ -1,0 +1,1 @@
+"""From KDE images to emitter lists: detection, one-to-one matching of point sets, metrics."""

@@ -1,0 +1,114 @@
+"""DeepSTORM (2D) as the paper describes it (§3.1, appendix A.4): LR frame in, HR KDE out.
+
+A multi-scale context module of dilated 3×3 convolutions at LR resolution (the normalised frame is
+concatenated to the input of every context layer), log2(u) nearest-neighbour ×2 resize-convolutions,
+refinement blocks at HR resolution and an element-wise HardTanh output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bayes_smlm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeepSTORMConfig:
+    """Architecture of φ (everything needed to rebuild the module from a checkpoint).
+
+    Attributes
+    ----------
+    upsampling : int
+        u, a power of two: the number of ×2 resize-convolutions is log2(u).
+    context_channels : int
+        Width of the LR context module (the authors used 64).
+    dilations : tuple of int
+        Dilation of each context layer (the authors used 1, 2, 4, 8, 16).
+    up_channels : tuple of int
+        Width after each ×2 resize-convolution (one entry per ×2 step).
+    refine_blocks : int
+        Number of 3×3 conv + BatchNorm + LeakyReLU blocks at HR resolution.
+    input_shift, input_scale : float
+        Fixed input normalisation ``(n − shift)/scale`` of the offset-subtracted, gain-corrected
+        frame n (photons); derived from the task, not from the data, so it is the same everywhere.
+    output_max : float
+        Upper bound of the HardTanh output (the KDE is ≥ 0; one isolated kernel peaks at 1).
+    """
+
+    upsampling: int = 4
+    context_channels: int = 64
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    up_channels: tuple[int, ...] = (32, 16)
+    refine_blocks: int = 3
+    input_shift: float = 0.0
+    input_scale: float = 1.0
+    output_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        u = self.upsampling
+        if not isinstance(u, int) or u < 2 or u & (u - 1):
+            raise ConfigError("optics.upsampling", f"DeepSTORM needs a power of two >= 2 (got {u})")
+        if len(self.up_channels) != int(math.log2(u)):
+            raise ConfigError("up_channels", f"needs log2(u) = {int(math.log2(u))} entries "
+                                             f"(got {len(self.up_channels)})")
+        if self.input_scale <= 0 or self.output_max <= 0:
+            raise ConfigError("input_scale", "input_scale and output_max must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeepSTORMConfig":
+        data = dict(data)
+        for key in ("dilations", "up_channels"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _conv_block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class DeepSTORM(nn.Module):
+    """φ: (B, 1, H, W) photon frames → (B, 1, u·H, u·W) KDE estimates.
+
+    Parameters
+    ----------
+    config : DeepSTORMConfig
+        Architecture and fixed input normalisation.
+    """
+
+    def __init__(self, config: DeepSTORMConfig = field(default_factory=DeepSTORMConfig)):
+        super().__init__()
+        self.config = config
+        c = config.context_channels
+        self.context = nn.ModuleList(
+            _conv_block(1 if i == 0 else c + 1, c, d) for i, d in enumerate(config.dilations))
+        widths = (c, *config.up_channels)
+        self.upsample = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b))
+            for a, b in zip(widths[:-1], widths[1:]))
+        hr = widths[-1]
+        self.refine = nn.Sequential(*(_conv_block(hr, hr) for _ in range(config.refine_blocks)))
+        self.head = nn.Conv2d(hr, 1, 1)
+        self.output = nn.Hardtanh(0.0, config.output_max)
+
+    def forward(self, photons: torch.Tensor) -> torch.Tensor:
+        """KDE estimate from offset-subtracted, gain-corrected frames (photons), (B, 1, H, W)."""
+        x = (photons - self.config.input_shift) / self.config.input_scale
+        h = x
+        for i, layer in enumerate(self.context):
+            h = layer(h if i == 0 else torch.cat([h, x], dim=1))
+        for layer in self.upsample:
+            h = layer(h)
+        return self.output(self.head(self.refine(h)))
