@@ -29,13 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_smlm.compare.schema import (
-    BACKGROUND_FLOOR,
-    BY_CROWDING,
-    SECONDS_PER_FRAME,
-    SIGNAL_RATIO,
-    Z_SD,
-)
+from bayes_smlm.compare.schema import (BACKGROUND_FLOOR, BY_CROWDING, SECONDS_PER_FRAME,
+                                       SIGNAL_RATIO, Z_SD)
 
 SELECTION_SEED = 2000
 RECALIBRATION_SEED = 2200  # frames a post-hoc recalibration is fitted on

@@ -17,16 +17,10 @@ from bayes_smlm.compare import variance_agreement
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.posteriors import load_posterior, save_posterior
-from bayes_smlm.io.study_files import (
-    METRICS,
-    load_frames,
-    posterior_path,
-    read_json,
-    save_frames,
-    write_study_config,
-)
+from bayes_smlm.io.study_files import (METRICS, load_frames, posterior_path, read_json,
+                                       save_frames, write_study_config)
 from bayes_smlm.methods import get_method
-from bayes_smlm.methods.reference import reference_flags, reference_method
+from bayes_smlm.methods.reference import cached_reference, reference_flags
 from bayes_smlm.reporting.figures import image_grid, peak_window
 from bayes_smlm.reporting.markdown import markdown_table, write_report
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
@@ -48,7 +42,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     task_name, task = task, get_task(task)
     batch = simulate(task, s["frames"], fresh_seed(NAME, seed))
     save_frames(out, batch.adu, batch.kde, batch.theta)
-    grid = get_method(reference_method(task))(task, batch.adu, seed=seed)
+    grid = cached_reference(task, batch.adu, (fresh_seed(NAME, seed), len(batch.adu)), seed=seed)
     save_posterior(grid, posterior_path(out, "reference"))
     rows = []
     for start in STARTS:

@@ -15,3 +15,13 @@ def isolated():
 @pytest.fixture(scope="session")
 def paper():
     return get_task("paper")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_cache(tmp_path_factory):
+    """Exact reference posteriors are cached in a folder of this test session, never in the
+    user's cache (tests see the same cache behaviour a user does)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("reference-cache")
+        patch.setenv("BAYES_SMLM_CACHE", str(folder))
+        yield folder

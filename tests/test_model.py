@@ -12,12 +12,8 @@ from scipy import stats
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.distributions import PoissonApproxADU, PoissonGaussianADU, UniformDisc
-from bayes_smlm.forward.model import (
-    exact_sum_length,
-    image_model,
-    make_log_density,
-    position_log_density,
-)
+from bayes_smlm.forward.model import (exact_sum_length, image_model, make_log_density,
+                                      position_log_density)
 from bayes_smlm.forward.simulate import simulate_fixed
 from bayes_smlm.forward.tasks import get_task
 

@@ -165,3 +165,24 @@ def test_console_script_shards_frames_over_host_devices(tmp_path):
     theta = np.asarray(tree["posterior"]["theta"])
     truth = np.asarray(tree["constant_data"]["theta_true"])
     assert np.all(np.abs(theta.mean((0, 1)) - truth) < 0.5)
+
+
+def test_the_reference_cache_returns_the_same_posterior_and_checks_the_frames(
+        isolated, tmp_path, monkeypatch):
+    from bayes_smlm.methods.reference import cached_reference
+    monkeypatch.setenv("BAYES_SMLM_CACHE", str(tmp_path / "cache"))
+    frames = simulate(isolated, 2, seed=22)
+    first = cached_reference(isolated, frames.adu, (22, 2), seed=1)
+    assert len(list((tmp_path / "cache").glob("grid-*.nc"))) == 1
+    again = cached_reference(isolated, frames.adu, (22, 2), seed=1)  # read back from the file
+    for name in ("adu", "kde_mean", "kde_var", "theta"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    for name, value in first.extra.items():
+        np.testing.assert_array_equal(again.extra[name], value)
+    assert again.settings == json.loads(json.dumps(first.settings)) and again.method == "grid"
+    assert again.seconds == first.seconds  # not recomputed
+    other = simulate(isolated, 2, seed=23).adu  # same key, other frames: recomputed, not reused
+    assert not np.array_equal(cached_reference(isolated, other, (22, 2), seed=1).kde_var,
+                              first.kde_var)
+    monkeypatch.setenv("BAYES_SMLM_CACHE", "off")
+    assert cached_reference(isolated, frames.adu, (22, 2), seed=1).seconds != first.seconds

@@ -15,17 +15,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bayes_smlm.cli.arguments import (
-    OneLineErrorParser,
-    add_task_arguments,
-    finite_float,
-    flag_names,
-    positive_int,
-    report_errors,
-    seed_int,
-    task_from_args,
-    torch_device,
-)
+from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
+                                      flag_names, positive_int, report_errors, seed_int,
+                                      task_from_args, torch_device)
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
 

@@ -11,25 +11,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import (
-    add_task_arguments,
-    non_negative_float,
-    positive_float,
-    positive_int,
-    seed_int,
-    task_from_args,
-    torch_device,
-)
-from bayes_smlm.surrogates.settings import (
-    CONDITIONS,
-    LOSSES,
-    PRECISIONS,
-    PREDICTIONS,
-    SCHEDULES,
-    UNET_PRESETS,
-    PhiTraining,
-    PsiTraining,
-)
+from bayes_smlm.cli.arguments import (add_task_arguments, non_negative_float, positive_float,
+                                      positive_int, seed_int, task_from_args, torch_device)
+from bayes_smlm.surrogates.settings import (CONDITIONS, LOSSES, PRECISIONS, PREDICTIONS, SCHEDULES,
+                                            UNET_PRESETS, PhiTraining, PsiTraining)
 
 
 def _command_line() -> str:

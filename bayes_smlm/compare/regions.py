@@ -19,12 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from bayes_smlm.compare import schema
-from bayes_smlm.compare.kde_calibration import (
-    LEVELS,
-    SIGNAL_THRESHOLD,
-    order_statistic_interval,
-    pixel_coverage,
-)
+from bayes_smlm.compare.kde_calibration import (LEVELS, SIGNAL_THRESHOLD, order_statistic_interval,
+                                                pixel_coverage)
 from bayes_smlm.compare.maps import variance_agreement
 
 BACKGROUND_THRESHOLD = 0.01  # KDE units: below this reference mean a pixel is background

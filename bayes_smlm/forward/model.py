@@ -19,13 +19,8 @@ from numpyro.infer.util import log_density as numpyro_log_density
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task, check_choice
-from bayes_smlm.forward.distributions import (
-    PoissonApproxADU,
-    PoissonGaussianADU,
-    UniformDisc,
-    poisson_gaussian_n_max,
-    poisson_kernel,
-)
+from bayes_smlm.forward.distributions import (PoissonApproxADU, PoissonGaussianADU, UniformDisc,
+                                              poisson_gaussian_n_max, poisson_kernel)
 
 LIKELIHOODS = ("poisson", "poisson_gaussian")
 

@@ -88,6 +88,26 @@ def load_posterior(path: str | Path) -> xr.DataTree:
     return tree
 
 
+def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
+    """The :class:`PosteriorResult` a DataTree of :func:`to_datatree` was built from (arrays as
+    saved; scalar ``extra`` values are not stored, per-frame ones are)."""
+    constant = tree["constant_data"]
+    groups = tree.children
+
+    def variables(group: str) -> dict[str, np.ndarray]:
+        return ({k: v.values for k, v in tree[group].data_vars.items()} if group in groups
+                else {})
+
+    return PosteriorResult(
+        method=tree.attrs["method"], task=task_of(tree), adu=tree["observed_data"]["adu"].values,
+        kde_mean=tree["kde"]["mean"].values, kde_var=tree["kde"]["var"].values,
+        theta=tree["posterior"]["theta"].values if "posterior" in groups else None,
+        sample_stats=variables("sample_stats"), settings=json.loads(tree.attrs["settings"]),
+        seconds=float(tree.attrs["seconds"]),
+        theta_true=constant["theta_true"].values if "theta_true" in constant.data_vars else None,
+        extra=variables("extra"))
+
+
 def task_of(tree: xr.DataTree):
     """The task stored with a saved posterior."""
     return task_from_json(tree["constant_data"].attrs["task"])

@@ -16,13 +16,8 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.simulate import simulate
-from bayes_smlm.localization.detection import (
-    DETECTORS,
-    DetectionSettings,
-    LocalizationMetrics,
-    detect,
-    evaluate_detections,
-)
+from bayes_smlm.localization.detection import (DETECTORS, DetectionSettings, LocalizationMetrics,
+                                               detect, evaluate_detections)
 from bayes_smlm.reporting.markdown import markdown_table
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 

@@ -15,14 +15,8 @@ from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import write_json
 from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, check_task, kept_sections
-from bayes_smlm.surrogates.phi.estimator import (
-    CHECKPOINT_KIND,
-    PhiPredictor,
-    architecture_for,
-    frames_to_photons,
-    load_phi,
-    read_config,
-)
+from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, architecture_for,
+                                                 frames_to_photons, load_phi, read_config)
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PhiTraining

@@ -32,26 +32,13 @@ from bayes_smlm.io.atomic import give_usual_modes, write_json
 from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, check_task, kept_sections
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi, shipped_checkpoint
 from bayes_smlm.surrogates.psi.conditioning import conditioning
-from bayes_smlm.surrogates.psi.pipeline import (
-    CHECKPOINT_KIND,
-    SCHEDULER_DIR,
-    UNET_DIR,
-    read_config,
-    weights_sha256,
-)
-from bayes_smlm.surrogates.psi.schedule import (
-    make_scheduler,
-    noise_loss,
-    to_model_space,
-    training_target,
-)
+from bayes_smlm.surrogates.psi.pipeline import (CHECKPOINT_KIND, SCHEDULER_DIR, UNET_DIR,
+                                                read_config, weights_sha256)
+from bayes_smlm.surrogates.psi.schedule import (make_scheduler, noise_loss, to_model_space,
+                                                training_target)
 from bayes_smlm.surrogates.psi.unet import build_unet
-from bayes_smlm.surrogates.settings import (
-    UNET_PRESETS,
-    PsiTraining,
-    UNetConfig,
-    condition_channels,
-)
+from bayes_smlm.surrogates.settings import (UNET_PRESETS, PsiTraining, UNetConfig,
+                                            condition_channels)
 from bayes_smlm.surrogates.training import WEIGHTS_FILE, LoopState, step_generator, train
 
 
