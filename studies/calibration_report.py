@@ -266,7 +266,9 @@ def render(out: str | Path) -> Path:
     """Write ``out/report.md`` and its figures from ``metrics.json``, ``config.json``, the frames
     and the saved posteriors."""
     out = Path(out)
-    metrics, config = read_json(out, METRICS), read_json(out, "config.json")
+    metrics = read_json(out, METRICS, required=("methods", "reference", "phi_log", "failures",
+                                                "kde_samples", "wall_seconds", "provenance"))
+    config = read_json(out, "config.json", required=("settings", "task", "preset", "seed"))
     settings = config["settings"]
     rows = [(r["method"], r["emitters"], r["frames"], format_cell(r["seconds_per_frame"], ".2f"))
             for r in metrics.get("cost_by_emitters", [])]

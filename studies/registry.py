@@ -24,7 +24,7 @@ from bayes_smlm.cli.arguments import OneLineErrorParser, flag_names, report_erro
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import check_choice
 from bayes_smlm.forward.tasks import get_task
-from bayes_smlm.io.atomic import write_json
+from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.io.study_files import CONFIG, METRICS, read_json
 from bayes_smlm.reporting.markdown import provenance
 
@@ -79,7 +79,8 @@ def run_study(name: str, preset: str, seed: int, out: Path | None, task: str | N
         get_task(task)  # a one-line error for an unknown task, before any work
         if task != module.DEFAULT_TASK:
             kwargs["task"] = task
-    out = out or default_out(name, kwargs.get("task"))
+    out = check_output_dir(out or default_out(name, kwargs.get("task")))  # before any work
+    check_preset(preset, module.PRESETS)
     return module.run(preset=preset, seed=seed, out=out, **kwargs)
 
 
@@ -133,9 +134,11 @@ def run_as_script(argv: Sequence[str] | None = None) -> int:
 
 def rebuild_report(out: str | Path) -> Path:
     """Re-render a study's report from the files it saved (``config.json`` names the study)."""
-    config = read_json(Path(out), CONFIG)
+    config = read_json(check_output_dir(out, "dir"), CONFIG)
     if "study" not in config:
         raise ConfigError("dir", f"{out}/{CONFIG} does not name its study; re-run the study")
+    if config["study"] not in STUDIES:
+        raise ConfigError("dir", f"{out}/{CONFIG} names the unknown study {config['study']!r}")
     module = get_study(config["study"])
     render = getattr(module, "render", None)
     if render is None:

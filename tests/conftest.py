@@ -25,3 +25,14 @@ def reference_cache(tmp_path_factory):
         folder = tmp_path_factory.mktemp("reference-cache")
         patch.setenv("BAYES_SMLM_CACHE", str(folder))
         yield folder
+
+
+@pytest.fixture
+def frames_file(tmp_path):
+    """Two simulated `isolated` frames written as `bayes-smlm simulate` writes them."""
+    from bayes_smlm.forward.simulate import simulate
+    from bayes_smlm.io.atomic import write_npz
+    task = get_task("isolated")
+    batch = simulate(task, 2, 1)
+    return write_npz(tmp_path / "f.npz", adu=batch.adu, theta=batch.theta, kde=batch.kde,
+                     config=task.to_json(), seed=1)

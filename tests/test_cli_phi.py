@@ -13,7 +13,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_phi") / "phi"
     from bayes_smlm.cli.main import main
     assert main(["train-phi", "--task", "isolated", "--steps", "3", "--batch-size", "4",
-                 "--quiet", "--out", str(out)]) == 0
+                 "--validation-frames", "16", "--quiet", "--out", str(out)]) == 0
     return out
 
 

@@ -37,7 +37,7 @@ def test_frames_are_offset_subtracted_and_gain_corrected(isolated):
     adu = np.full((1, 20, 20), 130.0, dtype=np.float32)
     # (ADU − o)/g + w²/g² with o = 100, g = 1, w² = 5
     assert torch.allclose(frames_to_photons(adu, isolated), torch.full((1, 1, 20, 20), 35.0))
-    with pytest.raises(ConfigError, match="argument file"):
+    with pytest.raises(ConfigError, match="argument adu"):
         frames_to_photons(np.zeros((2, 10, 10)), isolated)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import sys
 from typing import Iterator, Mapping, NoReturn
@@ -131,3 +132,16 @@ def task_from_args(args: argparse.Namespace):
     """The task named by ``--task`` with the ``--set`` overrides applied."""
     overrides = dict(parse_override(item) for item in args.set or [])
     return get_task(args.task, overrides)
+
+
+def json_text(data) -> str:
+    """Strict JSON for ``--json`` output: NaN and infinities (not JSON) become ``null``."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+    return json.dumps(clean(data), indent=2, allow_nan=False)

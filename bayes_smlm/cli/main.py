@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
-                                      flag_names, positive_int, report_errors, seed_int,
+                                      flag_names, json_text, positive_int, report_errors, seed_int,
                                       task_from_args, torch_device)
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
@@ -24,9 +24,9 @@ from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bayes_smlm.forward.simulate import simulate
-    from bayes_smlm.io.atomic import check_suffix, write_npz
+    from bayes_smlm.io.atomic import check_output_file, write_npz
     task = task_from_args(args)
-    check_suffix(args.out, ".npz")  # before the work, not only in the writer
+    check_output_file(args.out, ".npz")  # before the work, not only in the writer
     batch = simulate(task, args.frames, args.seed)
     write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
               config=task.to_json(), seed=args.seed)
@@ -57,7 +57,7 @@ def cmd_crlb(args: argparse.Namespace) -> int:
                "fit_background": args.fit_background, "emitters": emitters}
         if len(emitters) == 1:
             out.update({k: v for k, v in emitters[0].items() if k.startswith("sqrt")})
-        print(json.dumps(out, indent=2))
+        print(json_text(out))
         return 0
     p, c = task.prior, task.camera
     print(f"task {task.name}: σx = {task.optics.sigma_psf:g} px, i0 = {p.i0:g} photons, "
@@ -95,14 +95,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_posterior(args: argparse.Namespace) -> int:
-    from bayes_smlm.forward.config import task_from_json
-    from bayes_smlm.io.atomic import check_suffix, read_npz
+    from bayes_smlm.io.atomic import check_output_file
+    from bayes_smlm.io.frames import read_frames
     from bayes_smlm.io.posteriors import save_posterior
     from bayes_smlm.methods import get_method
-    check_suffix(args.out, ".nc")  # before sampling, not only in the writer
+    check_output_file(args.out, ".nc")  # before sampling, not only in the writer
     method = get_method(args.method)
-    data = read_npz(args.file, required=("adu", "config"))
-    task = task_from_json(str(data["config"]))
+    task, adu, theta = read_frames(args.file)
     options = {"seed": args.seed, "progress": not args.quiet}
     given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
              "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
@@ -114,7 +113,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
             from bayes_smlm.errors import ConfigError
             raise ConfigError("--full-chain", "cannot be combined with --ddim-steps")
         options["steps"] = None
-    result = method(task, data["adu"], theta_true=data.get("theta"), **options)
+    result = method(task, adu, theta_true=theta, **options)
     save_posterior(result, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
@@ -139,6 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 FLAG_ALIASES = {"n_frames": "--frames"}
 COMMAND_FLAG_ALIASES = {
     "posterior": {"steps": "--ddim-steps"},
+    "tasks": {"task": "--show"},
     "train-phi": {"max_seconds": "--max-minutes"},
     "train-psi": {"max_seconds": "--max-minutes"},
 }

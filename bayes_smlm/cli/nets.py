@@ -11,8 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import (add_task_arguments, non_negative_float, positive_float,
-                                      positive_int, seed_int, task_from_args, torch_device)
+from bayes_smlm.cli.arguments import (add_task_arguments, json_text, non_negative_float,
+                                      positive_float, positive_int, seed_int, task_from_args,
+                                      torch_device)
 from bayes_smlm.surrogates.settings import (CONDITIONS, LOSSES, PRECISIONS, PREDICTIONS, SCHEDULES,
                                             UNET_PRESETS, PhiTraining, PsiTraining)
 
@@ -26,7 +27,8 @@ def cmd_train_phi(args: argparse.Namespace) -> int:
     from bayes_smlm.surrogates.phi.training import train_phi
     task = task_from_args(args)
     settings = PhiTraining(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           seed=args.seed, patience=args.patience, max_minutes=args.max_minutes)
+                           seed=args.seed, patience=args.patience, max_minutes=args.max_minutes,
+                           validation_frames=args.validation_frames)
     state = train_phi(task, args.out, settings, resume=args.resume, progress=not args.quiet,
                       command=_command_line())
     print(state.summary(args.out, "validation MSE"))
@@ -39,6 +41,7 @@ def cmd_train_psi(args: argparse.Namespace) -> int:
     settings = PsiTraining(preset=args.preset, schedule=args.schedule, loss=args.loss,
                            steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            seed=args.seed, crop=args.crop, patience=args.patience,
+                           validation_frames=args.validation_frames,
                            condition=args.condition, prediction=args.prediction,
                            device=args.device, max_minutes=args.max_minutes)
     state = train_psi(task, args.out, settings, phi_checkpoint=args.phi_checkpoint,
@@ -56,6 +59,8 @@ def _add_training_arguments(p: argparse.ArgumentParser, defaults) -> None:
                    help=f"frames per step (default {defaults.batch_size})")
     p.add_argument("--lr", type=positive_float, default=defaults.lr,
                    help=f"peak learning rate (default {defaults.lr:g})")
+    p.add_argument("--validation-frames", type=positive_int, default=defaults.validation_frames,
+                   help=f"size of the fixed validation set (default {defaults.validation_frames})")
     p.add_argument("--max-minutes", type=non_negative_float, default=defaults.max_minutes,
                    help="wall-time budget; the learning-rate decay follows it (default 0: none)")
     p.add_argument("--seed", type=seed_int, default=defaults.seed,
@@ -104,38 +109,35 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_localize(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bayes_smlm.forward.config import task_from_json
-    from bayes_smlm.io.atomic import check_suffix, read_npz, write_text
+    from bayes_smlm.io.atomic import check_output_file, write_text
+    from bayes_smlm.io.frames import read_frames
     from bayes_smlm.localization.detection import detect
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
     from bayes_smlm.surrogates.phi.evaluation import settings_from_config
-    check_suffix(args.out, ".csv")
-    data = read_npz(args.file, required=("adu", "config"))
-    task = task_from_json(str(data["config"]))
+    check_output_file(args.out, ".csv")
+    task, adu, _ = read_frames(args.file)
     model, config = load_phi(args.checkpoint, task)
     settings = settings_from_config(config, args.detector)
-    kdes = PhiPredictor(model, task, precision=args.precision)(data["adu"])
+    kdes = PhiPredictor(model, task, precision=args.precision)(adu)
     found = detect(kdes, task.optics.sigma_kde, task.optics.upsampling, settings)
     nm = task.optics.pixel_size_nm
     lines = ["frame,x,y,x_nm,y_nm,log_response"]
     lines += [f"{f},{x:.5f},{y:.5f},{x * nm:.3f},{y * nm:.3f},{r:.5f}"
               for f, (x, y), r in zip(found.frame, found.xy, found.response)]
     write_text(args.out, "\n".join(lines) + "\n")
-    per_frame = np.bincount(found.frame, minlength=len(data["adu"]))
-    print(f"wrote {args.out}: {len(found.xy)} detections in {len(data['adu'])} frames "
+    per_frame = np.bincount(found.frame, minlength=len(adu))
+    print(f"wrote {args.out}: {len(found.xy)} detections in {len(adu)} frames "
           f"({per_frame.mean():.2f} per frame; detector {settings.detector}, threshold "
           f"{settings.threshold:g}, sub-pixel {settings.refinement})")
     return 0
 
 
 def cmd_evaluate_phi(args: argparse.Namespace) -> int:
-    import json
-
     from bayes_smlm.surrogates.phi.evaluation import evaluate_phi, metrics_table
     task = task_from_args(args)
     result = evaluate_phi(args.checkpoint, task, args.frames, args.seed, precision=args.precision)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json_text(result))
         return 0
     crlb = result["sqrt_crlb_px"]
     print(f"φ on {args.frames} fresh frames of task {task.name!r} (seed {args.seed}); matching "

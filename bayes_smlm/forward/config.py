@@ -69,9 +69,11 @@ def _check_map(name: str, value: Any, shape: tuple[int, int], *, lo: float | Non
                lo_open: bool = False) -> MapLike:
     """Validate a scalar or a per-pixel map of the frame's shape; return float or read-only array."""
     if isinstance(value, (list, tuple)):
-        value = np.asarray(value, dtype=np.float64)
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         return _check_number(name, value, lo=lo, lo_open=lo_open)
+    if value.dtype.kind not in "iuf":  # strings, objects, booleans; complex would lose its part
+        raise ConfigError(name, f"map must hold real numbers (got dtype {value.dtype})")
     arr = np.array(value, dtype=np.float64)
     if arr.ndim == 0:
         return _check_number(name, float(arr), lo=lo, lo_open=lo_open)

@@ -19,6 +19,7 @@ from numpyro.infer.util import log_density as numpyro_log_density
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task, check_choice
+from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.distributions import (PoissonApproxADU, PoissonGaussianADU, UniformDisc,
                                               poisson_gaussian_n_max, poisson_kernel)
 
@@ -146,6 +147,8 @@ def position_log_density(task: Task, adu: jax.Array, *, likelihood: str = "poiss
     i0 and background are fixed at the task's values. This is the function BlackJAX samplers
     take: ``blackjax.nuts(position_log_density(task, adu), ...)``.
     """
+    if not isinstance(adu, jax.core.Tracer):  # concrete data: NaN or garbage refused here
+        adu = validate_frames(task, adu)[0]
     adu = jnp.asarray(adu, jnp.float32)
     if likelihood == "poisson_gaussian" and n_max is None:
         n_max = exact_sum_length(task, np.asarray(adu))

@@ -7,6 +7,7 @@ on every run. :func:`stream` yields fresh batches indefinitely for on-the-fly tr
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Callable, Iterator, NamedTuple
 
@@ -108,8 +109,24 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
     n_frames = check_int("n_frames", n_frames)
     first_frame = check_int("first_frame", first_frame, lo=0)
     seed = _check_seed(seed)
+    _check_memory(task, n_frames)
     indices = np.arange(first_frame, first_frame + n_frames)
     return simulate_indices(task, jax.random.PRNGKey(seed), indices, chunk)
+
+
+def _check_memory(task: Task, n_frames: int) -> None:
+    """Refuse, before allocating, a request larger than the memory this machine has free."""
+    per_frame = 4 * (task.height * task.width + task.hr_shape[0] * task.hr_shape[1]
+                     + 2 * task.prior.n_emitters)
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
+        return
+    if per_frame * n_frames > available:
+        raise ConfigError("n_frames", f"{n_frames} frames need {per_frame * n_frames / 1e9:.1f} "
+                                      f"GB, more than the {available / 1e9:.1f} GB of memory "
+                                      "free; simulate fewer frames per call (first_frame= "
+                                      "continues a sequence)")
 
 
 def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[SimBatch]:

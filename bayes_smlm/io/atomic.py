@@ -1,17 +1,30 @@
-"""File output that never leaves a half-written file: write to a temporary sibling, then rename."""
+"""File output that never leaves a half-written file and never loses a result.
+
+Every writer goes to a temporary sibling and renames it over the target. Entry points check their
+outputs with :func:`check_output_file` / :func:`check_output_dir` *before* any work, so a path that
+cannot be written is refused in one line; if writing still fails at the end (a disk filled up, a
+folder vanished), the writer keeps the result in the temporary folder and says where
+(:class:`OutputError`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from bayes_smlm.errors import ConfigError
+from bayes_smlm.errors import BayesSMLMError, ConfigError
+
+
+class OutputError(BayesSMLMError):
+    """A result could not be written where asked; the message says where it was kept instead."""
 
 
 @contextlib.contextmanager
@@ -60,11 +73,66 @@ def check_suffix(path: str | Path, suffix: str, argument: str = "out") -> Path:
     return path
 
 
+def check_output_file(path: str | Path, suffix: str | None = None,
+                      argument: str = "out") -> Path:
+    """``path`` if a file can be written there (checked before any work), else a one-line
+    ConfigError: a wrong suffix, a folder of that name, a parent that is a file, or a folder
+    this process may not write in."""
+    path = Path(path)
+    if suffix is not None:
+        check_suffix(path, suffix, argument)
+    if path.is_dir():
+        raise ConfigError(argument, f"{path} is a folder; give a file name")
+    _check_writable_folder(path.parent, argument)
+    return path
+
+
+def check_output_dir(path: str | Path, argument: str = "out") -> Path:
+    """``path`` if it is (or can be made) a folder this process may write in, else a one-line
+    ConfigError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(argument, f"{path} is a file, not a folder")
+    _check_writable_folder(path, argument)
+    return path
+
+
+def _check_writable_folder(folder: Path, argument: str) -> None:
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(argument, f"{existing} is a file, not a folder")
+    try:  # the permission bits do not tell the whole story (read-only mounts, ACLs)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(argument, f"cannot write in {existing} ({err.strerror})") from None
+
+
+def write_with_rescue(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` then rename ``tmp`` over ``path``; if that fails, write to a file in the
+    system's temporary folder instead and raise :class:`OutputError` naming both."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+        return path
+    except OSError as err:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        rescue = Path(tempfile.gettempdir()) / f"bayes-smlm-{stamp}-{os.getpid()}-{path.name}"
+        try:
+            with atomic_path(rescue) as tmp:
+                write(tmp)
+        except OSError:
+            raise err from None
+        raise OutputError(f"could not write {path} ({err.strerror or err}); the result is kept "
+                          f"in {rescue}") from None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return write_with_rescue(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -75,10 +143,12 @@ def write_json(path: str | Path, data: Any) -> Path:
 def write_npz(path: str | Path, **arrays: Any) -> Path:
     """Atomically write an uncompressed ``.npz`` (no pickled objects)."""
     path = check_suffix(path, ".npz")
-    with atomic_path(path) as tmp:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return path
+
+    return write_with_rescue(path, write)
 
 
 def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -89,8 +159,13 @@ def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.n
     try:
         with np.load(path, allow_pickle=False) as data:
             out = {k: data[k] for k in data.files}
-    except Exception as err:
-        raise ConfigError("file", f"cannot read {path} as .npz ({err})") from None
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as err:
+        # np.load calls anything that is not a zip or .npy "pickled data": say what it is not
+        reason = str(err).splitlines()[0] if str(err) and "pickled" not in str(err) else \
+            "not a zip archive of .npy arrays"
+        raise ConfigError("file", f"cannot read {path} as .npz ({reason})") from None
+    if not isinstance(out, dict):
+        raise ConfigError("file", f"{path} is a single .npy array, not an .npz archive")
     missing = [k for k in required if k not in out]
     if missing:
         raise ConfigError("file", f"{path} lacks arrays {missing}")

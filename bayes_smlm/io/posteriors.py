@@ -17,7 +17,7 @@ import xarray as xr
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import task_from_json
-from bayes_smlm.io.atomic import atomic_path, check_suffix
+from bayes_smlm.io.atomic import check_suffix, write_with_rescue
 from bayes_smlm.methods.diagnostics import diagnostics_dataset
 from bayes_smlm.methods.result import PosteriorResult
 
@@ -72,9 +72,7 @@ def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
 def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
     """Atomically write a DataTree built by :func:`to_datatree` to NetCDF (``.nc``)."""
     path = check_suffix(path, ".nc")
-    with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-    return path
+    return write_with_rescue(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def load_posterior(path: str | Path) -> xr.DataTree:
@@ -82,9 +80,18 @@ def load_posterior(path: str | Path) -> xr.DataTree:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("file", f"file not found: {path}")
-    tree = xr.open_datatree(path, engine="h5netcdf")
-    tree.load()
-    tree.close()
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf")
+        tree.load()
+        tree.close()
+    except (OSError, ValueError, KeyError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError("file", f"{path} is not a readable posterior NetCDF file ({reason}); "
+                                  "it may be truncated or of another format") from None
+    missing = {"observed_data", "kde", "constant_data"} - set(tree.children)
+    if missing or "task" not in tree["constant_data"].attrs:
+        raise ConfigError("file", f"{path} is not a posterior written by bayes-smlm (no "
+                                  f"{', '.join(sorted(missing)) or 'task'})")
     return tree
 
 

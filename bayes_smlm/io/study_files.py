@@ -29,12 +29,25 @@ def write_study_config(out: Path, study: str, preset: str, seed: int, settings: 
                                      "settings": settings, **extra})
 
 
-def read_json(out: Path, name: str) -> dict[str, Any]:
-    """A JSON file of a study folder, or a one-line error naming what is missing."""
+def read_json(out: Path, name: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object of a study folder holding the ``required`` keys, or a one-line error naming
+    the file and what is wrong with it."""
     path = Path(out) / name
     if not path.is_file():
         raise ConfigError("dir", f"{path} not found: is {out} a study report folder?")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError("dir", f"{path} is not valid JSON ({getattr(err, 'msg', err)}); "
+                                 "re-run the study to rewrite it") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError("dir", f"{path} holds no study results (expected a JSON object with "
+                                 "the study's keys); re-run the study to rewrite it")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError("dir", f"{path} lacks {', '.join(missing)}; re-run the study to "
+                                 "rewrite it")
+    return data
 
 
 def save_frames(out: Path, adu: np.ndarray, kde: np.ndarray, theta: np.ndarray) -> Path:

@@ -6,21 +6,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task
-
-
-def check_frames(task: Task, adu: np.ndarray) -> np.ndarray:
-    """Frames as a float32 (F, H, W) array of the task's shape, all finite."""
-    adu = np.asarray(adu, np.float32)
-    if adu.ndim == 2:
-        adu = adu[None]
-    if adu.ndim != 3 or adu.shape[1:] != task.shape:
-        raise ConfigError("adu", f"frames must have shape (F, {task.height}, {task.width}) for "
-                                 f"task {task.name!r} (got {adu.shape})")
-    if not np.all(np.isfinite(adu)):
-        raise ConfigError("adu", "frames contain non-finite values")
-    return adu
 
 
 def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int,

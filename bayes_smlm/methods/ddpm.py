@@ -10,7 +10,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
-from bayes_smlm.methods.batching import check_frames
+from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 
@@ -55,7 +55,7 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     # of the method registry
     from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
 
-    adu = check_frames(task, adu)
+    adu = validate_frames(task, adu)
     started = time.perf_counter()
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
     recalibration = psi.recalibration

@@ -20,7 +20,8 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.model import make_log_density
-from bayes_smlm.methods.batching import check_frames, map_frame_batches
+from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.pushforward import kde_axis_factors
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
@@ -106,7 +107,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     if task.prior.n_emitters != 1:
         raise ConfigError("method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")
-    adu = check_frames(task, adu)
+    adu = validate_frames(task, adu)
     fn, n_devices = _batched(task, float(coarse_step), int(fine), float(window), likelihood,
                              chains * draws)
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_smlm.forward.config import Task, check_int
-from bayes_smlm.methods.batching import check_frames, map_frame_batches
+from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.initialization import chain_starts
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.relabel import align_labels
@@ -47,7 +48,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chain: ChainSam
         Bijection from the sampler's unconstrained space to pixel space. When given, chains run
         on ``u`` with target ``logdensity(T(u)) + log|det J_T(u)|`` and draws are mapped back.
     """
-    adu = check_frames(task, adu)
+    adu = validate_frames(task, adu)
     chains = check_int("chains", chains, lo=1)
 
     def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, ...]:

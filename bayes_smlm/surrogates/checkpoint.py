@@ -7,15 +7,20 @@ configuration is refused with one line saying how the tasks differ.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 
 CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_SUMS = SHIPPED_DIR / "SHA256SUMS"  # `sha256sum` of every shipped weights file
 
 
 def shipped_checkpoint(network: str, task_name: str) -> Path:
@@ -24,18 +29,23 @@ def shipped_checkpoint(network: str, task_name: str) -> Path:
     return SHIPPED_DIR / f"{network}-{task_name}"
 
 
-def read_checkpoint_config(checkpoint: str | Path, kind: str) -> dict[str, Any]:
-    """The JSON config of a checkpoint directory of ``kind`` (one-line error if absent or foreign)."""
+def read_checkpoint_config(checkpoint: str | Path, kind: str, argument: str = "checkpoint"
+                           ) -> dict[str, Any]:
+    """The JSON config of a checkpoint directory of ``kind`` (one-line error if absent or foreign;
+    ``argument`` is what named the directory: ``checkpoint``, or ``out`` when resuming)."""
     path = Path(checkpoint) / CONFIG_FILE
     if not path.is_file():
-        raise ConfigError("checkpoint", f"{checkpoint} is not a {kind} checkpoint "
+        raise ConfigError(argument, f"{checkpoint} is not a {kind} checkpoint "
                                           f"(no {CONFIG_FILE})")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ConfigError("checkpoint", f"{path} is not valid JSON ({err.msg})") from None
+        raise ConfigError(argument, f"{path} is not valid JSON ({err.msg})") from None
+    if not isinstance(config, dict) or "task" not in config:
+        raise ConfigError(argument, f"{path} is not a checkpoint config (a JSON object with "
+                                        "'kind' and 'task')")
     if config.get("kind") != kind:
-        raise ConfigError("checkpoint", f"{checkpoint} holds a {config.get('kind')!r} "
+        raise ConfigError(argument, f"{checkpoint} holds a {config.get('kind')!r} "
                                           f"checkpoint, not {kind!r}")
     return config
 
@@ -58,11 +68,12 @@ def _short(value: Any) -> str:
     return "a map" if isinstance(value, list) else repr(value)
 
 
-def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path) -> None:
+def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path,
+               argument: str = "checkpoint") -> None:
     """Refuse a checkpoint whose recorded task differs from ``task`` in any constant."""
     diffs = task_differences(config["task"], task.to_dict())
     if diffs:
-        raise ConfigError("checkpoint", f"{checkpoint} was trained for task "
+        raise ConfigError(argument, f"{checkpoint} was trained for task "
                                           f"{config['task'].get('name')!r}, which differs from "
                                           f"{task.name!r} in {'; '.join(diffs[:3])}")
 
@@ -82,6 +93,7 @@ def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shi
             raise ConfigError("checkpoint", f"no shipped {label} checkpoint for task "
                                               f"{task.name!r}; train one with "
                                               f"`bayes-smlm {train_command}`")
+        verify_shipped(checkpoint)
     checkpoint = Path(checkpoint)
     config = read_checkpoint_config(checkpoint, kind)
     check_task(config, task, checkpoint)
@@ -98,3 +110,45 @@ def kept_sections(checkpoint: str | Path, kind: str,
         return {}
     config = read_checkpoint_config(checkpoint, kind)
     return {key: config[key] for key in keys if key in config}
+
+
+def read_safetensors(path: str | Path, argument: str = "checkpoint"
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, refusing in one line a file that is missing,
+    damaged (truncated, corrupted, or not safetensors at all — e.g. a pickle under that name) or
+    that holds non-finite floating-point values. Nothing is ever unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(argument, f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(argument, f"{path} is not a readable safetensors file ({reason}); "
+                                    "it may be truncated, corrupted or of another format") from None
+    bad = [name for name, value in tensors.items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ConfigError(argument, f"{path} holds non-finite values (NaN or inf) in "
+                                    f"{len(bad)} tensor(s), e.g. {bad[0]!r}")
+    return tensors, metadata
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a weights file (identifies a checkpoint's weights)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_shipped(directory: Path) -> None:
+    """Refuse a shipped checkpoint whose weights differ from the SHA-256 recorded at release."""
+    directory = Path(directory).resolve()
+    for line in SHIPPED_SUMS.read_text(encoding="utf-8").splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = (SHIPPED_DIR / name).resolve()
+        if path.is_relative_to(directory) and (not path.is_file()
+                                               or weights_sha256(path) != digest):
+            raise ConfigError("checkpoint", f"the shipped {path.relative_to(SHIPPED_DIR)} is "
+                                            "missing or differs from its released SHA-256 "
+                                            "(checkpoints/SHA256SUMS); reinstall the package")

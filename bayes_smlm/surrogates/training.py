@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.io.atomic import atomic_path
+from bayes_smlm.surrogates.checkpoint import read_safetensors
 from bayes_smlm.surrogates.settings import LoopSettings
 
 STATE_FILE = "training_state.safetensors"
@@ -121,11 +122,9 @@ def _save_state(path: Path, parts: Mapping[str, Any], loop: LoopState) -> None:
 
 
 def _load_state(path: Path) -> tuple[dict[str, Any], LoopState]:
-    from safetensors import safe_open
-
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
+    tensors, meta = read_safetensors(path, argument="out")
+    if "layout" not in meta or "loop" not in meta:
+        raise ConfigError("out", f"{path} is not a training state of this package (no layout)")
     layout = json.loads(meta["layout"])
     parts = {name: _unflatten(obj, tensors) for name, obj in layout.items()}
     return parts, LoopState(**json.loads(meta["loop"]))
@@ -245,7 +244,8 @@ class _Run:
         step count advance."""
         loop = self.loop
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {loop.step}")
+            raise ConfigError("lr", f"training diverged: the loss is {loss.item()} at step "
+                                    f"{loop.step}; lower the learning rate")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)

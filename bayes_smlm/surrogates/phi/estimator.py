@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from scipy.special import erf
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice, check_int
+from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
-from bayes_smlm.surrogates.checkpoint import open_checkpoint, read_checkpoint_config
+from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
+                                              read_safetensors)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PRECISIONS
@@ -56,19 +56,16 @@ def architecture_for(task: Task, **widths: Any) -> DeepSTORMConfig:
 
 def frames_to_photons(adu: np.ndarray, task: Task) -> torch.Tensor:
     """(F, H, W) ADU → (F, 1, H, W) offset-subtracted, gain-corrected float32 tensor."""
-    adu = np.asarray(adu, dtype=np.float32)
-    if adu.ndim != 3 or adu.shape[1:] != task.shape:
-        raise ConfigError("file", f"frames must have shape (F, {task.shape[0]}, {task.shape[1]}) "
-                                  f"for task {task.name!r} (got {adu.shape})")
+    adu = validate_frames(task, adu)
     photons = np.asarray(adu_to_photons(adu, camera_arrays(task)), dtype=np.float32)
     return torch.from_numpy(np.array(photons, dtype=np.float32))[:, None]
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
-def read_config(checkpoint: str | Path) -> dict[str, Any]:
+def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[str, Any]:
     """The JSON config of a φ checkpoint directory."""
-    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND)
+    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
 def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict[str, Any]]:
@@ -83,7 +80,7 @@ def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict
                                          shipped=shipped_checkpoint(task.name),
                                          payload=WEIGHTS_FILE, label="φ", train_command="train-phi")
     model = DeepSTORM(DeepSTORMConfig.from_dict(config["architecture"]))
-    model.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)))
+    model.load_state_dict(read_safetensors(checkpoint / WEIGHTS_FILE)[0])
     return model.eval(), config
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.simulate import simulate, stream
-from bayes_smlm.io.atomic import write_json
+from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, check_task, kept_sections
 from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, architecture_for,
                                                  frames_to_photons, load_phi, read_config)
@@ -39,10 +39,10 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
     ``simulate(task, validation_frames, seed)`` (fixed). The loss is the MSE to the true KDE.
     """
     check_int("batch_size", settings.batch_size)
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     if resume:
-        stored = read_config(out_dir)
-        check_task(stored, task, out_dir)
+        stored = read_config(out_dir, "out")
+        check_task(stored, task, out_dir, "out")
         arch = DeepSTORMConfig.from_dict(stored["architecture"])
         settings = PhiTraining(**{**stored["training"], "steps": settings.steps})
     else:

@@ -11,7 +11,6 @@ benchmarks and the studies all go through it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_dict
-from bayes_smlm.surrogates.checkpoint import open_checkpoint, read_checkpoint_config
+from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
+                                              read_safetensors, weights_sha256)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 from bayes_smlm.surrogates.psi.conditioning import conditioning
@@ -33,6 +33,7 @@ from bayes_smlm.surrogates.training import WEIGHTS_FILE
 
 CHECKPOINT_KIND = "ddpm-psi"
 UNET_DIR = "unet"
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what save_pretrained writes in unet/
 SCHEDULER_DIR = "scheduler"  # diffusers' layout: scheduler/scheduler_config.json
 
 
@@ -41,14 +42,9 @@ def psi_shipped_checkpoint(task_name: str) -> Path:
     return shipped_network_checkpoint("psi", task_name)
 
 
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of a weights file (identifies the φ a Ψ was trained with)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def read_config(checkpoint: str | Path) -> dict[str, Any]:
+def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[str, Any]:
     """The JSON config of a Ψ checkpoint directory."""
-    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND)
+    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
 def load_psi(checkpoint: str | Path | None, task: Task
@@ -66,8 +62,15 @@ def load_psi(checkpoint: str | Path | None, task: Task
                                          shipped=psi_shipped_checkpoint(task.name),
                                          payload=f"{UNET_DIR}/", label="Ψ",
                                          train_command="train-psi")
-    unet = UNet2DModel.from_pretrained(checkpoint / UNET_DIR, use_safetensors=True,
-                                       low_cpu_mem_usage=False)
+    weights = checkpoint / UNET_DIR / UNET_WEIGHTS
+    read_safetensors(weights)  # one-line refusal of a missing, damaged or non-finite file
+    try:
+        unet = UNet2DModel.from_pretrained(checkpoint / UNET_DIR, use_safetensors=True,
+                                           low_cpu_mem_usage=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError("checkpoint", f"{checkpoint / UNET_DIR} is not a loadable diffusers "
+                                        f"UNet ({reason})") from None
     if (checkpoint / SCHEDULER_DIR).is_dir():
         scheduler = DDPMScheduler.from_pretrained(checkpoint, subfolder=SCHEDULER_DIR)
     else:  # trained before the scheduler was saved beside the UNet: config.json names it

@@ -28,8 +28,9 @@ from diffusers.training_utils import EMAModel
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.simulate import simulate, stream
-from bayes_smlm.io.atomic import give_usual_modes, write_json
-from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, check_task, kept_sections
+from bayes_smlm.io.atomic import check_output_dir, give_usual_modes, write_json
+from bayes_smlm.surrogates.checkpoint import (CONFIG_FILE, check_task, kept_sections,
+                                              read_safetensors)
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi, shipped_checkpoint
 from bayes_smlm.surrogates.psi.conditioning import conditioning
 from bayes_smlm.surrogates.psi.pipeline import (CHECKPOINT_KIND, SCHEDULER_DIR, UNET_DIR,
@@ -37,8 +38,7 @@ from bayes_smlm.surrogates.psi.pipeline import (CHECKPOINT_KIND, SCHEDULER_DIR, 
 from bayes_smlm.surrogates.psi.schedule import (make_scheduler, noise_loss, to_model_space,
                                                 training_target)
 from bayes_smlm.surrogates.psi.unet import build_unet
-from bayes_smlm.surrogates.settings import (UNET_PRESETS, PsiTraining, UNetConfig,
-                                            condition_channels)
+from bayes_smlm.surrogates.settings import UNET_PRESETS, PsiTraining, UNetConfig, condition_channels
 from bayes_smlm.surrogates.training import WEIGHTS_FILE, LoopState, step_generator, train
 
 
@@ -138,10 +138,10 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
               progress: bool = True, command: str = "") -> LoopState:
     """Train Ψ for ``task`` (φ: ``phi_checkpoint`` or the shipped one) into ``out_dir``."""
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     if resume:
-        stored = read_config(out_dir)
-        check_task(stored, task, out_dir)
+        stored = read_config(out_dir, "out")
+        check_task(stored, task, out_dir, "out")
         settings = PsiTraining(**{**stored["training"], "steps": settings.steps,
                                   "device": settings.device, "max_minutes": settings.max_minutes})
         phi_checkpoint = out_dir / stored["phi"]["checkpoint"]  # absolute paths stay absolute
@@ -200,8 +200,8 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         })
         best_file = out_dir / WEIGHTS_FILE
         if best_file.is_file() and exported["best_step"] != loop.best_step:
-            from safetensors.torch import load_file
-            export_unet(load_file(str(best_file)), unet_config, out_dir, cond_channels)
+            export_unet(read_safetensors(best_file, "out")[0], unet_config, out_dir,
+                        cond_channels)
             exported["best_step"] = loop.best_step  # re-export only when the best weights change
 
     outcome = train(unet, batches=source.batches, step_loss=step_loss, validate=validate,

@@ -1,0 +1,98 @@
+"""Classes 4 and 5 of the hostile-input review: frames no camera can produce and inconsistent
+inputs are refused in one line (with the frame index), before any work — one gate for every
+entry point — while extreme but valid frames pass it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_cli import run_cli
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.forward.model import position_log_density
+from bayes_smlm.forward.simulate import simulate
+from bayes_smlm.forward.tasks import get_task
+from bayes_smlm.io.atomic import write_npz
+
+
+def _frames_file(path, task, adu, theta=None):
+    arrays = {"adu": adu, "config": task.to_json()}
+    if theta is not None:
+        arrays["theta"] = theta
+    return write_npz(path, **arrays)
+
+
+GOOD = simulate(get_task("isolated"), 2, 5)
+
+
+def _with_nan(adu):
+    adu = adu.copy()
+    adu[1, 4, 7] = np.nan
+    return adu
+
+
+@pytest.mark.parametrize("adu, words", [
+    (np.full((2, 20, 20), -1e6, np.float32), ["frame 0:", "below the camera offset"]),
+    (np.full((2, 20, 20), 3e38, np.float32), ["frame 0 has pixels above"]),
+    (_with_nan(GOOD.adu), ["frame 1 has 1 non-finite pixel"]),
+    (GOOD.adu.astype(np.complex64), ["real numbers", "complex64"]),
+    (np.zeros((0, 20, 20), np.float32), ["no frames"]),
+    (GOOD.adu[:, :10], ["shape (F, 20, 20)"]),
+])
+@pytest.mark.parametrize("command", ["posterior", "localize"])
+def test_frames_no_camera_can_produce_are_refused_before_the_work(tmp_path, capsys, adu, words,
+                                                                 command):
+    path = _frames_file(tmp_path / "bad.npz", get_task("isolated"), adu)
+    out = tmp_path / ("p.nc" if command == "posterior" else "l.csv")
+    extra = ["--method", "grid"] if command == "posterior" else []
+    status, stdout, err = run_cli(capsys, command, str(path), *extra, "--out", str(out))
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "argument FILE.npz:" in err
+    for word in words:
+        assert word in err, (word, err)
+    assert stdout == "" and not out.exists()
+
+
+def test_true_positions_must_match_the_frames(tmp_path, capsys):
+    task = get_task("isolated")
+    path = _frames_file(tmp_path / "f.npz", task, GOOD.adu, theta=GOOD.theta[:1])
+    status, _, err = run_cli(capsys, "posterior", str(path), "--method", "grid",
+                             "--out", str(tmp_path / "p.nc"))
+    assert status == 2 and "'theta' must be real (F, N, 2) = (2, 1, 2)" in err
+
+
+def test_the_likelihood_refuses_a_nan_image(isolated):
+    with pytest.raises(ConfigError, match="argument adu: frame 0 has 1 non-finite"):
+        position_log_density(isolated, _with_nan(GOOD.adu)[1:])
+
+
+@pytest.mark.parametrize("overrides", [{"i0": 10.0}, {"i0": 1e7}, {"background": 100.0},
+                                       {"readout_var": 0.0}])
+def test_extreme_but_valid_frames_pass_the_gate(overrides):
+    task = get_task("paper", overrides)
+    frames = simulate(task, 8, 3)
+    np.testing.assert_array_equal(validate_frames(task, frames.adu), frames.adu)
+
+
+def test_a_complex_or_text_camera_map_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="argument camera.gain: map must hold real numbers"):
+        get_task("isolated", {"gain": np.ones((20, 20), np.complex128)})
+    with pytest.raises(ConfigError, match="argument camera.offset: map must hold real numbers"):
+        get_task("isolated", {"offset": np.full((20, 20), "100")})
+
+
+def test_more_frames_than_memory_is_refused_before_allocating(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "simulate", "--task", "isolated", "--frames",
+                             str(10**12), "--seed", "0", "--out", str(tmp_path / "f.npz"))
+    assert status == 2 and "argument --frames:" in err and "GB" in err
+
+
+def test_a_diverging_training_names_the_learning_rate(tmp_path, capsys):
+    status, _, err = run_cli(capsys, "train-phi", "--task", "isolated", "--steps", "3",
+                             "--batch-size", "2", "--validation-frames", "4", "--lr", "1e30",
+                             "--quiet", "--out", str(tmp_path / "phi"))
+    assert status == 2 and "argument --lr: training diverged" in err
+    assert json.dumps(err)  # one printable line
