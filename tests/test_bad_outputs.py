@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cli import run_cli
+from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.errors import BayesSMLMError
 from bayes_smlm.io.atomic import OutputError, read_npz, write_npz
@@ -29,11 +29,6 @@ def counting_method():
     unregister_method("count_calls")
 
 
-def _one_line(status, err, argument):
-    assert status == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert f"argument {argument}:" in err
-
 
 @pytest.mark.parametrize("make_target, message", [
     (lambda root: root / "folder.nc", "is a folder"),           # the name of an existing folder
@@ -46,7 +41,7 @@ def test_posterior_refuses_an_unwritable_out_before_sampling(tmp_path, capsys, f
     (tmp_path / "file.txt").write_text("not a folder")
     status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method",
                              counting_method, "--out", str(make_target(tmp_path)))
-    _one_line(status, err, "--out")
+    assert_one_line_error(status, err, "argument --out:")
     assert message in err
     assert CALLS == []  # refused before the method ran
 
@@ -64,14 +59,14 @@ def test_every_writing_command_checks_its_out_first(tmp_path, capsys, frames_fil
     values = {"folder": str(tmp_path / "x"), "file": str(tmp_path / "a-file"),
               "frames": str(frames_file)}
     status, out, err = run_cli(capsys, *[a.format(**values) for a in argv])
-    _one_line(status, err, "--out")
+    assert_one_line_error(status, err, "argument --out:")
     assert out == ""  # nothing ran, nothing was reported as written
 
 
 def test_report_of_a_file_names_dir(tmp_path, capsys):
     (tmp_path / "a-file").write_text("")
     status, _, err = run_cli(capsys, "report", str(tmp_path / "a-file"))
-    _one_line(status, err, "DIR")
+    assert_one_line_error(status, err, "argument DIR:")
 
 
 def test_a_write_that_fails_at_the_end_keeps_the_result_and_says_where(tmp_path):
@@ -85,3 +80,17 @@ def test_a_write_that_fails_at_the_end_keeps_the_result_and_says_where(tmp_path)
     kept = message.rsplit("kept in ", 1)[1]
     assert str(blocked / "frames.npz") in message
     np.testing.assert_array_equal(read_npz(kept)["adu"], data)
+
+
+def test_a_folder_the_process_may_not_write_in_is_refused(tmp_path, monkeypatch, capsys,
+                                                          frames_file):
+    # Root ignores permission bits, so the refusal is provoked where the check probes the folder.
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "grid",
+                             "--out", str(tmp_path / "p.nc"))
+    assert_one_line_error(status, err, "argument --out:", "cannot write in", "Permission denied")

@@ -25,6 +25,14 @@ def run_cli(capsys, *argv):
     return status, out, err
 
 
+def assert_one_line_error(status, err, *words):
+    """Exit status 2, one stderr line, no traceback, and every one of ``words`` in it."""
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, (word, err)
+
+
 def test_simulate_writes_the_documented_arrays(tmp_path, capsys):
     out = tmp_path / "frames.npz"
     status, stdout, _ = run_cli(capsys, "simulate", "--task", "paper", "--frames", "6", "--seed",

@@ -61,6 +61,7 @@ def test_metrics_match_hand_computation():
     assert m.efficiency == pytest.approx(100 - np.hypot(75.0, 50.0))
 
 
+@pytest.mark.slow
 def test_true_kde_ceiling_on_the_paper_task(paper):
     # docs/conventions.md §2: close pairs merge in the KDE, so recall on the *true* KDE is < 1 and
     # local maxima recover more pairs than LoG. 100 frames = 1000 emitters: SE of recall ≈ 0.01.

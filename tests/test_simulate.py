@@ -56,6 +56,7 @@ def test_shapes_dtypes_and_kde_consistent_with_theta(paper):
     np.testing.assert_allclose(batch.kde[2], ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_positions_are_uniform_on_the_disc(paper):
     theta = simulate(paper, 2000, seed=5).theta.reshape(-1, 2).astype(np.float64)
     cx, cy = paper.centre

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
                                       flag_names, json_text, positive_int, report_errors, seed_int,
                                       task_from_args, torch_device)
@@ -36,8 +38,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_crlb(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.forward.fisher import fisher_information
     task = task_from_args(args)
@@ -75,7 +75,6 @@ def cmd_crlb(args: argparse.Namespace) -> int:
 
 
 def _describe(value) -> str:
-    import numpy as np
     if np.ndim(value) == 0:
         return f"{float(value):g}"
     arr = np.asarray(value)
@@ -117,7 +116,23 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     save_posterior(result, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
+    _announce_flags(result)
     return 0
+
+
+def _announce_flags(result) -> None:
+    """Say on screen what the file records: frames not to be trusted, or why none were checked."""
+    from bayes_smlm.io.posteriors import SINGLE_CHAIN_NOTE
+    from bayes_smlm.methods.reference import reference_flags
+    if result.theta is not None and result.method != "grid" and result.diagnostics is None:
+        print(f"note: diagnostics {SINGLE_CHAIN_NOTE}")
+        return
+    flagged = np.flatnonzero(reference_flags(result))
+    if flagged.size:
+        shown = ", ".join(map(str, flagged[:20])) + (" …" if flagged.size > 20 else "")
+        print(f"warning: {flagged.size} of {result.n_frames} frames are flagged (R-hat > 1.01, "
+              f"bulk ESS < 400, divergences, or a grid too coarse for the posterior): frames "
+              f"{shown}; see the file's diagnostics group")
 
 
 def cmd_study(args: argparse.Namespace) -> int:

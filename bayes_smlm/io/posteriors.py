@@ -22,6 +22,9 @@ from bayes_smlm.methods.diagnostics import diagnostics_dataset
 from bayes_smlm.methods.result import PosteriorResult
 
 
+SINGLE_CHAIN_NOTE = "not computed: R-hat needs at least 2 chains (this run has 1)"
+
+
 def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr.DataTree:
     """Build the DataTree of a result (the θ groups only for methods with θ draws)."""
     import arviz_base as azb
@@ -61,6 +64,8 @@ def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr
              for k, v in extras.items()}))
     if with_diagnostics and result.diagnostics is not None:
         tree["diagnostics"] = xr.DataTree(diagnostics_dataset(result.diagnostics))
+    elif result.theta is not None:
+        tree.attrs["diagnostics"] = SINGLE_CHAIN_NOTE
     return tree
 
 

@@ -1,7 +1,8 @@
 """Per-frame MCMC diagnostics of θ draws: rank R-hat, bulk/tail ESS and the MCSE of the mean,
 from arviz-stats' array functions (NumPy in, NumPy out), computed once per result.
 
-Frames whose worst coordinate has R-hat > 1.01 or bulk ESS < 400 are flagged, not hidden.
+Frames whose worst coordinate has R-hat > 1.01 or bulk ESS < 400, or whose sampler reported any
+divergent transition (its draws may miss part of the posterior), are flagged, not hidden.
 :func:`diagnostics_dataset` is the thin xarray view stored in a posterior's DataTree.
 """
 
@@ -28,7 +29,8 @@ class DrawDiagnostics:
     rhat, ess_bulk, ess_tail, mcse_mean : (F, N, 2) ndarray
         Rank-normalised R-hat, bulk and tail ESS, MCSE of the mean (LR px).
     flagged : (F,) bool ndarray
-        Worst R-hat > ``rhat_max``, smallest bulk ESS < ``ess_min``, or R-hat not finite.
+        Worst R-hat > ``rhat_max``, smallest bulk ESS < ``ess_min``, R-hat not finite, or any
+        divergent transition.
     divergences : (F,) int ndarray or None
         Divergent transitions per frame, where the sampler reports them.
     rhat_max, ess_min : float
@@ -83,6 +85,8 @@ def draw_diagnostics(theta: np.ndarray, diverging: np.ndarray | None = None, *,
     smallest_ess = over_coordinates(np.nanmin, ess_bulk)
     flagged = (worst_rhat > rhat_max) | (smallest_ess < ess_min) | ~np.isfinite(worst_rhat)
     divergences = None if diverging is None else np.asarray(diverging).sum(axis=(0, 1))
+    if divergences is not None:
+        flagged = flagged | (divergences > 0)
     return DrawDiagnostics(rhat=rhat, ess_bulk=ess_bulk, ess_tail=ess_tail, mcse_mean=mcse,
                            flagged=flagged, divergences=divergences, rhat_max=rhat_max,
                            ess_min=ess_min)

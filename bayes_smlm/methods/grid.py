@@ -28,6 +28,9 @@ from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.parallel import device_parallel
 
 
+MIN_CELLS_PER_SD = 2.0  # fine-grid cells per posterior SD below which a frame is flagged
+
+
 def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
              likelihood: str) -> Callable[..., tuple[jax.Array, ...]]:
     logdensity = make_log_density(task, likelihood=likelihood)
@@ -119,9 +122,13 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     kde_mean, kde_var, mean, cov, flat, spacing = out  # tuple pytree, leading axis F
     f = adu.shape[0]
     theta = np.moveaxis(flat.reshape(f, chains, draws, 1, 2), 0, 2)
+    # a posterior narrower than a few grid cells (very bright emitters) is not resolved: flag it
+    sd = np.sqrt(np.diagonal(np.asarray(cov), axis1=-2, axis2=-1))
+    under_resolved = (sd < MIN_CELLS_PER_SD * np.asarray(spacing)).any(axis=-1)
     return PosteriorResult(
         method="grid", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var, theta=theta,
         settings={"fine": fine, "coarse_step": coarse_step, "window": window,
                   "likelihood": likelihood, "chains": chains, "draws": draws, "seed": seed},
         seconds=seconds, theta_true=theta_true,
-        extra={"theta_mean": mean, "theta_cov": cov, "grid_spacing": spacing})
+        extra={"theta_mean": mean, "theta_cov": cov, "grid_spacing": spacing,
+               "under_resolved": under_resolved})

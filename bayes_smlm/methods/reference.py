@@ -27,12 +27,16 @@ def reference_method(task: Task) -> str:
 
 
 def reference_flags(result: PosteriorResult) -> np.ndarray:
-    """(F,) True where a reference's own diagnostics fail (R-hat > 1.01 or bulk ESS < 400, as in
-    :mod:`bayes_smlm.methods.diagnostics`); `grid` and other methods without chains are never
-    flagged."""
-    if result.diagnostics is None or result.method == "grid":
-        return np.zeros(result.n_frames, bool)
-    return np.asarray(result.diagnostics.flagged, bool)
+    """(F,) True where a result's own checks say its posterior is not to be trusted: MCMC
+    diagnostics (R-hat > 1.01, bulk ESS < 400 or any divergence; needs ≥ 2 chains, see
+    :mod:`bayes_smlm.methods.diagnostics`) and, for ``grid``, a posterior too narrow for its grid
+    (``extra["under_resolved"]``; its i.i.d. draws need no R-hat)."""
+    flags = np.zeros(result.n_frames, bool)
+    if result.method == "grid":
+        return flags | np.asarray(result.extra.get("under_resolved", flags), bool)
+    if result.diagnostics is not None:
+        flags |= np.asarray(result.diagnostics.flagged, bool)
+    return flags
 
 
 CACHE_ENV = "BAYES_SMLM_CACHE"  # a folder, or "off"; default $XDG_CACHE_HOME/bayes_smlm
