@@ -62,6 +62,7 @@ def test_the_likelihood_refuses_a_nan_image(isolated):
 
 @pytest.mark.parametrize("overrides", [{"i0": 10.0}, {"i0": 1e7}, {"background": 100.0},
                                        {"readout_var": 0.0}])
+@pytest.mark.slow
 def test_extreme_but_valid_frames_pass_the_gate(overrides):
     task = get_task("paper", overrides)
     frames = simulate(task, 8, 3)

@@ -49,7 +49,7 @@ def _nan(path):
     (_pickle, ["not a readable safetensors file"]),
     (_nan, ["non-finite values"]),
 ])
-def test_damaged_phi_weights_are_refused_inassert_one_line_error(phi_copy, frames_file, tmp_path, capsys,
+def test_damaged_phi_weights_are_refused_in_one_line(phi_copy, frames_file, tmp_path, capsys,
                                                     damage, words):
     damage(phi_copy / "model.safetensors")
     status, _, err = run_cli(capsys, "localize", str(frames_file), "--checkpoint",

@@ -78,6 +78,7 @@ def test_extreme_frames_give_finite_nuts_posteriors_or_flags(overrides):
     assert np.all(diag.worst_rhat[trusted] <= 1.01) and np.all(diag.divergences[trusted] == 0)
 
 
+@pytest.mark.slow
 def test_an_emitter_at_the_edge_of_the_frame_gives_a_finite_posterior():
     task = get_task("isolated", {"radius": 9.5})  # the prior disc reaches the frame's edge
     theta = np.array([[0.2, 9.5]], np.float32)

@@ -52,3 +52,9 @@ def test_a_diverging_training_names_the_learning_rate(tmp_path, capsys):
                              "--quiet", "--out", str(tmp_path / "phi"))
     assert status == 2 and "argument --lr: training diverged" in err
     assert json.dumps(err)  # one printable line
+
+
+def test_a_method_refuses_true_positions_of_another_shape(isolated):
+    from bayes_smlm.methods import get_method
+    with pytest.raises(ConfigError, match=r"argument theta_true: must have shape \(F, N, 2\)"):
+        get_method("grid")(isolated, GOOD.adu, theta_true=GOOD.theta[:, :, :1])

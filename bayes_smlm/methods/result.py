@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.diagnostics import DrawDiagnostics, draw_diagnostics
 
@@ -56,6 +57,15 @@ class PosteriorResult:
     @property
     def n_frames(self) -> int:
         return int(self.adu.shape[0])
+
+    def __post_init__(self) -> None:
+        if self.theta_true is not None:  # truth of another shape would be scored silently
+            self.theta_true = np.asarray(self.theta_true)
+            expected = (self.n_frames, self.task.prior.n_emitters, 2)
+            if self.theta_true.shape != expected:
+                raise ConfigError("theta_true", f"must have shape (F, N, 2) = {expected} for "
+                                                f"these frames and task (got "
+                                                f"{self.theta_true.shape})")
 
     @cached_property
     def diagnostics(self) -> DrawDiagnostics | None:
