@@ -80,7 +80,6 @@ def run_study(name: str, preset: str, seed: int, out: Path | None, task: str | N
         if task != module.DEFAULT_TASK:
             kwargs["task"] = task
     out = check_output_dir(out or default_out(name, kwargs.get("task")))  # before any work
-    check_preset(preset, module.PRESETS)
     return module.run(preset=preset, seed=seed, out=out, **kwargs)
 
 

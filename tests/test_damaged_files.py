@@ -99,3 +99,12 @@ def test_damaged_metrics_json_is_refused_by_report(tmp_path, capsys, content):
     (folder / "metrics.json").write_text(content)
     status, _, err = run_cli(capsys, "report", str(folder))
     assert_one_line_error(status, err, "argument DIR:", "metrics.json")
+
+
+def test_a_lone_npy_array_under_an_npz_name_is_refused(tmp_path, capsys):
+    path = tmp_path / "frames.npz"
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros((2, 20, 20), np.float32))
+    status, _, err = run_cli(capsys, "posterior", str(path), "--method", "grid",
+                             "--out", str(tmp_path / "p.nc"))
+    assert_one_line_error(status, err, "argument FILE.npz:", "single .npy array")

@@ -68,10 +68,10 @@ def _metric(key: str, label: str, fmt: str = ".3f", doc: str = "") -> Metric:
     return metric
 
 
-def _per_level(key: str, label: str, fmt: str, doc: str) -> dict[int, Metric]:
-    """One metric per coverage level; ``{lv}`` in the texts stands for the level in %."""
-    return {lv: _metric(key.format(lv=lv), label.format(lv=lv), fmt, doc.format(lv=lv))
-            for lv in COVERAGE_LEVELS}
+def _family(members, key: str, label: str, fmt: str, doc: str) -> dict:
+    """One metric per member (a coverage level in %, an axis); ``{}`` in the texts stands for
+    the member."""
+    return {m: _metric(key.format(m), label.format(m), fmt, doc.format(m)) for m in members}
 
 
 # cost
@@ -110,13 +110,13 @@ THETA_ENTROPY_KNN = _metric("theta_entropy_knn_median", "θ entropy k-NN", ".2f"
                             "k-nearest-neighbour entropy of the θ draws, median, nats")
 
 # KDE calibration
-KDE_COVERAGE = _per_level("kde_coverage_{lv}", "KDE cover {lv} %", ".3f",
-                          "fraction of signal pixels whose true KDE is in the central {lv} % "
-                          "interval, mean over frames")
-KDE_COVERAGE_SE = _per_level("kde_coverage_{lv}_se", "SE of KDE cover {lv} %", ".3f",
-                             "standard error of that mean over frames")
-KDE_COVERAGE_ATTAINED = _per_level("kde_coverage_{lv}_attained", "attainable {lv} %", ".3f",
-                                   "the level an exact posterior attains with S samples")
+KDE_COVERAGE = _family(COVERAGE_LEVELS, "kde_coverage_{}", "KDE cover {} %", ".3f",
+                       "fraction of signal pixels whose true KDE is in the central {} % "
+                       "interval, mean over frames")
+KDE_COVERAGE_SE = _family(COVERAGE_LEVELS, "kde_coverage_{}_se", "SE of KDE cover {} %", ".3f",
+                          "standard error of that mean over frames")
+KDE_COVERAGE_ATTAINED = _family(COVERAGE_LEVELS, "kde_coverage_{}_attained", "attainable {} %",
+                                ".3f", "the level an exact posterior attains with S samples")
 Z_MEAN = _metric("z_mean", "z mean", ".2f", "mean of z = (y0 − mean)/SD over signal pixels")
 Z_SD = _metric("z_sd", "z SD", ".2f", "SD of z over signal pixels")
 Z_ABS_GT_3 = _metric("z_abs_gt_3", "P(|z| > 3)", ".4f", "fraction of signal pixels with |z| > 3")
@@ -129,14 +129,14 @@ BY_CROWDING = _metric("by_crowding", "by crowding", "",
 SBC_MIN_P = _metric("sbc_min_pvalue", "SBC min p", ".3f",
                     "smallest χ² p-value of the SBC rank histograms over coordinates")
 SBC_RANKS = _metric("sbc_ranks", "SBC ranks", "", "ranks of the truth among 99 thinned draws")
-THETA_COVERAGE = _per_level("theta_coverage_{lv}", "θ cover {lv} %", ".3f",
-                            "fraction of true coordinates inside the central {lv} % interval")
-THETA_COVERAGE_CI = _per_level("theta_coverage_{lv}_ci", "θ cover {lv} % CI", "",
-                               "Clopper–Pearson 95 % interval of that fraction")
-SD_RATIO = {axis: _metric(f"sd_ratio_{axis}", f"SD/√CRLB {axis}", ".2f",
-                          f"posterior SD of {axis} over √CRLB, median") for axis in "xy"}
-RMSE_RATIO = {axis: _metric(f"rmse_ratio_{axis}", f"RMSE/√CRLB {axis}", ".2f",
-                            f"RMSE of the posterior mean of {axis} over √CRLB") for axis in "xy"}
+THETA_COVERAGE = _family(COVERAGE_LEVELS, "theta_coverage_{}", "θ cover {} %", ".3f",
+                         "fraction of true coordinates inside the central {} % interval")
+THETA_COVERAGE_CI = _family(COVERAGE_LEVELS, "theta_coverage_{}_ci", "θ cover {} % CI", "",
+                            "Clopper–Pearson 95 % interval of that fraction")
+SD_RATIO = _family("xy", "sd_ratio_{}", "SD/√CRLB {}", ".2f",
+                   "posterior SD of {} over √CRLB, median")
+RMSE_RATIO = _family("xy", "rmse_ratio_{}", "RMSE/√CRLB {}", ".2f",
+                     "RMSE of the posterior mean of {} over √CRLB")
 
 # MCMC diagnostics
 RHAT_MAX = _metric("rhat_max", "max R-hat", ".3f", "worst rank R-hat over frames and coordinates")
@@ -144,5 +144,5 @@ ESS_BULK_MIN = _metric("ess_bulk_min", "min bulk ESS", ".0f", "smallest bulk ESS
 ESS_TAIL_MIN = _metric("ess_tail_min", "min tail ESS", ".0f", "smallest tail ESS")
 MCSE_MEAN_MAX = _metric("mcse_mean_max", "max MCSE (px)", ".4f", "largest MCSE of a mean, LR px")
 PASS_RATE = _metric("diagnostics_pass_rate", "diagnostics pass rate", ".2f",
-                    "fraction of frames with R-hat ≤ 1.01 and bulk ESS ≥ 400")
+                    "fraction of frames with R-hat ≤ 1.01, bulk ESS ≥ 400 and no divergence")
 DIVERGENCES = _metric("divergences", "divergences", "d", "divergent transitions, all frames")

@@ -157,16 +157,21 @@ def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.n
     if not path.is_file():
         raise ConfigError("file", f"file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            out = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as err:
+        data = np.load(path, allow_pickle=False)
+        out = None if isinstance(data, np.ndarray) else _arrays_of(data)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         # np.load calls anything that is not a zip or .npy "pickled data": say what it is not
         reason = str(err).splitlines()[0] if str(err) and "pickled" not in str(err) else \
             "not a zip archive of .npy arrays"
         raise ConfigError("file", f"cannot read {path} as .npz ({reason})") from None
-    if not isinstance(out, dict):
+    if out is None:  # a lone .npy under an .npz name
         raise ConfigError("file", f"{path} is a single .npy array, not an .npz archive")
     missing = [k for k in required if k not in out]
     if missing:
         raise ConfigError("file", f"{path} lacks arrays {missing}")
     return out
+
+
+def _arrays_of(archive) -> dict[str, np.ndarray]:
+    with archive:
+        return {k: archive[k] for k in archive.files}

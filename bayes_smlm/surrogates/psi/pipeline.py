@@ -62,11 +62,12 @@ def load_psi(checkpoint: str | Path | None, task: Task
                                          shipped=psi_shipped_checkpoint(task.name),
                                          payload=f"{UNET_DIR}/", label="Ψ",
                                          train_command="train-psi")
-    weights = checkpoint / UNET_DIR / UNET_WEIGHTS
-    read_safetensors(weights)  # one-line refusal of a missing, damaged or non-finite file
+    # the weights are read (and checked) once, by the one safetensors reader, then loaded into
+    # the architecture its config.json describes: what from_pretrained does, without a second read
+    weights, _ = read_safetensors(checkpoint / UNET_DIR / UNET_WEIGHTS)
     try:
-        unet = UNet2DModel.from_pretrained(checkpoint / UNET_DIR, use_safetensors=True,
-                                           low_cpu_mem_usage=False)
+        unet = UNet2DModel.from_config(UNet2DModel.load_config(checkpoint / UNET_DIR))
+        unet.load_state_dict(weights)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError("checkpoint", f"{checkpoint / UNET_DIR} is not a loadable diffusers "
