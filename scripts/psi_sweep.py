@@ -61,13 +61,13 @@ def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> 
     from bayes_smlm.forward.tasks import get_task, list_tasks
     from bayes_smlm.io.atomic import write_npz
     from bayes_smlm.methods import get_method
-    from bayes_smlm.methods.reference import reference_flags, reference_method
+    from bayes_smlm.methods.reference import reference_method
 
     task = get_task(task_name)
     frames = simulate(task, n, seed + list_tasks().index(task_name))
     method = reference_method(task)
     result = get_method(method)(task, frames.adu, seed=0)
-    keep = ~reference_flags(result)
+    keep = ~result.flagged
     mask = signal_mask(result.kde_mean)
     kept_samples = (s for s, k in zip(kde_samples_of(result, K), keep) if k)
     scalars = _coverage_scalars(kept_samples, frames.kde[keep], mask[keep])

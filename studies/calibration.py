@@ -31,7 +31,7 @@ from bayes_smlm.io.study_files import posterior_path, save_frames, write_study_c
 from bayes_smlm.localization.detection import detect
 from bayes_smlm.methods import get_method, list_methods
 from bayes_smlm.methods.ddpm import recalibrated_result
-from bayes_smlm.methods.reference import cached_reference, reference_flags, reference_method
+from bayes_smlm.methods.reference import cached_reference, reference_method
 from bayes_smlm.reporting.markdown import provenance
 from bayes_smlm.studies.calibration_report import render
 from bayes_smlm.studies.registry import begin_study, fresh_seed
@@ -166,7 +166,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
               f"{results[name].seconds / results[name].n_frames:.3f} s/frame", flush=True)
     if "ddpm" in results:
         add_recalibrated(results, out)
-    flagged = reference_flags(results[reference])
+    flagged = results[reference].flagged
     keep = ~flagged
     if not keep.any():
         raise ConfigError("preset", f"every frame failed the {reference} reference's "

@@ -24,7 +24,7 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_json
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.pushforward import kde_moments
-from bayes_smlm.methods.reference import cached_reference, reference_flags, reference_method
+from bayes_smlm.methods.reference import cached_reference, reference_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.studies.registry import begin_study, fresh_seed
 from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config, weights_sha256
@@ -81,7 +81,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     ref = cached_reference(task, frames.adu, (fresh_seed(NAME, seed), len(frames.adu)),
                            **(nuts_options if dense else {"seed": seed}))
     nuts = ref if dense else get_method("nuts")(task, frames.adu, **nuts_options)
-    keep = ~reference_flags(ref)
+    keep = ~ref.flagged
     adu, ref_mean, ref_var = frames.adu[keep], ref.kde_mean[keep], ref.kde_var[keep]
     _, ceiling_var = kde_moments(thin_to(nuts.theta_flat()[keep], k), task)
     rows = [{"model": f"{k} exact draws (NUTS, thinned)", "schedule": "—", "loss": "—",

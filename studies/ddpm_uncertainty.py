@@ -20,7 +20,7 @@ from bayes_smlm.io.posteriors import load_posterior, save_posterior
 from bayes_smlm.io.study_files import (METRICS, load_frames, posterior_path, read_json,
                                        save_frames, write_study_config)
 from bayes_smlm.methods import get_method
-from bayes_smlm.methods.reference import cached_reference, reference_flags
+from bayes_smlm.methods.reference import cached_reference
 from bayes_smlm.reporting.figures import image_grid, peak_window
 from bayes_smlm.reporting.markdown import markdown_table, write_report
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
@@ -56,7 +56,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                  for f in range(result.n_frames)]
     write_study_config(out, NAME, preset, seed, s, fresh_seed=fresh_seed(NAME, seed),
                        task_name=task_name, reference=grid.method,
-                       reference_flagged=np.flatnonzero(reference_flags(grid)).tolist())
+                       reference_flagged=np.flatnonzero(grid.flagged).tolist())
     write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
 

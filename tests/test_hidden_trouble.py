@@ -16,7 +16,6 @@ from bayes_smlm.io.atomic import write_npz
 from bayes_smlm.io.posteriors import load_posterior
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.diagnostics import draw_diagnostics
-from bayes_smlm.methods.reference import reference_flags
 
 
 def test_a_divergence_flags_its_frame_even_when_r_hat_and_ess_are_fine():
@@ -38,7 +37,7 @@ def test_a_grid_too_coarse_for_a_bright_emitter_is_flagged_and_announced(tmp_pat
     frames = simulate(task, 2, 4)
     result = get_method("grid")(task, frames.adu)
     assert np.isfinite(result.kde_var).all() and np.isfinite(result.extra["theta_mean"]).all()
-    assert reference_flags(result).all()  # SD ≈ 0.0007 px: below two cells of the fine grid
+    assert result.flagged.all()  # SD ≈ 0.0007 px: below two cells of the fine grid
     path = _frames_file(tmp_path / "bright.npz", task, frames.adu, frames.theta)
     status, out, _ = run_cli(capsys, "posterior", str(path), "--method", "grid",
                              "--out", str(tmp_path / "g.nc"))
@@ -74,7 +73,7 @@ def test_extreme_frames_give_finite_nuts_posteriors_or_flags(overrides):
     result = get_method("nuts")(task, frames.adu, draws=300, warmup=200)
     assert np.isfinite(result.kde_var).all() and np.isfinite(result.theta).all()
     diag = result.diagnostics
-    trusted = ~reference_flags(result)  # what is not flagged meets the bars
+    trusted = ~result.flagged  # what is not flagged meets the bars
     assert np.all(diag.worst_rhat[trusted] <= 1.01) and np.all(diag.divergences[trusted] == 0)
 
 

@@ -239,14 +239,13 @@ def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(p
     variance maps follow NUTS's (the 32-frame bars: `study calibration --task paper`)."""
     from bayes_smlm.compare import variance_agreement
     from bayes_smlm.compare.regions import region_variance_scores
-    from bayes_smlm.methods.reference import reference_flags
     from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(None, paper)
     assert psi.config["phi"]["checkpoint"] == "../phi-paper"
     assert psi.recalibration is not None
     frames = simulate(paper, 3, 2150)
     nuts = get_method("nuts")(paper, frames.adu, seed=0)
-    keep = ~reference_flags(nuts)
+    keep = ~nuts.flagged
     ddpm = get_method("ddpm")(paper, frames.adu[keep], samples=32, steps=10, seed=1)
     agreement = variance_agreement(ddpm.kde_var, nuts.kde_var[keep])
     signal = region_variance_scores(ddpm.kde_var, nuts.kde_var[keep], nuts.kde_mean[keep])

@@ -68,6 +68,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def dropout_rate(text: str) -> float:
+    """A finite number in [0, 1)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {text!r})")
+    return value
+
+
 def torch_device(text: str) -> str:
     """A torch device name that this machine has: cpu, cuda or cuda:N."""
     import torch

@@ -123,16 +123,16 @@ def cmd_posterior(args: argparse.Namespace) -> int:
 def _announce_flags(result) -> None:
     """Say on screen what the file records: frames not to be trusted, or why none were checked."""
     from bayes_smlm.io.posteriors import SINGLE_CHAIN_NOTE
-    from bayes_smlm.methods.reference import reference_flags
-    if result.theta is not None and result.method != "grid" and result.diagnostics is None:
+    if result.theta is not None and "flagged" not in result.extra and result.diagnostics is None:
         print(f"note: diagnostics {SINGLE_CHAIN_NOTE}")
         return
-    flagged = np.flatnonzero(reference_flags(result))
+    flagged = np.flatnonzero(result.flagged)
     if flagged.size:
         shown = ", ".join(map(str, flagged[:20])) + (" …" if flagged.size > 20 else "")
-        print(f"warning: {flagged.size} of {result.n_frames} frames are flagged (R-hat > 1.01, "
-              f"bulk ESS < 400, divergences, or a grid too coarse for the posterior): frames "
-              f"{shown}; see the file's diagnostics group")
+        print(f"warning: {flagged.size} of {result.n_frames} frames are flagged by the method's "
+              f"own checks (MCMC: R-hat > 1.01, bulk ESS < 400 or divergences; grid: grid too "
+              f"coarse for the posterior; laplace: no converged mode or a Hessian that is not "
+              f"positive definite): frames {shown}; see the file's diagnostics or extra group")
 
 
 def cmd_study(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import (add_task_arguments, json_text, non_negative_float,
+from bayes_smlm.cli.arguments import (add_task_arguments, dropout_rate, json_text,
+                                      non_negative_float,
                                       positive_float, positive_int, seed_int, task_from_args,
                                       torch_device)
 from bayes_smlm.surrogates.settings import (CONDITIONS, LOSSES, PRECISIONS, PREDICTIONS, SCHEDULES,
@@ -30,6 +31,7 @@ def cmd_train_phi(args: argparse.Namespace) -> int:
                            seed=args.seed, patience=args.patience, max_minutes=args.max_minutes,
                            validation_frames=args.validation_frames)
     state = train_phi(task, args.out, settings, resume=args.resume, progress=not args.quiet,
+                      widths={"dropout": args.dropout} if args.dropout else None,
                       command=_command_line())
     print(state.summary(args.out, "validation MSE"))
     return 0
@@ -77,6 +79,9 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
     psi = PsiTraining()
     p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
     add_task_arguments(p)
+    p.add_argument("--dropout", type=dropout_rate, default=0.0,
+                   help="dropout rate after every convolution block, in [0, 1) (default 0: none; "
+                        "0.1 for the mc_dropout method)")
     _add_training_arguments(p, PhiTraining())
     p.set_defaults(handler=cmd_train_phi)
     add_inference_commands(sub)

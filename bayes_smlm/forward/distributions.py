@@ -107,6 +107,15 @@ def uniform_disc_points(key: jax.Array, shape: tuple[int, ...], centre, radius) 
                      axis=-1)
 
 
+def project_into_disc(points: jax.Array, centre, limit: float) -> jax.Array:
+    """``points`` (..., 2) farther than ``limit`` from ``centre`` moved radially to that
+    distance; the others unchanged."""
+    centre = jnp.asarray(centre)
+    offset = points - centre
+    r = jnp.linalg.norm(offset, axis=-1, keepdims=True)
+    return jnp.where(r > limit, centre + offset * limit / jnp.maximum(r, 1e-12), points)
+
+
 class UniformDisc(Distribution):
     """Uniform distribution on a disc of ``radius`` about ``centre`` (x, y), LR pixels.
 

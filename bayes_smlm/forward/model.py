@@ -156,6 +156,38 @@ def position_log_density(task: Task, adu: jax.Array, *, likelihood: str = "poiss
     return lambda theta: logdensity({"theta": theta}, adu)
 
 
+def make_rate_log_likelihood(task: Task, *, likelihood: str = "poisson",
+                             n_max: int | None = None
+                             ) -> tuple[Callable[[jax.Array], jax.Array],
+                                        Callable[[jax.Array, jax.Array], jax.Array]]:
+    """``(prepare, loglik)``: the camera log-likelihood as a function of the expected photons.
+
+    ``data = prepare(adu)`` converts a frame once; ``loglik(omega, data)`` is
+    ``log p(adu | ω)`` summed over pixels for ω (H, W) photons/px, up to a constant per frame
+    for the Poisson approximation (``lgamma(n + 1)`` dropped; data are the counts
+    ``n = (ADU − o)/g + w²/g²``). Whatever parametrises ω (positions, intensities, background),
+    gradients flow through it.
+    """
+    _check_likelihood(likelihood)
+    camera = physics.camera_arrays(task)
+    if likelihood == "poisson_gaussian":
+        n_max = exact_sum_length(task) if n_max is None else n_max
+
+        def exact(omega: jax.Array, adu: jax.Array) -> jax.Array:
+            return jnp.sum(camera_distribution(omega, camera, likelihood, n_max).log_prob(adu))
+
+        return (lambda adu: adu), exact
+    pedestal = physics.readout_photon_var(camera)
+
+    def prepare(adu: jax.Array) -> jax.Array:
+        return physics.adu_to_photons(adu, camera)
+
+    def poisson(omega: jax.Array, counts: jax.Array) -> jax.Array:
+        return jnp.sum(poisson_kernel(counts, omega + pedestal))
+
+    return prepare, poisson
+
+
 def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: int | None = None
                              ) -> tuple[Callable[[jax.Array], jax.Array],
                                         Callable[[jax.Array, jax.Array], jax.Array]]:
@@ -167,19 +199,16 @@ def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: 
     Same prior (−inf off the disc) and same forward model.
     """
     _check_likelihood(likelihood)
-    camera, scene = physics.camera_arrays(task), physics.scene_arrays(task)
+    scene = physics.scene_arrays(task)
     prior = UniformDisc(jnp.asarray(task.centre), task.prior.radius)
     if likelihood == "poisson_gaussian":
         full = make_log_density(task, likelihood=likelihood, n_max=n_max)
         return (lambda adu: adu), (lambda theta, adu: full({"theta": theta}, adu))
-    pedestal = physics.readout_photon_var(camera)
-
-    def prepare(adu: jax.Array) -> jax.Array:
-        return physics.adu_to_photons(adu, camera)
+    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
 
     def logdensity(theta: jax.Array, counts: jax.Array) -> jax.Array:
         omega = physics.expected_photons(theta, scene.i0, scene.background,
                                          task.optics.sigma_psf, task.shape)
-        return jnp.sum(prior.log_prob(theta)) + jnp.sum(poisson_kernel(counts, omega + pedestal))
+        return jnp.sum(prior.log_prob(theta)) + loglik(omega, counts)
 
     return prepare, logdensity

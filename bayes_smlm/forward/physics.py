@@ -65,6 +65,20 @@ def pixel_integrated_gaussian(centres: jax.Array, mean: jax.Array, sigma: float)
     return 0.5 * (erfc((d - 0.5) / scale) - erfc((d + 0.5) / scale))
 
 
+def pixel_integrated_gaussian_slopes(centres: jax.Array, mean: jax.Array, sigma: float
+                                     ) -> tuple[jax.Array, jax.Array]:
+    """First and second derivatives of ΔE (eq. 2) with respect to ``mean``, analytic.
+
+    With a = (c − ½ − μ)/σ and b = (c + ½ − μ)/σ, ΔE = Φ(b) − Φ(a), so
+    ∂ΔE/∂μ = (φ(a) − φ(b))/σ and ∂²ΔE/∂μ² = (a φ(a) − b φ(b))/σ² (φ, Φ: standard normal pdf, cdf).
+    """
+    a = (centres - 0.5 - mean) / sigma
+    b = (centres + 0.5 - mean) / sigma
+    pdf_a, pdf_b = jnp.exp(-0.5 * a * a), jnp.exp(-0.5 * b * b)
+    norm = 1.0 / (jnp.sqrt(2.0 * jnp.pi) * sigma)
+    return norm * (pdf_a - pdf_b), norm / sigma * (a * pdf_a - b * pdf_b)
+
+
 def axis_profiles(theta: jax.Array, sigma: float, shape: tuple[int, int]
                   ) -> tuple[jax.Array, jax.Array]:
     """Separable factors of each emitter's pixel-integrated Gaussian on an (H, W) grid.
@@ -85,6 +99,29 @@ def axis_profiles(theta: jax.Array, sigma: float, shape: tuple[int, int]
     ey = pixel_integrated_gaussian(jnp.arange(height), theta[..., 1:2], sigma)
     ex = pixel_integrated_gaussian(jnp.arange(width), theta[..., 0:1], sigma)
     return ey, ex
+
+
+class AxisProfiles(NamedTuple):
+    """Per-emitter separable PSF factors and their derivatives in the emitter's coordinate:
+    value, slope, curvature along y (..., N, H) and along x (..., N, W)."""
+
+    ey: jax.Array
+    dey: jax.Array
+    d2ey: jax.Array
+    ex: jax.Array
+    dex: jax.Array
+    d2ex: jax.Array
+
+
+def axis_profiles_with_slopes(theta: jax.Array, sigma: float, shape: tuple[int, int]
+                              ) -> AxisProfiles:
+    """:func:`axis_profiles` plus ∂/∂y, ∂²/∂y² of ey and ∂/∂x, ∂²/∂x² of ex (analytic), for
+    Jacobians and Hessians of the expected image without automatic differentiation."""
+    height, width = shape
+    ey, ex = axis_profiles(theta, sigma, shape)
+    dey, d2ey = pixel_integrated_gaussian_slopes(jnp.arange(height), theta[..., 1:2], sigma)
+    dex, d2ex = pixel_integrated_gaussian_slopes(jnp.arange(width), theta[..., 0:1], sigma)
+    return AxisProfiles(ey, dey, d2ey, ex, dex, d2ex)
 
 
 def emitter_image(theta: jax.Array, i0: jax.Array, sigma: float,

@@ -131,4 +131,4 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                   "likelihood": likelihood, "chains": chains, "draws": draws, "seed": seed},
         seconds=seconds, theta_true=theta_true,
         extra={"theta_mean": mean, "theta_cov": cov, "grid_spacing": spacing,
-               "under_resolved": under_resolved})
+               "under_resolved": under_resolved, "flagged": under_resolved})

@@ -12,15 +12,13 @@ import jax.numpy as jnp
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.distributions import project_into_disc
 
 
 def _project_into_disc(theta: jax.Array, centre: jax.Array, radius: float) -> jax.Array:
     """Pull points outside the disc back to 0.98 of its radius (starting points must be in the
     support)."""
-    d = theta - centre
-    r = jnp.linalg.norm(d, axis=-1, keepdims=True)
-    limit = 0.98 * radius
-    return jnp.where(r > limit, centre + d * limit / jnp.maximum(r, 1e-12), theta)
+    return project_into_disc(theta, centre, 0.98 * radius)
 
 
 def detect_initial_positions(task: Task, adu: jax.Array) -> jax.Array:

@@ -26,19 +26,6 @@ def reference_method(task: Task) -> str:
     return "grid" if task.prior.n_emitters == 1 else "nuts"
 
 
-def reference_flags(result: PosteriorResult) -> np.ndarray:
-    """(F,) True where a result's own checks say its posterior is not to be trusted: MCMC
-    diagnostics (R-hat > 1.01, bulk ESS < 400 or any divergence; needs ≥ 2 chains, see
-    :mod:`bayes_smlm.methods.diagnostics`) and, for ``grid``, a posterior too narrow for its grid
-    (``extra["under_resolved"]``; its i.i.d. draws need no R-hat)."""
-    flags = np.zeros(result.n_frames, bool)
-    if result.method == "grid":
-        return flags | np.asarray(result.extra.get("under_resolved", flags), bool)
-    if result.diagnostics is not None:
-        flags |= np.asarray(result.diagnostics.flagged, bool)
-    return flags
-
-
 CACHE_ENV = "BAYES_SMLM_CACHE"  # a folder, or "off"; default $XDG_CACHE_HOME/bayes_smlm
 _CODE = ("forward", "methods")  # the subpackages whose source decides an exact posterior
 _ENGINES = ("jax", "jaxlib", "numpyro", "blackjax", "numpy", "scipy")

@@ -75,6 +75,22 @@ class PosteriorResult:
             return None
         return draw_diagnostics(self.theta, self.sample_stats.get("diverging"))
 
+    @property
+    def flagged(self) -> np.ndarray:
+        """(F,) True where the method's own checks say a frame's posterior is not to be trusted.
+
+        A method that judges its frames itself stores the verdict in ``extra["flagged"]``
+        (``grid``: a posterior narrower than its grid; ``laplace``: no converged mode, an
+        information matrix that is not positive definite, a Gaussian almost wholly outside the
+        prior) — its draws are i.i.d., so R-hat and ESS say nothing. Otherwise MCMC diagnostics
+        decide (R-hat > 1.01, bulk ESS < 400 or any divergence; needs ≥ 2 chains)."""
+        own = self.extra.get("flagged")
+        if own is not None:
+            return np.asarray(own, bool)
+        if self.diagnostics is not None:
+            return np.asarray(self.diagnostics.flagged, bool)
+        return np.zeros(self.n_frames, bool)
+
     def theta_flat(self) -> np.ndarray:
         """Draws as (F, C·D, N, 2)."""
         if self.theta is None:

@@ -38,6 +38,10 @@ class DeepSTORMConfig:
         frame n (photons); derived from the task, not from the data, so it is the same everywhere.
     output_max : float
         Upper bound of the HardTanh output (the KDE is ≥ 0; one isolated kernel peaks at 1).
+    dropout : float
+        Element-wise dropout rate after every convolution block (Gal & Ghahramani 2016: dropout
+        after each weight layer); 0 (default) builds no dropout layers. Kept on at inference,
+        it makes φ the ``mc_dropout`` method (:mod:`bayes_smlm.methods.network_spread`).
     """
 
     upsampling: int = 4
@@ -48,6 +52,7 @@ class DeepSTORMConfig:
     input_shift: float = 0.0
     input_scale: float = 1.0
     output_max: float = 10.0
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         u = self.upsampling
@@ -58,6 +63,8 @@ class DeepSTORMConfig:
                                              f"(got {len(self.up_channels)})")
         if self.input_scale <= 0 or self.output_max <= 0:
             raise ConfigError("input_scale", "input_scale and output_max must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1) (got {self.dropout})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,12 +78,12 @@ class DeepSTORMConfig:
         return cls(**data)
 
 
-def _conv_block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.LeakyReLU(0.1, inplace=True),
-    )
+def _conv_block(c_in: int, c_out: int, dilation: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=False),
+              nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True)]
+    if dropout > 0:  # appended last, so checkpoints without dropout keep their parameter names
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
 
 
 class DeepSTORM(nn.Module):
@@ -91,15 +98,16 @@ class DeepSTORM(nn.Module):
     def __init__(self, config: DeepSTORMConfig = field(default_factory=DeepSTORMConfig)):
         super().__init__()
         self.config = config
-        c = config.context_channels
+        c, p = config.context_channels, config.dropout
         self.context = nn.ModuleList(
-            _conv_block(1 if i == 0 else c + 1, c, d) for i, d in enumerate(config.dilations))
+            _conv_block(1 if i == 0 else c + 1, c, d, p) for i, d in enumerate(config.dilations))
         widths = (c, *config.up_channels)
         self.upsample = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b))
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b, 1, p))
             for a, b in zip(widths[:-1], widths[1:]))
         hr = widths[-1]
-        self.refine = nn.Sequential(*(_conv_block(hr, hr) for _ in range(config.refine_blocks)))
+        self.refine = nn.Sequential(*(_conv_block(hr, hr, 1, p)
+                                      for _ in range(config.refine_blocks)))
         self.head = nn.Conv2d(hr, 1, 1)
         self.output = nn.Hardtanh(0.0, config.output_max)
 

@@ -1,0 +1,317 @@
+"""``laplace``: the Gaussian approximation at the posterior mode — the field's MLE + Fisher
+(Picasso, SMAP, ThunderSTORM), made Bayesian.
+
+The mode of log p(params | x) (positions in LR px and, when latent, i0 and b; flat priors inside
+their supports, so mode = MLE inside them) is found by damped Fisher scoring
+(Levenberg–Marquardt): step δ = (F + μ diag F)⁻¹ ∇ℓ with F = Jᵀ diag(1/λ) J the Fisher
+information of the Poisson counts λ = ω + w²/g² and J = ∂ω/∂params, accepted only when ℓ rises.
+All frames run vmapped in lockstep, from the same data-driven start as MCMC. At the mode the
+covariance is the inverse of the observed information −∇²ℓ (autodiff Hessian), not of F.
+
+The prior enters as it does in the exact posterior: the Gaussian of the likelihood is truncated
+to the prior's support. Positions are therefore optimised without the disc (within
+:data:`SEARCH_MARGIN` PSF widths beyond it), and the position draws are the Gaussian's restricted
+to the disc (rejection), so an emitter near the disc's edge gets the same truncated posterior as
+``grid`` gives it. i0 and b are kept inside their prior ranges.
+
+Frames are flagged, never dropped, when the optimiser did not reach a stationary point (Newton
+decrement ∇ℓᵀ F⁻¹ ∇ℓ above ``tol`` after ``max_iter`` steps), when −∇²ℓ is not positive
+definite, or when more than :data:`EDGE_MASS_MAX` of the Gaussian lies outside the prior (so
+little is left inside that the truncated draws say little).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.distributions import project_into_disc
+from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
+from bayes_smlm.forward.parameters import ParameterLayout
+from bayes_smlm.methods.batching import map_frame_batches
+from bayes_smlm.methods.initialization import detect_initial_positions
+from bayes_smlm.methods.pushforward import kde_moments
+from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.parallel import device_parallel
+
+EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
+SEARCH_MARGIN = 3.0  # PSF widths beyond the prior disc within which positions are optimised
+
+
+@dataclass(frozen=True)
+class LaplaceFit:
+    """Modes and Gaussian covariances of F frames.
+
+    Attributes
+    ----------
+    layout : ParameterLayout
+        Order and meaning of the P parameters (``layout.names``).
+    mode : (F, P) ndarray
+        Posterior mode (positions LR px; i0 photons; b photons/px).
+    covariance : (F, P, P) ndarray
+        Inverse observed information at the mode. Where that is not positive definite (flagged),
+        the inverse of its diagonal's absolute values, so that draws stay finite.
+    converged, positive_definite : (F,) bool ndarray
+    edge_mass : (F,) ndarray
+        Largest Gaussian mass outside the prior's support over the parameters (radial, per
+        emitter, for the disc).
+    iterations : (F,) int ndarray
+    seconds : float
+        Wall time of the fit, s (compilation included).
+    """
+
+    layout: ParameterLayout
+    mode: np.ndarray
+    covariance: np.ndarray
+    converged: np.ndarray
+    positive_definite: np.ndarray
+    edge_mass: np.ndarray
+    iterations: np.ndarray
+    seconds: float
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(F,) frames whose Gaussian is not to be trusted (see the module docstring)."""
+        return ~self.converged | ~self.positive_definite | (self.edge_mass > EDGE_MASS_MAX)
+
+    @property
+    def sd(self) -> np.ndarray:
+        """(F, P) marginal posterior SDs."""
+        return np.sqrt(np.diagonal(self.covariance, axis1=-2, axis2=-1))
+
+    def theta_mean(self) -> np.ndarray:
+        """(F, N, 2) mode of the positions, LR px."""
+        return np.asarray(self.layout.theta(self.mode))
+
+
+def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
+                   max_iter: int, tol: float) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+    derivatives = layout.image_derivatives(task)
+    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood, n_max=n_max)
+    pedestal = physics.readout_photon_var(physics.camera_arrays(task))
+    lo, hi = layout.bounds(task)
+    centre = jnp.asarray(task.centre, jnp.float32)
+    search_radius = task.prior.radius + SEARCH_MARGIN * task.optics.sigma_psf
+    slope = jax.grad(loglik)                                  # ∂ℓ/∂ω per pixel, (H, W)
+
+    def one_frame(adu: jax.Array) -> tuple[jax.Array, ...]:
+        data = prepare(adu)
+        start = layout.pack(detect_initial_positions(task, adu), task.prior.i0,
+                            jnp.mean(jnp.asarray(task.prior.background)))
+        start = layout.project(start, task, search_radius)
+
+        def not_done(state: tuple[jax.Array, ...]) -> jax.Array:
+            _, _, _, it, done, _ = state
+            return (it < max_iter) & ~done
+
+        def step(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            params, value, damping, it, _, _ = state
+            d = derivatives(params)
+            grad = jnp.sum(d.jacobian * slope(d.omega, data), (1, 2))
+            gauss_newton, information = _observed_information(layout, d, slope, data)
+            # Newton where −∇²ℓ is positive definite (quadratic convergence); elsewhere — e.g.
+            # two emitters drifting onto one spot, a saddle of the exchange symmetry that Newton
+            # would be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
+            curvature = jnp.where(_is_positive_definite(information), information, gauss_newton)
+            delta = jnp.linalg.solve(curvature + damping * jnp.diag(jnp.diag(curvature)), grad)
+            # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
+            converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
+            candidate = layout.project(params + delta, task, search_radius)
+            new_value = loglik(derivatives(candidate).omega, data)
+            # a step within float32 rounding of ℓ is not a worse step: near the mode the true
+            # gain (½ decrement ≈ 1e-5) is below the resolution of a sum of hundreds of terms
+            better = (new_value >= value - 1e-6 * (jnp.abs(value) + 1.0)) & ~converged
+            return (jnp.where(better, candidate, params), jnp.where(better, new_value, value),
+                    jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0), it + 1,
+                    converged, information)
+
+        value = loglik(derivatives(start).omega, data)
+        eye = jnp.eye(layout.size, dtype=jnp.float32)
+        state = (start, value, jnp.float32(1e-3), jnp.int32(0), jnp.bool_(False), eye)
+        # a converged frame stops without moving, so the information of its last step is the
+        # one at the mode; a frame that ran out of steps (flagged) keeps that of its last point
+        mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)
+        chol = jnp.linalg.cholesky(information)
+        positive_definite = jnp.all(jnp.isfinite(chol))
+        # not positive definite (flagged): a diagonal stand-in keeps the draws finite
+        fallback = jnp.diag(1.0 / jnp.maximum(jnp.abs(jnp.diag(information)), 1e-12))
+        covariance = jnp.where(positive_definite,
+                               jax.scipy.linalg.cho_solve((jnp.where(positive_definite, chol, eye),
+                                                           True), eye),
+                               fallback)
+        return (mode, covariance, converged, positive_definite,
+                _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
+                iterations)
+
+    return one_frame
+
+
+def _observed_information(layout: ParameterLayout, d, slope, data: jax.Array
+                          ) -> tuple[jax.Array, jax.Array]:
+    """(Gauss–Newton part, whole) of −∇²ℓ at the parameters of ``d``: −∇²ℓ =
+    −Σ ℓ''(ω) ∇ω∇ωᵀ − Σ ℓ'(ω) ∇²ω, with the per-pixel ℓ' and ℓ'' of the camera likelihood by
+    autodiff (pixels are independent, so ℓ'' is the Hessian's diagonal: one JVP of ℓ' along
+    ones) and ω's derivatives analytic."""
+    first, second = jax.jvp(lambda omega: slope(omega, data), (d.omega,),
+                            (jnp.ones_like(d.omega),))
+    gauss_newton = -_pixel_sum(d.jacobian * second, d.jacobian)
+    return gauss_newton, gauss_newton - layout.curvature(d, first)
+
+
+def _is_positive_definite(matrix: jax.Array) -> jax.Array:
+    """Whether a symmetric matrix has a Cholesky factor (NaN where it has none)."""
+    return jnp.all(jnp.isfinite(jnp.linalg.cholesky(matrix)))
+
+
+def _pixel_sum(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(P, Q) ``Σ_pixels a_p b_q`` of (P, H, W) and (Q, H, W), as a fused broadcast-and-sum:
+    vmapped over frames, tiny batched matrix products run several times slower on a CPU."""
+    return jnp.sum(a[:, None] * b[None, :], (2, 3))
+
+
+def _edge_mass(layout: ParameterLayout, mode: jax.Array, cov: jax.Array, centre: jax.Array,
+               radius: float, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """Largest Gaussian mass beyond the prior's edge: per emitter along its radius of the disc,
+    per i0 / b beyond either end of its range."""
+    n = layout.n_emitters
+    offset = layout.theta(mode) - centre
+    r = jnp.linalg.norm(offset, axis=-1)
+    direction = offset / jnp.maximum(r, 1e-12)[:, None]
+    blocks = jnp.stack([cov[2 * k:2 * k + 2, 2 * k:2 * k + 2] for k in range(n)])
+    sd_radial = jnp.sqrt(jnp.einsum("ni,nij,nj->n", direction, blocks, direction))
+    mass = ndtr(-(radius - r) / sd_radial).max()
+    if layout.size > 2 * n:
+        rest, sd = mode[2 * n:], jnp.sqrt(jnp.diag(cov)[2 * n:])
+        outside = ndtr(-(hi[2 * n:] - rest) / sd) + ndtr(-(rest - lo[2 * n:]) / sd)
+        mass = jnp.maximum(mass, outside.max())
+    return mass
+
+
+@lru_cache(maxsize=8)
+def _batched(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
+             max_iter: int, tol: float) -> tuple[Callable[..., Any], int]:
+    return device_parallel(jax.vmap(_fit_one_frame(task, layout, likelihood, n_max, max_iter,
+                                                   tol)))
+
+
+def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,
+                infer_background: bool = False, likelihood: str = "poisson",
+                max_iter: int = 50, tol: float = 1e-4, batch_size: int = 4096,
+                progress: bool = False) -> LaplaceFit:
+    """Mode and Laplace covariance of the posterior of every frame.
+
+    Parameters
+    ----------
+    task : Task
+        Optics, camera and prior (disc for positions; ``i0_range``, ``background_range`` for
+        latent intensity and background, uniform).
+    adu : (F, H, W) array
+        Frames, ADU.
+    infer_intensity, infer_background : bool
+        Make i0 (per emitter) and b (per frame) latent instead of the task's values.
+    likelihood : {"poisson", "poisson_gaussian"}
+    max_iter : int
+        Most scoring steps per frame.
+    tol : float
+        Newton decrement ∇ℓᵀ F⁻¹ ∇ℓ (≈ squared distance to the mode in posterior SDs) below which
+        a frame has converged. 1e-4 puts the mode within 0.01 SD; float32 gradients leave a
+        floor near 1e-6 (measured), so much smaller values stop converging.
+    batch_size : int
+        Frames per compiled call (memory ≈ batch · H·W · P floats).
+    """
+    adu = validate_frames(task, adu)
+    max_iter = check_int("max_iter", max_iter)
+    batch_size = check_int("batch_size", batch_size)
+    if not tol > 0:
+        raise ConfigError("tol", f"must be > 0 (got {tol})")
+    layout = ParameterLayout.of(task, infer_intensity, infer_background)
+    n_max = (exact_sum_length(task, adu, infer_intensity=infer_intensity,
+                              infer_background=infer_background)
+             if likelihood == "poisson_gaussian" else None)
+    fn, n_devices = _batched(task, layout, likelihood, n_max, max_iter, float(tol))
+    started = time.perf_counter()
+    mode, cov, converged, pd, edge, iterations = map_frame_batches(
+        fn, (adu,), batch_size, progress=progress, desc="laplace", multiple_of=n_devices)
+    return LaplaceFit(layout=layout, mode=mode, covariance=cov, converged=converged,
+                      positive_definite=pd, edge_mass=edge, iterations=iterations,
+                      seconds=time.perf_counter() - started)
+
+
+def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, seed: int,
+                         max_rounds: int = 100) -> np.ndarray:
+    """(C, D, F, N, 2) i.i.d. position draws from each frame's Gaussian (its θ block) restricted
+    to the prior disc, by rejection. Draws still outside after ``max_rounds`` redraws (frames
+    with almost all of the Gaussian outside: flagged) are pulled onto the disc's edge."""
+    n = fit.layout.n_emitters
+    mean = fit.mode[:, None, :2 * n]
+    cov = fit.covariance[:, :2 * n, :2 * n]
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(2 * n))
+    rng = np.random.default_rng(seed)
+    centre, radius = np.asarray(task.centre), task.prior.radius
+
+    def draw(size: tuple[int, int]) -> np.ndarray:                       # (F, S, N, 2)
+        z = rng.standard_normal(size + (2 * n,))
+        return (mean + np.einsum("fij,fsj->fsi", chol, z)).reshape(size + (n, 2))
+
+    def outside(points: np.ndarray) -> np.ndarray:                      # (F, S)
+        return (np.sum((points - centre) ** 2, axis=-1) > radius**2).any(axis=-1)
+
+    size = (len(cov), chains * draws)
+    points = draw(size)
+    for _ in range(max_rounds):
+        redo = outside(points)
+        if not redo.any():
+            break
+        points[redo] = draw(size)[redo]
+    points = np.asarray(project_into_disc(points, centre, radius))
+    return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
+
+
+@register_method("laplace")
+def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
+                      draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
+                      infer_intensity: bool = False, infer_background: bool = False,
+                      max_iter: int = 50, tol: float = 1e-4, batch_size: int = 4096,
+                      theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+    """Laplace approximation of p(params | x): mode + inverse observed information, then
+    chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.
+
+    Options as for :func:`laplace_fit`; ``chains`` × ``draws`` only shape the i.i.d. draws
+    (R-hat of i.i.d. draws says nothing, so the frame flags come from the fit:
+    ``extra["flagged"]``). The draws are the Gaussian's restricted to the prior disc.
+    """
+    reject_unknown_options("laplace", unknown)
+    chains, draws = check_int("chains", chains), check_int("draws", draws)
+    adu = validate_frames(task, adu)
+    started = time.perf_counter()
+    fit = laplace_fit(task, adu, infer_intensity=infer_intensity,
+                      infer_background=infer_background, likelihood=likelihood,
+                      max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress)
+    theta = gaussian_theta_draws(fit, task, chains, draws, seed)
+    f, n = fit.mode.shape[0], fit.layout.n_emitters
+    kde_mean, kde_var = kde_moments(np.moveaxis(theta, 2, 0).reshape(f, chains * draws, n, 2),
+                                    task)
+    extra = {"mode": fit.mode, "covariance": fit.covariance, "converged": fit.converged,
+             "positive_definite": fit.positive_definite, "edge_mass": fit.edge_mass,
+             "iterations": fit.iterations, "flagged": fit.flagged,
+             "theta_mean": fit.theta_mean()}
+    return PosteriorResult(
+        method="laplace", task=task, adu=adu,
+        kde_mean=kde_mean, kde_var=kde_var, theta=theta,
+        settings={"likelihood": likelihood, "infer_intensity": bool(infer_intensity),
+                  "infer_background": bool(infer_background), "max_iter": max_iter, "tol": tol,
+                  "chains": chains, "draws": draws, "seed": seed,
+                  "parameters": list(fit.layout.names), "fit_seconds": fit.seconds},
+        seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
