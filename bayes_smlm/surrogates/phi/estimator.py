@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -127,13 +127,20 @@ class PhiPredictor:
     def photons(self, photons: torch.Tensor) -> torch.Tensor:
         """KDE estimates (F, 1, u·H, u·W) from photon frames (F, 1, H, W), float32, on
         :attr:`device`."""
+        return self.map_batches(photons, self.model)
+
+    def map_batches(self, photons: torch.Tensor,
+                    fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn`` (e.g. the fused model, or a Monte Carlo dropout summary built on it) applied to
+        batches of photon frames (F, 1, H, W) under inference mode and the chosen precision;
+        outputs concatenated along the frame axis, float32, on :attr:`device`."""
         outs = []
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
             for i in range(0, len(photons), self.batch_size):
                 chunk = photons[i:i + self.batch_size].to(self.device).contiguous(
                     memory_format=torch.channels_last)
-                outs.append(self.model(chunk).float())
+                outs.append(fn(chunk).float())
         return torch.cat(outs).contiguous()
 
     def __call__(self, adu: np.ndarray) -> np.ndarray:
