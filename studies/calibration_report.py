@@ -182,14 +182,61 @@ def _acceptance_table(metrics: dict[str, Any]) -> str:
             f"\"within 2×\" asks a sampler for an exactly noiseless background.\n")
 
 
+CALIBRATED = (0.05, 0.10)  # mean |coverage − attained| over 50/90/95 %; |z SD / exact − 1|
+
+
+def ranking(metrics: dict[str, Any]) -> str:
+    """Every method ranked by calibration against the reference (mean gap of its KDE coverage to
+    the level the reference attains, then its z SD over the reference's) beside its cost, and
+    the cheapest calibrated one named — all from the numbers."""
+    ref_name = metrics["reference"]
+    ref = metrics["methods"][ref_name]["scalars"]
+    ref_cost, ref_z = schema.SECONDS_PER_FRAME.of(ref), schema.Z_SD.of(ref)
+    rows = []
+    for name in (n for n in _ordered(metrics) if n != ref_name):
+        s = metrics["methods"][name]["scalars"]
+        gaps = [abs(schema.KDE_COVERAGE[lv].of(s) - schema.KDE_COVERAGE_ATTAINED[lv].of(s))
+                for lv in LEVELS if schema.KDE_COVERAGE[lv].of(s) is not None]
+        gap = float(np.mean(gaps)) if gaps else float("nan")
+        z_ratio = schema.Z_SD.of(s, float("nan")) / ref_z
+        rows.append({"name": name, "gap": gap, "z": z_ratio,
+                     "cost": schema.SECONDS_PER_FRAME.of(s),
+                     "calibrated": gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1]})
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (np.nan_to_num(r["gap"], nan=np.inf), abs(r["z"] - 1)))
+    table = markdown_table(
+        ["rank", "method", "mean coverage gap", "z SD / exact", "s/frame", f"cost / {ref_name}",
+         "calibrated"],
+        [(k + 1, r["name"], format_cell(r["gap"], ".3f"), format_cell(r["z"], ".2f"),
+          format_cell(r["cost"], ".4f"), format_cell(r["cost"] / ref_cost, ".3g"),
+          "yes" if r["calibrated"] else "no") for k, r in enumerate(rows)])
+    good = [r for r in rows if r["calibrated"]]
+    if good:
+        best = min(good, key=lambda r: r["cost"])
+        advice = (f"The cheapest calibrated method here is **{best['name']}** at "
+                  f"{best['cost'] / ref_cost:.3g}× the cost of the exact `{ref_name}`"
+                  + (" — cheaper than the exact answer: use it when many frames need an answer "
+                     "and its coverage gap is tolerable." if best["cost"] < ref_cost else
+                     " — no cheaper than the exact answer, which is then the one to use."))
+    else:
+        advice = (f"No method other than the exact `{ref_name}` is calibrated by this bar: use "
+                  f"`{ref_name}` where uncertainty matters; the others' maps show where spread "
+                  "is, not how much.")
+    return (f"### Ranking by calibration and cost
+
+Mean gap over 50/90/95 % between a method's "
+            f"KDE coverage and the coverage the exact posterior attains, then z SD over the "
+            f"exact one's; *calibrated* = gap ≤ {CALIBRATED[0]} and z SD within "
+            f"{100 * CALIBRATED[1]:.0f} % of the exact one's.\n\n{table}\n\n{advice}\n")
+
+
 def crowding_words(metrics: dict[str, Any]) -> list[str]:
     """Plain sentences: where each surrogate agrees with the reference by crowding, and its cost."""
     ref_name = metrics["reference"]
     ref = metrics["methods"][ref_name]["scalars"]
     lines = []
-    for name in SURROGATES:
-        if name not in metrics["methods"]:
-            continue
+    for name in (n for n in _ordered(metrics) if n != ref_name):
         s = metrics["methods"][name]["scalars"]
         parts = []
         for cls in CROWDING:
@@ -322,6 +369,8 @@ p(θ|x)^0.2, √5 ≈ 2.24 times wider). Diagnostics are arviz-stats rank R-hat,
 {_region_tables(metrics)}
 {_acceptance_table(metrics)}
 ## Where the surrogates agree with the exact posterior, and where not
+
+{ranking(metrics)}
 
 {chr(10).join(verdicts(metrics))}
 

@@ -89,3 +89,36 @@ def test_mc_dropout_refuses_a_phi_without_dropout(task, frames):
         get_method("mc_dropout")(task, frames, checkpoint=shipped_checkpoint("phi", "isolated"))
     with pytest.raises(ConfigError, match="passes"):
         get_method("mc_dropout")(task, frames, passes=1)
+
+
+SHIPPED = sorted(p.parent for p in shipped_checkpoint("phi-ensemble", "*").parent.glob(
+    "phi-ensemble-*/member-*/model.safetensors")) + sorted(
+    p.parent for p in shipped_checkpoint("phi", "*").parent.glob("phi-dropout-*/model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_spread_networks_reach_their_recorded_validation_mse(folder):
+    from bayes_smlm.surrogates.checkpoint import verify_shipped
+    from bayes_smlm.surrogates.phi.estimator import read_config
+    verify_shipped(folder)
+    config = read_config(folder)
+    task = get_task(config["task"]["name"])
+    validation = simulate(task, config["training"]["validation_frames"],
+                          config["training"]["seed"])
+    mse = np.mean((PhiPredictor(load_phi(folder, task)[0], task)(validation.adu)
+                   - validation.kde) ** 2)
+    np.testing.assert_allclose(mse, config["progress"]["best_val_mse"], rtol=2e-3)
+
+
+def test_the_shipped_spread_methods_run_for_every_task_they_ship_for():
+    shipped = {p.name.split("-", 2)[2] for p in shipped_checkpoint("phi", "*").parent.glob(
+        "phi-ensemble-*")}
+    assert "isolated" in shipped
+    for name in shipped:
+        task = get_task(name)
+        adu = simulate(task, 2, 5).adu
+        for method in ("ensemble", "mc_dropout"):
+            result = get_method(method)(task, adu, passes=8) if method == "mc_dropout" else \
+                get_method(method)(task, adu)
+            assert np.isfinite(result.kde_var).all() and result.kde_var.max() > 0

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_smlm.forward.config import Task
-from bayes_smlm.forward.fisher import fisher_information
+from bayes_smlm.forward.fisher import position_crlb_sd
 from bayes_smlm.localization.detection import match_frame
 from bayes_smlm.localization.matching import match_points
 
 
 def sqrt_crlb_at(task: Task, theta_true: np.ndarray) -> np.ndarray:
     """(F, N, 2) √CRLB of every emitter's (x, y), LR px, jointly over the emitters of a frame."""
-    return np.stack([fisher_information(task, frame).sd_xy for frame in np.asarray(theta_true)])
+    return position_crlb_sd(task, theta_true)
 
 
 def truth_order(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from scipy import integrate
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.parameters import ParameterLayout
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,31 @@ def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray 
         raise ConfigError("theta", "Fisher information is singular (coincident emitters or a "
                                    "parameter with no effect on the image)") from None
     return CRLB(tuple(names), fisher, cov, task.optics.pixel_size_nm)
+
+
+def position_crlb_sd(task: Task, theta: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """(F, N, 2) √CRLB of every emitter's (x, y), LR px, for many frames of positions
+    ``theta`` (F, N, 2) at once (the task's i0 and background; emitters of a frame jointly).
+
+    The same information as :func:`fisher_information`, ``Jᵀ diag(1/(ω + w²/g²)) J``, with the
+    Jacobian from :meth:`ParameterLayout.image_derivatives` vmapped over frames instead of one
+    autodiff call per frame (thousands of frames per second instead of tens)."""
+    theta = np.asarray(theta, np.float32)
+    layout = ParameterLayout.of(task)
+    derivatives = layout.image_derivatives(task)
+    pedestal = physics.readout_photon_var(physics.camera_arrays(task))
+
+    @jax.jit
+    @jax.vmap
+    def sd(positions: jax.Array) -> jax.Array:
+        d = derivatives(layout.pack(positions))
+        rate = d.omega + pedestal  # a rate that underflows to 0 carries no information
+        weighted = jnp.where(rate > 0, d.jacobian / jnp.where(rate > 0, rate, 1.0), 0.0)
+        fisher = jnp.einsum("phw,qhw->pq", weighted, d.jacobian)
+        return jnp.sqrt(jnp.diag(jnp.linalg.inv(fisher))).reshape(positions.shape)
+
+    return np.concatenate([np.asarray(sd(jnp.asarray(theta[i:i + batch_size])))
+                           for i in range(0, len(theta), batch_size)])
 
 
 def mortensen_mle_sd(sigma_psf: float, photons: float, background: float,

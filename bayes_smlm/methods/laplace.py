@@ -125,7 +125,8 @@ def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: 
             # two emitters drifting onto one spot, a saddle of the exchange symmetry that Newton
             # would be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
             curvature = jnp.where(_is_positive_definite(information), information, gauss_newton)
-            delta = jnp.linalg.solve(curvature + damping * jnp.diag(jnp.diag(curvature)), grad)
+            delta = _solve_positive_definite(
+                curvature + damping * jnp.diag(jnp.diag(curvature)), grad)
             # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
             converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
             candidate = layout.project(params + delta, task, search_radius)
@@ -143,13 +144,12 @@ def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: 
         # a converged frame stops without moving, so the information of its last step is the
         # one at the mode; a frame that ran out of steps (flagged) keeps that of its last point
         mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)
-        chol = jnp.linalg.cholesky(information)
+        chol = _cholesky(information)
         positive_definite = jnp.all(jnp.isfinite(chol))
         # not positive definite (flagged): a diagonal stand-in keeps the draws finite
         fallback = jnp.diag(1.0 / jnp.maximum(jnp.abs(jnp.diag(information)), 1e-12))
         covariance = jnp.where(positive_definite,
-                               jax.scipy.linalg.cho_solve((jnp.where(positive_definite, chol, eye),
-                                                           True), eye),
+                               _cholesky_solve(jnp.where(positive_definite, chol, eye), eye),
                                fallback)
         return (mode, covariance, converged, positive_definite,
                 _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
@@ -170,9 +170,43 @@ def _observed_information(layout: ParameterLayout, d, slope, data: jax.Array
     return gauss_newton, gauss_newton - layout.curvature(d, first)
 
 
+# Small dense linear algebra written out in jax.numpy. XLA's CPU LAPACK calls (cholesky, solve)
+# inside a while loop, pmapped over host devices, deadlocked here for ≥ 32 frames per device of
+# 20×20 systems (ten emitters; every device thread idle); these loops of vector operations
+# cannot, and for P ≤ 31 they cost no more.
+
+def _cholesky(matrix: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of a (P, P) symmetric matrix; NaN where it is not positive
+    definite."""
+    size = matrix.shape[-1]
+    lower = jnp.zeros_like(matrix)
+    for j in range(size):
+        pivot = jnp.sqrt(matrix[j, j] - jnp.sum(lower[j, :j] ** 2))
+        column = (matrix[j + 1:, j] - jnp.sum(lower[j + 1:, :j] * lower[j, :j], -1)) / pivot
+        lower = lower.at[j, j].set(pivot).at[j + 1:, j].set(column)
+    return lower
+
+
+def _cholesky_solve(lower: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solve (L Lᵀ) x = rhs for rhs (P,) or (P, K) by forward and back substitution."""
+    size = lower.shape[-1]
+    y = jnp.zeros_like(rhs)
+    for i in range(size):
+        y = y.at[i].set((rhs[i] - jnp.tensordot(lower[i, :i], y[:i], 1)) / lower[i, i])
+    x = jnp.zeros_like(rhs)
+    for i in reversed(range(size)):
+        x = x.at[i].set((y[i] - jnp.tensordot(lower[i + 1:, i], x[i + 1:], 1)) / lower[i, i])
+    return x
+
+
+def _solve_positive_definite(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """x with matrix · x = rhs (NaN where the matrix is not positive definite)."""
+    return _cholesky_solve(_cholesky(matrix), rhs)
+
+
 def _is_positive_definite(matrix: jax.Array) -> jax.Array:
-    """Whether a symmetric matrix has a Cholesky factor (NaN where it has none)."""
-    return jnp.all(jnp.isfinite(jnp.linalg.cholesky(matrix)))
+    """Whether a symmetric matrix has a Cholesky factor."""
+    return jnp.all(jnp.isfinite(_cholesky(matrix)))
 
 
 def _pixel_sum(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -60,7 +60,7 @@ def ensemble_members(checkpoint: str | Path | None, task: Task) -> list[Path]:
 def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                        draws: int = 1000, progress: bool = False,
                        checkpoint: str | Path | None = None, batch_size: int = 256,
-                       precision: str = "fp32", device: str = "cpu",
+                       precision: str = "fp32", device: str = "cpu", keep_samples: bool = False,
                        theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Mean and variance of the KDE estimates of M φ networks.
 
@@ -73,6 +73,8 @@ def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: in
         Part of the registry's calling convention, unused (the members are deterministic).
     batch_size, precision, device
         As for φ (:class:`~bayes_smlm.surrogates.phi.estimator.PhiPredictor`).
+    keep_samples : bool
+        Return the M estimates in ``extra["kde_samples"]`` (F, M, u·H, u·W).
     """
     reject_unknown_options("ensemble", unknown)
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
@@ -87,14 +89,15 @@ def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: in
         kde_var=estimates.var(axis=1, ddof=1),
         settings={"members": len(members), "checkpoint": str(checkpoint or "shipped"),
                   "precision": precision},
-        seconds=time.perf_counter() - started, theta_true=theta_true)
+        seconds=time.perf_counter() - started, theta_true=theta_true,
+        extra={"kde_samples": estimates} if keep_samples else {})
 
 
 @register_method("mc_dropout")
 def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                          draws: int = 1000, progress: bool = False, passes: int = 64,
                          checkpoint: str | Path | None = None, batch_size: int = 64,
-                         precision: str = "fp32", device: str = "cpu",
+                         precision: str = "fp32", device: str = "cpu", keep_samples: bool = False,
                          theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Mean and variance of T Monte Carlo dropout passes of a φ trained with dropout.
 
@@ -107,6 +110,8 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
         dropout 0.1).
     seed : int
         Seeds torch's generator for the dropout masks.
+    keep_samples : bool
+        Return the T passes in ``extra["kde_samples"]`` (F, T, u·H, u·W).
     """
     reject_unknown_options("mc_dropout", unknown)
     import torch
@@ -127,14 +132,23 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     predictor.model.dropout.train()          # dropout on; BatchNorm stays in evaluation mode
     torch.manual_seed(seed)
 
-    def summary(photons: torch.Tensor) -> torch.Tensor:
+    def passes_of(photons: torch.Tensor) -> torch.Tensor:
         features = predictor.model.features(photons)
-        draws = torch.stack([predictor.model.readout(features)[:, 0] for _ in range(passes)], 1)
+        return torch.stack([predictor.model.readout(features)[:, 0] for _ in range(passes)], 1)
+
+    def moments(photons: torch.Tensor) -> torch.Tensor:
+        draws = passes_of(photons)
         return torch.stack([draws.mean(1), draws.var(1)], 1)  # var: ddof = 1
 
-    moments = predictor.map_batches(frames_to_photons(adu, task), summary).cpu().numpy()
+    photons = frames_to_photons(adu, task)
+    if keep_samples:
+        samples = predictor.map_batches(photons, passes_of).cpu().numpy()
+        mean, var, extra = samples.mean(1), samples.var(1, ddof=1), {"kde_samples": samples}
+    else:
+        both = predictor.map_batches(photons, moments).cpu().numpy()
+        mean, var, extra = both[:, 0], both[:, 1], {}
     return PosteriorResult(
-        method="mc_dropout", task=task, adu=adu, kde_mean=moments[:, 0], kde_var=moments[:, 1],
+        method="mc_dropout", task=task, adu=adu, kde_mean=mean, kde_var=var,
         settings={"passes": passes, "dropout": rate, "seed": seed,
                   "checkpoint": str(checkpoint or "shipped"), "precision": precision},
-        seconds=time.perf_counter() - started, theta_true=theta_true)
+        seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
