@@ -223,9 +223,7 @@ def ranking(metrics: dict[str, Any]) -> str:
         advice = (f"No method other than the exact `{ref_name}` is calibrated by this bar: use "
                   f"`{ref_name}` where uncertainty matters; the others' maps show where spread "
                   "is, not how much.")
-    return (f"### Ranking by calibration and cost
-
-Mean gap over 50/90/95 % between a method's "
+    return (f"### Ranking by calibration and cost\n\nMean gap over 50/90/95 % between a method's "
             f"KDE coverage and the coverage the exact posterior attains, then z SD over the "
             f"exact one's; *calibrated* = gap ≤ {CALIBRATED[0]} and z SD within "
             f"{100 * CALIBRATED[1]:.0f} % of the exact one's.\n\n{table}\n\n{advice}\n")
