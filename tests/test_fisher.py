@@ -97,6 +97,6 @@ def test_batched_crlb_equals_the_per_frame_fisher_information():
     from bayes_smlm.forward.fisher import position_crlb_sd
     from bayes_smlm.forward.simulate import simulate
     task = get_task("paper", {"n_emitters": 3})
-    theta = simulate(task, 5, 2).theta
+    theta = simulate(task, 2, 2).theta
     expected = np.stack([fisher_information(task, frame).sd_xy for frame in theta])
     np.testing.assert_allclose(position_crlb_sd(task, theta), expected, rtol=1e-3)
