@@ -33,7 +33,6 @@ import numpy as np
 from jax.scipy.special import ndtr
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.distributions import project_into_disc
 from bayes_smlm.forward.frames import validate_frames
@@ -100,7 +99,6 @@ def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: 
                    max_iter: int, tol: float) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
     derivatives = layout.image_derivatives(task)
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood, n_max=n_max)
-    pedestal = physics.readout_photon_var(physics.camera_arrays(task))
     lo, hi = layout.bounds(task)
     centre = jnp.asarray(task.centre, jnp.float32)
     search_radius = task.prior.radius + SEARCH_MARGIN * task.optics.sigma_psf
