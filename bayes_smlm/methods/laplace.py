@@ -263,7 +263,16 @@ def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,
     batch_size : int
         Frames per compiled call (memory ≈ batch · H·W · P floats).
     """
-    adu = validate_frames(task, adu)
+    return _fit_checked_frames(task, validate_frames(task, adu), infer_intensity=infer_intensity,
+                               infer_background=infer_background, likelihood=likelihood,
+                               max_iter=max_iter, tol=tol, batch_size=batch_size,
+                               progress=progress)
+
+
+def _fit_checked_frames(task: Task, adu: np.ndarray, *, infer_intensity: bool,
+                        infer_background: bool, likelihood: str, max_iter: int, tol: float,
+                        batch_size: int, progress: bool) -> LaplaceFit:
+    """:func:`laplace_fit` of frames that :func:`validate_frames` has already checked."""
     max_iter = check_int("max_iter", max_iter)
     batch_size = check_int("batch_size", batch_size)
     if not tol > 0:
@@ -328,9 +337,10 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
     chains, draws = check_int("chains", chains), check_int("draws", draws)
     adu = validate_frames(task, adu)
     started = time.perf_counter()
-    fit = laplace_fit(task, adu, infer_intensity=infer_intensity,
-                      infer_background=infer_background, likelihood=likelihood,
-                      max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress)
+    fit = _fit_checked_frames(task, adu, infer_intensity=infer_intensity,
+                              infer_background=infer_background, likelihood=likelihood,
+                              max_iter=max_iter, tol=tol, batch_size=batch_size,
+                              progress=progress)
     theta = gaussian_theta_draws(fit, task, chains, draws, seed)
     f, n = fit.mode.shape[0], fit.layout.n_emitters
     kde_mean, kde_var = kde_moments(np.moveaxis(theta, 2, 0).reshape(f, chains * draws, n, 2),
