@@ -17,9 +17,9 @@ from bayes_smlm.compare.sbc import sbc_ranks
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
-from bayes_smlm.methods.reference import cached_reference
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
+from bayes_smlm.studies.agreement import agreement_with_grid
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "laplace"
@@ -29,24 +29,6 @@ PRESETS = {
     "paper": {"grid_frames": 1000, "speed_frames": 100000, "repeats": 5, "dense_frames": 1000},
 }
 DRAWS_PER_FRAME = 400  # posterior means for the RMSE and SBC ranks (99 thinned) of every frame
-
-
-def agreement_with_grid(task, frames, seed: int) -> dict:
-    """Posterior SD and mean of `laplace` (4 × 1000 draws) against the exact `grid`."""
-    from bayes_smlm.methods import get_method
-    grid = cached_reference(task, frames.adu, (seed, len(frames.adu)), chains=4, draws=1000)
-    laplace = get_method("laplace")(task, frames.adu, chains=4, draws=1000, seed=seed)
-    draws = laplace.theta_flat()[:, :, 0]
-    grid_sd = np.sqrt(np.diagonal(grid.extra["theta_cov"], axis1=-2, axis2=-1))
-    ratio = draws.std(axis=1) / grid_sd
-    z = (draws.mean(axis=1) - grid.extra["theta_mean"]) / grid_sd
-    return {"frames": len(ratio), "sd_ratio_median": np.median(ratio, 0).tolist(),
-            "sd_ratio_p5": np.percentile(ratio, 5, 0).tolist(),
-            "sd_ratio_p95": np.percentile(ratio, 95, 0).tolist(),
-            "frames_sd_within_5pct": float(np.mean(np.all(np.abs(ratio - 1) <= 0.05, -1))),
-            "mean_offset_sd_max": float(np.abs(z).max()),
-            "flagged": int(laplace.flagged.sum()), "grid_flagged": int(grid.flagged.sum()),
-            "seconds_per_frame": laplace.seconds / laplace.n_frames}
 
 
 def speed_and_accuracy(task, frames, settings: dict, seed: int) -> dict:
@@ -83,7 +65,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     settings, out = begin_study(preset, PRESETS, out)
     isolated, paper = get_task("isolated"), get_task("paper")
     base = fresh_seed(NAME, seed)
-    grid = agreement_with_grid(isolated, simulate(isolated, settings["grid_frames"], base), base)
+    grid = agreement_with_grid(isolated, simulate(isolated, settings["grid_frames"], base), base,
+                               "laplace")
     print(f"  vs grid: SD ratio {grid['sd_ratio_median']}", flush=True)
     speed = speed_and_accuracy(isolated, simulate(isolated, settings["speed_frames"], base + 1),
                                settings, base + 1)

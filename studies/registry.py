@@ -29,15 +29,16 @@ from bayes_smlm.io.study_files import CONFIG, METRICS, read_json
 from bayes_smlm.reporting.markdown import provenance
 
 STUDIES = ("bench-ddpm", "bench-exact", "calibration", "ddpm-check", "ddpm-uncertainty",
-           "forward-model", "isolated-emitter", "laplace", "localization", "paper-diagnostics",
-           "phi")
+           "forward-model", "isolated-emitter", "laplace", "localization", "npe",
+           "paper-diagnostics", "phi")
 
 
 # Fresh frames of a study come from seed FRESH_SEEDS[study] + --seed. The ranges never meet a
 # shipped network's training or validation seeds (< 1000), nor each other, nor the frames
 # scripts/psi_sweep.py uses to choose Ψ's configuration (2000+) and fit its recalibration (2200+).
 FRESH_SEEDS = {"phi": 1000, "ddpm-check": 2500, "calibration": 3000, "localization": 4000,
-               "isolated-emitter": 5000, "ddpm-uncertainty": 6000, "laplace": 7000}
+               "isolated-emitter": 5000, "ddpm-uncertainty": 6000, "laplace": 7000,
+               "npe": 8000}
 
 
 def fresh_seed(study: str, seed: int) -> int:

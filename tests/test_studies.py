@@ -114,7 +114,7 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     out = calibration_smoke
     metrics = json.loads((out / "metrics.json").read_text())
     methods = metrics["methods"]
-    assert {"grid", "nuts", "rwmh", "rwmh_paper", "laplace", "ddpm", "toy_centroid"} <= set(methods)
+    assert {"grid", "nuts", "rwmh", "rwmh_paper", "laplace", "npe", "ddpm", "toy_centroid"} <= set(methods)
     s = {name: m["scalars"] for name, m in methods.items()}
     # exact methods agree with the exact reference (6 frames × 400 draws: loose but failing bars)
     assert 0.8 < s["nuts"]["var_ratio_median"] < 1.25 and s["nuts"]["var_pearson_median"] > 0.95
@@ -123,7 +123,7 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     assert 1.8 < s["rwmh_paper"]["sd_ratio_x"] < 2.7 and 1.8 < s["rwmh_paper"]["sd_ratio_y"] < 2.7
     assert s["rwmh_paper"]["kde_entropy_above_reference"] == 1.0
     assert s["laplace"]["var_pearson_median"] > 0.95  # the Gaussian at the mode is near exact
-    for name in ("grid", "nuts", "rwmh", "rwmh_paper", "laplace", "toy_centroid"):
+    for name in ("grid", "nuts", "rwmh", "rwmh_paper", "laplace", "npe", "toy_centroid"):
         for key in ("kde_coverage_90", "z_sd", "sbc_min_pvalue", "rhat_max", "ess_bulk_min",
                     "theta_entropy_knn_median", "rmse_ratio_x", "seconds_per_frame"):
             assert np.isfinite(s[name][key]), (name, key)

@@ -132,7 +132,8 @@ def _announce_flags(result) -> None:
         print(f"warning: {flagged.size} of {result.n_frames} frames are flagged by the method's "
               f"own checks (MCMC: R-hat > 1.01, bulk ESS < 400 or divergences; grid: grid too "
               f"coarse for the posterior; laplace: no converged mode or a Hessian that is not "
-              f"positive definite): frames {shown}; see the file's diagnostics or extra group")
+              f"positive definite; npe: under half the flow's mass on the prior's support): "
+              f"frames {shown}; see the file's diagnostics or extra group")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
                    help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="ddpm: Ψ checkpoint directory (default: the shipped one for the task)")
+                   help="ddpm, npe, ensemble, mc_dropout: network checkpoint directory (default: "
+                        "the shipped one for the task)")
     p.add_argument("--device", type=torch_device, default=None,
                    help="ddpm: torch device, cpu (default) | cuda | cuda:N")
     p.add_argument("--recalibrate", action="store_true",

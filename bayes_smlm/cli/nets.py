@@ -1,4 +1,5 @@
-"""``bayes-smlm`` commands for the networks: train-phi, localize, evaluate-phi (φ), train-psi (Ψ).
+"""``bayes-smlm`` commands for the networks: train-phi, localize, evaluate-phi (φ), train-psi (Ψ),
+train-npe (the NPE flow).
 
 The parser is built from :mod:`bayes_smlm.surrogates.settings` alone (no torch); each handler
 imports the networks it runs.
@@ -16,7 +17,8 @@ from bayes_smlm.cli.arguments import (add_task_arguments, dropout_rate, json_tex
                                       positive_float, positive_int, seed_int, task_from_args,
                                       torch_device)
 from bayes_smlm.surrogates.settings import (CONDITIONS, LOSSES, PRECISIONS, PREDICTIONS, SCHEDULES,
-                                            UNET_PRESETS, PhiTraining, PsiTraining)
+                                            UNET_PRESETS, FLOWS, NpeArchitecture,
+                                            NpeTraining, PhiTraining, PsiTraining)
 
 
 def _command_line() -> str:
@@ -52,6 +54,20 @@ def cmd_train_psi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_npe(args: argparse.Namespace) -> int:
+    from bayes_smlm.surrogates.npe.training import train_npe
+    task = task_from_args(args)
+    settings = NpeTraining(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, patience=args.patience, max_minutes=args.max_minutes,
+                           validation_frames=args.validation_frames,
+                           simulations=args.simulations)
+    state = train_npe(task, args.out, settings, resume=args.resume, progress=not args.quiet,
+                      architecture=NpeArchitecture(flow=args.flow, crop=args.crop),
+                      command=_command_line())
+    print(state.summary(args.out, "validation NLL"))
+    return 0
+
+
 def _add_training_arguments(p: argparse.ArgumentParser, defaults) -> None:
     """Options every training command shares; ``defaults`` is the settings dataclass's default
     instance, so a default lives in one place."""
@@ -80,7 +96,7 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
     add_task_arguments(p)
     p.add_argument("--dropout", type=dropout_rate, default=0.0,
-                   help="dropout rate after every convolution block, in [0, 1) (default 0: none; "
+                   help="dropout rate on the last hidden layer, in [0, 1) (default 0: none; "
                         "0.1 for the mc_dropout method)")
     _add_training_arguments(p, PhiTraining())
     p.set_defaults(handler=cmd_train_phi)
@@ -109,6 +125,21 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
                    help="frozen φ (default: the shipped one for --task)")
     _add_training_arguments(p, psi)
     p.set_defaults(handler=cmd_train_psi)
+
+    npe = NpeTraining()
+    p = sub.add_parser("train-npe", help="train the NPE flow q(θ | x) (sbi) on simulated frames "
+                                         "of one emitter")
+    add_task_arguments(p)
+    p.add_argument("--simulations", type=positive_int, default=npe.simulations,
+                   help=f"simulated training frames (default {npe.simulations})")
+    p.add_argument("--flow", choices=FLOWS, default=NpeArchitecture.flow,
+                   help=f"sbi density estimator: {' | '.join(FLOWS)} "
+                        f"(default {NpeArchitecture.flow})")
+    p.add_argument("--crop", type=positive_int, default=NpeArchitecture.crop,
+                   help="odd side of the window around the brightest spot, LR px "
+                        f"(default {NpeArchitecture.crop})")
+    _add_training_arguments(p, npe)
+    p.set_defaults(handler=cmd_train_npe)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:

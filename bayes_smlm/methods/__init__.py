@@ -5,8 +5,8 @@
 ['grid', 'nuts']
 """
 
-from bayes_smlm.methods import (ddpm, grid, laplace, network_spread, nuts,  # noqa: F401
-                                rwmh)  # (importing registers the built-ins)
+from bayes_smlm.methods import (ddpm, grid, laplace, network_spread, npe,  # noqa: F401
+                                nuts, rwmh)  # (importing registers the built-ins)
 from bayes_smlm.methods.registry import get_method, list_methods, register_method, unregister_method
 from bayes_smlm.methods.result import PosteriorResult
 

@@ -34,7 +34,6 @@ from jax.scipy.special import ndtr
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
-from bayes_smlm.forward.distributions import project_into_disc
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
@@ -43,6 +42,7 @@ from bayes_smlm.methods.initialization import detect_initial_positions
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
 EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
@@ -300,23 +300,12 @@ def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, s
     cov = fit.covariance[:, :2 * n, :2 * n]
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(2 * n))
     rng = np.random.default_rng(seed)
-    centre, radius = np.asarray(task.centre), task.prior.radius
 
     def draw(size: tuple[int, int]) -> np.ndarray:                       # (F, S, N, 2)
         z = rng.standard_normal(size + (2 * n,))
         return (mean + np.einsum("fij,fsj->fsi", chol, z)).reshape(size + (n, 2))
 
-    def outside(points: np.ndarray) -> np.ndarray:                      # (F, S)
-        return (np.sum((points - centre) ** 2, axis=-1) > radius**2).any(axis=-1)
-
-    size = (len(cov), chains * draws)
-    points = draw(size)
-    for _ in range(max_rounds):
-        redo = outside(points)
-        if not redo.any():
-            break
-        points[redo] = draw(size)[redo]
-    points = np.asarray(project_into_disc(points, centre, radius))
+    points, _ = draws_in_disc(draw, (len(cov), chains * draws), task, max_rounds)
     return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
 
 

@@ -85,6 +85,72 @@ UNET_PRESETS = {
 }
 
 
+FLOWS = ("nsf", "maf", "maf_rqs")  # sbi density estimators offered (normalizing flows)
+
+
+@dataclass(frozen=True)
+class NpeArchitecture:
+    """Everything needed to rebuild the estimator from a checkpoint.
+
+    Attributes
+    ----------
+    crop : int
+        Window side K, LR px (odd).
+    offset_scale : float
+        s, the unit of the modelled offset (θ − anchor)/s, LR px; 0 (default) takes the task's
+        position √CRLB at the disc centre when training starts (recorded in the checkpoint).
+    tail_bound : float
+        The splines act on [−B, B] (offset units) and are the identity outside.
+    conv_channels : int
+        Width of the two 3×3 convolutions of the embedding.
+    embedding_hidden : int
+        Width of the embedding's hidden linear layer.
+    embedding_features : int
+        Length of the embedding the flow is conditioned on.
+    flow : {"nsf", "maf", "maf_rqs"}
+        sbi's density estimator (``posterior_nn(model=...)``).
+    hidden_features : int
+        Width of the flow's conditioner networks.
+    num_transforms : int
+        Flow layers.
+    num_bins : int
+        Spline bins (spline flows only).
+    """
+
+    crop: int = 7
+    offset_scale: float = 0.0
+    tail_bound: float = 3.0
+    conv_channels: int = 32
+    embedding_hidden: int = 128
+    embedding_features: int = 64
+    flow: str = "nsf"
+    hidden_features: int = 64
+    num_transforms: int = 5
+    num_bins: int = 10
+
+    def __post_init__(self) -> None:
+        check_int("crop", self.crop, lo=3)
+        if self.crop % 2 == 0:
+            raise ConfigError("crop", f"must be odd, so the window has a centre pixel (got "
+                                      f"{self.crop})")
+        check_choice("flow", self.flow, FLOWS)
+        for name, zero_allowed in (("offset_scale", True), ("tail_bound", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0))):
+                bound = ">= 0" if zero_allowed else "> 0"
+                raise ConfigError(name, f"must be a finite number {bound} (got {value})")
+        for name in ("conv_channels", "embedding_hidden", "embedding_features",
+                     "hidden_features", "num_transforms", "num_bins"):
+            check_int(name, getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NpeArchitecture":
+        return cls(**data)
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """Hyper-parameters of the loop (the model-specific ones live with the model).
@@ -194,6 +260,32 @@ class PhiTraining(RunSettings):
     batch_size: int = 32
     lr: float = 2e-3
     validation_frames: int = 256
+
+
+@dataclass(frozen=True)
+class NpeTraining(RunSettings):
+    """Settings of an NPE training run (recorded in the checkpoint); fields as in
+    :class:`RunSettings`, and
+
+    Attributes
+    ----------
+    simulations : int
+        Size of the fixed training set: frames ``0 … simulations−1`` of ``seed``; each step draws
+        ``batch_size`` of them at random (a fixed function of (seed, step)). The validation frames
+        are the ``validation_frames`` that follow them in the same stream, so none is trained on.
+    """
+
+    steps: int = 6000
+    batch_size: int = 512
+    lr: float = 1e-3
+    validation_frames: int = 4096
+    validate_every: int = 250
+    checkpoint_every: int = 250
+    simulations: int = 200_000
+
+    def __post_init__(self) -> None:
+        check_int("simulations", self.simulations, lo=2)
+        check_int("batch_size", self.batch_size)
 
 
 @dataclass(frozen=True)

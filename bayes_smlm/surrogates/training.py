@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -28,8 +28,11 @@ from tqdm.auto import tqdm
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.io.atomic import atomic_path
-from bayes_smlm.surrogates.checkpoint import read_safetensors
+from bayes_smlm.forward.config import Task
+from bayes_smlm.surrogates.checkpoint import check_task, read_checkpoint_config, read_safetensors
 from bayes_smlm.surrogates.settings import LoopSettings
+
+S = TypeVar("S")  # a run's settings dataclass
 
 STATE_FILE = "training_state.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -70,6 +73,17 @@ class LoopState:
             " (time budget spent)" if self.out_of_time else "")
         return (f"wrote {out_dir}: {self.step} steps, best {val_name} {self.best_val:.4g} at step "
                 f"{self.best_step}{early}, {self.seconds:.0f} s")
+
+
+def resumed_settings(out_dir: Path, task: Task, kind: str, settings: S,
+                     keep: tuple[str, ...] = ("steps",)) -> tuple[dict[str, Any], S]:
+    """The config of the run saved in ``out_dir`` (refused in one line if it is not a ``kind``
+    checkpoint or was trained for another task) and its training settings, with the fields
+    ``keep`` taken from ``settings`` (what a resumed run may change, e.g. its step count)."""
+    stored = read_checkpoint_config(out_dir, kind, "out")
+    check_task(stored, task, out_dir, "out")
+    changed = {name: getattr(settings, name) for name in keep}
+    return stored, type(settings)(**{**stored["training"], **changed})
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

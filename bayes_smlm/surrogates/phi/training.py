@@ -14,13 +14,13 @@ from torch import nn
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, write_json
-from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, check_task, kept_sections
+from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, kept_sections
 from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, architecture_for,
-                                                 frames_to_photons, load_phi, read_config)
+                                                 frames_to_photons, load_phi)
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PhiTraining
-from bayes_smlm.surrogates.training import LoopState, train
+from bayes_smlm.surrogates.training import LoopState, resumed_settings, train
 
 
 def _batches(task: Task, settings: PhiTraining):
@@ -41,10 +41,8 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
     check_int("batch_size", settings.batch_size)
     out_dir = check_output_dir(out_dir)
     if resume:
-        stored = read_config(out_dir, "out")
-        check_task(stored, task, out_dir, "out")
+        stored, settings = resumed_settings(out_dir, task, CHECKPOINT_KIND, settings)
         arch = DeepSTORMConfig.from_dict(stored["architecture"])
-        settings = PhiTraining(**{**stored["training"], "steps": settings.steps})
     else:
         arch = architecture_for(task, **(widths or {}))
     torch.manual_seed(settings.seed)

@@ -29,17 +29,18 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, give_usual_modes, write_json
-from bayes_smlm.surrogates.checkpoint import (CONFIG_FILE, check_task, kept_sections,
+from bayes_smlm.surrogates.checkpoint import (CONFIG_FILE, kept_sections,
                                               read_safetensors)
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi, shipped_checkpoint
 from bayes_smlm.surrogates.psi.conditioning import conditioning
 from bayes_smlm.surrogates.psi.pipeline import (CHECKPOINT_KIND, SCHEDULER_DIR, UNET_DIR,
-                                                read_config, weights_sha256)
+                                                weights_sha256)
 from bayes_smlm.surrogates.psi.schedule import (make_scheduler, noise_loss, to_model_space,
                                                 training_target)
 from bayes_smlm.surrogates.psi.unet import build_unet
 from bayes_smlm.surrogates.settings import UNET_PRESETS, PsiTraining, UNetConfig, condition_channels
-from bayes_smlm.surrogates.training import WEIGHTS_FILE, LoopState, step_generator, train
+from bayes_smlm.surrogates.training import (WEIGHTS_FILE, LoopState, resumed_settings,
+                                          step_generator, train)
 
 
 def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
@@ -140,10 +141,8 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
 
     out_dir = check_output_dir(out_dir)
     if resume:
-        stored = read_config(out_dir, "out")
-        check_task(stored, task, out_dir, "out")
-        settings = PsiTraining(**{**stored["training"], "steps": settings.steps,
-                                  "device": settings.device, "max_minutes": settings.max_minutes})
+        stored, settings = resumed_settings(out_dir, task, CHECKPOINT_KIND, settings,
+                                            keep=("steps", "device", "max_minutes"))
         phi_checkpoint = out_dir / stored["phi"]["checkpoint"]  # absolute paths stay absolute
     unet_config = UNET_PRESETS[settings.preset]
     _check_sizes(task, settings, unet_config)
