@@ -141,12 +141,16 @@ def test_rejection_keeps_the_draws_in_the_disc_and_measures_the_mass_inside(task
     rng = np.random.default_rng(0)
     edge = np.asarray(task.centre) + [7.0, 0.0]
 
-    def draw(size):
-        return edge + 0.1 * rng.standard_normal(size + (1, 2))
+    def draw(frames, size):
+        return edge + 0.1 * rng.standard_normal((len(frames), size, 1, 2))
 
-    points, inside = draws_in_disc(draw, (3, 4000), task)
+    points, inside = draws_in_disc(draw, 3, 4000, task)
     assert points.shape == (3, 4000, 1, 2)
     assert np.linalg.norm(points - task.centre, axis=-1).max() <= 7.0 + 1e-6
+    # the kept draws are the Gaussian's restricted to the disc, a half-normal along x: their mean
+    # lies σ·√(2/π) = 0.080 px inside the edge (SE 0.001; the edge's curvature moves it < 0.002)
+    depth = 7.0 - (points[..., 0] - task.centre[0]).mean(axis=(1, 2))
+    assert np.all(np.abs(depth - 0.1 * np.sqrt(2 / np.pi)) < 0.006), depth
     # binomial SE of a fraction of 4000 is 0.008; the disc's curvature moves it by ≈ 0.002
     assert np.all(np.abs(inside - 0.5) < 4 * 0.008 + 0.002), inside
 

@@ -301,11 +301,12 @@ def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, s
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(2 * n))
     rng = np.random.default_rng(seed)
 
-    def draw(size: tuple[int, int]) -> np.ndarray:                       # (F, S, N, 2)
-        z = rng.standard_normal(size + (2 * n,))
-        return (mean + np.einsum("fij,fsj->fsi", chol, z)).reshape(size + (n, 2))
+    def draw(frames: np.ndarray, size: int) -> np.ndarray:               # (F', S, N, 2)
+        z = rng.standard_normal((len(frames), size, 2 * n))
+        return (mean[frames] + np.einsum("fij,fsj->fsi", chol[frames], z)).reshape(
+            len(frames), size, n, 2)
 
-    points, _ = draws_in_disc(draw, (len(cov), chains * draws), task, max_rounds)
+    points, _ = draws_in_disc(draw, len(cov), chains * draws, task, max_rounds)
     return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
 
 

@@ -79,9 +79,10 @@ def npe_position_draws(estimator: nn.Module, config: dict[str, Any], task: Task,
     condition, anchors = frame_features(task, adu, architecture.crop)
     rounds = iter(range(10**9))
 
-    def draw(size: tuple[int, int]) -> np.ndarray:                      # (F, S, 1, 2)
-        offsets = sample_offsets(estimator, condition, size[1], seed * 1000 + next(rounds))
-        return (anchors[:, None] + architecture.offset_scale * offsets)[:, :, None]
+    def draw(frames: np.ndarray, size: int) -> np.ndarray:              # (F', S, 1, 2)
+        offsets = sample_offsets(estimator, condition[frames], size,
+                                 seed * 1000 + next(rounds))
+        return (anchors[frames, None] + architecture.offset_scale * offsets)[:, :, None]
 
-    points, inside = draws_in_disc(draw, (len(adu), n_draws), task)
+    points, inside = draws_in_disc(draw, len(adu), n_draws, task)
     return points[:, :, 0], inside
