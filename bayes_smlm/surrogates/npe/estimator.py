@@ -7,6 +7,7 @@ the sbi estimator from the JSON and reads the weights from safetensors — nothi
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,7 @@ from torch import nn
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
-from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
-                                              read_safetensors, shipped_checkpoint)
+from bayes_smlm.surrogates.checkpoint import open_checkpoint, read_safetensors, shipped_checkpoint
 from bayes_smlm.surrogates.npe.features import frame_features
 from bayes_smlm.surrogates.npe.network import build_estimator
 from bayes_smlm.surrogates.settings import NpeArchitecture
@@ -32,11 +32,6 @@ def require_one_emitter(task: Task) -> None:
     if task.prior.n_emitters != 1:
         raise ConfigError("task", f"npe models one emitter per frame (a task like 'isolated'); "
                                   f"{task.name!r} has {task.prior.n_emitters}")
-
-
-def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[str, Any]:
-    """The JSON config of an NPE checkpoint directory."""
-    return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
 def load_npe(checkpoint: str | Path | None, task: Task) -> tuple[nn.Module, dict[str, Any]]:
@@ -77,7 +72,7 @@ def npe_position_draws(estimator: nn.Module, config: dict[str, Any], task: Task,
     from bayes_smlm.methods.truncation import draws_in_disc
     architecture = NpeArchitecture.from_dict(config["architecture"])
     condition, anchors = frame_features(task, adu, architecture.crop)
-    rounds = iter(range(10**9))
+    rounds = itertools.count()  # each redraw round gets its own torch seed
 
     def draw(frames: np.ndarray, size: int) -> np.ndarray:              # (F', S, 1, 2)
         offsets = sample_offsets(estimator, condition[frames], size,

@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-from bayes_smlm.surrogates.npe.features import feature_length
+from bayes_smlm.surrogates.npe.features import POSITION_FEATURES, feature_length
 from bayes_smlm.surrogates.settings import NpeArchitecture
 
 
@@ -28,7 +28,7 @@ class WindowEmbedding(nn.Module):
         self.conv = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
         self.head = nn.Sequential(
-            nn.Linear(c * k * k + feature_length(k) - k * k, arch.embedding_hidden), nn.ReLU(),
+            nn.Linear(c * k * k + POSITION_FEATURES, arch.embedding_hidden), nn.ReLU(),
             nn.Linear(arch.embedding_hidden, arch.embedding_features))
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
