@@ -55,3 +55,13 @@ def _isolated() -> Task:
 def _paper() -> Task:
     """The authors' setting: 10 emitters on the radius-7 disc, i0 = 200, σy = 1.5 HR px."""
     return Task(name="paper", optics=Optics(), camera=Camera(), prior=ScenePrior(n_emitters=10))
+
+
+@register_task("widefield")
+def _widefield() -> Task:
+    """A camera's field of view (64 × 64 px here; ``localize`` takes the movie's size) with
+    emitters of unknown brightness on an unknown background: the weak priors of ``localize``
+    (i0 in 100–10 000 photons, b in 0–500 photons/px)."""
+    return Task(name="widefield", height=64, width=64, optics=Optics(), camera=Camera(),
+                prior=ScenePrior(n_emitters=6, radius=31.0, i0=1000.0, background=10.0,
+                                 i0_range=(100.0, 10000.0), background_range=(0.0, 500.0)))

@@ -39,6 +39,7 @@ from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
 from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.initialization import detect_initial_positions
+from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
@@ -102,115 +103,22 @@ def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: 
     lo, hi = layout.bounds(task)
     centre = jnp.asarray(task.centre, jnp.float32)
     search_radius = task.prior.radius + SEARCH_MARGIN * task.optics.sigma_psf
-    slope = jax.grad(loglik)                                  # ∂ℓ/∂ω per pixel, (H, W)
+
+    def project(params: jax.Array) -> jax.Array:
+        return layout.project(params, task, search_radius)
 
     def one_frame(adu: jax.Array) -> tuple[jax.Array, ...]:
-        data = prepare(adu)
-        start = layout.pack(detect_initial_positions(task, adu), task.prior.i0,
-                            jnp.mean(jnp.asarray(task.prior.background)))
-        start = layout.project(start, task, search_radius)
-
-        def not_done(state: tuple[jax.Array, ...]) -> jax.Array:
-            _, _, _, it, done, _ = state
-            return (it < max_iter) & ~done
-
-        def step(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-            params, value, damping, it, _, _ = state
-            d = derivatives(params)
-            grad = jnp.sum(d.jacobian * slope(d.omega, data), (1, 2))
-            gauss_newton, information = _observed_information(layout, d, slope, data)
-            # Newton where −∇²ℓ is positive definite (quadratic convergence); elsewhere — e.g.
-            # two emitters drifting onto one spot, a saddle of the exchange symmetry that Newton
-            # would be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
-            curvature = jnp.where(_is_positive_definite(information), information, gauss_newton)
-            delta = _solve_positive_definite(
-                curvature + damping * jnp.diag(jnp.diag(curvature)), grad)
-            # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
-            converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
-            candidate = layout.project(params + delta, task, search_radius)
-            new_value = loglik(derivatives(candidate).omega, data)
-            # a step within float32 rounding of ℓ is not a worse step: near the mode the true
-            # gain (½ decrement ≈ 1e-5) is below the resolution of a sum of hundreds of terms
-            better = (new_value >= value - 1e-6 * (jnp.abs(value) + 1.0)) & ~converged
-            return (jnp.where(better, candidate, params), jnp.where(better, new_value, value),
-                    jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0), it + 1,
-                    converged, information)
-
-        value = loglik(derivatives(start).omega, data)
-        eye = jnp.eye(layout.size, dtype=jnp.float32)
-        state = (start, value, jnp.float32(1e-3), jnp.int32(0), jnp.bool_(False), eye)
-        # a converged frame stops without moving, so the information of its last step is the
-        # one at the mode; a frame that ran out of steps (flagged) keeps that of its last point
-        mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)
-        chol = _cholesky(information)
-        positive_definite = jnp.all(jnp.isfinite(chol))
-        # not positive definite (flagged): a diagonal stand-in keeps the draws finite
-        fallback = jnp.diag(1.0 / jnp.maximum(jnp.abs(jnp.diag(information)), 1e-12))
-        covariance = jnp.where(positive_definite,
-                               _cholesky_solve(jnp.where(positive_definite, chol, eye), eye),
-                               fallback)
+        start = project(layout.pack(detect_initial_positions(task, adu), task.prior.i0,
+                                    jnp.mean(jnp.asarray(task.prior.background))))
+        mode, iterations, converged, information = damped_newton(
+            start, prepare(adu), derivatives=derivatives, curvature=layout.curvature,
+            loglik=loglik, project=project, max_iter=max_iter, tol=tol)
+        covariance, positive_definite = laplace_covariance(information)
         return (mode, covariance, converged, positive_definite,
                 _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
                 iterations)
 
     return one_frame
-
-
-def _observed_information(layout: ParameterLayout, d, slope, data: jax.Array
-                          ) -> tuple[jax.Array, jax.Array]:
-    """(Gauss–Newton part, whole) of −∇²ℓ at the parameters of ``d``: −∇²ℓ =
-    −Σ ℓ''(ω) ∇ω∇ωᵀ − Σ ℓ'(ω) ∇²ω, with the per-pixel ℓ' and ℓ'' of the camera likelihood by
-    autodiff (pixels are independent, so ℓ'' is the Hessian's diagonal: one JVP of ℓ' along
-    ones) and ω's derivatives analytic."""
-    first, second = jax.jvp(lambda omega: slope(omega, data), (d.omega,),
-                            (jnp.ones_like(d.omega),))
-    gauss_newton = -_pixel_sum(d.jacobian * second, d.jacobian)
-    return gauss_newton, gauss_newton - layout.curvature(d, first)
-
-
-# Small dense linear algebra written out in jax.numpy. XLA's CPU LAPACK calls (cholesky, solve)
-# inside a while loop, pmapped over host devices, deadlocked here for ≥ 32 frames per device of
-# 20×20 systems (ten emitters; every device thread idle); these loops of vector operations
-# cannot, and for P ≤ 31 they cost no more.
-
-def _cholesky(matrix: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of a (P, P) symmetric matrix; NaN where it is not positive
-    definite."""
-    size = matrix.shape[-1]
-    lower = jnp.zeros_like(matrix)
-    for j in range(size):
-        pivot = jnp.sqrt(matrix[j, j] - jnp.sum(lower[j, :j] ** 2))
-        column = (matrix[j + 1:, j] - jnp.sum(lower[j + 1:, :j] * lower[j, :j], -1)) / pivot
-        lower = lower.at[j, j].set(pivot).at[j + 1:, j].set(column)
-    return lower
-
-
-def _cholesky_solve(lower: jax.Array, rhs: jax.Array) -> jax.Array:
-    """Solve (L Lᵀ) x = rhs for rhs (P,) or (P, K) by forward and back substitution."""
-    size = lower.shape[-1]
-    y = jnp.zeros_like(rhs)
-    for i in range(size):
-        y = y.at[i].set((rhs[i] - jnp.tensordot(lower[i, :i], y[:i], 1)) / lower[i, i])
-    x = jnp.zeros_like(rhs)
-    for i in reversed(range(size)):
-        x = x.at[i].set((y[i] - jnp.tensordot(lower[i + 1:, i], x[i + 1:], 1)) / lower[i, i])
-    return x
-
-
-def _solve_positive_definite(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
-    """x with matrix · x = rhs (NaN where the matrix is not positive definite)."""
-    return _cholesky_solve(_cholesky(matrix), rhs)
-
-
-def _is_positive_definite(matrix: jax.Array) -> jax.Array:
-    """Whether a symmetric matrix has a Cholesky factor."""
-    return jnp.all(jnp.isfinite(_cholesky(matrix)))
-
-
-def _pixel_sum(a: jax.Array, b: jax.Array) -> jax.Array:
-    """(P, Q) ``Σ_pixels a_p b_q`` of (P, H, W) and (Q, H, W), as a fused broadcast-and-sum:
-    vmapped over frames, tiny batched matrix products run several times slower on a CPU."""
-    return jnp.sum(a[:, None] * b[None, :], (2, 3))
 
 
 def _edge_mass(layout: ParameterLayout, mode: jax.Array, cov: jax.Array, centre: jax.Array,

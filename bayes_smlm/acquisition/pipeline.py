@@ -1,0 +1,255 @@
+"""``localize``: a movie in, one row per emitter out — position, photons, background and the
+posterior SD of each, from the window fits of :mod:`window_fit`.
+
+Per chunk of frames: ADU → photons with the camera maps, candidates on the whole frame
+(:func:`spots.find_spots`), windows (:func:`regions.plan_windows`: overlapping candidates
+jointly), one compiled fit per window shape and emitter count, rows in frame order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from bayes_smlm.acquisition.movie import Movie
+from bayes_smlm.acquisition.regions import WindowGroup, plan_windows
+from bayes_smlm.acquisition.spots import BACKGROUND_SCALE, Spots, find_spots
+from bayes_smlm.acquisition.window_fit import fit_windows
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task, check_int
+
+CHI2_FLAG = 3.0  # χ² per degree of freedom of a window above which its fit is flagged
+RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
+RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    """How ``localize`` finds and fits emitters.
+
+    Attributes
+    ----------
+    threshold : float
+        Least signal-to-noise ratio of a candidate (:func:`spots.find_spots`).
+    joint : bool
+        Fit candidates whose windows overlap together (False: each alone).
+    max_emitters : int
+        Largest group fitted jointly.
+    chunk_frames : int
+        Frames read and processed at a time (memory ≈ chunk · H · W · 4 floats).
+    residual_passes : int
+        Searches for candidates in the residual after the fit (0: none).
+    max_iter, tol
+        Of the mode search (:func:`bayes_smlm.methods.laplace.laplace_fit`).
+    """
+
+    threshold: float = 6.0
+    joint: bool = True
+    max_emitters: int = 4
+    chunk_frames: int = 500
+    residual_passes: int = 1
+    max_iter: int = 50
+    tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError("threshold", f"must be > 0 (got {self.threshold})")
+        check_int("max_emitters", self.max_emitters)
+        check_int("chunk_frames", self.chunk_frames)
+        check_int("residual_passes", self.residual_passes, lo=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
+           "corr_xy": float, "i0": float, "sd_i0": float, "background": float,
+           "sd_background": float, "snr": float, "window": int, "emitters_in_window": int,
+           "chi2_dof": float, "iterations": int, "converged": bool, "flagged": bool}
+
+
+def _empty() -> dict[str, np.ndarray]:
+    return {name: np.zeros(0, dtype) for name, dtype in COLUMNS.items()}
+
+
+def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: Task
+           ) -> tuple[np.ndarray, ...]:
+    """Window counts, pedestals and starting parameters of a group."""
+    sh, sw = group.shape
+    rows = group.origin[:, :1, None] + np.arange(sh)[None, :, None]
+    cols = group.origin[:, 1:, None] + np.arange(sw)[None, None, :]
+    window_photons = photons[group.frame[:, None, None], rows, cols]
+    window_pedestal = np.broadcast_to(pedestal, photons.shape[1:])[rows, cols]
+    lo_i0, hi_i0 = task.prior.i0_range
+    lo_b, hi_b = task.prior.background_range
+    b = np.clip(np.percentile(window_photons, 25, axis=(1, 2)), lo_b, hi_b)
+    peak = photons[group.frame[:, None], group.peaks[..., 0], group.peaks[..., 1]]
+    centre = float(physics.pixel_integrated_gaussian(0.0, 0.0, task.optics.sigma_psf)) ** 2
+    i0 = np.where(group.active, np.clip((peak - b[:, None]) / centre, lo_i0, hi_i0), 0.0)
+    xy = (group.peaks[..., ::-1] - group.origin[:, None, ::-1]).reshape(len(b), -1)
+    start = np.concatenate([xy, i0, b[:, None]], 1)
+    return window_photons + window_pedestal, window_pedestal, start
+
+
+def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings) -> dict[str, np.ndarray]:
+    """Localizations of frames ``adu`` (F, H, W) ADU of ``task``'s shape and camera: a dict of
+    :data:`COLUMNS` arrays; ``frame`` is the index in ``adu``, positions in LR px (pixel centres
+    at integers), photons and photons/px, ``window`` numbers the windows of this call.
+
+    After the first fit, the fitted emitters are subtracted and candidates searched again in
+    the residual (``settings.residual_passes`` times): two emitters closer than the filter
+    resolves leave a residual peak beside the one fitted between them, and the frames where one
+    appears are fitted again with it.
+    """
+    camera = physics.camera_arrays(task)
+    offset, gain, readout_var = (np.asarray(a, np.float32) for a in camera)
+    photons = (adu - offset) / gain
+    pedestal = np.broadcast_to(readout_var / gain**2, task.shape).astype(np.float32)
+    sigma = task.optics.sigma_psf
+    spots = find_spots(photons, pedestal, sigma, settings.threshold)
+    table = _fit_candidates(task, photons, pedestal, spots, settings)
+    for _ in range(settings.residual_passes):
+        # only frames with a window the model does not explain hide a missed emitter
+        suspect = np.unique(table["frame"][table["chi2_dof"] > RESIDUAL_CHI2])
+        if not len(suspect):
+            break
+        in_suspect = np.isin(table["frame"], suspect)
+        fitted = {name: values[in_suspect] for name, values in table.items()}
+        fitted["frame"] = np.searchsorted(suspect, fitted["frame"])
+        emitters = _emitter_model(fitted, (len(suspect),) + task.shape, sigma)
+        residual = photons[suspect] - emitters
+        wide = BACKGROUND_SCALE * sigma
+        background = gaussian_filter(residual, (0.0, wide, wide), mode="nearest")
+        extra = find_spots(residual, pedestal, sigma, settings.threshold,
+                           shot_variance=emitters + background)
+        extra = _away_from(extra, fitted, RESIDUAL_MIN_DISTANCE)
+        if not len(extra.frame):
+            break
+        extra = Spots(suspect[extra.frame], extra.row, extra.col, extra.snr)
+        again = np.isin(table["frame"], extra.frame)
+        kept = {name: values[~again] for name, values in table.items()}
+        previous = _candidates_of({name: values[again] for name, values in table.items()}, task)
+        candidates = Spots(*(np.r_[getattr(previous, f), getattr(extra, f)]
+                             for f in ("frame", "row", "col", "snr")))
+        refit = _fit_candidates(task, photons, pedestal, candidates, settings)
+        refit["window"] = refit["window"] + (kept["window"].max(initial=-1) + 1)
+        table = {name: np.concatenate([kept[name], refit[name]]) for name in COLUMNS}
+    order = np.lexsort((table["x"], table["y"], table["frame"]))
+    return {name: values[order] for name, values in table.items()}
+
+
+def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
+    """Fitted emitters as candidates for another fit: their pixels and signal-to-noise."""
+    return Spots(frame=table["frame"].astype(int),
+                 row=np.clip(np.rint(table["y"]), 0, task.height - 1).astype(int),
+                 col=np.clip(np.rint(table["x"]), 0, task.width - 1).astype(int),
+                 snr=table["snr"])
+
+
+def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots: Spots,
+                    settings: LocalizeSettings) -> dict[str, np.ndarray]:
+    """Rows of the window fits of the candidates ``spots``."""
+    groups = plan_windows(spots.frame, spots.row, spots.col, task.shape, task.optics.sigma_psf,
+                          joint=settings.joint, max_emitters=settings.max_emitters)
+    parts, window_base = [_empty()], 0
+    for group in groups:
+        counts, window_pedestal, start = _start(group, photons, pedestal, task)
+        fit = fit_windows(task, counts, window_pedestal, start, group.active,
+                          max_iter=settings.max_iter, tol=settings.tol)
+        parts.append(_rows(group, fit, task, window_base, spots.snr[group.members]))
+        window_base += len(group.frame)
+    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
+
+
+def _emitter_model(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
+                   ) -> np.ndarray:
+    """(F, H, W) expected photons of the fitted emitters alone (no background), each drawn in a
+    patch of ±4σ about it."""
+    model = np.zeros(shape, np.float32)
+    if not len(table["x"]):
+        return model
+    half = int(np.ceil(4 * sigma)) + 1
+    offsets = np.arange(-half, half + 1)
+    rows = np.rint(table["y"]).astype(int)[:, None] + offsets                  # (M, S)
+    cols = np.rint(table["x"]).astype(int)[:, None] + offsets
+    ey = np.asarray(physics.pixel_integrated_gaussian(rows, table["y"][:, None], sigma))
+    ex = np.asarray(physics.pixel_integrated_gaussian(cols, table["x"][:, None], sigma))
+    ey = np.where((rows >= 0) & (rows < shape[1]), ey, 0.0)
+    ex = np.where((cols >= 0) & (cols < shape[2]), ex, 0.0)
+    patch = table["i0"][:, None, None] * ey[:, :, None] * ex[:, None, :]
+    frames = np.broadcast_to(table["frame"].astype(int)[:, None, None], patch.shape)
+    np.add.at(model, (frames, np.clip(rows, 0, shape[1] - 1)[:, :, None],
+                      np.clip(cols, 0, shape[2] - 1)[:, None, :]), patch)
+    return model
+
+
+def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float) -> Spots:
+    """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
+    if not len(spots.frame) or not len(table["x"]):
+        return spots
+    from scipy.spatial import cKDTree
+    # frames kept apart in one plane by a large offset per frame
+    spread = 1e4
+    fitted = np.stack([table["x"], table["y"] + spread * table["frame"]], 1)
+    found = np.stack([spots.col, spots.row + spread * spots.frame], 1).astype(float)
+    near, _ = cKDTree(fitted).query(found, distance_upper_bound=distance)
+    keep = ~np.isfinite(near)
+    return Spots(*(a[keep] for a in (spots.frame, spots.row, spots.col, spots.snr)))
+
+
+def _rows(group: WindowGroup, fit, task: Task, window_base: int, snr: np.ndarray
+          ) -> dict[str, np.ndarray]:
+    b, k = fit.mode.shape[0], group.n_slots
+    active = group.active.ravel()
+    sd = np.sqrt(np.maximum(np.diagonal(fit.covariance, axis1=1, axis2=2), 0.0))
+    x_index, y_index = 2 * np.arange(k), 2 * np.arange(k) + 1
+    i0_index = 2 * k + np.arange(k)
+    cov_xy = fit.covariance[:, x_index, y_index]
+    i0 = fit.mode[:, i0_index]
+    lo_i0, hi_i0 = task.prior.i0_range
+    dof = group.shape[0] * group.shape[1] - 3 * group.active.sum(1) - 1
+    chi2_dof = fit.chi2 / dof
+    flagged = (~fit.converged | ~fit.positive_definite)[:, None] | (i0 <= lo_i0) | (i0 >= hi_i0) \
+        | (chi2_dof > CHI2_FLAG)[:, None]
+
+    def per_window(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values, k)
+
+    rows = {
+        "frame": per_window(group.frame),
+        "x": (fit.mode[:, x_index] + group.origin[:, 1:]).ravel(),
+        "y": (fit.mode[:, y_index] + group.origin[:, :1]).ravel(),
+        "sd_x": sd[:, x_index].ravel(), "sd_y": sd[:, y_index].ravel(),
+        "corr_xy": (cov_xy / np.maximum(sd[:, x_index] * sd[:, y_index], 1e-30)).ravel(),
+        "i0": i0.ravel(), "sd_i0": sd[:, i0_index].ravel(),
+        "background": per_window(fit.mode[:, -1]), "sd_background": per_window(sd[:, -1]),
+        "snr": np.where(group.active, snr, 0.0).ravel(),
+        "window": per_window(window_base + np.arange(b)),
+        "emitters_in_window": per_window(group.active.sum(1)),
+        "chi2_dof": per_window(chi2_dof), "iterations": per_window(fit.iterations),
+        "converged": per_window(fit.converged), "flagged": flagged.ravel(),
+    }
+    return {name: values[active] for name, values in rows.items()}
+
+
+def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None = None, *,
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """:func:`localize_frames` over a whole movie, chunk by chunk; ``frame`` counts from 0 over
+    the movie and ``window`` over all of it."""
+    from tqdm.auto import tqdm
+    settings = settings or LocalizeSettings()
+    parts = []
+    windows = 0
+    with tqdm(total=len(movie), desc="localize", unit="frame", disable=not progress) as bar:
+        for first, adu in movie.chunks(settings.chunk_frames):
+            rows = localize_frames(task, adu, settings)
+            rows["frame"] = rows["frame"] + first
+            rows["window"] = rows["window"] + windows
+            windows = int(rows["window"].max()) + 1 if len(rows["window"]) else windows
+            parts.append(rows)
+            bar.update(len(adu))
+    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}

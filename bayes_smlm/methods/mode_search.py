@@ -1,0 +1,147 @@
+"""Posterior mode and Laplace covariance of a Poisson image model, by damped Newton.
+
+One pure, vmappable routine shared by ``laplace`` (whole frames) and ``localize`` (regions of
+interest of a movie): the mode of ``ℓ(p) = loglik(ω(p), data)`` (flat priors inside the box that
+``project`` keeps the parameters in, so mode = MLE there) by Levenberg–Marquardt on the observed
+information, and the inverse of −∇²ℓ at the mode.
+
+The model enters through three functions: ``derivatives(p)`` with ``.omega`` (H, W) and
+``.jacobian`` (P, H, W) (see :class:`bayes_smlm.forward.parameters.ImageDerivatives`),
+``curvature(d, weights)`` = Σ_pixels weights · ∂²ω/∂p∂pᵀ, and ``loglik(omega, data)`` summed over
+pixels (its per-pixel slopes come from autodiff: pixels are independent).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvature: Callable,
+                  loglik: Callable, project: Callable[[jax.Array], jax.Array], max_iter: int,
+                  tol: float, free: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Mode of ℓ from the start ``params`` (P,).
+
+    Steps δ = (C + μ diag C)⁻¹ ∇ℓ with C the observed information −∇²ℓ where it is positive
+    definite and its Gauss–Newton part elsewhere; a step is accepted only when ℓ does not fall.
+    Stops when the Newton decrement ∇ℓᵀδ < ``tol`` at small damping (converged) or after
+    ``max_iter`` steps. Parameters where ``free`` (P,) bool is False stay at their start: their
+    gradient is zeroed and their rows and columns of the information replaced by the identity's
+    (so one compiled program serves windows with fewer emitters than it has slots).
+
+    Returns
+    -------
+    mode : (P,), iterations : int, converged : bool, information : (P, P)
+        ``information`` is −∇²ℓ at the last point (at the mode when converged).
+    """
+    slope = jax.grad(loglik)                                  # ∂ℓ/∂ω per pixel, (H, W)
+    free = jnp.ones(params.shape[-1], bool) if free is None else free
+    held = jnp.diag((~free).astype(params.dtype))
+    both = free[:, None] & free[None, :]
+
+    def not_done(state: tuple[jax.Array, ...]) -> jax.Array:
+        _, _, _, it, done, _ = state
+        return (it < max_iter) & ~done
+
+    def step(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        p, value, damping, it, _, _ = state
+        d = derivatives(p)
+        grad = jnp.where(free, jnp.sum(d.jacobian * slope(d.omega, data), (1, 2)), 0.0)
+        gauss_newton, information = (jnp.where(both, m, held) for m in
+                                     observed_information(d, curvature, slope, data))
+        # Newton where −∇²ℓ is positive definite (quadratic convergence); elsewhere — e.g. two
+        # emitters drifting onto one spot, a saddle of the exchange symmetry that Newton would
+        # be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
+        curv = jnp.where(is_positive_definite(information), information, gauss_newton)
+        delta = solve_positive_definite(curv + damping * jnp.diag(jnp.diag(curv)), grad)
+        # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
+        converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
+        candidate = project(p + delta)
+        new_value = loglik(derivatives(candidate).omega, data)
+        # a step within float32 rounding of ℓ is not a worse step: near the mode the true gain
+        # (½ decrement ≈ 1e-5) is below the resolution of a sum of hundreds of terms
+        better = (new_value >= value - 1e-6 * (jnp.abs(value) + 1.0)) & ~converged
+        return (jnp.where(better, candidate, p), jnp.where(better, new_value, value),
+                jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0), it + 1,
+                converged, information)
+
+    value = loglik(derivatives(params).omega, data)
+    eye = jnp.eye(params.shape[-1], dtype=params.dtype)
+    state = (params, value, jnp.asarray(1e-3, params.dtype), jnp.int32(0), jnp.bool_(False), eye)
+    # a converged start stops without moving, so the information of its last step is the one at
+    # the mode; a run out of steps (flagged by the caller) keeps that of its last point
+    mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)
+    return mode, iterations, converged, information
+
+
+def laplace_covariance(information: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(covariance, positive_definite): the inverse of ``information`` (P, P) where it is positive
+    definite; elsewhere the inverse of its diagonal's absolute values, so that draws stay
+    finite (the caller flags it)."""
+    eye = jnp.eye(information.shape[-1], dtype=information.dtype)
+    chol = cholesky(information)
+    positive_definite = jnp.all(jnp.isfinite(chol))
+    fallback = jnp.diag(1.0 / jnp.maximum(jnp.abs(jnp.diag(information)), 1e-12))
+    covariance = jnp.where(positive_definite,
+                           cholesky_solve(jnp.where(positive_definite, chol, eye), eye), fallback)
+    return covariance, positive_definite
+
+
+def observed_information(d: Any, curvature: Callable, slope: Callable, data: Any
+                         ) -> tuple[jax.Array, jax.Array]:
+    """(Gauss–Newton part, whole) of −∇²ℓ at the parameters of ``d``: −∇²ℓ =
+    −Σ ℓ''(ω) ∇ω∇ωᵀ − Σ ℓ'(ω) ∇²ω, with the per-pixel ℓ' and ℓ'' of the camera likelihood by
+    autodiff (pixels are independent, so ℓ'' is the Hessian's diagonal: one JVP of ℓ' along
+    ones) and ω's derivatives analytic."""
+    first, second = jax.jvp(lambda omega: slope(omega, data), (d.omega,),
+                            (jnp.ones_like(d.omega),))
+    gauss_newton = -pixel_sum(d.jacobian * second, d.jacobian)
+    return gauss_newton, gauss_newton - curvature(d, first)
+
+
+# Small dense linear algebra written out in jax.numpy. XLA's CPU LAPACK calls (cholesky, solve)
+# inside a while loop, pmapped over host devices, deadlocked here for ≥ 32 frames per device of
+# 20×20 systems (ten emitters; every device thread idle); these loops of vector operations
+# cannot, and for P ≤ 31 they cost no more.
+
+def cholesky(matrix: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of a (P, P) symmetric matrix; NaN where it is not positive
+    definite."""
+    size = matrix.shape[-1]
+    lower = jnp.zeros_like(matrix)
+    for j in range(size):
+        pivot = jnp.sqrt(matrix[j, j] - jnp.sum(lower[j, :j] ** 2))
+        column = (matrix[j + 1:, j] - jnp.sum(lower[j + 1:, :j] * lower[j, :j], -1)) / pivot
+        lower = lower.at[j, j].set(pivot).at[j + 1:, j].set(column)
+    return lower
+
+
+def cholesky_solve(lower: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solve (L Lᵀ) x = rhs for rhs (P,) or (P, K) by forward and back substitution."""
+    size = lower.shape[-1]
+    y = jnp.zeros_like(rhs)
+    for i in range(size):
+        y = y.at[i].set((rhs[i] - jnp.tensordot(lower[i, :i], y[:i], 1)) / lower[i, i])
+    x = jnp.zeros_like(rhs)
+    for i in reversed(range(size)):
+        x = x.at[i].set((y[i] - jnp.tensordot(lower[i + 1:, i], x[i + 1:], 1)) / lower[i, i])
+    return x
+
+
+def solve_positive_definite(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """x with matrix · x = rhs (NaN where the matrix is not positive definite)."""
+    return cholesky_solve(cholesky(matrix), rhs)
+
+
+def is_positive_definite(matrix: jax.Array) -> jax.Array:
+    """Whether a symmetric matrix has a Cholesky factor."""
+    return jnp.all(jnp.isfinite(cholesky(matrix)))
+
+
+def pixel_sum(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(P, Q) ``Σ_pixels a_p b_q`` of (P, H, W) and (Q, H, W), as a fused broadcast-and-sum:
+    vmapped over frames, tiny batched matrix products run several times slower on a CPU."""
+    return jnp.sum(a[:, None] * b[None, :], (2, 3))
