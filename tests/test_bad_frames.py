@@ -41,7 +41,7 @@ def _with_nan(adu):
     (np.zeros((0, 20, 20), np.float32), ["no frames"]),
     (GOOD.adu[:, :10], ["shape (F, 20, 20)"]),
 ])
-@pytest.mark.parametrize("command", ["posterior", "localize"])
+@pytest.mark.parametrize("command", ["posterior", "detect-phi"])
 def test_frames_no_camera_can_produce_are_refused_before_the_work(tmp_path, capsys, adu, words,
                                                                  command):
     path = _frames_file(tmp_path / "bad.npz", get_task("isolated"), adu)

@@ -48,7 +48,7 @@ def test_posterior_refuses_an_unwritable_out_before_sampling(tmp_path, capsys, f
 
 @pytest.mark.parametrize("argv", [
     ["simulate", "--task", "isolated", "--frames", "2", "--seed", "0", "--out", "{folder}.npz"],
-    ["localize", "{frames}", "--out", "{folder}.csv"],
+    ["detect-phi", "{frames}", "--out", "{folder}.csv"],
     ["study", "forward-model", "--preset", "smoke", "--out", "{file}"],
     ["train-phi", "--task", "isolated", "--steps", "1", "--out", "{file}"],
 ])

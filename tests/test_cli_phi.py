@@ -1,4 +1,4 @@
-"""train-phi, localize and evaluate-phi as a user runs them."""
+"""train-phi, detect-phi and evaluate-phi as a user runs them."""
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ def test_train_phi_resume_continues_and_refuses_to_overwrite(trained, capsys):
     assert status == 0 and "5 steps" in out
 
 
-def test_localize_writes_one_row_per_detection(trained, tmp_path, capsys):
+def test_detect_phi_writes_one_row_per_detection(trained, tmp_path, capsys):
     frames = tmp_path / "f.npz"
     assert run_cli(capsys, "simulate", "--task", "isolated", "--frames", "4", "--seed", "9",
                    "--out", str(frames))[0] == 0
     locs = tmp_path / "locs.csv"
-    status, out, _ = run_cli(capsys, "localize", str(frames), "--checkpoint", str(trained),
+    status, out, _ = run_cli(capsys, "detect-phi", str(frames), "--checkpoint", str(trained),
                              "--out", str(locs))
     assert status == 0 and "detections in 4 frames" in out
     rows = list(csv.DictReader(locs.open()))
@@ -61,9 +61,9 @@ def test_phi_commands_fail_in_one_line(trained, argv, argument, capsys):
     assert status == 2 and argument in err and len(err.strip().splitlines()) == 1
 
 
-def test_localize_without_a_checkpoint_for_a_custom_task_says_so(tmp_path, capsys):
+def test_detect_phi_without_a_checkpoint_for_a_custom_task_says_so(tmp_path, capsys):
     frames = tmp_path / "f.npz"
     run_cli(capsys, "simulate", "--task", "isolated", "--set", "i0=900", "--frames", "2",
             "--seed", "1", "--out", str(frames))
-    status, _, err = run_cli(capsys, "localize", str(frames), "--out", str(tmp_path / "l.csv"))
+    status, _, err = run_cli(capsys, "detect-phi", str(frames), "--out", str(tmp_path / "l.csv"))
     assert status == 2 and "argument --checkpoint" in err and "i0" in err

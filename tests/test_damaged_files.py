@@ -52,7 +52,7 @@ def _nan(path):
 def test_damaged_phi_weights_are_refused_in_one_line(phi_copy, frames_file, tmp_path, capsys,
                                                     damage, words):
     damage(phi_copy / "model.safetensors")
-    status, _, err = run_cli(capsys, "localize", str(frames_file), "--checkpoint",
+    status, _, err = run_cli(capsys, "detect-phi", str(frames_file), "--checkpoint",
                              str(phi_copy), "--out", str(tmp_path / "locs.csv"))
     assert_one_line_error(status, err, "argument --checkpoint:", "model.safetensors", *words)
     assert not (tmp_path / "locs.csv").exists()

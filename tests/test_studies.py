@@ -267,3 +267,20 @@ def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     assert status == 2 and "--task" in err and len(err.strip().splitlines()) == 1
     status, _, err = run_cli(capsys, "study", "calibration", "--task", "nope", "--preset", "smoke")
     assert status == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
+    out = tmp_path / "movie"
+    assert main(["study", "movie", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate"}
+    sparse = metrics["movies"]["sparse"]
+    assert sparse["precision"] >= 0.95 and sparse["recall"] >= 0.95
+    # joint fits find more of the crowded emitters than fitting each spot alone
+    assert metrics["movies"]["crowded"]["recall"] > metrics["movies"]["crowded-separate"]["recall"]
+    for name in ("sparse", "crowded"):
+        assert (out / f"render-{name}" / "sd.png").stat().st_size > 0
+        assert 0.5 < metrics["sd_maps"][name]["z_sd"] < 2.0
+    assert not list(out.rglob("*.tif")), "the study keeps no movies or float images"
+    assert "/tmp" not in (out / "report.md").read_text()

@@ -95,7 +95,8 @@ def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: 
     return window_photons + window_pedestal, window_pedestal, start
 
 
-def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings) -> dict[str, np.ndarray]:
+def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings
+                    ) -> dict[str, np.ndarray]:
     """Localizations of frames ``adu`` (F, H, W) ADU of ``task``'s shape and camera: a dict of
     :data:`COLUMNS` arrays; ``frame`` is the index in ``adu``, positions in LR px (pixel centres
     at integers), photons and photons/px, ``window`` numbers the windows of this call.

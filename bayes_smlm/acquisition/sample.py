@@ -181,5 +181,6 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
                                               jnp.asarray(i0, jnp.float32)))
     movie = np.clip(np.rint(adu), 0, np.iinfo(np.uint16).max).astype(np.uint16)
     return SimulatedMovie(movie=movie, offset=offset, gain=gain,
-                          readout_var=readout_var + QUANTISATION_VAR, theta=theta.astype(np.float32),
+                          readout_var=readout_var + QUANTISATION_VAR,
+                          theta=theta.astype(np.float32),
                           i0=i0.astype(np.float32), settings=settings)

@@ -20,6 +20,7 @@ import numpy as np
 from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
                                       flag_names, json_text, positive_int, report_errors, seed_int,
                                       task_from_args, torch_device)
+from bayes_smlm.cli.acquisition import add_acquisition_commands
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
 
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_tasks)
 
     add_network_commands(sub)
+    add_acquisition_commands(sub)
 
     p = sub.add_parser("study", help="run a study and write its report")
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")

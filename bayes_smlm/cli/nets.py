@@ -1,4 +1,4 @@
-"""``bayes-smlm`` commands for the networks: train-phi, localize, evaluate-phi (φ), train-psi (Ψ),
+"""``bayes-smlm`` commands for the networks: train-phi, detect-phi, evaluate-phi (φ), train-psi (Ψ),
 train-npe (the NPE flow).
 
 The parser is built from :mod:`bayes_smlm.surrogates.settings` alone (no torch); each handler
@@ -142,7 +142,7 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_train_npe)
 
 
-def cmd_localize(args: argparse.Namespace) -> int:
+def cmd_detect_phi(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bayes_smlm.io.atomic import check_output_file, write_text
@@ -184,9 +184,10 @@ def cmd_evaluate_phi(args: argparse.Namespace) -> int:
 
 
 def add_inference_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``localize`` and ``evaluate-phi``."""
+    """Register ``detect-phi`` and ``evaluate-phi``."""
     from bayes_smlm.localization.detection import DETECTORS
-    p = sub.add_parser("localize", help="detect and localize emitters with φ -> CSV")
+    p = sub.add_parser("detect-phi", help="detect emitters in φ's KDE of simulated frames -> CSV "
+                                          "(movies: `localize`)")
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="φ checkpoint directory (default: the shipped one for the file's task)")
@@ -194,7 +195,7 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
                    help="detector (default: the checkpoint's, local maxima)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="inference precision")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
-    p.set_defaults(handler=cmd_localize)
+    p.set_defaults(handler=cmd_detect_phi)
 
     p = sub.add_parser("evaluate-phi", help="precision, recall, RMSE of φ on fresh frames")
     add_task_arguments(p)

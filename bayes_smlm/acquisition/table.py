@@ -1,0 +1,108 @@
+"""The localization table as CSV, in ThunderSTORM's conventions.
+
+Columns ThunderSTORM (and tools reading its files: SMAP, Picasso's importer, napari-SMLM) know:
+``id``, ``frame``, ``x [nm]``, ``y [nm]``, ``sigma [nm]``, ``intensity [photon]``,
+``offset [photon]``, and ``uncertainty_x [nm]``, ``uncertainty_y [nm]``. Frames count from 1;
+x and y are measured from the top-left corner of the image (the centre of the top-left pixel is
+at (½, ½) pixel) — the package's pixel-centred LR coordinates plus ½, times the pixel size.
+Uncertainties are posterior SDs (the Laplace approximation's; with unknown intensity and
+background). Then this package's own columns: the x–y correlation, the SDs of intensity and
+background, the candidate's signal-to-noise, the window and how many emitters it was fitted with,
+the window's χ² per degree of freedom, the optimiser's steps and whether it converged, and
+``flagged`` (not converged, information not positive definite, intensity at the prior's bound, or
+χ²/dof above 3: a model that does not explain the window).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import Task
+from bayes_smlm.io.atomic import write_with_rescue
+
+# CSV column -> (pipeline column, scale: "nm" for LR px → nm, "nm_position" adds ½ px first)
+CSV_COLUMNS = {
+    "frame": ("frame", "frame"),
+    "x [nm]": ("x", "nm_position"),
+    "y [nm]": ("y", "nm_position"),
+    "sigma [nm]": (None, "sigma"),
+    "intensity [photon]": ("i0", None),
+    "offset [photon]": ("background", None),
+    "uncertainty_x [nm]": ("sd_x", "nm"),
+    "uncertainty_y [nm]": ("sd_y", "nm"),
+    "uncertainty_xy_correlation": ("corr_xy", None),
+    "uncertainty_intensity [photon]": ("sd_i0", None),
+    "uncertainty_offset [photon]": ("sd_background", None),
+    "snr": ("snr", None),
+    "window": ("window", None),
+    "emitters_in_window": ("emitters_in_window", None),
+    "chi2_per_dof": ("chi2_dof", None),
+    "iterations": ("iterations", None),
+    "converged": ("converged", None),
+    "flagged": ("flagged", None),
+}
+
+
+def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
+    """The CSV's columns (name → values) of ``localize`` rows of ``task``'s pixel size and PSF."""
+    nm = task.optics.pixel_size_nm
+    out: dict[str, np.ndarray] = {"id": np.arange(1, len(rows["x"]) + 1)}
+    for name, (source, scale) in CSV_COLUMNS.items():
+        if scale == "sigma":
+            out[name] = np.full(len(rows["x"]), task.optics.sigma_psf * nm)
+        elif scale == "frame":
+            out[name] = rows[source].astype(int) + 1
+        elif scale == "nm_position":
+            out[name] = (rows[source] + 0.5) * nm
+        elif scale == "nm":
+            out[name] = rows[source] * nm
+        else:
+            out[name] = rows[source]
+    return out
+
+
+def write_localizations(path: str | Path, rows: dict[str, np.ndarray], task: Task) -> Path:
+    """Write ``localize`` rows as CSV (quoted header, as ThunderSTORM writes it), atomically."""
+    table = csv_table(rows, task)
+
+    def write(target: Path) -> None:
+        with open(target, "w", newline="") as handle:
+            handle.write(",".join(f'"{name}"' for name in table) + "\n")
+            columns = [_text(values) for values in table.values()]
+            handle.writelines(",".join(row) + "\n" for row in zip(*columns))
+
+    return write_with_rescue(path, write)
+
+
+def _text(values: np.ndarray) -> list[str]:
+    values = np.asarray(values)
+    if values.dtype == bool:
+        return ["1" if v else "0" for v in values]
+    if values.dtype.kind in "iu":
+        return [str(int(v)) for v in values]
+    return [f"{v:.6g}" for v in values]
+
+
+def read_localizations(path: str | Path, argument: str = "locs") -> dict[str, np.ndarray]:
+    """Columns (float arrays) of a localization CSV with at least ``frame``, ``x [nm]``,
+    ``y [nm]``; a one-line ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(argument, f"file not found: {path}")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            data = np.array([[float(v) for v in row] for row in reader if row], float)
+    except (StopIteration, ValueError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(argument, f"{path.name} is not a localization CSV ({err})") from None
+    data = data.reshape(-1, len(header))
+    table = {name: data[:, i] for i, name in enumerate(header)}
+    missing = [c for c in ("frame", "x [nm]", "y [nm]") if c not in table]
+    if missing:
+        raise ConfigError(argument, f"{path.name} lacks the column(s) {', '.join(missing)}")
+    return table

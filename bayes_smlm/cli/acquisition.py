@@ -1,0 +1,156 @@
+"""``bayes-smlm`` commands for real acquisitions: localize (movie -> localization CSV), render
+(CSV -> super-resolution image and its SD map), simulate-movie (a structured sCMOS test movie)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bayes_smlm.cli.arguments import positive_float, positive_int, seed_int
+
+LOCALIZE_METHODS = ("laplace",)
+
+
+def _enable_compilation_cache() -> None:
+    """Keep XLA's compiled window fits on disk (beside the reference cache): a fit program takes
+    seconds to compile and a second run of ``localize`` then loads it instead."""
+    import jax
+
+    from bayes_smlm.methods.reference import cache_dir
+    folder = cache_dir()
+    if folder is not None:
+        jax.config.update("jax_compilation_cache_dir", str(folder / "xla"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _movie_task(args: argparse.Namespace, movie):
+    """The task of a movie: the .npz's own, or ``--task`` at the movie's frame size; then the
+    ``--set`` overrides (camera maps must have the movie's frame shape)."""
+    from bayes_smlm.forward.config import parse_override, task_from_json, with_overrides
+    from bayes_smlm.forward.tasks import get_task
+    overrides = dict(parse_override(item) for item in args.set or [])
+    _, height, width = movie.shape
+    if movie.task_json is not None:
+        return with_overrides(task_from_json(movie.task_json), overrides) if overrides \
+            else task_from_json(movie.task_json)
+    # the prior disc is the simulator's, not localize's: kept inside a small frame
+    radius = min(get_task(args.task).prior.radius, min(height, width) / 2.0)
+    return get_task(args.task, {"height": height, "width": width, "prior.radius": radius,
+                                **overrides})
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    from bayes_smlm.acquisition.movie import Movie
+    from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
+    from bayes_smlm.acquisition.table import write_localizations
+    from bayes_smlm.io.atomic import check_output_file
+    check_output_file(args.out, ".csv")
+    movie = Movie(args.movie, argument="movie")
+    task = _movie_task(args, movie)
+    settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
+                                chunk_frames=args.chunk_frames)
+    _enable_compilation_cache()
+    started = time.perf_counter()
+    rows = localize_movie(movie, task, settings, progress=not args.quiet)
+    seconds = time.perf_counter() - started
+    movie.close()
+    write_localizations(args.out, rows, task)
+    n, flagged = len(rows["x"]), int(rows["flagged"].sum())
+    print(f"wrote {args.out}: {n} localizations in {len(movie)} frames of {movie.shape[2]} x "
+          f"{movie.shape[1]} px ({seconds:.1f} s, {n / max(seconds, 1e-9):.0f} localizations/s "
+          f"with compilation); {flagged} flagged")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bayes_smlm.acquisition.render import render, write_rendering
+    from bayes_smlm.acquisition.table import read_localizations
+    from bayes_smlm.errors import ConfigError
+    from bayes_smlm.io.atomic import check_output_dir
+    check_output_dir(args.out)
+    table = read_localizations(args.locs, argument="locs")
+    for column in ("uncertainty_x [nm]", "uncertainty_y [nm]"):
+        if column not in table:
+            raise ConfigError("locs", f"{args.locs.name} lacks the column {column!r}: the SD "
+                                      "map needs each localization's uncertainty")
+    keep = np.ones(len(table["x [nm]"]), bool)
+    if "flagged" in table and not args.include_flagged:
+        keep = table["flagged"] == 0
+    correlation = table.get("uncertainty_xy_correlation")
+    shape = None if args.size_nm is None else tuple(
+        int(np.ceil(v / args.pixel_nm)) for v in args.size_nm[::-1])
+    rendering = render(table["x [nm]"][keep], table["y [nm]"][keep],
+                       table["uncertainty_x [nm]"][keep], table["uncertainty_y [nm]"][keep],
+                       None if correlation is None else correlation[keep],
+                       pixel_nm=args.pixel_nm, sigma_nm=args.sigma_nm, shape=shape)
+    paths = write_rendering(args.out, rendering)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}: {rendering.localizations} "
+          f"localizations on {rendering.mean.shape[1]} x {rendering.mean.shape[0]} pixels of "
+          f"{args.pixel_nm:g} nm, kernel {args.sigma_nm:g} nm")
+    return 0
+
+
+def cmd_simulate_movie(args: argparse.Namespace) -> int:
+    from bayes_smlm.acquisition.sample import MovieSettings, simulate_movie
+    from bayes_smlm.io.atomic import check_output_dir
+    check_output_dir(args.out)
+    settings = MovieSettings(frames=args.frames, height=args.size, width=args.size,
+                             emitters_per_frame=args.emitters, min_distance=args.min_distance)
+    paths = simulate_movie(settings, args.seed).write(args.out)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``localize``, ``render`` and ``simulate-movie``."""
+    p = sub.add_parser("localize", help="localize emitters in a TIFF movie (or frames .npz) -> "
+                                        "CSV with per-localization uncertainty")
+    p.add_argument("movie", metavar="MOVIE", type=Path,
+                   help="TIFF stack (F, H, W) in ADU, any frame size; or an .npz of `simulate`")
+    p.add_argument("--task", default="widefield",
+                   help="optics and priors (default widefield; an .npz brings its own)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a task constant, e.g. --set camera.offset=offset.tif --set "
+                        "camera.gain=gain.tif --set camera.readout_var=var.tif --set "
+                        "optics.sigma_psf=1.1 --set optics.pixel_size_nm=100 (maps: .tif, .npy, "
+                        ".csv of the frame's shape); repeatable")
+    p.add_argument("--method", choices=LOCALIZE_METHODS, default="laplace",
+                   help="posterior of each window (default laplace)")
+    p.add_argument("--threshold", type=positive_float, default=6.0,
+                   help="least signal-to-noise ratio of a candidate (default 6)")
+    p.add_argument("--separate", action="store_true",
+                   help="fit every candidate alone, even where windows overlap")
+    p.add_argument("--chunk-frames", type=positive_int, default=500,
+                   help="frames read and processed at a time (default 500)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", type=Path, required=True, help="output locs.csv")
+    p.set_defaults(handler=cmd_localize)
+
+    p = sub.add_parser("render", help="super-resolution image and its per-pixel SD map from a "
+                                      "localization CSV -> TIFF + PNG")
+    p.add_argument("locs", metavar="LOCS.csv", type=Path, help="output of `localize`")
+    p.add_argument("--pixel-nm", type=positive_float, default=10.0,
+                   help="render pixel size, nm (default 10)")
+    p.add_argument("--sigma-nm", type=positive_float, default=20.0,
+                   help="kernel width, nm (default 20)")
+    p.add_argument("--size-nm", type=positive_float, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                   default=None, help="image size, nm (default: holds every localization)")
+    p.add_argument("--include-flagged", action="store_true",
+                   help="draw flagged localizations too")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("simulate-movie", help="simulate a filament sample on an sCMOS camera: "
+                                              "movie.tif, camera maps, truth.npz")
+    p.add_argument("--frames", type=positive_int, default=150, help="frames (default 150)")
+    p.add_argument("--size", type=positive_int, default=64, help="frame side, px (default 64)")
+    p.add_argument("--emitters", type=positive_int, default=6,
+                   help="emitters per frame (default 6)")
+    p.add_argument("--min-distance", type=positive_float, default=6.0,
+                   help="least distance between emitters of a frame, px (default 6)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(handler=cmd_simulate_movie)
