@@ -8,15 +8,13 @@ jointly), one compiled fit per window shape and emitter count, rows in frame ord
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from bayes_smlm.acquisition.movie import Movie
-from bayes_smlm.acquisition.regions import WindowGroup, plan_windows
-from bayes_smlm.acquisition.spots import BACKGROUND_SCALE, Spots, find_spots
+from bayes_smlm.acquisition.regions import WindowGroup, frames_apart, plan_windows
+from bayes_smlm.acquisition.spots import Spots, find_spots
 from bayes_smlm.acquisition.window_fit import fit_windows
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
@@ -62,10 +60,6 @@ class LocalizeSettings:
         check_int("chunk_frames", self.chunk_frames)
         check_int("residual_passes", self.residual_passes, lo=0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
            "corr_xy": float, "i0": float, "sd_i0": float, "background": float,
            "sd_background": float, "snr": float, "window": int, "emitters_in_window": int,
@@ -74,6 +68,16 @@ COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
 
 def _empty() -> dict[str, np.ndarray]:
     return {name: np.zeros(0, dtype) for name, dtype in COLUMNS.items()}
+
+
+def _take(table: dict[str, np.ndarray], which: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``which`` (mask or indices) of every column."""
+    return {name: values[which] for name, values in table.items()}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Tables one after the other."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
 
 
 def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: Task
@@ -118,29 +122,22 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings
         suspect = np.unique(table["frame"][table["chi2_dof"] > RESIDUAL_CHI2])
         if not len(suspect):
             break
-        in_suspect = np.isin(table["frame"], suspect)
-        fitted = {name: values[in_suspect] for name, values in table.items()}
+        fitted = _take(table, np.isin(table["frame"], suspect))
         fitted["frame"] = np.searchsorted(suspect, fitted["frame"])
         emitters = _emitter_model(fitted, (len(suspect),) + task.shape, sigma)
-        residual = photons[suspect] - emitters
-        wide = BACKGROUND_SCALE * sigma
-        background = gaussian_filter(residual, (0.0, wide, wide), mode="nearest")
-        extra = find_spots(residual, pedestal, sigma, settings.threshold,
-                           shot_variance=emitters + background)
-        extra = _away_from(extra, fitted, RESIDUAL_MIN_DISTANCE)
+        extra = find_spots(photons[suspect] - emitters, pedestal, sigma, settings.threshold,
+                           subtracted=emitters)
+        extra = _away_from(extra, fitted, RESIDUAL_MIN_DISTANCE, task.height)
         if not len(extra.frame):
             break
         extra = Spots(suspect[extra.frame], extra.row, extra.col, extra.snr)
         again = np.isin(table["frame"], extra.frame)
-        kept = {name: values[~again] for name, values in table.items()}
-        previous = _candidates_of({name: values[again] for name, values in table.items()}, task)
-        candidates = Spots(*(np.r_[getattr(previous, f), getattr(extra, f)]
-                             for f in ("frame", "row", "col", "snr")))
+        kept = _take(table, ~again)
+        candidates = _candidates_of(_take(table, again), task).joined(extra)
         refit = _fit_candidates(task, photons, pedestal, candidates, settings)
         refit["window"] = refit["window"] + (kept["window"].max(initial=-1) + 1)
-        table = {name: np.concatenate([kept[name], refit[name]]) for name in COLUMNS}
-    order = np.lexsort((table["x"], table["y"], table["frame"]))
-    return {name: values[order] for name, values in table.items()}
+        table = _concat([kept, refit])
+    return _take(table, np.lexsort((table["x"], table["y"], table["frame"])))
 
 
 def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
@@ -163,7 +160,7 @@ def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots
                           max_iter=settings.max_iter, tol=settings.tol)
         parts.append(_rows(group, fit, task, window_base, spots.snr[group.members]))
         window_base += len(group.frame)
-    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
+    return _concat(parts)
 
 
 def _emitter_model(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
@@ -188,18 +185,17 @@ def _emitter_model(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: 
     return model
 
 
-def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float) -> Spots:
+def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, height: int
+               ) -> Spots:
     """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
     if not len(spots.frame) or not len(table["x"]):
         return spots
     from scipy.spatial import cKDTree
-    # frames kept apart in one plane by a large offset per frame
-    spread = 1e4
-    fitted = np.stack([table["x"], table["y"] + spread * table["frame"]], 1)
-    found = np.stack([spots.col, spots.row + spread * spots.frame], 1).astype(float)
+    gap = 2.0 * distance + 1.0  # more than the query's reach, fits up to ½ px off the frame
+    fitted = frames_apart(table["frame"], table["x"], table["y"], height, gap)
+    found = frames_apart(spots.frame, spots.col, spots.row, height, gap)
     near, _ = cKDTree(fitted).query(found, distance_upper_bound=distance)
-    keep = ~np.isfinite(near)
-    return Spots(*(a[keep] for a in (spots.frame, spots.row, spots.col, spots.snr)))
+    return spots.take(~np.isfinite(near))
 
 
 def _rows(group: WindowGroup, fit, task: Task, window_base: int, snr: np.ndarray
@@ -234,7 +230,7 @@ def _rows(group: WindowGroup, fit, task: Task, window_base: int, snr: np.ndarray
         "chi2_dof": per_window(chi2_dof), "iterations": per_window(fit.iterations),
         "converged": per_window(fit.converged), "flagged": flagged.ravel(),
     }
-    return {name: values[active] for name, values in rows.items()}
+    return _take(rows, active)
 
 
 def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None = None, *,
@@ -253,4 +249,4 @@ def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None =
             windows = int(rows["window"].max()) + 1 if len(rows["window"]) else windows
             parts.append(rows)
             bar.update(len(adu))
-    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
+    return _concat(parts)

@@ -21,6 +21,15 @@ from scipy.spatial import cKDTree
 SIZE_STEP = 4  # window sides are 2h + 1 + SIZE_STEP·j px
 
 
+def frames_apart(frame: np.ndarray, x: np.ndarray, y: np.ndarray, height: int, gap: float
+                 ) -> np.ndarray:
+    """(M, 2) points (x, y) of several frames of ``height`` px stacked in one plane, frame f's y
+    shifted by f · (height + gap): points of different frames are more than ``gap`` apart, so
+    one k-d tree serves all frames."""
+    stride = height + gap
+    return np.stack([np.asarray(x, float), np.asarray(y, float) + stride * np.asarray(frame)], 1)
+
+
 def half_width(sigma_psf: float) -> int:
     """Half-width h of one emitter's window, px (3 PSF σ, at least 2)."""
     return max(2, int(np.ceil(3.0 * sigma_psf)))
@@ -101,8 +110,7 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
     m = len(frame)
     labels = np.arange(m)
     if joint and m > 1:
-        # frames far apart in a stacked plane never link: rows offset by frame · (H + 4h + 1)
-        points = np.stack([row + frame * (height + 4 * h + 1), col], 1).astype(float)
+        points = frames_apart(frame, col, row, height, gap=4 * h + 1)   # frames never link
         pairs = cKDTree(points).query_pairs(r=2 * h, p=np.inf, output_type="ndarray")
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
         _, labels = connected_components(graph, directed=False)

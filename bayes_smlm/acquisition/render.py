@@ -103,12 +103,11 @@ def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.
         dy = (row + 0.5) * pixel_nm - y[part][:, None, None]
         mean = _gaussian_moment(dx, dy, cov, s2)
         second = _gaussian_moment(dx, dy, cov, s2 / 2.0)
-        inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-        flat = (row * width + col)[np.broadcast_to(inside, mean.shape)]
-        total_mean += np.bincount(flat, mean[np.broadcast_to(inside, mean.shape)],
-                                  minlength=height * width)
-        total_var += np.bincount(flat, (second - mean**2)[np.broadcast_to(inside, mean.shape)],
-                                 minlength=height * width)
+        inside = np.broadcast_to((row >= 0) & (row < height) & (col >= 0) & (col < width),
+                                 mean.shape)
+        flat = np.broadcast_to(row * width + col, mean.shape)[inside]
+        total_mean += np.bincount(flat, mean[inside], minlength=height * width)
+        total_var += np.bincount(flat, (second - mean**2)[inside], minlength=height * width)
     return Rendering(mean=total_mean.reshape(shape).astype(np.float32),
                      sd=np.sqrt(np.maximum(total_var, 0.0)).reshape(shape).astype(np.float32),
                      pixel_nm=float(pixel_nm), sigma_nm=float(sigma_nm),

@@ -13,6 +13,7 @@ rounding to whole ADU adds 1/12 ADU²).
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class SimulatedMovie:
             with atomic_path(paths[name]) as tmp:
                 tifffile.imwrite(tmp, array if name == "movie" else array.astype(np.float32))
         paths["truth"] = write_npz(folder / "truth.npz", theta=self.theta, i0=self.i0,
-                                   settings=np.asarray(str(dataclasses.asdict(self.settings))))
+                                   settings=np.asarray(json.dumps(dataclasses.asdict(self.settings))))
         return paths
 
 

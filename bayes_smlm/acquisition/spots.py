@@ -26,6 +26,15 @@ class Spots:
     col: np.ndarray
     snr: np.ndarray
 
+    def take(self, which: np.ndarray) -> "Spots":
+        """The candidates ``which`` (mask or indices)."""
+        return Spots(self.frame[which], self.row[which], self.col[which], self.snr[which])
+
+    def joined(self, other: "Spots") -> "Spots":
+        """These candidates, then ``other``'s."""
+        return Spots(*(np.concatenate([getattr(self, f), getattr(other, f)])
+                       for f in ("frame", "row", "col", "snr")))
+
 
 def _filtered_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
     """Variance of the DoG-filtered image of independent pixels with variances ``variance``
@@ -42,7 +51,7 @@ def _filtered_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
-               threshold: float, shot_variance: np.ndarray | None = None) -> Spots:
+               threshold: float, subtracted: np.ndarray | None = None) -> Spots:
     """Local maxima of the DoG signal-to-noise image above ``threshold``.
 
     Parameters
@@ -55,17 +64,17 @@ def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
         PSF σ, LR px.
     threshold : float
         Least signal-to-noise ratio of a candidate.
-    shot_variance : (F, H, W) array, optional
-        Expected photons per pixel (their shot-noise variance), when ``photons`` is a residual
-        (data minus fitted emitters) whose own level says nothing about its noise: the fitted
-        model's. Default: ``photons`` smoothed over 3 PSF widths.
+    subtracted : (F, H, W) array, optional
+        Expected photons already subtracted from ``photons`` (fitted emitters, when ``photons``
+        is a residual): their shot noise is still in the image. The shot-noise variance is the
+        local level — ``photons`` smoothed over 3 PSF widths — plus these.
     """
     photons = np.asarray(photons, np.float32)
     smooth = gaussian_filter(photons, (0.0, sigma_psf, sigma_psf), mode="nearest")
     wide = BACKGROUND_SCALE * sigma_psf
     local = gaussian_filter(photons, (0.0, wide, wide), mode="nearest")
     signal = smooth - local
-    shot = local if shot_variance is None else shot_variance
+    shot = local if subtracted is None else local + subtracted
     variance = np.maximum(shot, 0.0) + pedestal
     noise_sd = np.sqrt(np.maximum(_filtered_variance(variance, sigma_psf), 1e-12))
     snr = signal / noise_sd

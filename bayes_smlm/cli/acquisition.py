@@ -52,9 +52,11 @@ def cmd_localize(args: argparse.Namespace) -> int:
                                 chunk_frames=args.chunk_frames)
     _enable_compilation_cache()
     started = time.perf_counter()
-    rows = localize_movie(movie, task, settings, progress=not args.quiet)
+    try:
+        rows = localize_movie(movie, task, settings, progress=not args.quiet)
+    finally:
+        movie.close()
     seconds = time.perf_counter() - started
-    movie.close()
     write_localizations(args.out, rows, task)
     n, flagged = len(rows["x"]), int(rows["flagged"].sum())
     print(f"wrote {args.out}: {n} localizations in {len(movie)} frames of {movie.shape[2]} x "
