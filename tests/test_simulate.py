@@ -85,3 +85,41 @@ def test_bad_counts_and_seeds_are_rejected(isolated, kwargs, argument):
     args = {"n_frames": 2, "seed": 0, **kwargs}
     with pytest.raises(ConfigError, match=argument):
         simulate(isolated, **args)
+
+
+def test_drawn_brightness_follows_the_priors_and_the_frames_carry_it():
+    """``brightness = "drawn"`` (the widefield task): i0 per emitter ~ U(i0_range), b per frame
+    ~ U(background_range) (Kolmogorov–Smirnov, p > 0.001), and each frame's photons are those
+    draws: the offset-subtracted ADU sum equals Σ i0 · (PSF mass inside the frame) + b·H·W
+    within 5 SD of its Poisson + read noise."""
+    from scipy.special import erf
+    task = get_task("widefield")
+    batch = simulate(task, 400, seed=2)
+    lo, hi = task.prior.i0_range
+    assert stats.kstest(batch.i0.ravel(), "uniform", args=(lo, hi - lo)).pvalue > 1e-3
+    blo, bhi = task.prior.background_range
+    assert stats.kstest(batch.background, "uniform", args=(blo, bhi - blo)).pvalue > 1e-3
+    assert np.ptp(batch.i0, axis=1).min() > 0  # emitters of a frame differ
+
+    def inside(c, n):  # PSF mass between pixel edges −½ and n − ½
+        s = np.sqrt(2) * task.optics.sigma_psf
+        return 0.5 * (erf((n - 0.5 - c) / s) - erf((-0.5 - c) / s))
+
+    mass = inside(batch.theta[..., 0], task.width) * inside(batch.theta[..., 1], task.height)
+    expected = (batch.i0 * mass).sum(1) + batch.background * task.height * task.width
+    camera = task.camera
+    photons = (batch.adu - camera.offset).sum((1, 2)) / camera.gain
+    noise_sd = np.sqrt(expected + task.height * task.width * camera.readout_var / camera.gain**2)
+    assert np.abs((photons - expected) / noise_sd).max() < 5
+
+
+def test_fixed_brightness_reports_the_fixed_values(paper):
+    batch = simulate(paper, 3, seed=0)
+    assert np.all(batch.i0 == paper.prior.i0) and np.all(batch.background == 0.0)
+
+
+def test_brightness_must_be_fixed_or_drawn(capsys, tmp_path):
+    from test_cli import assert_one_line_error, run_cli
+    status, _, err = run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed",
+                             "0", "--set", "brightness=often", "--out", str(tmp_path / "f.npz"))
+    assert_one_line_error(status, err, "prior.brightness", "fixed, drawn", "often")

@@ -8,62 +8,29 @@ jointly), one compiled fit per window shape and emitter count, rows in frame ord
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from bayes_smlm.acquisition.movie import Movie
-from bayes_smlm.acquisition.regions import WindowGroup, frames_apart, plan_windows
+from bayes_smlm.acquisition.regions import WindowGroup, frames_apart, half_width, plan_windows
+from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
-from bayes_smlm.acquisition.window_fit import fit_windows
-from bayes_smlm.errors import ConfigError
+from bayes_smlm.acquisition.window_fit import WindowFits, fit_windows
+from bayes_smlm.acquisition.window_sampling import WindowDraws, sample_windows
 from bayes_smlm.forward import physics
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 
 CHI2_FLAG = 3.0  # χ² per degree of freedom of a window above which its fit is flagged
 RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
 RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
 
 
-@dataclass(frozen=True)
-class LocalizeSettings:
-    """How ``localize`` finds and fits emitters.
-
-    Attributes
-    ----------
-    threshold : float
-        Least signal-to-noise ratio of a candidate (:func:`spots.find_spots`).
-    joint : bool
-        Fit candidates whose windows overlap together (False: each alone).
-    max_emitters : int
-        Largest group fitted jointly.
-    chunk_frames : int
-        Frames read and processed at a time (memory ≈ chunk · H · W · 4 floats).
-    residual_passes : int
-        Searches for candidates in the residual after the fit (0: none).
-    max_iter, tol
-        Of the mode search (:func:`bayes_smlm.methods.laplace.laplace_fit`).
-    """
-
-    threshold: float = 6.0
-    joint: bool = True
-    max_emitters: int = 4
-    chunk_frames: int = 500
-    residual_passes: int = 1
-    max_iter: int = 50
-    tol: float = 1e-4
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.threshold) and self.threshold > 0):
-            raise ConfigError("threshold", f"must be > 0 (got {self.threshold})")
-        check_int("max_emitters", self.max_emitters)
-        check_int("chunk_frames", self.chunk_frames)
-        check_int("residual_passes", self.residual_passes, lo=0)
-
 COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
            "corr_xy": float, "i0": float, "sd_i0": float, "background": float,
            "sd_background": float, "snr": float, "window": int, "emitters_in_window": int,
-           "chi2_dof": float, "iterations": int, "converged": bool, "flagged": bool}
+           "chi2_dof": float, "iterations": int, "converged": bool, "flagged": bool,
+           "r_hat": float, "ess_bulk": float, "divergences": int}
+MCMC_COLUMNS = ("r_hat", "ess_bulk", "divergences")  # NaN / 0 where the method is laplace
 
 
 def _empty() -> dict[str, np.ndarray]:
@@ -82,7 +49,9 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: Task
            ) -> tuple[np.ndarray, ...]:
-    """Window counts, pedestals and starting parameters of a group."""
+    """Window counts, pedestals, fitted pixels and starting parameters of a group. A window
+    fits the pixels within the single-emitter half-width of one of its candidates: the rest of
+    its rectangle holds neighbours it does not model."""
     sh, sw = group.shape
     rows = group.origin[:, :1, None] + np.arange(sh)[None, :, None]
     cols = group.origin[:, 1:, None] + np.arange(sw)[None, None, :]
@@ -96,11 +65,15 @@ def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: 
     i0 = np.where(group.active, np.clip((peak - b[:, None]) / centre, lo_i0, hi_i0), 0.0)
     xy = (group.peaks[..., ::-1] - group.origin[:, None, ::-1]).reshape(len(b), -1)
     start = np.concatenate([xy, i0, b[:, None]], 1)
-    return window_photons + window_pedestal, window_pedestal, start
+    h = half_width(task.optics.sigma_psf)
+    near_row = np.abs(rows[:, None, :, :] - group.peaks[:, :, None, None, 0]) <= h  # (B,K,Sh,1)
+    near_col = np.abs(cols[:, None, :, :] - group.peaks[:, :, None, None, 1]) <= h  # (B,K,1,Sw)
+    fitted = np.any(near_row & near_col & group.active[:, :, None, None], axis=1)
+    return window_photons + window_pedestal, window_pedestal, fitted, start
 
 
-def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings
-                    ) -> dict[str, np.ndarray]:
+def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
+                    first_window: int = 0) -> dict[str, np.ndarray]:
     """Localizations of frames ``adu`` (F, H, W) ADU of ``task``'s shape and camera: a dict of
     :data:`COLUMNS` arrays; ``frame`` is the index in ``adu``, positions in LR px (pixel centres
     at integers), photons and photons/px, ``window`` numbers the windows of this call.
@@ -108,7 +81,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings
     After the first fit, the fitted emitters are subtracted and candidates searched again in
     the residual (``settings.residual_passes`` times): two emitters closer than the filter
     resolves leave a residual peak beside the one fitted between them, and the frames where one
-    appears are fitted again with it.
+    appears are fitted again with it. With ``settings.method == "nuts"`` the final emitters'
+    windows are then sampled (window ``first_window + i`` seeds the ``i``-th).
     """
     camera = physics.camera_arrays(task)
     offset, gain, readout_var = (np.asarray(a, np.float32) for a in camera)
@@ -137,6 +111,9 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings
         refit = _fit_candidates(task, photons, pedestal, candidates, settings)
         refit["window"] = refit["window"] + (kept["window"].max(initial=-1) + 1)
         table = _concat([kept, refit])
+    if settings.method == "nuts":
+        table = _fit_candidates(task, photons, pedestal, _candidates_of(table, task), settings,
+                                sample_from=first_window)
     return _take(table, np.lexsort((table["x"], table["y"], table["frame"])))
 
 
@@ -149,16 +126,22 @@ def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
 
 
 def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots: Spots,
-                    settings: LocalizeSettings) -> dict[str, np.ndarray]:
-    """Rows of the window fits of the candidates ``spots``."""
+                    settings: LocalizeSettings, sample_from: int | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Rows of the window fits of the candidates ``spots``; with ``sample_from`` (the number of
+    the first window, for the seeds), NUTS posteriors started from the fits."""
     groups = plan_windows(spots.frame, spots.row, spots.col, task.shape, task.optics.sigma_psf,
                           joint=settings.joint, max_emitters=settings.max_emitters)
     parts, window_base = [_empty()], 0
     for group in groups:
-        counts, window_pedestal, start = _start(group, photons, pedestal, task)
-        fit = fit_windows(task, counts, window_pedestal, start, group.active,
+        counts, window_pedestal, fitted, start = _start(group, photons, pedestal, task)
+        fit = fit_windows(task, counts, window_pedestal, start, group.active, fitted,
                           max_iter=settings.max_iter, tol=settings.tol)
-        parts.append(_rows(group, fit, task, window_base, spots.snr[group.members]))
+        draws = None if sample_from is None else sample_windows(
+            task, counts, window_pedestal, fit, group.active, fitted, seed=settings.seed,
+            first_window=sample_from + window_base, chains=settings.chains,
+            draws=settings.draws, warmup=settings.warmup)
+        parts.append(_rows(group, fit, task, window_base, spots.snr[group.members], draws))
         window_base += len(group.frame)
     return _concat(parts)
 
@@ -198,38 +181,52 @@ def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, heig
     return spots.take(~np.isfinite(near))
 
 
-def _rows(group: WindowGroup, fit, task: Task, window_base: int, snr: np.ndarray
-          ) -> dict[str, np.ndarray]:
+def _rows(group: WindowGroup, fit: WindowFits, task: Task, window_base: int, snr: np.ndarray,
+          draws: WindowDraws | None = None) -> dict[str, np.ndarray]:
+    """One row per occupied slot of the group's windows: the Laplace fit's mode and SDs, or,
+    with ``draws``, the NUTS posterior's means and SDs and its diagnostics."""
     b, k = fit.mode.shape[0], group.n_slots
     active = group.active.ravel()
-    sd = np.sqrt(np.maximum(np.diagonal(fit.covariance, axis1=1, axis2=2), 0.0))
+    centre, covariance = (fit.mode, fit.covariance) if draws is None else (draws.mean,
+                                                                          draws.covariance)
+    sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 0.0))
     x_index, y_index = 2 * np.arange(k), 2 * np.arange(k) + 1
     i0_index = 2 * k + np.arange(k)
-    cov_xy = fit.covariance[:, x_index, y_index]
-    i0 = fit.mode[:, i0_index]
+    cov_xy = covariance[:, x_index, y_index]
     lo_i0, hi_i0 = task.prior.i0_range
-    dof = group.shape[0] * group.shape[1] - 3 * group.active.sum(1) - 1
-    chi2_dof = fit.chi2 / dof
-    flagged = (~fit.converged | ~fit.positive_definite)[:, None] | (i0 <= lo_i0) | (i0 >= hi_i0) \
-        | (chi2_dof > CHI2_FLAG)[:, None]
+    chi2_dof = fit.chi2 / fit.dof
+    mode_i0 = fit.mode[:, i0_index]
+    flagged = (~fit.converged | ~fit.positive_definite)[:, None] | (mode_i0 <= lo_i0) \
+        | (mode_i0 >= hi_i0) | (chi2_dof > CHI2_FLAG)[:, None]
 
     def per_window(values: np.ndarray) -> np.ndarray:
         return np.repeat(values, k)
 
     rows = {
         "frame": per_window(group.frame),
-        "x": (fit.mode[:, x_index] + group.origin[:, 1:]).ravel(),
-        "y": (fit.mode[:, y_index] + group.origin[:, :1]).ravel(),
+        "x": (centre[:, x_index] + group.origin[:, 1:]).ravel(),
+        "y": (centre[:, y_index] + group.origin[:, :1]).ravel(),
         "sd_x": sd[:, x_index].ravel(), "sd_y": sd[:, y_index].ravel(),
         "corr_xy": (cov_xy / np.maximum(sd[:, x_index] * sd[:, y_index], 1e-30)).ravel(),
-        "i0": i0.ravel(), "sd_i0": sd[:, i0_index].ravel(),
-        "background": per_window(fit.mode[:, -1]), "sd_background": per_window(sd[:, -1]),
+        "i0": centre[:, i0_index].ravel(), "sd_i0": sd[:, i0_index].ravel(),
+        "background": per_window(centre[:, -1]), "sd_background": per_window(sd[:, -1]),
         "snr": np.where(group.active, snr, 0.0).ravel(),
         "window": per_window(window_base + np.arange(b)),
         "emitters_in_window": per_window(group.active.sum(1)),
         "chi2_dof": per_window(chi2_dof), "iterations": per_window(fit.iterations),
-        "converged": per_window(fit.converged), "flagged": flagged.ravel(),
+        "converged": per_window(fit.converged),
+        "r_hat": np.full(b * k, np.nan), "ess_bulk": np.full(b * k, np.nan),
+        "divergences": np.zeros(b * k, int),
     }
+    if draws is not None:
+        # an emitter's diagnostics: its x, y, i0 and the window's b
+        own = np.stack([x_index, y_index, i0_index, np.full(k, 3 * k)], 1)      # (K, 4)
+        r_hat, ess = draws.rhat[:, own].max(-1), draws.ess_bulk[:, own].min(-1)  # (B, K)
+        divergent = draws.divergences[:, None] > 0
+        flagged = flagged | ~(r_hat <= RHAT_MAX) | ~(ess >= ESS_MIN) | divergent
+        rows.update({"r_hat": r_hat.ravel(), "ess_bulk": ess.ravel(),
+                     "divergences": per_window(draws.divergences)})
+    rows["flagged"] = flagged.ravel()
     return _take(rows, active)
 
 
@@ -243,7 +240,7 @@ def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None =
     windows = 0
     with tqdm(total=len(movie), desc="localize", unit="frame", disable=not progress) as bar:
         for first, adu in movie.chunks(settings.chunk_frames):
-            rows = localize_frames(task, adu, settings)
+            rows = localize_frames(task, adu, settings, first_window=windows)
             rows["frame"] = rows["frame"] + first
             rows["window"] = rows["window"] + windows
             windows = int(rows["window"].max()) + 1 if len(rows["window"]) else windows

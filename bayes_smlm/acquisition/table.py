@@ -10,7 +10,11 @@ background). Then this package's own columns: the x–y correlation, the SDs of 
 background, the candidate's signal-to-noise, the window and how many emitters it was fitted with,
 the window's χ² per degree of freedom, the optimiser's steps and whether it converged, and
 ``flagged`` (not converged, information not positive definite, intensity at the prior's bound, or
-χ²/dof above 3: a model that does not explain the window).
+χ²/dof above 3: a model that does not explain the window). With ``--method nuts`` the positions,
+intensities and uncertainties are NUTS posterior means and SDs, and three columns follow:
+``r_hat`` (largest rank-normalised R-hat of the emitter's x, y, intensity and the window's
+background), ``ess_bulk`` (their smallest bulk ESS) and ``divergences`` (of the window's chains);
+``flagged`` then also marks R-hat > 1.01, bulk ESS < 400 or any divergence.
 """
 
 from __future__ import annotations
@@ -45,13 +49,18 @@ CSV_COLUMNS = {
     "converged": ("converged", None),
     "flagged": ("flagged", None),
 }
+MCMC_CSV_COLUMNS = {"r_hat": ("r_hat", None), "ess_bulk": ("ess_bulk", None),
+                    "divergences": ("divergences", None)}  # written when NUTS ran
 
 
 def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
     """The CSV's columns (name → values) of ``localize`` rows of ``task``'s pixel size and PSF."""
     nm = task.optics.pixel_size_nm
     out: dict[str, np.ndarray] = {"id": np.arange(1, len(rows["x"]) + 1)}
-    for name, (source, scale) in CSV_COLUMNS.items():
+    columns = dict(CSV_COLUMNS)
+    if "r_hat" in rows and np.isfinite(rows["r_hat"]).any():
+        columns.update(MCMC_CSV_COLUMNS)
+    for name, (source, scale) in columns.items():
         if scale == "sigma":
             out[name] = np.full(len(rows["x"]), task.optics.sigma_psf * nm)
         elif scale == "frame":

@@ -36,8 +36,9 @@ class WindowFits(NamedTuple):
     order: x0, y0, …, i0_0, …, b; positions in window pixels).
 
     mode : (B, P); covariance : (B, P, P); converged, positive_definite : (B,) bool;
-    iterations : (B,) int; chi2 : (B,) Pearson χ² of the window at the mode, Σ (n − λ)²/λ
-    (≈ Sh·Sw − P for a correct model, P counting the occupied slots only).
+    iterations : (B,) int; chi2 : (B,) Pearson χ² of the window's fitted pixels at the mode,
+    Σ (n − λ)²/λ; dof : (B,) its degrees of freedom, fitted pixels − parameters of the occupied
+    slots (χ² ≈ dof for a correct model).
     """
 
     mode: np.ndarray
@@ -46,6 +47,7 @@ class WindowFits(NamedTuple):
     positive_definite: np.ndarray
     iterations: np.ndarray
     chi2: np.ndarray
+    dof: np.ndarray
 
 
 def window_task(task: Task, shape: tuple[int, int]) -> Task:
@@ -57,6 +59,14 @@ def window_task(task: Task, shape: tuple[int, int]) -> Task:
                                width=shape[1], camera=Camera(), prior=prior)
 
 
+def window_log_likelihood(omega: jax.Array, data: tuple[jax.Array, ...]) -> jax.Array:
+    """log p(counts | ω) of one window's fitted pixels, up to a constant: Poisson with rate
+    ω + pedestal, where ``data = (counts, pedestal, fitted)`` ((Sh, Sw) each: photons, photons,
+    and 1 where the pixel is fitted, 0 where it is left out)."""
+    counts, pedestal, fitted = data
+    return jnp.sum(fitted * poisson_kernel(counts, omega + pedestal))
+
+
 def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
                     tol: float) -> Callable[..., tuple[jax.Array, ...]]:
     """One window's fit; ``small`` is the :func:`window_task` of the window's shape."""
@@ -66,11 +76,7 @@ def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
     lo, hi = layout.bounds(small)
     edge = jnp.asarray([shape[1] - 0.5, shape[0] - 0.5], jnp.float32)
 
-    def loglik(omega: jax.Array, data: tuple[jax.Array, jax.Array]) -> jax.Array:
-        counts, pedestal = data
-        return jnp.sum(poisson_kernel(counts, omega + pedestal))
-
-    def one(counts: jax.Array, pedestal: jax.Array, start: jax.Array,
+    def one(counts: jax.Array, pedestal: jax.Array, fitted: jax.Array, start: jax.Array,
             active: jax.Array) -> tuple[jax.Array, ...]:
         # empty slots (active False): i0 = 0, so they add nothing to ω, and held fixed
         free = jnp.concatenate([jnp.repeat(active, 2), active, jnp.ones(1, bool)])
@@ -83,13 +89,14 @@ def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
         i0_slots = slice(2 * n_emitters, 3 * n_emitters)
         start = start.at[i0_slots].set(jnp.where(active, start[i0_slots], 0.0))
         mode, iterations, converged, information = damped_newton(
-            project(start), (counts, pedestal), derivatives=derivatives,
-            curvature=layout.curvature, loglik=loglik, project=project, max_iter=max_iter,
-            tol=tol, free=free)
+            project(start), (counts, pedestal, fitted), derivatives=derivatives,
+            curvature=layout.curvature, loglik=window_log_likelihood, project=project,
+            max_iter=max_iter, tol=tol, free=free)
         covariance, positive_definite = laplace_covariance(information)
         rate = derivatives(mode).omega + pedestal
-        chi2 = jnp.sum((counts - rate) ** 2 / rate)
-        return mode, covariance, converged, positive_definite, iterations, chi2
+        chi2 = jnp.sum(fitted * (counts - rate) ** 2 / rate)
+        dof = jnp.sum(fitted) - jnp.sum(free)
+        return mode, covariance, converged, positive_definite, iterations, chi2, dof
 
     return one
 
@@ -106,8 +113,8 @@ def _compiled(small: Task, n_emitters: int, max_iter: int, tol: float, shard: bo
 
 
 def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.ndarray,
-                active: np.ndarray, *, max_iter: int = 50, tol: float = 1e-4,
-                batch_size: int = 2048) -> WindowFits:
+                active: np.ndarray, fitted: np.ndarray | None = None, *, max_iter: int = 50,
+                tol: float = 1e-4, batch_size: int = 2048) -> WindowFits:
     """Mode and Laplace covariance of B windows of the same shape and number of emitter slots.
 
     Parameters
@@ -121,6 +128,9 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
     active : (B, K) bool array
         Which emitter slots hold an emitter; the others stay empty (i0 = 0, held fixed) and their
         entries of the mode and covariance mean nothing.
+    fitted : (B, Sh, Sw) bool array, optional
+        The pixels the likelihood uses (default: all). Leaving out the pixels far from every
+        emitter of a window keeps neighbours outside it from biasing the fit.
     max_iter, tol
         As for :func:`bayes_smlm.methods.laplace.laplace_fit`.
     batch_size : int
@@ -134,7 +144,8 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
     fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, int(max_iter),
                               float(tol), size >= SHARD_FROM)
     size = n_devices * -(-size // n_devices)
-    arrays = [np.asarray(a, np.float32) for a in (counts, pedestal, start)] + [
+    fitted = np.ones(counts.shape, bool) if fitted is None else fitted
+    arrays = [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, start)] + [
         np.asarray(active, bool)]
     if n_windows < size:  # map_frame_batches pads only a last batch of several
         arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]

@@ -7,9 +7,10 @@ import argparse
 import time
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import positive_float, positive_int, seed_int
+from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
+from bayes_smlm.cli.arguments import (chain_count, non_negative_int, positive_float,
+                                     positive_int, seed_int)
 
-LOCALIZE_METHODS = ("laplace",)
 
 
 def _enable_compilation_cache() -> None:
@@ -49,7 +50,10 @@ def cmd_localize(args: argparse.Namespace) -> int:
     movie = Movie(args.movie, argument="movie")
     task = _movie_task(args, movie)
     settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
-                                chunk_frames=args.chunk_frames)
+                                chunk_frames=args.chunk_frames, method=args.method,
+                                residual_passes=args.residual_passes,
+                                chains=args.chains, draws=args.draws, warmup=args.warmup,
+                                seed=args.seed)
     _enable_compilation_cache()
     started = time.perf_counter()
     try:
@@ -108,6 +112,7 @@ def cmd_simulate_movie(args: argparse.Namespace) -> int:
 
 def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``localize``, ``render`` and ``simulate-movie``."""
+    defaults = LocalizeSettings()
     p = sub.add_parser("localize", help="localize emitters in a TIFF movie (or frames .npz) -> "
                                         "CSV with per-localization uncertainty")
     p.add_argument("movie", metavar="MOVIE", type=Path,
@@ -119,12 +124,25 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                         "camera.gain=gain.tif --set camera.readout_var=var.tif --set "
                         "optics.sigma_psf=1.1 --set optics.pixel_size_nm=100 (maps: .tif, .npy, "
                         ".csv of the frame's shape); repeatable")
-    p.add_argument("--method", choices=LOCALIZE_METHODS, default="laplace",
-                   help="posterior of each window (default laplace)")
+    p.add_argument("--method", choices=METHODS, default=defaults.method,
+                   help="posterior of each window: laplace (Gaussian at the mode, default) | "
+                        "nuts (BlackJAX NUTS started from it; adds r_hat, ess_bulk, divergences)")
+    p.add_argument("--chains", type=chain_count, default=defaults.chains,
+                   help=f"NUTS chains per window, >= 2 (default {defaults.chains})")
+    p.add_argument("--draws", type=positive_int, default=defaults.draws,
+                   help=f"NUTS draws kept per chain (default {defaults.draws})")
+    p.add_argument("--warmup", type=positive_int, default=defaults.warmup,
+                   help=f"NUTS adaptation steps per chain (default {defaults.warmup})")
+    p.add_argument("--seed", type=seed_int, default=defaults.seed,
+                   help=f"NUTS seed (default {defaults.seed})")
     p.add_argument("--threshold", type=positive_float, default=6.0,
                    help="least signal-to-noise ratio of a candidate (default 6)")
     p.add_argument("--separate", action="store_true",
                    help="fit every candidate alone, even where windows overlap")
+    p.add_argument("--residual-passes", type=non_negative_int, default=defaults.residual_passes,
+                   help="searches of the residual for emitters the filter merged, in frames with "
+                        f"a window the fit does not explain (default {defaults.residual_passes}; "
+                        "0: none)")
     p.add_argument("--chunk-frames", type=positive_int, default=500,
                    help="frames read and processed at a time (default 500)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -36,6 +36,16 @@ def positive_int(text: str) -> int:
     return _bounded_int(text, 1, None, "an integer >= 1")
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _bounded_int(text, 0, None, "an integer >= 0")
+
+
+def chain_count(text: str) -> int:
+    """An integer >= 2 (R-hat compares chains)."""
+    return _bounded_int(text, 2, None, "an integer >= 2")
+
+
 def seed_int(text: str) -> int:
     """An integer in [0, 2^32)."""
     return _bounded_int(text, 0, 2**32, "an integer in [0, 2^32)")

@@ -31,8 +31,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     check_output_file(args.out, ".npz")  # before the work, not only in the writer
     batch = simulate(task, args.frames, args.seed)
-    write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde,
-              config=task.to_json(), seed=args.seed)
+    write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde, i0=batch.i0,
+              background=batch.background, config=task.to_json(), seed=args.seed)
     print(f"wrote {args.out}: {args.frames} frames of task {task.name!r} "
           f"(adu {batch.adu.shape}, theta {batch.theta.shape}, kde {batch.kde.shape})")
     return 0

@@ -169,7 +169,8 @@ def cmd_detect_phi(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_phi(args: argparse.Namespace) -> int:
-    from bayes_smlm.surrogates.phi.evaluation import evaluate_phi, metrics_table
+    from bayes_smlm.surrogates.phi.evaluation import (brightness_table, evaluate_phi,
+                                                      metrics_table)
     task = task_from_args(args)
     result = evaluate_phi(args.checkpoint, task, args.frames, args.seed, precision=args.precision)
     if args.json:
@@ -180,6 +181,9 @@ def cmd_evaluate_phi(args: argparse.Namespace) -> int:
           f"tolerance {result['rows'][0]['tolerance_px']:g} LR px"
           + (f"; √CRLB at the frame centre {crlb:.4f} px" if crlb else ""))
     print(metrics_table(result))
+    if result["by_brightness"]:
+        print("\nDetection across brightness (i0 and background drawn from the task's ranges):")
+        print(brightness_table(result))
     return 0
 
 

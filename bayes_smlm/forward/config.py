@@ -165,6 +165,12 @@ class ScenePrior:
         Uniform prior on i0 when intensity is a latent variable, photons.
     background_range : (float, float)
         Uniform prior on a scalar background when it is a latent variable, photons/pixel.
+    brightness : {"fixed", "drawn"}
+        What the simulator does with intensity and background: ``fixed`` gives every emitter
+        ``i0`` photons on the ``background``; ``drawn`` draws each emitter's i0 from
+        U(``i0_range``) and each frame's scalar background from U(``background_range``) — the
+        priors that inference with unknown i0 and b assumes (``i0`` and ``background`` then
+        serve only as typical values, e.g. for φ's input scale).
     """
 
     n_emitters: int = 1
@@ -173,6 +179,7 @@ class ScenePrior:
     background: MapLike = 0.0
     i0_range: tuple[float, float] = (20.0, 2000.0)
     background_range: tuple[float, float] = (0.0, 50.0)
+    brightness: str = "fixed"
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,6 +242,8 @@ SECTIONS = {"optics": Optics, "camera": Camera, "prior": ScenePrior}
 # Flat key -> section, so `--set gain=2` and `--set camera.gain=2` both work.
 FIELD_SECTION = {f.name: sec for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 MAP_FIELDS = {"offset", "gain", "readout_var", "background"}
+BRIGHTNESS = ("fixed", "drawn")  # ScenePrior.brightness
+TEXT_FIELDS = {"name", "brightness"}
 
 
 def validate(task: Task) -> Task:
@@ -269,6 +278,7 @@ def validate(task: Task) -> Task:
         i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True),
         background_range=_check_range("prior.background_range", p.background_range, lo=0.0,
                                       lo_open=False),
+        brightness=check_choice("prior.brightness", p.brightness, BRIGHTNESS),
     )
     if not isinstance(task.name, str) or not task.name:
         raise ConfigError("name", "must be a non-empty string")
@@ -354,7 +364,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, tuple(_parse_float(key, part) for part in raw.split(","))
     if name in MAP_FIELDS and not _looks_numeric(raw):
         return key, read_map(raw, argument=key)
-    if name == "name":
+    if name in TEXT_FIELDS:
         return key, raw
     return key, _parse_float(key, raw)
 

@@ -29,11 +29,15 @@ class SimBatch(NamedTuple):
     adu : (F, H, W) float32, ADU.
     theta : (F, N, 2) float32, emitter (x, y) in LR pixels.
     kde : (F, u·H, u·W) float32, the true KDE y0 of eq. 4.
+    i0 : (F, N) float32, photons of each emitter.
+    background : (F,) float32, the frame's background, photons/px (a map's mean).
     """
 
     adu: np.ndarray
     theta: np.ndarray
     kde: np.ndarray
+    i0: np.ndarray
+    background: np.ndarray
 
 
 def sample_positions(key: jax.Array, n_emitters: int, centre: tuple[float, float],
@@ -42,15 +46,38 @@ def sample_positions(key: jax.Array, n_emitters: int, centre: tuple[float, float
     return uniform_disc_points(key, (n_emitters,), centre, radius)
 
 
-def make_frame_renderer(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """Pure function ``(key, theta) -> (adu, kde)`` for one frame with given positions."""
-    camera = physics.camera_arrays(task)
+def make_brightness_sampler(task: Task) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """Pure function ``key -> (i0 (N,), background)`` of one frame, as ``prior.brightness``
+    says: the task's fixed values (the key unused), or i0 ~ U(i0_range) per emitter and a scalar
+    background ~ U(background_range)."""
+    prior = task.prior
     scene = physics.scene_arrays(task)
+    fixed_i0 = jnp.broadcast_to(scene.i0, (prior.n_emitters,))
+
+    def fixed(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return fixed_i0, scene.background
+
+    def drawn(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k_i0, k_b = jax.random.split(key)
+        i0 = jax.random.uniform(k_i0, (prior.n_emitters,), minval=prior.i0_range[0],
+                                maxval=prior.i0_range[1])
+        b = jax.random.uniform(k_b, (), minval=prior.background_range[0],
+                               maxval=prior.background_range[1])
+        return i0, b
+
+    return drawn if prior.brightness == "drawn" else fixed
+
+
+def make_frame_renderer(task: Task
+                        ) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array],
+                                      tuple[jax.Array, jax.Array]]:
+    """Pure function ``(key, theta, i0, background) -> (adu, kde)`` for one frame."""
+    camera = physics.camera_arrays(task)
     o = task.optics
 
-    def render(key: jax.Array, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
-        omega = physics.expected_photons(theta, scene.i0, scene.background, o.sigma_psf,
-                                         task.shape)
+    def render(key: jax.Array, theta: jax.Array, i0: jax.Array, background: jax.Array
+               ) -> tuple[jax.Array, jax.Array]:
+        omega = physics.expected_photons(theta, i0, background, o.sigma_psf, task.shape)
         adu = physics.sample_adu(key, omega, camera)
         return adu, physics.kde(theta, o.sigma_kde, o.upsampling, task.shape)
 
@@ -59,15 +86,19 @@ def make_frame_renderer(task: Task) -> Callable[[jax.Array, jax.Array], tuple[ja
 
 @lru_cache(maxsize=16)
 def _batch_simulator(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]:
-    """Jitted ``(base_key, frame_indices) -> (adu, theta, kde)`` vmapped over frames."""
+    """Jitted ``(base_key, frame_indices) -> (adu, theta, kde, i0, background)`` vmapped over
+    frames."""
     render = make_frame_renderer(task)
+    brightness = make_brightness_sampler(task)
     prior = task.prior
 
     def one(base_key: jax.Array, index: jax.Array) -> tuple[jax.Array, ...]:
         k_pos, k_cam = jax.random.split(jax.random.fold_in(base_key, index))
         theta = sample_positions(k_pos, prior.n_emitters, task.centre, prior.radius)
-        adu, y = render(k_cam, theta)
-        return adu, theta, y
+        # a key of its own, so that fixed-brightness frames are those drawn before it existed
+        i0, background = brightness(jax.random.fold_in(k_pos, 1))
+        adu, y = render(k_cam, theta, i0, background)
+        return adu, theta, y, i0, jnp.mean(background)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
@@ -84,9 +115,8 @@ def simulate_indices(task: Task, base_key: jax.Array, indices: np.ndarray,
     sim = _batch_simulator(task)
     parts = [sim(base_key, jnp.asarray(indices[i:i + chunk], dtype=jnp.uint32))
              for i in range(0, len(indices), chunk)]
-    adu, theta, y = (np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
-                     for j in range(3))
-    return SimBatch(adu=adu, theta=theta, kde=y)
+    return SimBatch(*(np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
+                      for j in range(len(SimBatch._fields))))
 
 
 def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
@@ -143,9 +173,10 @@ def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iter
 @lru_cache(maxsize=16)
 def _fixed_simulator(task: Task) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     render = make_frame_renderer(task)
+    scene = physics.scene_arrays(task)
 
     def one(base_key: jax.Array, index: jax.Array, theta: jax.Array) -> jax.Array:
-        return render(jax.random.fold_in(base_key, index), theta)[0]
+        return render(jax.random.fold_in(base_key, index), theta, scene.i0, scene.background)[0]
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 

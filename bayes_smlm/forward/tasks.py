@@ -59,9 +59,12 @@ def _paper() -> Task:
 
 @register_task("widefield")
 def _widefield() -> Task:
-    """A camera's field of view (64 × 64 px here; ``localize`` takes the movie's size) with
+    """A patch of a camera's field of view (32 × 32 px here, the size φ trains on; φ is fully
+    convolutional and ``localize`` takes the movie's size) with
     emitters of unknown brightness on an unknown background: the weak priors of ``localize``
-    (i0 in 100–10 000 photons, b in 0–500 photons/px)."""
-    return Task(name="widefield", height=64, width=64, optics=Optics(), camera=Camera(),
-                prior=ScenePrior(n_emitters=6, radius=31.0, i0=1000.0, background=10.0,
-                                 i0_range=(100.0, 10000.0), background_range=(0.0, 500.0)))
+    (i0 in 100–10 000 photons, b in 0–500 photons/px), from which the simulator draws each
+    emitter's i0 and each frame's b."""
+    return Task(name="widefield", height=32, width=32, optics=Optics(), camera=Camera(),
+                prior=ScenePrior(n_emitters=6, radius=15.0, i0=1000.0, background=10.0,
+                                 i0_range=(100.0, 10000.0), background_range=(0.0, 500.0),
+                                 brightness="drawn"))

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.config import Task, task_from_dict
 
 CONFIG_FILE = "config.json"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -70,8 +70,9 @@ def _short(value: Any) -> str:
 
 def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path,
                argument: str = "checkpoint") -> None:
-    """Refuse a checkpoint whose recorded task differs from ``task`` in any constant."""
-    diffs = task_differences(config["task"], task.to_dict())
+    """Refuse a checkpoint whose recorded task differs from ``task`` in any constant (a constant
+    added to the package after the checkpoint was written counts at its default)."""
+    diffs = task_differences(task_from_dict(config["task"]).to_dict(), task.to_dict())
     if diffs:
         raise ConfigError(argument, f"{checkpoint} was trained for task "
                                           f"{config['task'].get('name')!r}, which differs from "

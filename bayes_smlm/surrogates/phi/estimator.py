@@ -23,7 +23,7 @@ from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
 from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
                                               read_safetensors)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
-from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
+from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig, anscombe
 from bayes_smlm.surrogates.settings import PRECISIONS
 from bayes_smlm.surrogates.training import WEIGHTS_FILE
 
@@ -39,16 +39,27 @@ def architecture_for(task: Task, **widths: Any) -> DeepSTORMConfig:
     """DeepSTORM config for ``task``: the input normalisation is fixed by the task's physics.
 
     The frame is shifted by the mean background plus the readout pedestal w²/g² and divided by the
-    expected photons in the brightest pixel of a pixel-centred emitter, i0·ΔE(0; 0, σx)².
+    expected photons in the brightest pixel of a pixel-centred emitter, i0·ΔE(0; 0, σx)². Where
+    the simulator draws brightness and background (``prior.brightness = "drawn"``) the frame is
+    Anscombe-transformed first, shifted by the transformed mid-range background and divided by
+    the transformed peak of a typical (``prior.i0``) emitter above it.
     """
     sx = task.optics.sigma_psf
-    peak = float(erf(0.5 / (np.sqrt(2.0) * sx))) ** 2
+    peak = float(erf(0.5 / (np.sqrt(2.0) * sx))) ** 2 * float(task.prior.i0)
     camera = task.camera
     pedestal = float(np.mean(np.asarray(camera.readout_var) / np.asarray(camera.gain) ** 2))
+    level = float(np.mean(task.prior.background)) + pedestal
+    transform = "linear"
+    if task.prior.brightness == "drawn":
+        transform = "anscombe"
+        level = float(np.mean(task.prior.background_range)) + pedestal
+        stabilised = anscombe(torch.tensor([level, level + peak], dtype=torch.float64))
+        level, peak = float(stabilised[0]), float(stabilised[1] - stabilised[0])
     return DeepSTORMConfig(
         upsampling=task.optics.upsampling,
-        input_shift=float(np.mean(task.prior.background)) + pedestal,
-        input_scale=float(task.prior.i0) * peak,
+        input_shift=level,
+        input_scale=peak,
+        input_transform=transform,
         output_max=float(task.prior.n_emitters) + 1.0,
         **widths,
     )

@@ -17,6 +17,14 @@ from torch import nn
 from bayes_smlm.errors import ConfigError
 
 
+INPUT_TRANSFORMS = ("linear", "anscombe")
+
+
+def anscombe(photons: torch.Tensor) -> torch.Tensor:
+    """Anscombe's variance-stabilising transform ``2·sqrt(max(n, 0) + 3/8)`` of photon counts."""
+    return 2.0 * torch.sqrt(torch.clamp(photons, min=0.0) + 0.375)
+
+
 @dataclass(frozen=True)
 class DeepSTORMConfig:
     """Architecture of φ (everything needed to rebuild the module from a checkpoint).
@@ -34,8 +42,13 @@ class DeepSTORMConfig:
     refine_blocks : int
         Number of 3×3 conv + BatchNorm + LeakyReLU blocks at HR resolution.
     input_shift, input_scale : float
-        Fixed input normalisation ``(n − shift)/scale`` of the offset-subtracted, gain-corrected
-        frame n (photons); derived from the task, not from the data, so it is the same everywhere.
+        Fixed input normalisation ``(t(n) − shift)/scale`` of the offset-subtracted,
+        gain-corrected frame n (photons); derived from the task, not from the data, so it is the
+        same everywhere.
+    input_transform : {"linear", "anscombe"}
+        t: the identity, or Anscombe's ``2·sqrt(max(n, 0) + 3/8)``, whose Poisson noise has unit
+        SD at every level — for tasks whose brightness and background span decades, where a
+        linear scale fitted to one level saturates or drowns the others.
     output_max : float
         Upper bound of the HardTanh output (the KDE is ≥ 0; one isolated kernel peaks at 1).
     dropout : float
@@ -54,6 +67,7 @@ class DeepSTORMConfig:
     refine_blocks: int = 3
     input_shift: float = 0.0
     input_scale: float = 1.0
+    input_transform: str = "linear"
     output_max: float = 10.0
     dropout: float = 0.0
 
@@ -66,6 +80,9 @@ class DeepSTORMConfig:
                                              f"(got {len(self.up_channels)})")
         if self.input_scale <= 0 or self.output_max <= 0:
             raise ConfigError("input_scale", "input_scale and output_max must be > 0")
+        if self.input_transform not in INPUT_TRANSFORMS:
+            raise ConfigError("input_transform", f"must be one of {', '.join(INPUT_TRANSFORMS)} "
+                                                 f"(got {self.input_transform!r})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1) (got {self.dropout})")
 
@@ -121,6 +138,8 @@ class DeepSTORM(nn.Module):
 
     def features(self, photons: torch.Tensor) -> torch.Tensor:
         """The last hidden layer (B, C, u·H, u·W): everything before dropout and the output."""
+        if self.config.input_transform == "anscombe":
+            photons = anscombe(photons)
         x = (photons - self.config.input_shift) / self.config.input_scale
         h = x
         for i, layer in enumerate(self.context):

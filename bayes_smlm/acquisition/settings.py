@@ -1,0 +1,66 @@
+"""How ``localize`` finds emitters and what posterior it gives each (no heavy imports: the command
+line reads its defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.config import check_choice, check_int
+
+METHODS = ("laplace", "nuts")  # the window posterior: at the mode, or sampled
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    """How ``localize`` finds and fits emitters.
+
+    Attributes
+    ----------
+    threshold : float
+        Least signal-to-noise ratio of a candidate (:func:`spots.find_spots`).
+    joint : bool
+        Fit candidates whose windows overlap together (False: each alone).
+    max_emitters : int
+        Largest group fitted jointly.
+    chunk_frames : int
+        Frames read and processed at a time (memory ≈ chunk · H · W · 4 floats).
+    residual_passes : int
+        Searches for candidates in the residual after the fit (0: none).
+    max_iter, tol
+        Of the mode search (:func:`bayes_smlm.methods.laplace.laplace_fit`).
+    method : {"laplace", "nuts"}
+        The window posterior: the Laplace approximation at the mode, or NUTS started from it
+        (:func:`window_sampling.sample_windows`; positions and uncertainties are then posterior
+        means and SDs, with R-hat, bulk ESS and divergences per localization).
+    chains, draws, warmup, seed
+        Of NUTS (``method="nuts"``): chains per window, kept draws and adaptation steps per
+        chain, and the seed (window ``i`` of the movie draws with key ``fold_in(seed, i)``).
+    """
+
+    threshold: float = 6.0
+    joint: bool = True
+    max_emitters: int = 4
+    chunk_frames: int = 500
+    residual_passes: int = 3
+    max_iter: int = 50
+    tol: float = 1e-4
+    method: str = "laplace"
+    chains: int = 4
+    draws: int = 500
+    warmup: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        check_int("chains", self.chains, lo=2)
+        check_int("draws", self.draws, lo=10)
+        check_int("warmup", self.warmup, lo=10)
+        check_int("seed", self.seed, lo=0)
+        if not (np.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError("threshold", f"must be > 0 (got {self.threshold})")
+        check_int("max_emitters", self.max_emitters)
+        check_int("chunk_frames", self.chunk_frames)
+        check_int("residual_passes", self.residual_passes, lo=0)
