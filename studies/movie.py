@@ -111,7 +111,7 @@ def _run_movies(scratch: Path, settings: dict, base: int, scores: dict, maps: di
                 maps["renderings"][name] = sd_map.pop("estimate")
                 sd_map.pop("exact")
                 maps[name] = sd_map
-    # NUTS per window costs ≈ 1000× the Laplace fit: a shorter sparse movie, both methods
+    # NUTS per window costs a few hundred times the Laplace fit: a shorter sparse movie
     movie = MovieSettings(frames=settings["nuts_frames"], **MOVIES["sparse"])
     for method in ("laplace", "nuts"):
         score, _ = _localize(scratch / f"sparse-{method}", movie, base, True, 1, method)
