@@ -274,7 +274,11 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     out = tmp_path / "movie"
     assert main(["study", "movie", "--preset", "smoke", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate"}
+    nuts, laplace = "sparse, 3 frames, nuts", "sparse, 3 frames, laplace"
+    assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate", nuts, laplace}
+    # NUTS per window: every localization passes its diagnostics on these bright spots
+    assert metrics["movies"][nuts]["diagnostics_pass_rate"] == 1.0
+    assert metrics["movies"][nuts]["matched"] == metrics["movies"][laplace]["matched"]
     sparse = metrics["movies"]["sparse"]
     assert sparse["precision"] >= 0.95 and sparse["recall"] >= 0.95
     # joint fits find more of the crowded emitters than fitting each spot alone
@@ -282,5 +286,6 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     for name in ("sparse", "crowded"):
         assert (out / f"render-{name}" / "sd.png").stat().st_size > 0
         assert 0.5 < metrics["sd_maps"][name]["z_sd"] < 2.0
+        assert 0.5 < metrics["sd_maps"][name]["expected"]["z_sd"] < 2.0
     assert not list(out.rglob("*.tif")), "the study keeps no movies or float images"
     assert "/tmp" not in (out / "report.md").read_text()
