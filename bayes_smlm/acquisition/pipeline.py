@@ -29,8 +29,7 @@ COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
            "corr_xy": float, "i0": float, "sd_i0": float, "background": float,
            "sd_background": float, "snr": float, "window": int, "emitters_in_window": int,
            "chi2_dof": float, "iterations": int, "converged": bool, "flagged": bool,
-           "r_hat": float, "ess_bulk": float, "divergences": int}
-MCMC_COLUMNS = ("r_hat", "ess_bulk", "divergences")  # NaN / 0 where the method is laplace
+           "r_hat": float, "ess_bulk": float, "divergences": int}  # the last 3: NaN / 0 but nuts
 
 
 def _empty() -> dict[str, np.ndarray]:
@@ -72,6 +71,18 @@ def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: 
     return window_photons + window_pedestal, window_pedestal, fitted, start
 
 
+def frame_candidates(task: Task, adu: np.ndarray, threshold: float
+                     ) -> tuple[np.ndarray, np.ndarray, Spots]:
+    """The first step of ``localize``: frames (F, H, W) ADU → photons ``(ADU − o)/g`` with the
+    task's camera maps, the read-noise pedestal ``w²/g²`` (H, W), and the candidates of
+    :func:`spots.find_spots` above signal-to-noise ``threshold``."""
+    camera = physics.camera_arrays(task)
+    offset, gain, readout_var = (np.asarray(a, np.float32) for a in camera)
+    photons = (adu - offset) / gain
+    pedestal = np.broadcast_to(readout_var / gain**2, task.shape).astype(np.float32)
+    return photons, pedestal, find_spots(photons, pedestal, task.optics.sigma_psf, threshold)
+
+
 def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
                     first_window: int = 0) -> dict[str, np.ndarray]:
     """Localizations of frames ``adu`` (F, H, W) ADU of ``task``'s shape and camera: a dict of
@@ -84,12 +95,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     appears are fitted again with it. With ``settings.method == "nuts"`` the final emitters'
     windows are then sampled (window ``first_window + i`` seeds the ``i``-th).
     """
-    camera = physics.camera_arrays(task)
-    offset, gain, readout_var = (np.asarray(a, np.float32) for a in camera)
-    photons = (adu - offset) / gain
-    pedestal = np.broadcast_to(readout_var / gain**2, task.shape).astype(np.float32)
+    photons, pedestal, spots = frame_candidates(task, adu, settings.threshold)
     sigma = task.optics.sigma_psf
-    spots = find_spots(photons, pedestal, sigma, settings.threshold)
     table = _fit_candidates(task, photons, pedestal, spots, settings)
     for _ in range(settings.residual_passes):
         # only frames with a window the model does not explain hide a missed emitter

@@ -59,6 +59,21 @@ def window_task(task: Task, shape: tuple[int, int]) -> Task:
                                width=shape[1], camera=Camera(), prior=prior)
 
 
+def window_box(small: Task, n_emitters: int) -> tuple[jax.Array, jax.Array]:
+    """The flat prior's support (lo, hi), each (P,) in ``ParameterLayout(K, True, True)`` order:
+    positions within the window's pixels, i0 and b in the task's ranges; ``small`` is the
+    :func:`window_task` of the window's shape."""
+    lo, hi = ParameterLayout(n_emitters, True, True).bounds(small)
+    edge = jnp.tile(jnp.asarray([small.width, small.height], jnp.float32), n_emitters)
+    return lo.at[:2 * n_emitters].set(-0.5), hi.at[:2 * n_emitters].set(edge - 0.5)
+
+
+def free_parameters(active: jax.Array) -> jax.Array:
+    """(P,) bool: the parameters of the occupied slots (x, y, i0 where ``active`` (K,)) and b.
+    Empty slots hold i0 = 0, add nothing to ω, and stay where they start."""
+    return jnp.concatenate([jnp.repeat(active, 2), active, jnp.ones(1, bool)])
+
+
 def window_log_likelihood(omega: jax.Array, data: tuple[jax.Array, ...]) -> jax.Array:
     """log p(counts | ω) of one window's fitted pixels, up to a constant: Poisson with rate
     ω + pedestal, where ``data = (counts, pedestal, fitted)`` ((Sh, Sw) each: photons, photons,
@@ -70,21 +85,16 @@ def window_log_likelihood(omega: jax.Array, data: tuple[jax.Array, ...]) -> jax.
 def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
                     tol: float) -> Callable[..., tuple[jax.Array, ...]]:
     """One window's fit; ``small`` is the :func:`window_task` of the window's shape."""
-    shape = small.shape
     layout = ParameterLayout(n_emitters, True, True)
     derivatives = layout.image_derivatives(small)
-    lo, hi = layout.bounds(small)
-    edge = jnp.asarray([shape[1] - 0.5, shape[0] - 0.5], jnp.float32)
+    lo, hi = window_box(small, n_emitters)
 
     def one(counts: jax.Array, pedestal: jax.Array, fitted: jax.Array, start: jax.Array,
             active: jax.Array) -> tuple[jax.Array, ...]:
-        # empty slots (active False): i0 = 0, so they add nothing to ω, and held fixed
-        free = jnp.concatenate([jnp.repeat(active, 2), active, jnp.ones(1, bool)])
+        free = free_parameters(active)
 
         def project(params: jax.Array) -> jax.Array:
-            theta = jnp.clip(layout.theta(params), -0.5, edge)
-            rest = jnp.clip(params[2 * n_emitters:], lo[2 * n_emitters:], hi[2 * n_emitters:])
-            return jnp.where(free, jnp.concatenate([theta.reshape(-1), rest]), params)
+            return jnp.where(free, jnp.clip(params, lo, hi), params)
 
         i0_slots = slice(2 * n_emitters, 3 * n_emitters)
         start = start.at[i0_slots].set(jnp.where(active, start[i0_slots], 0.0))

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from arviz_stats.base import array_stats
 
-from bayes_smlm.acquisition.window_fit import WindowFits, window_log_likelihood, window_task
+from bayes_smlm.acquisition.window_fit import (WindowFits, free_parameters, window_box,
+                                               window_log_likelihood, window_task)
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.parameters import ParameterLayout
@@ -44,29 +45,18 @@ class WindowDraws(NamedTuple):
     divergences: np.ndarray
 
 
-def _box(small: Task, n_emitters: int) -> tuple[jax.Array, jax.Array]:
-    """Prior box (lo, hi), each (P,): positions within the window's pixels, i0 and b in the
-    task's ranges."""
-    layout = ParameterLayout(n_emitters, True, True)
-    lo, hi = layout.bounds(small)
-    edge = jnp.tile(jnp.asarray([small.width, small.height], jnp.float32), n_emitters)
-    lo = lo.at[:2 * n_emitters].set(-0.5)
-    hi = hi.at[:2 * n_emitters].set(edge - 0.5)
-    return lo, hi
-
-
 def _sample_one_window(small: Task, n_emitters: int, chains: int, warmup: int, draws: int,
                        target_accept: float, max_tree_depth: int
                        ) -> Callable[..., tuple[jax.Array, ...]]:
     layout = ParameterLayout(n_emitters, True, True)
     omega = layout.expected_photons(small)
-    lo, hi = _box(small, n_emitters)
+    lo, hi = window_box(small, n_emitters)
     width = hi - lo
 
     def one(key: jax.Array, counts: jax.Array, pedestal: jax.Array, fitted: jax.Array,
             mode: jax.Array, covariance: jax.Array, active: jax.Array
             ) -> tuple[jax.Array, ...]:
-        free = jnp.concatenate([jnp.repeat(active, 2), active, jnp.ones(1, bool)])
+        free = free_parameters(active)
 
         def to_params(u: jax.Array) -> jax.Array:
             return jnp.where(free, lo + width * jax.nn.sigmoid(u), mode)

@@ -135,16 +135,17 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"NUTS adaptation steps per chain (default {defaults.warmup})")
     p.add_argument("--seed", type=seed_int, default=defaults.seed,
                    help=f"NUTS seed (default {defaults.seed})")
-    p.add_argument("--threshold", type=positive_float, default=6.0,
-                   help="least signal-to-noise ratio of a candidate (default 6)")
+    p.add_argument("--threshold", type=positive_float, default=defaults.threshold,
+                   help="least signal-to-noise ratio of a candidate "
+                        f"(default {defaults.threshold:g})")
     p.add_argument("--separate", action="store_true",
                    help="fit every candidate alone, even where windows overlap")
     p.add_argument("--residual-passes", type=non_negative_int, default=defaults.residual_passes,
                    help="searches of the residual for emitters the filter merged, in frames with "
                         f"a window the fit does not explain (default {defaults.residual_passes}; "
                         "0: none)")
-    p.add_argument("--chunk-frames", type=positive_int, default=500,
-                   help="frames read and processed at a time (default 500)")
+    p.add_argument("--chunk-frames", type=positive_int, default=defaults.chunk_frames,
+                   help=f"frames read and processed at a time (default {defaults.chunk_frames})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
     p.set_defaults(handler=cmd_localize)

@@ -139,16 +139,11 @@ def metrics_table(result: dict[str, Any]) -> str:
 
 
 def _dog_detections(adu: np.ndarray, task: Task) -> Detections:
-    """The candidates of ``localize`` (difference-of-Gaussians, signal-to-noise ≥ 6) as
-    detections at their peak pixels: the baseline φ is compared with."""
+    """The candidates of ``localize`` (difference-of-Gaussians, signal-to-noise ≥ its default
+    threshold) as detections at their peak pixels: the baseline φ is compared with."""
+    from bayes_smlm.acquisition.pipeline import frame_candidates
     from bayes_smlm.acquisition.settings import LocalizeSettings
-    from bayes_smlm.acquisition.spots import find_spots
-    from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
-    camera = camera_arrays(task)
-    photons = np.asarray(adu_to_photons(adu, camera), np.float32)
-    pedestal = np.broadcast_to(np.asarray(camera.readout_var / camera.gain**2, np.float32),
-                               task.shape)
-    spots = find_spots(photons, pedestal, task.optics.sigma_psf, LocalizeSettings().threshold)
+    _, _, spots = frame_candidates(task, adu, LocalizeSettings().threshold)
     return Detections(frame=spots.frame, xy=np.stack([spots.col, spots.row], 1).astype(float),
                       response=spots.snr)
 
