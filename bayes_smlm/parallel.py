@@ -52,3 +52,27 @@ def device_parallel(fn: Callable[..., Any]) -> tuple[Callable[..., Any], int]:
         return jax.tree_util.tree_map(lambda o: o.reshape((-1,) + o.shape[2:]), out)
 
     return sharded, n
+
+
+CACHE_VARIABLE = "BAYES_SMLM_JAX_CACHE"  # a directory for compiled programs, or "off"
+
+
+def request_compilation_cache() -> str | None:
+    """Keep JAX's compiled programs on disk between runs (JAX's persistent compilation cache).
+
+    Every ``bayes-smlm`` process otherwise compiles its samplers anew: 13 s for ``chees`` and
+    20 s for ``nuts`` on the 2-core machine, most of a 1000-frame run. The directory is
+    ``$BAYES_SMLM_JAX_CACHE``, else ``$XDG_CACHE_HOME/bayes-smlm/jax`` (``~/.cache/…``);
+    ``BAYES_SMLM_JAX_CACHE=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` the user set
+    wins. JAX keys each entry by the program, its version and flags, so stale entries are never
+    used. Returns the directory, or None (off, or JAX already imported).
+    """
+    setting = os.environ.get(CACHE_VARIABLE, "")
+    if setting.lower() == "off" or "jax" in sys.modules:
+        return None
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = setting or os.path.join(base, "bayes-smlm", "jax")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    return directory

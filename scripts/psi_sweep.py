@@ -35,11 +35,15 @@ from bayes_smlm.compare.schema import (BACKGROUND_FLOOR, BY_CROWDING, SECONDS_PE
 SELECTION_SEED = 2000
 RECALIBRATION_SEED = 2200  # frames a post-hoc recalibration is fitted on
 K = 64
-SAMPLERS = {  # name -> (start, DDIM steps or None for the full chain, eta)
-    "ddim20": ("guess", 20, 0.0),
-    "ddim20-noise": ("noise", 20, 0.0),
-    "ddim20-eta1-noise": ("noise", 20, 1.0),
-    "ddpm100-noise": ("noise", None, 0.0),
+SAMPLERS = {  # name -> (start, solver, steps or None for the full chain, eta)
+    "ddim20": ("guess", "ddim", 20, 0.0),
+    "ddim20-noise": ("noise", "ddim", 20, 0.0),
+    "ddim20-eta1-noise": ("noise", "ddim", 20, 1.0),
+    "ddpm100-noise": ("noise", "ddim", None, 0.0),
+    # few-step solvers (the ddpm method's default since issue 16: dpmpp8)
+    "dpmpp8": ("guess", "dpmpp", 8, 0.0),
+    "dpmpp5": ("guess", "dpmpp", 5, 0.0),
+    "dpmpp3": ("guess", "dpmpp", 3, 0.0),
 }
 
 
@@ -95,11 +99,12 @@ def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
         psi = PsiPipeline.from_pretrained(ckpt, task, device=device)
         mask = signal_mask(ref["ref_mean"])
         for name in samplers:
-            start, steps, eta = SAMPLERS[name]
+            start, solver, steps, eta = SAMPLERS[name]
             if device != "cpu":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            samples = psi.sample(ref["adu"], K, start=start, steps=steps, eta=eta, seed=1,
+            samples = psi.sample(ref["adu"], K, start=start, solver=solver, steps=steps,
+                                 eta=eta, seed=1,
                                  batch_size=1024 if device != "cpu" else 64, precision="fp32")
             seconds = (time.perf_counter() - t0) / len(samples)
             var = samples.var(axis=1, ddof=1)
@@ -124,7 +129,7 @@ def moments(out: Path, ref_path: Path, checkpoint: Path, device: str) -> None:
     ref = read_npz(ref_path, ("adu",))
     task = task_from_dict(read_config(checkpoint)["task"])
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
-    samples = psi.sample(ref["adu"], K, seed=1, precision="fp32",
+    samples = psi.sample(ref["adu"], K, solver="ddim", steps=20, seed=1, precision="fp32",
                          batch_size=1024 if device != "cpu" else 64)
     write_npz(out, mean=samples.mean(axis=1), var=samples.var(axis=1, ddof=1))
     print(f"wrote {out}")

@@ -47,7 +47,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
             continue
         it = iter(single_frames * 2)
         seconds = median_seconds(lambda: psi.sample(
-            next(it), s["samples"], start="guess", steps=steps, precision=precision), repeats)
+            next(it), s["samples"], start="guess", solver="ddim", steps=steps,
+            precision=precision), repeats)
         rows.append({"method": label, "seconds_per_frame": seconds, "repeats": repeats})
         print(f"  {label}: {seconds:.2f} s/frame", flush=True)
     nuts = get_method("nuts")

@@ -98,7 +98,8 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
             for sampler, steps, n in ((f"ddim-{settings['ddim_steps']}", settings["ddim_steps"],
                                        ddim_frames), ("ddpm", None, settings["full_frames"])):
                 result = get_method("ddpm")(task, frames.adu[:n], seed=seed, samples=k,
-                                            start=start, steps=steps, checkpoint=checkpoint,
+                                            start=start, solver="ddim", steps=steps,
+                                            checkpoint=checkpoint,
                                             precision=settings["precision"])
                 rows.append({"model": label, "schedule": config["schedule"],
                              "loss": config["loss"], "start": start, "sampler": sampler,

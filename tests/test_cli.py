@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import subprocess
 import sys
 
@@ -154,3 +155,21 @@ def test_tasks_lists_and_shows(capsys):
     assert status == 0 and "isolated" in out and "paper" in out
     status, out, _ = run_cli(capsys, "tasks", "--show", "paper")
     assert json.loads(out)["prior"]["n_emitters"] == 10
+
+
+def test_the_console_script_keeps_compiled_samplers_in_its_cache(tmp_path):
+    """`bayes-smlm` turns JAX's persistent compilation cache on (BAYES_SMLM_JAX_CACHE), so a
+    later run of the same sampler does not compile it again; `off` turns it off."""
+    exe = shutil.which("bayes-smlm") or str(__import__("pathlib").Path(sys.executable).parent / "bayes-smlm")
+    npz = tmp_path / "f.npz"
+    subprocess.run([exe, "simulate", "--task", "isolated", "--frames", "2", "--seed", "0",
+                    "--out", str(npz)], capture_output=True, text=True, timeout=300, check=True)
+    for setting, cache in (("on", tmp_path / "cache"), ("off", None)):
+        env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+        env["BAYES_SMLM_JAX_CACHE"] = str(cache) if cache else "off"
+        proc = subprocess.run([exe, "posterior", str(npz), "--method", "laplace", "--quiet",
+                               "--out", str(tmp_path / f"{setting}.nc")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert any((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "f.npz", "off.nc", "on.nc"]

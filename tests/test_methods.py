@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bayes_smlm.compare.exactness import grid_agreement
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.simulate import simulate, simulate_fixed
 from bayes_smlm.forward.tasks import get_task
-from bayes_smlm.io.posteriors import to_datatree
 from bayes_smlm.methods import (PosteriorResult, get_method, list_methods, register_method,
                                 unregister_method)
 
@@ -38,21 +38,8 @@ def _grid_moments(grid):
     return mean, sd
 
 
-def _compare_to_grid(result, grid):
-    """|mean − grid mean| / MCSE and SD ratios per frame and axis, with the ESS behind them."""
-    tree = to_datatree(result)
-    diag = tree["diagnostics"]
-    mcse = np.asarray(diag["mcse_mean"])[:, 0]            # (F, 2)
-    ess = np.asarray(diag["ess_bulk"])[:, 0]
-    flat = result.theta_flat()[:, :, 0]                   # (F, S, 2)
-    g_mean, g_sd = _grid_moments(grid)
-    z = np.abs(flat.mean(1) - g_mean) / mcse
-    ratio = flat.std(1) / g_sd
-    return z, ratio, ess, np.asarray(diag["rhat"])[:, 0]
-
-
 def test_builtin_methods_are_registered_and_unknown_names_fail():
-    assert {"grid", "rwmh", "rwmh_paper", "nuts"} <= set(list_methods())
+    assert {"grid", "rwmh", "rwmh_paper", "nuts", "chees"} <= set(list_methods())
     with pytest.raises(ConfigError, match="argument method: unknown method 'hmc'"):
         get_method("hmc")
 
@@ -88,26 +75,64 @@ def test_grid_posterior_sd_is_within_ten_percent_of_sqrt_crlb_for_a_centred_emit
     assert np.all(grid.extra["grid_spacing"] < sd / 8)
 
 
+def _check_agrees_with_grid(result, grid_result):
+    agreement = grid_agreement(result, grid_result)
+    assert np.all(agreement.rhat <= 1.01)
+    # means within 4 MCSE; SDs within the larger of 5 % and 4 SE of a sample SD (≈ SD/√(2 ESS))
+    assert agreement.frame_agrees.all(), (agreement.z, agreement.sd_ratio)
+    assert abs(agreement.sd_ratio.mean() - 1) < 0.02
+
+
 @pytest.mark.slow
 def test_nuts_agrees_with_the_grid_within_mcse_and_five_percent_in_sd(nuts_result, grid_result):
-    z, ratio, ess, rhat = _compare_to_grid(nuts_result, grid_result)
-    assert np.all(rhat <= 1.01)
-    assert np.all(z < 4.0), z
-    # SE of a sample SD ≈ SD / √(2 ESS); allow the larger of 5 % and 4 SE per frame
-    tol = np.maximum(0.05, 4 / np.sqrt(2 * ess))
-    assert np.all(np.abs(ratio - 1) < tol), ratio
-    assert abs(ratio.mean() - 1) < 0.02
+    _check_agrees_with_grid(nuts_result, grid_result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, options", [("chees", {}), ("nuts", {"init": "laplace"})])
+def test_laplace_started_samplers_agree_with_the_grid(frames, grid_result, method, options):
+    """The new exact samplers meet the bar `nuts` meets: means within 4 MCSE, SDs within 5 %."""
+    task, batch = frames
+    result = get_method(method)(task, batch.adu, theta_true=batch.theta, seed=4, **options)
+    assert result.settings["init"] == "laplace"
+    assert not result.sample_stats["diverging"].any()
+    _check_agrees_with_grid(result, grid_result)
+
+
+@pytest.mark.slow
+def test_chees_on_dense_frames_passes_most_and_flags_the_rest():
+    """`paper` density (10 emitters). Measured: ≈ 85 % of frames pass R-hat ≤ 1.01, bulk ESS ≥
+    400 and no divergence (NUTS ≈ 95 %; the misses are close pairs). A regression guard at 70 %
+    of 24 frames (at a true 85 % a run falls below it with probability ≈ 2 %), and every miss is
+    flagged with its reason recorded."""
+    task = get_task("paper")
+    batch = simulate(task, 24, seed=13)
+    result = get_method("chees")(task, batch.adu, seed=5)
+    diag = result.diagnostics
+    assert (~diag.flagged).sum() >= 17, diag.flagged
+    worst_rhat = np.nanmax(diag.rhat, axis=(1, 2))
+    smallest_ess = np.nanmin(diag.ess_bulk, axis=(1, 2))
+    reason = (worst_rhat > 1.01) | (smallest_ess < 400) | (diag.divergences > 0)
+    np.testing.assert_array_equal(reason, diag.flagged)
+
+
+def test_chees_needs_two_chains_and_a_valid_acceptance_target(frames):
+    task, batch = frames
+    with pytest.raises(ConfigError, match="argument chains: .*2"):
+        get_method("chees")(task, batch.adu[:1], chains=1)
+    with pytest.raises(ConfigError, match="argument target_accept"):
+        get_method("chees")(task, batch.adu[:1], target_accept=1.5)
+    with pytest.raises(ConfigError, match="argument init"):
+        get_method("nuts")(task, batch.adu[:1], init="anywhere")
 
 
 @pytest.mark.slow
 def test_rwmh_agrees_with_the_grid(frames, grid_result):
     task, batch = frames
     result = get_method("rwmh")(task, batch.adu, seed=2)
-    z, ratio, ess, rhat = _compare_to_grid(result, grid_result)
-    assert np.all(rhat <= 1.01)
-    assert np.all(z < 4.0), z
-    tol = np.maximum(0.05, 4 / np.sqrt(2 * ess))
-    assert np.all(np.abs(ratio - 1) < tol), ratio
+    agreement = grid_agreement(result, grid_result)
+    assert np.all(agreement.rhat <= 1.01)
+    assert agreement.frame_agrees.all(), (agreement.z, agreement.sd_ratio)
     assert 0.15 < result.sample_stats["acceptance_rate"].mean() < 0.6
 
 

@@ -85,3 +85,18 @@ def test_adu_to_photons_inverts_the_camera_mean():
     omega = jnp.array([0.0, 3.0, 50.0])
     n = physics.adu_to_photons(physics.expected_adu(omega, cam), cam)
     np.testing.assert_allclose(np.asarray(n), np.asarray(omega) + 8.0 / 4.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mean", [-3.2, 0.0, 0.5, 17.25, 39.5, 80.7])
+def test_grid_pixel_masses_match_normal_cdf_differences_to_rounding(mean):
+    """The shared-edge KDE factors against SciPy's normal CDF, pixel by pixel, tails included."""
+    sigma, n = 1.5, 80
+    got = np.asarray(physics.grid_pixel_masses(n, jnp.asarray([mean], jnp.float32), sigma))
+    lo, hi = np.arange(n) - 0.5, np.arange(n) + 0.5
+    want = np.where(lo >= mean, stats.norm.sf(lo, mean, sigma) - stats.norm.sf(hi, mean, sigma),
+                    stats.norm.cdf(hi, mean, sigma) - stats.norm.cdf(lo, mean, sigma))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)  # float32, as the per-pixel form
+    big = want > 1e-30  # float32 tails: relative precision where the mass is representable
+    np.testing.assert_allclose(got[big], want[big], rtol=2e-3)
+    same = np.asarray(physics.pixel_integrated_gaussian(jnp.arange(n), mean, sigma))
+    np.testing.assert_allclose(got, same, rtol=2e-5, atol=1e-7)

@@ -129,7 +129,7 @@ def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, c
     npz, nc = tmp_path / "f.npz", tmp_path / "d.nc"
     run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed", "3", "--out", str(npz))
     status, out, _ = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--samples", "3",
-                             "--ddim-steps", "2", "--start", "noise", "--checkpoint",
+                             "--steps", "2", "--start", "noise", "--checkpoint",
                              str(tiny_psi[0]), "--quiet", "--out", str(nc))
     assert status == 0 and nc.is_file()
     from bayes_smlm.io.posteriors import load_posterior
@@ -139,7 +139,7 @@ def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, c
 
 @pytest.mark.parametrize("argv, argument", [
     (["--method", "nuts", "--samples", "3"], "argument --method: nuts takes no option"),
-    (["--method", "ddpm", "--ddim-steps", "500"], "--ddim-steps"),
+    (["--method", "ddpm", "--steps", "500"], "--steps"),
 ])
 def test_posterior_options_fail_in_one_line(tiny_psi, tmp_path, capsys, argv, argument):
     npz = tmp_path / "f.npz"
@@ -153,7 +153,7 @@ def test_posterior_full_chain_and_ddim_steps_exclude_each_other(tiny_psi, tmp_pa
     npz = tmp_path / "f.npz"
     run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
     status, _, err = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--full-chain",
-                             "--ddim-steps", "5", "--out", str(tmp_path / "x.nc"))
+                             "--steps", "5", "--out", str(tmp_path / "x.nc"))
     assert status == 2 and "--full-chain" in err and len(err.strip().splitlines()) == 1
 
 
@@ -271,3 +271,37 @@ def test_shipped_psi_is_a_diffusers_directory_with_its_scheduler(task_name):
     assert torch.equal(loaded.alphas_cumprod, named.alphas_cumprod)
     psi = PsiPipeline.from_pretrained(directory)
     assert psi.task.name == task_name and psi.scheduler.config.prediction_type == saved["prediction_type"]
+
+
+def test_dpm_solver_samples_do_not_depend_on_batching_and_refuse_eta(tiny_psi, isolated):
+    """The multistep solver keeps state between steps: each batch starts from a fresh copy, so
+    a frame's samples are the same whatever batch it is in."""
+    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
+    psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated)
+    adu = simulate(isolated, 3, seed=5).adu
+    one_batch = psi.sample(adu, 2, steps=3, solver="dpmpp", batch_size=64, precision="fp32")
+    per_frame = psi.sample(adu, 2, steps=3, solver="dpmpp", batch_size=2, precision="fp32")
+    np.testing.assert_allclose(one_batch, per_frame, atol=1e-5)
+    ddim = psi.sample(adu, 2, steps=3, solver="ddim", batch_size=64, precision="fp32")
+    assert np.isfinite(ddim).all() and not np.allclose(ddim, one_batch)
+    with pytest.raises(ConfigError, match="argument eta"):
+        psi.sample(adu, 2, steps=3, solver="dpmpp", eta=1.0)
+    with pytest.raises(ConfigError, match="argument solver"):
+        psi.sample(adu, 2, steps=3, solver="heun")
+
+
+def test_recalibration_asks_for_the_sampler_it_was_fitted_on(isolated):
+    adu = simulate(isolated, 1, seed=6).adu
+    with pytest.raises(ConfigError, match="argument recalibrate: .*--solver ddim --steps 20"):
+        get_method("ddpm")(isolated, adu, samples=2, recalibrate=True)
+
+
+def test_posterior_cli_takes_the_solver(tiny_psi, tmp_path, capsys):
+    npz = tmp_path / "f.npz"
+    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
+    status, out, _ = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--solver", "ddim",
+                             "--steps", "2", "--samples", "2", "--checkpoint", str(tiny_psi[0]),
+                             "--quiet", "--out", str(tmp_path / "x.nc"))
+    assert status == 0 and "method ddpm, 1 frames" in out
+    from bayes_smlm.io.posteriors import load_posterior
+    assert '"solver": "ddim"' in load_posterior(tmp_path / "x.nc").attrs["settings"]

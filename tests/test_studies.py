@@ -289,3 +289,21 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
         assert 0.5 < metrics["sd_maps"][name]["expected"]["z_sd"] < 2.0
     assert not list(out.rglob("*.tif")), "the study keeps no movies or float images"
     assert "/tmp" not in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
+    out = tmp_path / "speed"
+    assert main(["study", "bench-speed", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    labels = [r["method"] for r in metrics["isolated"]]
+    assert labels == ["nuts", "chees, empty compilation cache", "chees, filled compilation cache"]
+    assert all(r["wall_seconds"] > r["method_seconds"] > 0 for r in metrics["isolated"])
+    assert {r["method"] for r in metrics["dense"]} == {"nuts", "chees"}
+    assert all(r["agree"] == 1.0 for r in metrics["agreement"])  # 4 frames: every one agrees
+    nuts = next(r for r in metrics["dense"] if r["method"] == "nuts")["seconds_per_frame"]
+    assert all(abs(r["per_nuts"] - r["seconds_per_frame"] / nuts) < 1e-9 for r in metrics["ddpm"])
+    assert metrics["phi_frames_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "÷ NUTS s/frame" in printed and "frames/s" in printed
+    assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()

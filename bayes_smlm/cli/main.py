@@ -22,7 +22,7 @@ from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, fi
                                       task_from_args, torch_device)
 from bayes_smlm.cli.acquisition import add_acquisition_commands
 from bayes_smlm.cli.nets import add_network_commands
-from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
+from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, SOLVERS, STARTS
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -104,14 +104,16 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     task, adu, theta = read_frames(args.file)
     options = {"seed": args.seed, "progress": not args.quiet}
     given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
-             "samples": args.samples, "start": args.start, "steps": args.ddim_steps,
+             "samples": args.samples, "start": args.start, "steps": args.steps,
+             "solver": args.solver, "init": args.init, "warmup": args.warmup,
+             "max_leapfrog": args.max_leapfrog,
              "checkpoint": args.checkpoint, "precision": args.precision,
              "device": args.device, "recalibrate": args.recalibrate or None}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     if args.full_chain:
-        if args.ddim_steps is not None:
+        if args.steps is not None:
             from bayes_smlm.errors import ConfigError
-            raise ConfigError("--full-chain", "cannot be combined with --ddim-steps")
+            raise ConfigError("--full-chain", "cannot be combined with --steps")
         options["steps"] = None
     result = method(task, adu, theta_true=theta, **options)
     save_posterior(result, args.out)
@@ -154,7 +156,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 # every command, then per command.
 FLAG_ALIASES = {"n_frames": "--frames"}
 COMMAND_FLAG_ALIASES = {
-    "posterior": {"steps": "--ddim-steps"},
+    "posterior": {"steps": "--steps"},
     "tasks": {"task": "--show"},
     "train-phi": {"max_seconds": "--max-minutes"},
     "train-psi": {"max_seconds": "--max-minutes"},
@@ -201,8 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddpm: KDE samples per frame (default 64)")
     p.add_argument("--start", choices=STARTS, default=None,
                    help="ddpm: start of the reverse process (default guess)")
-    p.add_argument("--ddim-steps", type=positive_int, default=None,
-                   help="ddpm: DDIM steps (default 20)")
+    p.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
+                   help="ddpm: denoising steps of the solver (default 8)")
+    p.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="ddpm: few-step sampler, ddim | dpmpp (DPM-Solver++ 2M; default dpmpp)")
+    p.add_argument("--init", default=None,
+                   help="nuts: detect | laplace: chains start at the detections (default) or sample "
+                        "coordinates whitened by each frame's Laplace fit (laplace; chees always)")
+    p.add_argument("--warmup", type=positive_int, default=None,
+                   help="nuts, chees: adaptation steps per chain (default: the method's)")
+    p.add_argument("--max-leapfrog", type=positive_int, default=None,
+                   help="chees: cap on leapfrog steps per draw (default 100; 2 suits "
+                        "one-emitter, near-Gaussian posteriors)")
     p.add_argument("--full-chain", action="store_true",
                    help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
     p.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
@@ -246,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayes-smlm`` console script."""
-    from bayes_smlm.parallel import request_host_devices
+    from bayes_smlm.parallel import request_compilation_cache, request_host_devices
     request_host_devices()  # before anything imports JAX: frames run on every core
+    request_compilation_cache()  # and compiled samplers are kept between runs
     parser = build_parser()
     args = parser.parse_args(argv)
     with report_errors(f"bayes-smlm {args.command}", args.flags):

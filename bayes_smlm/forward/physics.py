@@ -65,6 +65,23 @@ def pixel_integrated_gaussian(centres: jax.Array, mean: jax.Array, sigma: float)
     return 0.5 * (erfc((d - 0.5) / scale) - erfc((d + 0.5) / scale))
 
 
+def grid_pixel_masses(n: int, mean: jax.Array, sigma: float) -> jax.Array:
+    """ΔE of eq. 2 on the whole grid of pixels 0 … n−1: (..., n) from ``mean`` (..., 1).
+
+    The same masses as ``pixel_integrated_gaussian(arange(n), mean, sigma)`` to float rounding,
+    from n + 1 shared pixel edges instead of two per pixel — half the erfc evaluations, which
+    dominate pushing 10⁶–10⁷ draws through the KDE. Like it, each pixel's mass is a difference of
+    ``erfc`` of distances from the mean, so the far tails keep their relative precision.
+    """
+    edges = jnp.arange(n + 1, dtype=jnp.result_type(mean, jnp.float32)) - 0.5
+    tail = erfc(jnp.abs(edges - mean) / (jnp.sqrt(2.0) * sigma))     # (..., n + 1)
+    lower, upper = tail[..., :-1], tail[..., 1:]
+    right_of_mean = edges[:-1] >= mean
+    left_of_mean = edges[1:] <= mean
+    return 0.5 * jnp.where(right_of_mean, lower - upper,
+                           jnp.where(left_of_mean, upper - lower, 2.0 - lower - upper))
+
+
 def pixel_integrated_gaussian_slopes(centres: jax.Array, mean: jax.Array, sigma: float
                                      ) -> tuple[jax.Array, jax.Array]:
     """First and second derivatives of ΔE (eq. 2) with respect to ``mean``, analytic.
@@ -228,7 +245,8 @@ def kde_axis_factors(theta: jax.Array, sigma_kde: float, upsampling: int,
                      shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
     """Separable, peak-normalised KDE factors of each emitter: ey (..., N, uH), ex (..., N, uW),
     with the KDE of eq. 4 equal to ``Σ_n ey_n ⊗ ex_n``; θ (..., N, 2) in LR pixels."""
-    hr_shape = (upsampling * shape[0], upsampling * shape[1])
     peak = pixel_integrated_gaussian(0.0, 0.0, sigma_kde)
-    ey, ex = axis_profiles(lr_to_hr(theta, upsampling), sigma_kde, hr_shape)
+    theta_hr = lr_to_hr(theta, upsampling)
+    ey = grid_pixel_masses(upsampling * shape[0], theta_hr[..., 1:2], sigma_kde)
+    ex = grid_pixel_masses(upsampling * shape[1], theta_hr[..., 0:1], sigma_kde)
     return ey / peak, ex / peak

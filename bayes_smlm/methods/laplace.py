@@ -96,8 +96,10 @@ class LaplaceFit:
         return np.asarray(self.layout.theta(self.mode))
 
 
-def _fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
-                   max_iter: int, tol: float) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+def fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
+                  max_iter: int, tol: float) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+    """Pure ``adu (H, W) -> (mode, covariance, converged, positive_definite, edge_mass,
+    iterations)`` of one frame (vmappable; options as in :func:`laplace_fit`)."""
     derivatives = layout.image_derivatives(task)
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood, n_max=n_max)
     lo, hi = layout.bounds(task)
@@ -142,8 +144,8 @@ def _edge_mass(layout: ParameterLayout, mode: jax.Array, cov: jax.Array, centre:
 @lru_cache(maxsize=8)
 def _batched(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
              max_iter: int, tol: float) -> tuple[Callable[..., Any], int]:
-    return device_parallel(jax.vmap(_fit_one_frame(task, layout, likelihood, n_max, max_iter,
-                                                   tol)))
+    return device_parallel(jax.vmap(fit_one_frame(task, layout, likelihood, n_max, max_iter,
+                                                  tol)))
 
 
 def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,

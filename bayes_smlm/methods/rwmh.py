@@ -19,14 +19,14 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.model import make_log_likelihood, make_sampler_log_density
-from bayes_smlm.methods.mcmc import run_mcmc
+from bayes_smlm.methods.mcmc import per_chain, run_mcmc
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 
 
 def rwmh_chain(proposal_var: float, steps: int, burn_in: int, num_draws: int):
-    """``sample_chain`` for :func:`run_mcmc`: ``steps`` RWMH steps, the first ``burn_in``
-    dropped, ``num_draws`` kept evenly thinned from the rest."""
+    """One chain for :func:`run_mcmc` (through :func:`per_chain`): ``steps`` RWMH steps, the
+    first ``burn_in`` dropped, ``num_draws`` kept evenly thinned from the rest."""
     thin = max(1, (steps - burn_in) // num_draws)
     sigma = math.sqrt(proposal_var)
 
@@ -78,7 +78,8 @@ def _run(method: str, task: Task, adu: np.ndarray, logdensity, *, seed, chains, 
     _check_settings(proposal_var, steps, burn_in, draws, beta)
     return run_mcmc(
         method, task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
-        sample_chain=rwmh_chain(proposal_var, steps, burn_in, draws), logdensity=logdensity,
+        sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
+        logdensity=logdensity,
         prepare=prepare,
         settings={"draws": draws, "steps": steps, "burn_in": burn_in,
                   "proposal_var": proposal_var, "beta": beta, **extra_settings},

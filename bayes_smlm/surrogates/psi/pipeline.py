@@ -166,10 +166,13 @@ class PsiPipeline:
         return conditioning(self.phi, adu, self.task, self.settings["condition"])
 
     def sample(self, adu: np.ndarray, samples: int, *, start: str = "guess",
-               steps: int | None = 20, eta: float = 0.0, seed: int = 0, batch_size: int = 64,
-               precision: str = "auto", progress: bool = False) -> np.ndarray:
+               steps: int | None = 8, solver: str = "dpmpp", eta: float = 0.0, seed: int = 0,
+               batch_size: int = 64, precision: str = "auto", progress: bool = False
+               ) -> np.ndarray:
         """(F, K, u·H, u·W) KDE samples of ADU frames (F, H, W); options as in
-        :func:`bayes_smlm.surrogates.psi.sampling.sample_kdes`."""
+        :func:`bayes_smlm.surrogates.psi.sampling.sample_kdes`, by default the ``ddpm`` method's
+        sampler (8 DPM-Solver++ steps)."""
         return sample_kdes(self.unet, self.scheduler, self.conditioning(adu), samples=samples,
-                           start=start, steps=steps, eta=eta, seed=seed, batch_size=batch_size,
+                           start=start, steps=steps, solver=solver, eta=eta, seed=seed,
+                           batch_size=batch_size,
                            precision=precision, progress=progress)

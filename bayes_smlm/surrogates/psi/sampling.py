@@ -11,6 +11,7 @@ so results do not depend on how frames are batched.
 
 from __future__ import annotations
 
+import copy
 from typing import Iterator
 
 import numpy as np
@@ -52,7 +53,7 @@ def _batches(n_frames: int, samples: int, max_batch: int) -> Iterator[np.ndarray
 
 
 def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor, *, samples: int,
-                start: str = "guess", steps: int | None = None,
+                start: str = "guess", steps: int | None = None, solver: str = "ddim",
                 eta: float = 0.0, seed: int = 0, batch_size: int = 64, precision: str = "fp32",
                 progress: bool = False) -> np.ndarray:
     """Draw ``samples`` KDEs per frame from Ψ given its conditioning ``cond``.
@@ -70,7 +71,9 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
         K, samples per frame.
     start : {"noise", "guess"}
     steps : int or None
-        None: the full DDPM reverse chain; an integer: that many DDIM steps.
+        None: the full DDPM reverse chain; an integer: that many steps of ``solver``.
+    solver : {"ddim", "dpmpp"}
+        Few-step sampler (:func:`.schedule.fast_scheduler_of`); ignored with ``steps=None``.
     eta : float
         DDIM stochasticity (0 = deterministic given the start, 1 ≈ DDPM); DDIM only.
     batch_size : int
@@ -91,17 +94,21 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
         step_kwargs = {}
     else:
         steps = check_int("steps", steps)
-        scheduler = fast_scheduler_of(scheduler)
+        if solver != "ddim" and eta != 0.0:
+            raise ConfigError("eta", f"is a DDIM option; the {solver} solver is deterministic "
+                                     f"(got eta={eta})")
+        scheduler = fast_scheduler_of(scheduler, solver)
         if steps > scheduler.config.num_train_timesteps:
             raise ConfigError("steps", f"must be <= {scheduler.config.num_train_timesteps} "
                                          f"(got {steps})")
         scheduler.set_timesteps(steps)
-        step_kwargs = {"eta": float(eta)}
+        step_kwargs = {"eta": float(eta)} if solver == "ddim" else {}
     alpha_bar_T = float(scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
     n_frames, _, h, w = cond.shape
     device = cond.device
     precision = resolve_precision(precision, device)
     out = np.empty((n_frames, samples, h, w), dtype=np.float32)
+    fresh_state = copy.deepcopy(scheduler)  # multistep solvers keep state between steps
     cond_model = cond.float()
     with tqdm(total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress,
               leave=False) as bar:
@@ -113,6 +120,7 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
             guess = c[:, :1]
             z = noise if start == "noise" else (alpha_bar_T**0.5 * guess
                                                 + (1 - alpha_bar_T)**0.5 * noise)
+            scheduler = copy.deepcopy(fresh_state)
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
                 for t in scheduler.timesteps:
