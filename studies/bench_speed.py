@@ -37,9 +37,11 @@ from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_npz
 from bayes_smlm.methods import get_method
+from bayes_smlm.methods.ddpm import RECALIBRATION_SAMPLER
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
 NAME = "bench-speed"
 PRESETS: dict[str, dict[str, Any]] = {
@@ -81,8 +83,8 @@ def isolated_rows(s: dict, seed: int, workdir: Path) -> list[dict]:
                                           CHEES_ISOLATED, "chees-cache"),
                                          ("chees, filled compilation cache", "chees",
                                           CHEES_ISOLATED, "chees-cache")):
-        seconds, method_seconds = cli_wall_seconds(npz, method, extra, workdir / cache, s["draws"],
-                                         s["batch_size"])
+        seconds, method_seconds = cli_wall_seconds(npz, method, extra, workdir / cache,
+                                                   s["draws"], s["batch_size"])
         rows.append({"method": label, "frames": s["isolated_frames"], "wall_seconds": seconds,
                      "method_seconds": method_seconds})
         print(f"  {label}: {seconds:.1f} s wall", flush=True)
@@ -125,7 +127,8 @@ def ddpm_rows(s: dict, adu: np.ndarray, seed: int) -> list[dict]:
     task = get_task("paper")
     psi = PsiPipeline.from_pretrained(None, task, device=s["device"])
     rows = []
-    for solver, steps in (("dpmpp", 8), ("ddim", 20)):
+    # the default sampler, and the earlier one the recalibrations were fitted on
+    for solver, steps in ((DEFAULT_SOLVER, DEFAULT_STEPS), RECALIBRATION_SAMPLER):
         frames = iter(adu[i:i + 1] for i in range(s["ddpm_frames"] + 1))
         seconds = median_seconds(lambda: _synchronised(psi.sample, next(frames), 64,
                                                        solver=solver, steps=steps, seed=seed),

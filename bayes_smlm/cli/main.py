@@ -22,7 +22,8 @@ from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, fi
                                       task_from_args, torch_device)
 from bayes_smlm.cli.acquisition import add_acquisition_commands
 from bayes_smlm.cli.nets import add_network_commands
-from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, SOLVERS, STARTS
+from bayes_smlm.surrogates.settings import (DEFAULT_SOLVER, DEFAULT_STEPS, SAMPLING_PRECISIONS,
+                                            SOLVERS, STARTS)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -204,12 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", choices=STARTS, default=None,
                    help="ddpm: start of the reverse process (default guess)")
     p.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
-                   help="ddpm: denoising steps of the solver (default 8)")
+                   help=f"ddpm: denoising steps of the solver (default {DEFAULT_STEPS})")
     p.add_argument("--solver", choices=SOLVERS, default=None,
-                   help="ddpm: few-step sampler, ddim | dpmpp (DPM-Solver++ 2M; default dpmpp)")
+                   help="ddpm: few-step sampler, ddim | dpmpp (DPM-Solver++ 2M; default "
+                        f"{DEFAULT_SOLVER})")
     p.add_argument("--init", default=None,
-                   help="nuts: detect | laplace: chains start at the detections (default) or sample "
-                        "coordinates whitened by each frame's Laplace fit (laplace; chees always)")
+                   help="nuts: detect | laplace: chains start at the detections (default) or "
+                        "sample coordinates whitened by each frame's Laplace fit (laplace; "
+                        "chees always)")
     p.add_argument("--warmup", type=positive_int, default=None,
                    help="nuts, chees: adaptation steps per chain (default: the method's)")
     p.add_argument("--max-leapfrog", type=positive_int, default=None,

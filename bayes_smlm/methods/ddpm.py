@@ -13,6 +13,7 @@ from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
 RECALIBRATION_SAMPLER = ("ddim", 20)  # the samples the shipped recalibrations were fitted on
 
@@ -20,7 +21,8 @@ RECALIBRATION_SAMPLER = ("ddim", 20)  # the samples the shipped recalibrations w
 @register_method("ddpm")
 def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, samples: int = 64,
-                   start: str = "guess", solver: str = "dpmpp", steps: int | None = 8,
+                   start: str = "guess", solver: str = DEFAULT_SOLVER,
+                   steps: int | None = DEFAULT_STEPS,
                    eta: float = 0.0,
                    checkpoint: str | Path | None = None, batch_size: int = 64,
                    precision: str = "auto", keep_samples: bool = False, progress: bool = False,

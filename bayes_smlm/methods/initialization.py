@@ -15,7 +15,7 @@ from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.distributions import project_into_disc
 
 
-def _project_into_disc(theta: jax.Array, centre: jax.Array, radius: float) -> jax.Array:
+def project_start_into_disc(theta: jax.Array, centre: jax.Array, radius: float) -> jax.Array:
     """Pull points outside the disc back to 0.98 of its radius (starting points must be in the
     support)."""
     return project_into_disc(theta, centre, 0.98 * radius)
@@ -46,7 +46,7 @@ def detect_initial_positions(task: Task, adu: jax.Array) -> jax.Array:
         patch = jnp.maximum(residual[rr][:, cc], 0.0) + 1e-6
         y = jnp.sum(patch.sum(1) * rr) / patch.sum()
         x = jnp.sum(patch.sum(0) * cc) / patch.sum()
-        pos = _project_into_disc(jnp.stack([x, y]), centre, task.prior.radius)
+        pos = project_start_into_disc(jnp.stack([x, y]), centre, task.prior.radius)
         residual = residual - physics.emitter_image(pos[None], scene.i0, sigma, shape)
         return residual, pos
 
@@ -59,4 +59,4 @@ def chain_starts(key: jax.Array, task: Task, adu: jax.Array, chains: int,
     """(chains, N, 2) dispersed starts: the detections plus N(0, jitter²) px, kept in the disc."""
     base = detect_initial_positions(task, adu)
     noise = jitter * jax.random.normal(key, (chains,) + base.shape)
-    return _project_into_disc(base + noise, jnp.asarray(task.centre), task.prior.radius)
+    return project_start_into_disc(base + noise, jnp.asarray(task.centre), task.prior.radius)

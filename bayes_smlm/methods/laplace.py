@@ -46,6 +46,8 @@ from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
+MAX_ITER = 50  # scoring steps per frame (default of every Laplace fit)
+TOL = 1e-4     # Newton decrement at which a fit has converged (see laplace_fit)
 EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
 SEARCH_MARGIN = 3.0  # PSF widths beyond the prior disc within which positions are optimised
 
@@ -141,6 +143,21 @@ def _edge_mass(layout: ParameterLayout, mode: jax.Array, cov: jax.Array, centre:
     return mass
 
 
+def position_fit(task: Task) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """``adu (H, W) -> (mode (N, 2), covariance (2N, 2N))`` of the positions, pure JAX: this
+    method's fit of one frame with i0 and b at the task's values (what MCMC chains are whitened
+    by, :mod:`bayes_smlm.methods.whitening`)."""
+    fit = fit_one_frame(task, ParameterLayout.of(task, False, False), "poisson", None,
+                        MAX_ITER, TOL)
+    n = task.prior.n_emitters
+
+    def mode_and_covariance(adu: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mode, covariance = fit(adu)[:2]
+        return mode[:2 * n].reshape(n, 2), covariance[:2 * n, :2 * n]
+
+    return mode_and_covariance
+
+
 @lru_cache(maxsize=8)
 def _batched(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
              max_iter: int, tol: float) -> tuple[Callable[..., Any], int]:
@@ -150,7 +167,7 @@ def _batched(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | 
 
 def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,
                 infer_background: bool = False, likelihood: str = "poisson",
-                max_iter: int = 50, tol: float = 1e-4, batch_size: int = 4096,
+                max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
                 progress: bool = False) -> LaplaceFit:
     """Mode and Laplace covariance of the posterior of every frame.
 
@@ -224,7 +241,7 @@ def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, s
 def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                       draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
                       infer_intensity: bool = False, infer_background: bool = False,
-                      max_iter: int = 50, tol: float = 1e-4, batch_size: int = 4096,
+                      max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
                       theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Laplace approximation of p(params | x): mode + inverse observed information, then
     chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.

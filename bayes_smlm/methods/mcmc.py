@@ -21,10 +21,9 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.forward.parameters import ParameterLayout
 from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.initialization import chain_starts
-from bayes_smlm.methods.laplace import fit_one_frame
+from bayes_smlm.methods.laplace import position_fit
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
@@ -78,7 +77,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
     if init not in INITS:
         raise ConfigError("init", f"must be one of {', '.join(INITS)} (got {init!r})")
     shape = (task.prior.n_emitters, 2)
-    fit_frame = laplace_frame_fit(task) if init == "laplace" else None
+    fit_frame = position_fit(task) if init == "laplace" else None
 
     def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, ...]:
         k_init, k_run = jax.random.split(key)
@@ -127,16 +126,3 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
                                      "host_devices": n_devices},
                            seconds=seconds, theta_true=theta_true)
 
-
-def laplace_frame_fit(task: Task) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-    """``adu (H, W) -> (mode (N, 2), covariance (2N, 2N))`` of the positions, pure JAX (the
-    ``laplace`` method's fit of one frame, i0 and b at the task's values)."""
-    layout = ParameterLayout.of(task, False, False)
-    fit = fit_one_frame(task, layout, "poisson", None, max_iter=50, tol=1e-4)
-    n = task.prior.n_emitters
-
-    def mode_and_covariance(adu: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mode, covariance = fit(adu)[:2]
-        return mode[:2 * n].reshape(n, 2), covariance[:2 * n, :2 * n]
-
-    return mode_and_covariance

@@ -98,8 +98,9 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Maximum trajectory doublings.
     init : {"detect", "laplace"}
         ``detect``: chains start at the greedy detections, adaptation from the CRLB scale.
-        ``laplace``: chains sample coordinates whitened by each frame's Laplace fit (dense
-        mass matrix = inverse Hessian, :mod:`bayes_smlm.methods.whitening`) from over-dispersed
+        ``laplace``: chains sample coordinates whitened by each frame's Laplace fit (mass matrix
+        = each emitter's block of the inverse Hessian, :mod:`bayes_smlm.methods.whitening`) from
+        over-dispersed
         Laplace starts, adaptation from the identity; the draws are still NUTS's.
     """
     reject_unknown_options("nuts", unknown)

@@ -19,11 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from bayes_smlm.forward.config import Task
-from bayes_smlm.forward.distributions import project_into_disc
+from bayes_smlm.methods.initialization import project_start_into_disc
 
 START_SCALE = 2.0  # chains start from the Laplace Gaussian widened 2× (over-dispersed for R-hat)
 JITTER = 1e-6      # added to the carried covariance's diagonal (u-space units²) before Cholesky
-INSIDE = 0.98      # a mode outside the prior disc is pulled to this fraction of its radius
 
 
 def laplace_whitening(task: Task, transform: Any, mode: jax.Array, covariance: jax.Array
@@ -36,8 +35,8 @@ def laplace_whitening(task: Task, transform: Any, mode: jax.Array, covariance: j
     # frames, mostly for divergences (the blocks alone: 7; the detection start: 1)
     block = jnp.kron(jnp.eye(n, dtype=mode.dtype), jnp.ones((2, 2), mode.dtype))
     covariance = covariance * block
-    theta0 = project_into_disc(mode, jnp.asarray(task.centre, mode.dtype),
-                               INSIDE * task.prior.radius)
+    theta0 = project_start_into_disc(mode, jnp.asarray(task.centre, mode.dtype),
+                                     task.prior.radius)
     if transform is None:
         u0, jac = theta0.reshape(-1), jnp.eye(2 * n, dtype=mode.dtype)
     else:

@@ -29,6 +29,7 @@ from bayes_smlm.surrogates.psi.conditioning import conditioning
 from bayes_smlm.surrogates.psi.recalibration import recalibration_of
 from bayes_smlm.surrogates.psi.sampling import sample_kdes
 from bayes_smlm.surrogates.psi.schedule import make_scheduler
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 from bayes_smlm.surrogates.training import WEIGHTS_FILE
 
 CHECKPOINT_KIND = "ddpm-psi"
@@ -166,7 +167,8 @@ class PsiPipeline:
         return conditioning(self.phi, adu, self.task, self.settings["condition"])
 
     def sample(self, adu: np.ndarray, samples: int, *, start: str = "guess",
-               steps: int | None = 8, solver: str = "dpmpp", eta: float = 0.0, seed: int = 0,
+               steps: int | None = DEFAULT_STEPS, solver: str = DEFAULT_SOLVER,
+               eta: float = 0.0, seed: int = 0,
                batch_size: int = 64, precision: str = "auto", progress: bool = False
                ) -> np.ndarray:
         """(F, K, u·H, u·W) KDE samples of ADU frames (F, H, W); options as in
