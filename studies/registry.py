@@ -28,7 +28,7 @@ from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.io.study_files import CONFIG, METRICS, read_json
 from bayes_smlm.reporting.markdown import provenance
 
-STUDIES = ("bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",
+STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",
            "forward-model", "isolated-emitter", "laplace", "localization", "movie", "npe",
            "paper-diagnostics", "phi")
 
@@ -38,7 +38,7 @@ STUDIES = ("bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-chec
 # scripts/psi_sweep.py uses to choose Ψ's configuration (2000+) and fit its recalibration (2200+).
 FRESH_SEEDS = {"phi": 1000, "ddpm-check": 2500, "calibration": 3000, "localization": 4000,
                "isolated-emitter": 5000, "ddpm-uncertainty": 6000, "laplace": 7000,
-               "npe": 8000, "movie": 9000, "bench-speed": 11000}
+               "npe": 8000, "movie": 9000, "bench-speed": 11000, "bench-dask": 12000}
 
 
 def fresh_seed(study: str, seed: int) -> int:

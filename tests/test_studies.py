@@ -307,3 +307,15 @@ def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "÷ NUTS s/frame" in printed and "frames/s" in printed
     assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()
+
+
+@pytest.mark.slow
+def test_bench_dask_smoke_finds_the_workers_numbers_equal_to_one_process(tmp_path, capsys):
+    out = tmp_path / "dask"
+    assert main(["study", "bench-dask", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["scheduler"] for r in metrics["runs"]] == [None, "local:1", "local:2"]
+    assert all(r["differing_variables"] == [] and r["variables"] > 10 for r in metrics["runs"])
+    assert all(r["wall_seconds"] > 0 for r in metrics["runs"])
+    assert "bitwise equal to one process" in capsys.readouterr().out
+    assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()

@@ -8,6 +8,8 @@ jointly), one compiled fit per window shape and emitter count, rows in frame ord
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bayes_smlm.acquisition.movie import Movie
@@ -84,7 +86,7 @@ def frame_candidates(task: Task, adu: np.ndarray, threshold: float
 
 
 def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
-                    first_window: int = 0) -> dict[str, np.ndarray]:
+                    first_frame: int = 0) -> dict[str, np.ndarray]:
     """Localizations of frames ``adu`` (F, H, W) ADU of ``task``'s shape and camera: a dict of
     :data:`COLUMNS` arrays; ``frame`` is the index in ``adu``, positions in LR px (pixel centres
     at integers), photons and photons/px, ``window`` numbers the windows of this call.
@@ -93,7 +95,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     the residual (``settings.residual_passes`` times): two emitters closer than the filter
     resolves leave a residual peak beside the one fitted between them, and the frames where one
     appears are fitted again with it. With ``settings.method == "nuts"`` the final emitters'
-    windows are then sampled (window ``first_window + i`` seeds the ``i``-th).
+    windows are then sampled, seeded by (``settings.seed``, ``first_frame`` = the movie index of
+    ``adu[0]``, the window's number in this call).
     """
     photons, pedestal, spots = frame_candidates(task, adu, settings.threshold)
     sigma = task.optics.sigma_psf
@@ -120,7 +123,7 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
         table = _concat([kept, refit])
     if settings.method == "nuts":
         table = _fit_candidates(task, photons, pedestal, _candidates_of(table, task), settings,
-                                sample_from=first_window)
+                                sample_first_frame=first_frame)
     return _take(table, np.lexsort((table["x"], table["y"], table["frame"])))
 
 
@@ -133,10 +136,11 @@ def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
 
 
 def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots: Spots,
-                    settings: LocalizeSettings, sample_from: int | None = None
+                    settings: LocalizeSettings, sample_first_frame: int | None = None
                     ) -> dict[str, np.ndarray]:
-    """Rows of the window fits of the candidates ``spots``; with ``sample_from`` (the number of
-    the first window, for the seeds), NUTS posteriors started from the fits."""
+    """Rows of the window fits of the candidates ``spots``; with ``sample_first_frame`` (the
+    movie index of the chunk's first frame, for the seeds), NUTS posteriors started from the
+    fits."""
     groups = plan_windows(spots.frame, spots.row, spots.col, task.shape, task.optics.sigma_psf,
                           joint=settings.joint, max_emitters=settings.max_emitters)
     parts, window_base = [_empty()], 0
@@ -144,9 +148,9 @@ def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots
         counts, window_pedestal, fitted, start = _start(group, photons, pedestal, task)
         fit = fit_windows(task, counts, window_pedestal, start, group.active, fitted,
                           max_iter=settings.max_iter, tol=settings.tol)
-        draws = None if sample_from is None else sample_windows(
+        draws = None if sample_first_frame is None else sample_windows(
             task, counts, window_pedestal, fit, group.active, fitted, seed=settings.seed,
-            first_window=sample_from + window_base, chains=settings.chains,
+            first_frame=sample_first_frame, first_window=window_base, chains=settings.chains,
             draws=settings.draws, warmup=settings.warmup)
         parts.append(_rows(group, fit, task, window_base, spots.snr[group.members], draws))
         window_base += len(group.frame)
@@ -237,20 +241,36 @@ def _rows(group: WindowGroup, fit: WindowFits, task: Task, window_base: int, snr
     return _take(rows, active)
 
 
+def localize_chunk(task: Task, adu: np.ndarray, settings: LocalizeSettings, first_frame: int
+                   ) -> dict[str, np.ndarray]:
+    """:func:`localize_frames` of a chunk of a movie starting at frame ``first_frame``, with
+    ``frame`` counted over the movie (``window`` still over the chunk)."""
+    rows = localize_frames(task, adu, settings, first_frame=first_frame)
+    rows["frame"] = rows["frame"] + first_frame
+    return rows
+
+
 def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None = None, *,
-                   progress: bool = False) -> dict[str, np.ndarray]:
-    """:func:`localize_frames` over a whole movie, chunk by chunk; ``frame`` counts from 0 over
-    the movie and ``window`` over all of it."""
+                   progress: bool = False, client: Any = None) -> dict[str, np.ndarray]:
+    """:func:`localize_frames` over a whole movie, chunk by chunk (``settings.chunk_frames``),
+    here or on the Dask workers of ``client`` (a ``distributed.Client``; the same rows either
+    way); ``frame`` counts from 0 over the movie and ``window`` over all of it."""
     from tqdm.auto import tqdm
+
+    from bayes_smlm.cluster.chunks import run_chunks
     settings = settings or LocalizeSettings()
-    parts = []
-    windows = 0
+    parts: dict[int, dict[str, np.ndarray]] = {}
     with tqdm(total=len(movie), desc="localize", unit="frame", disable=not progress) as bar:
-        for first, adu in movie.chunks(settings.chunk_frames):
-            rows = localize_frames(task, adu, settings, first_window=windows)
-            rows["frame"] = rows["frame"] + first
-            rows["window"] = rows["window"] + windows
-            windows = int(rows["window"].max()) + 1 if len(rows["window"]) else windows
-            parts.append(rows)
-            bar.update(len(adu))
-    return _concat(parts)
+        def keep(index: int, rows: dict[str, np.ndarray]) -> None:
+            parts[index] = rows
+            bar.update(min(settings.chunk_frames, len(movie) - index * settings.chunk_frames))
+
+        chunks = ((i, (task, adu, settings, first))
+                  for i, (first, adu) in enumerate(movie.chunks(settings.chunk_frames)))
+        run_chunks(localize_chunk, chunks, keep, client=client)
+    windows = 0
+    for index in sorted(parts):  # windows numbered over the movie, in frame order
+        rows = parts[index]
+        rows["window"] = rows["window"] + windows
+        windows = int(rows["window"].max()) + 1 if len(rows["window"]) else windows
+    return _concat([_empty()] + [parts[i] for i in sorted(parts)])

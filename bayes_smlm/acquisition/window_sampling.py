@@ -91,7 +91,7 @@ def _compiled(small: Task, n_emitters: int, chains: int, warmup: int, draws: int
 
 def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: WindowFits,
                    active: np.ndarray, fitted: np.ndarray | None = None, *, seed: int = 0,
-                   first_window: int = 0,
+                   first_frame: int = 0, first_window: int = 0,
                    chains: int = 4, draws: int = 500,
                    warmup: int = 200, target_accept: float = 0.8, max_tree_depth: int = 8,
                    batch_size: int = 16) -> WindowDraws:
@@ -107,9 +107,12 @@ def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: Wi
         The windows' Laplace fits: chains start from them.
     active : (B, K) bool array
         Occupied emitter slots.
-    seed, first_window : int
-        Window ``i`` of the call uses key ``fold_in(PRNGKey(seed), first_window + i)``, so a
-        window's draws do not depend on how a movie is cut into calls.
+    seed, first_frame, first_window : int
+        Window ``i`` of the call uses key ``fold_in(fold_in(PRNGKey(seed), first_frame),
+        first_window + i)``: ``first_frame`` is the movie index of the first frame of the chunk
+        being localized and ``first_window + i`` the window's number within the chunk, so a
+        chunk's draws do not depend on the chunks before it (chunks may run on other machines,
+        :mod:`bayes_smlm.cluster`).
     chains, draws, warmup : int
         Chains per window (≥ 2, for R-hat), kept draws per chain, adaptation steps per chain.
     target_accept : float
@@ -130,7 +133,9 @@ def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: Wi
     fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, chains,
                               warmup, draws, float(target_accept),
                               check_int("max_tree_depth", max_tree_depth))
-    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
+    chunk_key = jax.random.fold_in(jax.random.PRNGKey(seed), check_int("first_frame", first_frame,
+                                                                         lo=0))
+    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(chunk_key, i))(
         jnp.arange(first_window, first_window + n_windows, dtype=jnp.uint32)))
     fitted = np.ones(counts.shape, bool) if fitted is None else fitted
     arrays = [keys] + [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, fit.mode,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
 from bayes_smlm.cli.arguments import (chain_count, non_negative_int, positive_float,
-                                     positive_int, seed_int)
+                                     positive_int, scheduler_address, seed_int)
 
 
 
@@ -45,6 +45,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.movie import Movie
     from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
     from bayes_smlm.acquisition.table import write_localizations
+    from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.io.atomic import check_output_file
     check_output_file(args.out, ".csv")
     movie = Movie(args.movie, argument="movie")
@@ -57,7 +58,8 @@ def cmd_localize(args: argparse.Namespace) -> int:
     _enable_compilation_cache()
     started = time.perf_counter()
     try:
-        rows = localize_movie(movie, task, settings, progress=not args.quiet)
+        with dask_client(args.scheduler) as client:
+            rows = localize_movie(movie, task, settings, progress=not args.quiet, client=client)
     finally:
         movie.close()
     seconds = time.perf_counter() - started
@@ -146,6 +148,10 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                         "0: none)")
     p.add_argument("--chunk-frames", type=positive_int, default=defaults.chunk_frames,
                    help=f"frames read and processed at a time (default {defaults.chunk_frames})")
+    p.add_argument("--scheduler", type=scheduler_address, default=None,
+                   help="localize chunks of --chunk-frames frames on Dask workers: a scheduler "
+                        "address (tcp://host:8786) or local:N (N worker processes here); the "
+                        "same rows as in this process (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
     p.set_defaults(handler=cmd_localize)

@@ -103,6 +103,15 @@ def torch_device(text: str) -> str:
     return text
 
 
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address (tcp://host:8786) or local:N (N >= 1 worker processes)."""
+    from bayes_smlm.cluster.client import check_scheduler
+    try:
+        return check_scheduler(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 def flag_names(parser: argparse.ArgumentParser, **aliases: str) -> dict[str, str]:
     """How the user wrote each argument of ``parser``, by the name the library uses: the long
     option for options (``batch_size`` → ``--batch-size``), the metavar for positionals.

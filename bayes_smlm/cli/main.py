@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
-                                      flag_names, json_text, positive_int, report_errors, seed_int,
-                                      task_from_args, torch_device)
+                                      flag_names, json_text, positive_int, report_errors,
+                                      scheduler_address, seed_int, task_from_args, torch_device)
 from bayes_smlm.cli.acquisition import add_acquisition_commands
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import (DEFAULT_SOLVER, DEFAULT_STEPS, SAMPLING_PRECISIONS,
@@ -96,14 +96,23 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_posterior(args: argparse.Namespace) -> int:
-    from bayes_smlm.io.atomic import check_output_file
+    from bayes_smlm.errors import ConfigError
+    from bayes_smlm.io.atomic import check_output_dir, check_output_file
     from bayes_smlm.io.frames import read_frames
     from bayes_smlm.io.posteriors import save_posterior
     from bayes_smlm.methods import get_method
-    check_output_file(args.out, ".nc")  # before sampling, not only in the writer
+    chunked = args.out.suffix == ".zarr"
+    if chunked:
+        check_output_dir(args.out)
+    else:
+        check_output_file(args.out, ".nc")  # before sampling, not only in the writer
+        for name in ("scheduler", "chunk_frames"):
+            if getattr(args, name) is not None:
+                raise ConfigError(name, "writes a zarr store chunk by chunk: give --out "
+                                        "FILE.zarr")
     method = get_method(args.method)
     task, adu, theta = read_frames(args.file)
-    options = {"seed": args.seed, "progress": not args.quiet}
+    options = {"seed": args.seed, "progress": not args.quiet and not chunked}
     given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
              "samples": args.samples, "start": args.start, "steps": args.steps,
              "solver": args.solver, "init": args.init, "warmup": args.warmup,
@@ -116,24 +125,56 @@ def cmd_posterior(args: argparse.Namespace) -> int:
             from bayes_smlm.errors import ConfigError
             raise ConfigError("--full-chain", "cannot be combined with --steps")
         options["steps"] = None
+    if chunked:
+        return _posterior_in_chunks(args, task, adu, theta, options)
     result = method(task, adu, theta_true=theta, **options)
     save_posterior(result, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
-    _announce_flags(result)
+    has_own_verdict = "flagged" in result.extra or result.diagnostics is not None
+    _announce_flags(result.flagged if result.theta is None or has_own_verdict else None)
     return 0
 
 
-def _announce_flags(result) -> None:
-    """Say on screen what the file records: frames not to be trusted, or why none were checked."""
+def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: dict) -> int:
+    """``posterior --out FILE.zarr``: chunks of frames on Dask workers (``--scheduler``) or in
+    this process, each written to the store as it finishes; a rerun resumes."""
+    import time
+
+    from bayes_smlm.cluster.client import dask_client
+    from bayes_smlm.cluster.posterior import DEFAULT_CHUNK_FRAMES, posterior_in_chunks
+    from bayes_smlm.io.posterior_store import open_store_datatree
+    from bayes_smlm.io.posteriors import stored_flags
+    chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
+    started = time.perf_counter()
+    with dask_client(args.scheduler) as client:
+        path, computed = posterior_in_chunks(args.method, task, adu, args.out, options=options,
+                                             chunk_frames=chunk_frames, theta_true=theta,
+                                             client=client, progress=not args.quiet)
+    wall = time.perf_counter() - started
+    tree = open_store_datatree(path)
+    chunks = -(-adu.shape[0] // chunk_frames)
+    where = f"on {args.scheduler}" if args.scheduler else "in this process"
+    resumed = f", {chunks - computed} already in the store" if computed < chunks else ""
+    print(f"wrote {path}: method {args.method}, {adu.shape[0]} frames in {chunks} chunks "
+          f"({computed} computed {where}{resumed}), {wall:.1f} s wall, "
+          f"{float(tree.attrs['seconds']):.1f} s of the method's time over all chunks")
+    _announce_flags(stored_flags(tree))
+    return 0
+
+
+def _announce_flags(flagged: np.ndarray | None) -> None:
+    """Say on screen what the file records: frames not to be trusted (``flagged``, (F,)), or
+    why none were checked (None: θ draws of a single chain)."""
     from bayes_smlm.io.posteriors import SINGLE_CHAIN_NOTE
-    if result.theta is not None and "flagged" not in result.extra and result.diagnostics is None:
+    if flagged is None:
         print(f"note: diagnostics {SINGLE_CHAIN_NOTE}")
         return
-    flagged = np.flatnonzero(result.flagged)
+    n_frames = flagged.size
+    flagged = np.flatnonzero(flagged)
     if flagged.size:
         shown = ", ".join(map(str, flagged[:20])) + (" …" if flagged.size > 20 else "")
-        print(f"warning: {flagged.size} of {result.n_frames} frames are flagged by the method's "
+        print(f"warning: {flagged.size} of {n_frames} frames are flagged by the method's "
               f"own checks (MCMC: R-hat > 1.01, bulk ESS < 400 or divergences; grid: grid too "
               f"coarse for the posterior; laplace: no converged mode or a Hessian that is not "
               f"positive definite; npe: under half the flow's mass on the prior's support): "
@@ -233,8 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per compiled call (default: the method's)")
+    p.add_argument("--scheduler", type=scheduler_address, default=None,
+                   help="run chunks of frames on Dask workers: a scheduler address "
+                        "(tcp://host:8786) or local:N (N worker processes here); needs --out "
+                        "FILE.zarr (default: this process)")
+    p.add_argument("--chunk-frames", type=positive_int, default=None,
+                   help="frames per chunk of a .zarr run (default 64): the unit of work, of "
+                        "writing and of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", type=Path, required=True, help="output FILE.nc (ArviZ DataTree)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output FILE.nc (ArviZ DataTree), or FILE.zarr: written chunk by chunk, "
+                        "and a rerun of the same command resumes it")
     p.set_defaults(handler=cmd_posterior)
 
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")

@@ -81,17 +81,26 @@ def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
 
 
 def load_posterior(path: str | Path) -> xr.DataTree:
-    """Read a saved posterior DataTree (fully loaded into memory)."""
+    """Read a saved posterior DataTree (fully loaded into memory): a NetCDF file, or a finished
+    zarr store of a chunked run (:mod:`bayes_smlm.io.posterior_store`)."""
     path = Path(path)
-    if not path.is_file():
+    is_store = path.suffix == ".zarr" and path.is_dir()
+    if not (path.is_file() or is_store):
         raise ConfigError("file", f"file not found: {path}")
     try:
-        tree = xr.open_datatree(path, engine="h5netcdf")
+        if is_store:
+            from bayes_smlm.io.posterior_store import open_store_datatree
+            tree = open_store_datatree(path)
+        else:
+            tree = xr.open_datatree(path, engine="h5netcdf")
         tree.load()
         tree.close()
+    except ConfigError:
+        raise
     except (OSError, ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError("file", f"{path} is not a readable posterior NetCDF file ({reason}); "
+        kind = "zarr store" if is_store else "NetCDF file"
+        raise ConfigError("file", f"{path} is not a readable posterior {kind} ({reason}); "
                                   "it may be truncated or of another format") from None
     missing = {"observed_data", "kde", "constant_data"} - set(tree.children)
     if missing or "task" not in tree["constant_data"].attrs:
@@ -118,6 +127,18 @@ def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
         seconds=float(tree.attrs["seconds"]),
         theta_true=constant["theta_true"].values if "theta_true" in constant.data_vars else None,
         extra=variables("extra"))
+
+
+def stored_flags(tree: xr.DataTree) -> np.ndarray | None:
+    """(F,) frames a saved posterior's method flagged (as :attr:`PosteriorResult.flagged`: the
+    method's own verdict, else the MCMC diagnostics'); None where nothing was checked (θ draws
+    of a single chain)."""
+    for group in ("extra", "diagnostics"):
+        if group in tree.children and "flagged" in tree[group].data_vars:
+            return np.asarray(tree[group]["flagged"].values, bool)
+    if "posterior" in tree.children:
+        return None
+    return np.zeros(tree["observed_data"].sizes["frame"], bool)
 
 
 def task_of(tree: xr.DataTree):

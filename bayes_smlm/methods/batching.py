@@ -7,6 +7,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
+def frame_keys(seed: int, n_frames: int, first_frame: int = 0) -> np.ndarray:
+    """(F, 2) JAX PRNG keys of frames ``first_frame … first_frame + F − 1`` of a run seeded with
+    ``seed``: key ``g`` of ``split(PRNGKey(seed), ·)`` for the frame of global index ``g``.
+
+    JAX's partitionable threefry (the default since JAX 0.5) makes the ``g``-th key of a split
+    independent of how many keys are split, so a shard of a movie draws exactly the numbers the
+    whole run draws for its frames (what :mod:`bayes_smlm.cluster` relies on).
+    """
+    import jax
+    from bayes_smlm.forward.config import check_int
+    first_frame = check_int("first_frame", first_frame, lo=0)
+    keys = jax.random.split(jax.random.PRNGKey(seed), first_frame + n_frames)
+    return np.asarray(keys)[first_frame:]
+
 
 def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int,
                       *, progress: bool = False, desc: str = "frames", multiple_of: int = 1) -> Any:
@@ -16,13 +30,19 @@ def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batc
     structure with leading axis F. The last batch is padded to ``batch_size`` by repeating its
     final frame so that ``fn`` is compiled once; the padding is dropped from the output.
     ``multiple_of`` rounds the batch up (e.g. to the number of devices it is split across).
+
+    A run of fewer frames than ``batch_size`` uses a smaller batch, but never one frame per
+    device where ``batch_size`` gives each several: XLA compiles a batch of one into other
+    arithmetic (rounding differs in the last bit), and a frame's numbers must not depend on how
+    many frames share its run (:mod:`bayes_smlm.cluster` splits runs into chunks).
     """
     import jax
     from tqdm.auto import tqdm
 
     n = arrays[0].shape[0]
-    batch_size = max(1, min(batch_size, n))
-    batch_size = multiple_of * -(-batch_size // multiple_of)
+    batch_size = multiple_of * -(-max(1, batch_size) // multiple_of)
+    batch_size = min(batch_size, max(multiple_of * -(-n // multiple_of),
+                                     min(batch_size, 2 * multiple_of)))
     outputs: list[Any] = []
     with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):

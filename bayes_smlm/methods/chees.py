@@ -72,7 +72,7 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
                     draws: int = 1000, progress: bool = False, warmup: int = 200,
                     target_accept: float = 0.8, max_leapfrog: int = 100,
                     likelihood: str = "poisson", batch_size: int | None = None,
-                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+                    first_frame: int = 0, theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """ChEES-HMC on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
     Parameters
@@ -90,6 +90,9 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
     batch_size : int or None
         Frames per compiled call, split across the CPU devices; None: 16 per CPU device (lanes
         of a batch run trajectories of similar length, unlike NUTS's), 1024 on a GPU.
+    first_frame : int
+        Index of ``adu[0]`` in the whole movie, for the per-frame seeds (as in
+        :func:`~bayes_smlm.methods.mcmc.run_mcmc`).
     """
     reject_unknown_options("chees", unknown)
     draws = check_int("draws", draws)
@@ -103,7 +106,7 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
         "chees", task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
         sample_chains=chees_chains(warmup, draws, target_accept, max_leapfrog),
         logdensity=logdensity, prepare=prepare, transform=prior_transform(task),
-        init="laplace", frames_per_cpu_device=16,
+        init="laplace", frames_per_cpu_device=16, first_frame=first_frame,
         settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
                   "max_leapfrog": max_leapfrog, "likelihood": likelihood},
         theta_true=theta_true)

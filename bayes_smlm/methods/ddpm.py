@@ -26,7 +26,7 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                    eta: float = 0.0,
                    checkpoint: str | Path | None = None, batch_size: int = 64,
                    precision: str = "auto", keep_samples: bool = False, progress: bool = False,
-                   device: str = "cpu", recalibrate: bool = False,
+                   device: str = "cpu", recalibrate: bool = False, first_frame: int = 0,
                    theta_true: np.ndarray | None = None,
                    **unknown: Any) -> PosteriorResult:
     """Per-pixel KDE mean and variance from K samples of Ψ conditioned on φ(x).
@@ -62,6 +62,11 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Apply the checkpoint's post-hoc spread recalibration
         (:mod:`bayes_smlm.surrogates.psi.recalibration`, fitted on separate frames) to the
         samples; an error if it has none.
+    first_frame : int
+        Index of ``adu[0]`` in the whole movie, for the per-(frame, sample) seeds: a shard
+        reproduces the whole run bitwise where its UNet calls are the whole run's (chunks a
+        multiple of ``batch_size // samples`` frames: always with the default K = 64 per call;
+        otherwise torch's convolutions round differently for another batch, ≈ 1e-7).
     """
     reject_unknown_options("ddpm", unknown)
     # torch + diffusers take seconds to import: only a ddpm run pays for them, not every user
@@ -82,7 +87,8 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                                          f"{RECALIBRATION_SAMPLER[0]} --steps "
                                          f"{RECALIBRATION_SAMPLER[1]} (got {solver}, {steps})")
     draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
-                       batch_size=batch_size, precision=precision, progress=progress)
+                       batch_size=batch_size, precision=precision, progress=progress,
+                       first_frame=first_frame)
     if recalibrate:
         draws = recalibration.apply(draws)
     seconds = time.perf_counter() - started

@@ -21,7 +21,7 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.model import make_log_density
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.methods.batching import map_frame_batches
+from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.pushforward import kde_axis_factors
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
@@ -90,7 +90,7 @@ def _batched(task: Task, coarse_step: float, fine: int, window: float, likelihoo
 def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, fine: int = 201,
                    coarse_step: float = 0.1, window: float = 30.0, likelihood: str = "poisson",
-                   batch_size: int = 32, theta_true: np.ndarray | None = None,
+                   batch_size: int = 32, first_frame: int = 0, theta_true: np.ndarray | None = None,
                    **unknown: Any) -> PosteriorResult:
     """Exact grid posterior of one emitter (the task's prior, i0 and background).
 
@@ -105,6 +105,9 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         out < e⁻³⁰ of the mass per coarse cell).
     chains, draws : int
         Shape of the i.i.d. draws returned for θ summaries (C, D).
+    first_frame : int
+        Index of ``adu[0]`` in the whole movie: frame ``i`` draws from key ``first_frame + i``
+        (:func:`~bayes_smlm.methods.batching.frame_keys`), so a shard reproduces the whole run.
     """
     reject_unknown_options("grid", unknown)
     if task.prior.n_emitters != 1:
@@ -114,9 +117,9 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     fn, n_devices = _batched(task, float(coarse_step), int(fine), float(window), likelihood,
                              chains * draws)
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), adu.shape[0])
+    keys = frame_keys(seed, adu.shape[0], first_frame)
     start = time.perf_counter()
-    out = map_frame_batches(fn, (adu, np.asarray(keys)), batch_size,
+    out = map_frame_batches(fn, (adu, keys), batch_size,
                             progress=progress, desc="grid", multiple_of=n_devices)
     seconds = time.perf_counter() - start
     kde_mean, kde_var, mean, cov, flat, spacing = out  # tuple pytree, leading axis F

@@ -21,7 +21,7 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.methods.batching import map_frame_batches
+from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.initialization import chain_starts
 from bayes_smlm.methods.laplace import position_fit
 from bayes_smlm.methods.pushforward import kde_moments
@@ -50,7 +50,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
              prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu,
              transform: Any = None, seed: int, chains: int,
              batch_size: int | None, progress: bool, settings: dict[str, Any],
-             init: str = "detect", frames_per_cpu_device: int = 1,
+             init: str = "detect", frames_per_cpu_device: int = 1, first_frame: int = 0,
              theta_true: np.ndarray | None = None) -> PosteriorResult:
     """Run ``sample_chains`` on the chains of every frame and assemble the result.
 
@@ -71,6 +71,10 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         sampler's coordinates. ``laplace``: each frame's Laplace fit runs first (in the same
         compiled call) and the chains sample coordinates whitened by it, started over-dispersed
         from its Gaussian (:mod:`.whitening`); samplers then see ≈ N(0, I).
+    first_frame : int
+        Index of ``adu[0]`` in the whole movie: frame ``i`` is seeded by ``(seed, first_frame +
+        i)`` (:func:`~bayes_smlm.methods.batching.frame_keys`), so a shard reproduces the whole
+        run's draws of its frames.
     """
     adu = validate_frames(task, adu)
     chains = check_int("chains", chains, lo=1)
@@ -104,7 +108,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         return positions, stats
 
     batched, n_devices = device_parallel(jax.vmap(one_frame))
-    keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), adu.shape[0]))
+    keys = frame_keys(seed, adu.shape[0], first_frame)
     started = time.perf_counter()
     if batch_size is None:  # CPU: few frames per device; GPU: one call for many frames
         batch_size = (frames_per_cpu_device * n_devices if jax.default_backend() == "cpu"

@@ -68,7 +68,8 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                    draws: int = 1000, progress: bool = False, warmup: int = 300,
                    target_accept: float = 0.7, max_tree_depth: int = 10,
                    likelihood: str = "poisson", batch_size: int | None = None,
-                   init: str = "detect", theta_true: np.ndarray | None = None,
+                   init: str = "detect", first_frame: int = 0,
+                   theta_true: np.ndarray | None = None,
                    **unknown: Any) -> PosteriorResult:
     """NUTS on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
@@ -102,6 +103,9 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         = each emitter's block of the inverse Hessian, :mod:`bayes_smlm.methods.whitening`) from
         over-dispersed
         Laplace starts, adaptation from the identity; the draws are still NUTS's.
+    first_frame : int
+        Index of ``adu[0]`` in the whole movie, for the per-frame seeds (as in
+        :func:`~bayes_smlm.methods.mcmc.run_mcmc`): a shard reproduces the whole run.
     """
     reject_unknown_options("nuts", unknown)
     draws = check_int("draws", draws)
@@ -116,6 +120,7 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         sample_chains=per_chain(nuts_chain(warmup, draws, target_accept, max_tree_depth,
                                            inverse_mass)),
         logdensity=logdensity, prepare=prepare, transform=prior_transform(task), init=init,
+        first_frame=first_frame,
         settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
                   "max_tree_depth": max_tree_depth, "likelihood": likelihood},
         theta_true=theta_true)

@@ -11,6 +11,7 @@ import numpy as np
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
+from bayes_smlm.methods.batching import map_frame_batches
 
 
 def kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
@@ -79,13 +80,7 @@ def kde_moments(theta_draws: np.ndarray, task: Task, chunk: int = 250,
     chunk = max(1, min(chunk, s))
     while s % chunk:  # use every draw: the chunk must divide S
         chunk -= 1
-    fn = _moments_fn(task, chunk)
-    means, variances = [], []
-    for i in range(0, f, frames_per_call):
-        m, v = fn(jnp.asarray(theta_draws[i:i + frames_per_call]))
-        means.append(np.asarray(m))
-        variances.append(np.asarray(v))
-    return np.concatenate(means), np.concatenate(variances)
+    return map_frame_batches(_moments_fn(task, chunk), (theta_draws,), frames_per_call)
 
 
 @lru_cache(maxsize=16)

@@ -74,11 +74,11 @@ def _frame_box_log_prior(task: Task) -> Callable[[jax.Array], jax.Array]:
 
 def _run(method: str, task: Task, adu: np.ndarray, logdensity, *, seed, chains, draws, steps,
          burn_in, proposal_var, beta, progress, batch_size, theta_true, extra_settings,
-         prepare=lambda adu: adu):
+         first_frame=0, prepare=lambda adu: adu):
     _check_settings(proposal_var, steps, burn_in, draws, beta)
     return run_mcmc(
         method, task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
-        sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
+        first_frame=first_frame, sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
         logdensity=logdensity,
         prepare=prepare,
         settings={"draws": draws, "steps": steps, "burn_in": burn_in,
@@ -90,7 +90,8 @@ def _run(method: str, task: Task, adu: np.ndarray, logdensity, *, seed, chains, 
 def rwmh_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, steps: int = 20000,
                    burn_in: int = 2000, proposal_var: float = 0.03, likelihood: str = "poisson",
-                   batch_size: int = 64, theta_true: np.ndarray | None = None,
+                   batch_size: int = 64, first_frame: int = 0,
+                   theta_true: np.ndarray | None = None,
                    **unknown: Any) -> PosteriorResult:
     """Random-walk MH on log p(θ | x) (β = 1, the task's disc prior).
 
@@ -107,14 +108,15 @@ def rwmh_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     return _run("rwmh", task, adu, logdensity, prepare=prepare, seed=seed,
                 chains=chains, draws=draws, steps=steps, burn_in=burn_in,
                 proposal_var=proposal_var, beta=1.0, progress=progress, batch_size=batch_size,
-                theta_true=theta_true, extra_settings={"likelihood": likelihood, "prior": "disc"})
+                first_frame=first_frame, theta_true=theta_true, extra_settings={"likelihood": likelihood, "prior": "disc"})
 
 
 @register_method("rwmh_paper")
 def rwmh_paper_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                          draws: int = 1000, progress: bool = False, steps: int = 10000,
                          burn_in: int = 1000, proposal_var: float = 0.05, beta: float = 0.2,
-                         batch_size: int = 64, theta_true: np.ndarray | None = None,
+                         batch_size: int = 64, first_frame: int = 0,
+                         theta_true: np.ndarray | None = None,
                          **unknown: Any) -> PosteriorResult:
     """The paper's sampler (appendix A.2): tempered target β·ℓ(θ) with a flat prior on the frame.
 
@@ -126,5 +128,6 @@ def rwmh_paper_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     target = lambda t, a: log_prior(t) + beta * loglik(t, a)  # noqa: E731
     return _run("rwmh_paper", task, adu, target, seed=seed, chains=chains, draws=draws,
                 steps=steps, burn_in=burn_in, proposal_var=proposal_var, beta=beta,
-                progress=progress, batch_size=batch_size, theta_true=theta_true,
+                progress=progress, batch_size=batch_size, first_frame=first_frame,
+                theta_true=theta_true,
                 extra_settings={"likelihood": "poisson", "prior": "flat over the frame"})

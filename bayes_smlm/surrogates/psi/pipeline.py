@@ -169,12 +169,12 @@ class PsiPipeline:
     def sample(self, adu: np.ndarray, samples: int, *, start: str = "guess",
                steps: int | None = DEFAULT_STEPS, solver: str = DEFAULT_SOLVER,
                eta: float = 0.0, seed: int = 0,
-               batch_size: int = 64, precision: str = "auto", progress: bool = False
-               ) -> np.ndarray:
+               batch_size: int = 64, precision: str = "auto", progress: bool = False,
+               first_frame: int = 0) -> np.ndarray:
         """(F, K, u·H, u·W) KDE samples of ADU frames (F, H, W); options as in
         :func:`bayes_smlm.surrogates.psi.sampling.sample_kdes`, by default the ``ddpm`` method's
         sampler (8 DPM-Solver++ steps)."""
         return sample_kdes(self.unet, self.scheduler, self.conditioning(adu), samples=samples,
                            start=start, steps=steps, solver=solver, eta=eta, seed=seed,
-                           batch_size=batch_size,
-                           precision=precision, progress=progress)
+                           batch_size=batch_size, precision=precision, progress=progress,
+                           first_frame=first_frame)

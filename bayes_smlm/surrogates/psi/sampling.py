@@ -55,7 +55,7 @@ def _batches(n_frames: int, samples: int, max_batch: int) -> Iterator[np.ndarray
 def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor, *, samples: int,
                 start: str = "guess", steps: int | None = None, solver: str = "ddim",
                 eta: float = 0.0, seed: int = 0, batch_size: int = 64, precision: str = "fp32",
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, first_frame: int = 0) -> np.ndarray:
     """Draw ``samples`` KDEs per frame from Ψ given its conditioning ``cond``.
 
     Parameters
@@ -80,6 +80,9 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
         Frames × samples per UNet call.
     precision : {"auto", "fp32", "bf16"}
         ``bf16`` runs the UNet under autocast; ``auto``: :func:`resolve_precision`.
+    first_frame : int
+        Index of frame 0 of ``cond`` in the whole movie: sample ``k`` of frame ``i`` is seeded
+        by ``(seed, first_frame + i, k)``, so a shard reproduces the whole run.
 
     Returns
     -------
@@ -87,6 +90,7 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     """
     check_choice("start", start, STARTS)
     samples = check_int("samples", samples)
+    first_frame = check_int("first_frame", first_frame, lo=0)
     batch_size = check_int("batch_size", batch_size)
     if steps is None:
         scheduler = DDPMScheduler.from_config(scheduler.config)  # a copy: set_timesteps mutates
@@ -113,7 +117,7 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     with tqdm(total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress,
               leave=False) as bar:
         for frames in _batches(n_frames, samples, batch_size):
-            gens = _generators(seed, frames, samples)
+            gens = _generators(seed, first_frame + frames, samples)
             c = cond_model[torch.as_tensor(frames, device=device)].repeat_interleave(
                 samples, dim=0)
             noise = torch.stack([torch.randn((1, h, w), generator=g) for g in gens]).to(device)

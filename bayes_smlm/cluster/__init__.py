@@ -1,0 +1,1 @@
+"""Frames across Dask workers, results into zarr stores chunk by chunk (``--scheduler``)."""

@@ -1,0 +1,78 @@
+"""A Dask distributed client for ``--scheduler``: a running cluster's address, or ``local:N``.
+
+Every worker is set up like the process that submits the work (:func:`like_this_process`): the
+same number of XLA host devices, and the same JAX compilation cache. The device count matters
+for more than speed: a frame's MCMC draws are reproducible for a given device layout (``pmap``
+over several host devices compiles another program than ``jit`` on one, and chains are chaotic
+in the last bit), so workers laid out like this process give the draws this process would.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from bayes_smlm.errors import ConfigError
+
+LOCAL_PREFIX = "local:"
+CONNECT_TIMEOUT_S = 20
+
+
+ENVIRONMENT = ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
+
+
+def like_this_process() -> Any:
+    """Dask's ``Environ`` nanny plugin with this process's XLA flags and JAX cache folder: each
+    worker restarts with them, so it imports JAX laid out like this process."""
+    from distributed.diagnostics.plugin import Environ
+    return Environ({k: os.environ[k] for k in ENVIRONMENT if k in os.environ})
+
+
+def check_scheduler(value: str) -> str:
+    """``local:N`` (N ≥ 1 worker processes on this machine) or a scheduler address
+    (``tcp://host:8786``, ``host:8786``); a one-line error otherwise."""
+    if value.startswith(LOCAL_PREFIX):
+        count = value[len(LOCAL_PREFIX):]
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError("scheduler", f"local:N needs N >= 1 worker processes (got {value!r})")
+    elif not value or any(c.isspace() for c in value):
+        raise ConfigError("scheduler", f"must be local:N or a scheduler address such as "
+                                       f"tcp://host:8786 (got {value!r})")
+    return value
+
+
+@contextmanager
+def dask_client(scheduler: str | None) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` for ``scheduler`` (None: yield None, work stays in this
+    process). ``local:N`` starts a ``LocalCluster`` of N single-threaded worker processes for the
+    duration; an address connects to a running scheduler (a one-line error if none answers)."""
+    if scheduler is None:
+        yield None
+        return
+    check_scheduler(scheduler)
+    # distributed logs its workers' comings and goings (and tracebacks of closed connections
+    # when workers restart); what matters reaches us as the tasks' results or exceptions
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+    from distributed import Client, LocalCluster
+    cluster = None
+    try:
+        if scheduler.startswith(LOCAL_PREFIX):
+            cluster = LocalCluster(n_workers=int(scheduler[len(LOCAL_PREFIX):]),
+                                   threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as err:
+        if cluster is not None:
+            cluster.close()
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError("scheduler", f"no Dask scheduler answered at {scheduler} within "
+                                       f"{CONNECT_TIMEOUT_S} s ({reason})") from None
+    try:
+        client.register_plugin(like_this_process())
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

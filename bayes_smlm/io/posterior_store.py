@@ -1,0 +1,198 @@
+"""A posterior written chunk by chunk into a zarr store, so that a long run can stop and resume.
+
+The store holds the groups of a posterior's NetCDF file (:func:`bayes_smlm.io.posteriors.to_datatree`)
+(``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``, ``kde``, ``extra``,
+``diagnostics``), each variable chunked along ``frame`` by the run's chunk of frames, plus a
+``chunks`` group: ``done`` (chunk) and ``seconds`` (chunk, the method's own time for it).
+
+The first finished chunk fixes the layout: every group is laid out for all frames (metadata only),
+then each finished chunk is written into its frame range, and its ``done`` flag last — a chunk
+that was being written when the process died is not marked done and is computed again. A store
+remembers what run it holds (method, options, seed, the frames' digest, the chunking); resuming
+it with anything else is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from bayes_smlm.errors import ConfigError
+from bayes_smlm.io.atomic import check_suffix
+
+STORE_SUFFIX = ".zarr"
+PROGRESS_GROUP = "chunks"
+ZARR_FORMAT = 2  # widest reader support; zarr 3 also reads it
+
+
+def run_identity(method: str, options: dict[str, Any], adu: np.ndarray, task_json: str,
+                 chunk_frames: int) -> dict[str, Any]:
+    """What a store must have been started with to be resumed: the method, its options, the
+    chunking and a SHA-256 digest of the frames and task."""
+    digest = hashlib.sha256(np.ascontiguousarray(adu).tobytes())
+    digest.update(task_json.encode())
+    return {"method": method, "options": json.loads(json.dumps(options, sort_keys=True,
+                                                               default=str)),
+            "n_frames": int(adu.shape[0]), "chunk_frames": int(chunk_frames),
+            "frames_sha256": digest.hexdigest()}
+
+
+def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
+    """``(first, stop)`` frame ranges of consecutive chunks."""
+    return [(a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
+
+
+class PosteriorStore:
+    """A zarr posterior of ``identity["n_frames"]`` frames being written chunk by chunk.
+
+    Open with :meth:`open`, which creates the store or checks that an existing one holds the
+    same run; :attr:`done` says which chunks are finished, :meth:`write` adds one and
+    :meth:`finish` writes the run's totals once all are.
+    """
+
+    def __init__(self, path: Path, identity: dict[str, Any]):
+        self.path = path
+        self.identity = identity
+        self.ranges = chunk_ranges(identity["n_frames"], identity["chunk_frames"])
+
+    @classmethod
+    def open(cls, path: str | Path, identity: dict[str, Any], argument: str = "out"
+             ) -> "PosteriorStore":
+        path = check_suffix(path, STORE_SUFFIX, argument)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(argument, f"{path} is a file, not a zarr store")
+        if path.is_dir() and any(path.iterdir()):
+            stored = _stored_identity(path, argument)
+            if stored != identity:
+                changed = sorted(k for k in identity if stored.get(k) != identity[k])
+                raise ConfigError(argument, f"{path} holds a run with other {', '.join(changed)}; "
+                                            "resume it with the same command, or give another "
+                                            "--out")
+        return cls(path, identity)
+
+    @property
+    def done(self) -> np.ndarray:
+        """(chunks,) True for each chunk already written."""
+        try:
+            group = xr.open_zarr(self.path, group=PROGRESS_GROUP, consolidated=False)
+        except (FileNotFoundError, KeyError, OSError):
+            return np.zeros(len(self.ranges), bool)
+        return group["done"].values.astype(bool)
+
+    def write(self, index: int, tree: xr.DataTree) -> None:
+        """Write chunk ``index`` (the posterior DataTree of its frames, whose settings must
+        match the other chunks'), then mark it done."""
+        first, stop = self.ranges[index]
+        n_frames = tree["observed_data"].sizes["frame"]
+        if n_frames != stop - first:
+            raise ValueError(f"chunk {index} has {n_frames} frames, expected {stop - first}")
+        if not (self.path / PROGRESS_GROUP).exists():
+            self._lay_out(tree)
+        elif tree.attrs["settings"] != self._root_attrs()["settings"]:
+            raise ConfigError("scheduler", f"chunk {index} (frames {first}–{stop - 1}) ran with "
+                                           f"settings {tree.attrs['settings']}, the store's are "
+                                           f"{self._root_attrs()['settings']} (a worker with "
+                                           "another JAX device count?)")
+        for name, node in tree.children.items():
+            ds = node.to_dataset(inherit=False)
+            per_frame = [k for k, v in ds.variables.items() if "frame" in v.dims]
+            if per_frame:
+                part = ds[per_frame].assign_coords(frame=np.arange(first, stop))
+                part = part.drop_vars([k for k, v in part.coords.items() if "frame" not in v.dims])
+                _to_zarr(part.drop_attrs(), self.path, group=name,
+                         region={"frame": slice(first, stop)})
+        progress = xr.Dataset({"done": ("chunk", [True]),
+                               "seconds": ("chunk", [float(tree.attrs["seconds"])])})
+        _to_zarr(progress, self.path, group=PROGRESS_GROUP,
+                 region={"chunk": slice(index, index + 1)})
+
+    def finish(self) -> Path:
+        """Write the run's totals (seconds over chunks, the diagnostics' pass rate over all
+        frames) and consolidate the metadata; every chunk must be done."""
+        import zarr
+        done = self.done
+        if not done.all():
+            raise ConfigError("out", f"{self.path}: {int((~done).sum())} of {len(done)} chunks "
+                                     "are not finished")
+        root = zarr.open_group(str(self.path), mode="r+", zarr_format=ZARR_FORMAT)
+        seconds = xr.open_zarr(self.path, group=PROGRESS_GROUP, consolidated=False)["seconds"]
+        root.attrs["seconds"] = float(seconds.sum())
+        if "diagnostics" in root:
+            flagged = np.asarray(root["diagnostics"]["flagged"][:], bool)
+            root["diagnostics"].attrs["pass_rate"] = float(1.0 - flagged.mean())
+        zarr.consolidate_metadata(str(self.path), zarr_format=ZARR_FORMAT)
+        return self.path
+
+    def _root_attrs(self) -> dict[str, Any]:
+        import zarr
+        return dict(zarr.open_group(str(self.path), mode="r", zarr_format=ZARR_FORMAT).attrs)
+
+    def _lay_out(self, tree: xr.DataTree) -> None:
+        """Create every group for all frames from the first finished chunk's tree."""
+        import dask.array as da
+
+        n, size = self.identity["n_frames"], self.identity["chunk_frames"]
+        if self.path.exists():
+            shutil.rmtree(self.path)  # a lay-out that died half-way
+        root = xr.Dataset(attrs={**tree.attrs, "run": json.dumps(self.identity, sort_keys=True)})
+        _to_zarr(root, self.path, mode="w")
+        for name, node in tree.children.items():
+            ds = node.to_dataset(inherit=False)
+            variables = {}
+            for key, var in ds.data_vars.items():
+                if "frame" in var.dims:
+                    shape = tuple(n if d == "frame" else s for d, s in zip(var.dims, var.shape))
+                    chunks = tuple(size if d == "frame" else s for d, s in zip(var.dims, var.shape))
+                    variables[key] = (var.dims, da.zeros(shape, var.dtype, chunks=chunks),
+                                      var.attrs)
+                else:
+                    variables[key] = var
+            coords = {k: v for k, v in ds.coords.items() if k != "frame"}
+            if "frame" in ds.dims:
+                coords["frame"] = np.arange(n)
+            _to_zarr(xr.Dataset(variables, coords=coords, attrs=ds.attrs), self.path, group=name,
+                     mode="a", compute=False)
+        chunks = len(self.ranges)
+        progress = xr.Dataset({"done": ("chunk", da.zeros(chunks, bool, chunks=1)),
+                               "seconds": ("chunk", da.zeros(chunks, float, chunks=1))},
+                              attrs={"description": "chunks of frames finished, and the "
+                                                    "method's seconds for each"})
+        _to_zarr(progress, self.path, group=PROGRESS_GROUP, mode="a")
+
+
+def _to_zarr(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
+    with warnings.catch_warnings():  # zarr's notes on string dtypes it stores as such anyway
+        warnings.simplefilter("ignore", UserWarning)
+        ds.to_zarr(path, consolidated=False, zarr_format=ZARR_FORMAT, **kwargs)
+
+
+def _stored_identity(path: Path, argument: str) -> dict[str, Any]:
+    import zarr
+    try:
+        attrs = zarr.open_group(str(path), mode="r", zarr_format=ZARR_FORMAT).attrs
+        return json.loads(attrs["run"])
+    except (KeyError, ValueError, OSError, FileNotFoundError) as err:
+        raise ConfigError(argument, f"{path} exists and is not a bayes-smlm posterior store "
+                                    f"({type(err).__name__}); give another --out") from None
+
+
+def open_store_datatree(path: Path) -> xr.DataTree:
+    """A finished store as the DataTree :func:`~bayes_smlm.io.posteriors.load_posterior`
+    returns (the ``chunks`` bookkeeping left out); a one-line error if chunks are missing."""
+    finished = (path / ".zmetadata").exists()  # consolidated by finish()
+    tree = xr.open_datatree(path, engine="zarr", consolidated=finished)
+    if PROGRESS_GROUP in tree.children:
+        done = tree[PROGRESS_GROUP]["done"].values.astype(bool)
+        if not done.all():
+            raise ConfigError("file", f"{path} is an unfinished posterior store ({int(done.sum())} "
+                                      f"of {done.size} chunks); rerun the command that wrote it "
+                                      "to resume")
+        tree = tree.drop_nodes(PROGRESS_GROUP)
+    return tree
