@@ -178,3 +178,21 @@ def test_two_local_workers_reproduce_nuts_and_localize(tmp_path, capsys, isolate
                              "--out", str(tmp_path / "two.csv"))
     assert status == 0, err
     assert (tmp_path / "one.csv").read_text() == (tmp_path / "two.csv").read_text()
+
+
+def test_a_reused_sampler_program_draws_what_a_fresh_one_draws(isolated):
+    """Chunks of a run reuse the traced sampler (tracing NUTS costs seconds per chunk): the
+    draws are those of a fresh trace, and other settings get their own program."""
+    from bayes_smlm.methods import get_method, mcmc
+    batch = simulate(isolated, 2, 14)
+    options = {"seed": 1, "draws": 50, "steps": 300, "burn_in": 100, "chains": 2}
+    mcmc._PROGRAMS.clear()
+    first = get_method("rwmh")(isolated, batch.adu, **options)
+    assert len(mcmc._PROGRAMS) == 1
+    again = get_method("rwmh")(isolated, batch.adu, **options)
+    np.testing.assert_array_equal(again.theta, first.theta)
+    wider = get_method("rwmh")(isolated, batch.adu, **{**options, "proposal_var": 0.06})
+    assert len(mcmc._PROGRAMS) == 2 and not np.array_equal(wider.theta, first.theta)
+    mcmc._PROGRAMS.clear()
+    fresh = get_method("rwmh")(isolated, batch.adu, **options)
+    np.testing.assert_array_equal(fresh.theta, first.theta)

@@ -106,7 +106,7 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
         "chees", task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
         sample_chains=chees_chains(warmup, draws, target_accept, max_leapfrog),
         logdensity=logdensity, prepare=prepare, transform=prior_transform(task),
-        init="laplace", frames_per_cpu_device=16, first_frame=first_frame,
+        init="laplace", frames_per_cpu_device=16, first_frame=first_frame, reuse_program=True,
         settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
                   "max_leapfrog": max_leapfrog, "likelihood": likelihood},
         theta_true=theta_true)

@@ -11,6 +11,7 @@ call, aligns emitter labels, pushes the draws through the KDE and returns a
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -35,6 +36,8 @@ ChainSampler = Callable[[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]]
                         tuple[jax.Array, dict[str, jax.Array]]]
 INITS = ("detect", "laplace")  # where chains start (module docstring)
 ACCELERATOR_BATCH = 1024  # frames per compiled call on a GPU (lockstep lanes are cheap there)
+KEPT_PROGRAMS = 8  # traced samplers kept per process for reuse_program
+_PROGRAMS: dict[tuple, tuple[Callable[..., Any], int]] = {}
 
 
 def per_chain(sample_chain: ChainSampler) -> ChainSampler:
@@ -51,7 +54,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
              transform: Any = None, seed: int, chains: int,
              batch_size: int | None, progress: bool, settings: dict[str, Any],
              init: str = "detect", frames_per_cpu_device: int = 1, first_frame: int = 0,
-             theta_true: np.ndarray | None = None) -> PosteriorResult:
+             reuse_program: bool = False, theta_true: np.ndarray | None = None) -> PosteriorResult:
     """Run ``sample_chains`` on the chains of every frame and assemble the result.
 
     Parameters
@@ -75,6 +78,12 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         Index of ``adu[0]`` in the whole movie: frame ``i`` is seeded by ``(seed, first_frame +
         i)`` (:func:`~bayes_smlm.methods.batching.frame_keys`), so a shard reproduces the whole
         run's draws of its frames.
+    reuse_program : bool
+        Keep the traced, compiled sampler of this call in the process and reuse it in a later
+        call with the same ``method``, ``settings``, task, chains and init (tracing NUTS costs
+        ≈ 5 s, once per chunk of a chunked run otherwise). Only for callers whose ``settings``
+        and task determine ``sample_chains``, ``logdensity``, ``prepare`` and ``transform``
+        entirely, as the built-in methods' do.
     """
     adu = validate_frames(task, adu)
     chains = check_int("chains", chains, lo=1)
@@ -107,7 +116,14 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
             positions = transform(positions)
         return positions, stats
 
-    batched, n_devices = device_parallel(jax.vmap(one_frame))
+    program = (method, json.dumps(settings, sort_keys=True, default=str), task, chains, init)
+    if not reuse_program or program not in _PROGRAMS:
+        _PROGRAMS[program] = device_parallel(jax.vmap(one_frame))
+        while len(_PROGRAMS) > KEPT_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    batched, n_devices = _PROGRAMS.pop(program)
+    if reuse_program:
+        _PROGRAMS[program] = batched, n_devices  # most recent last
     keys = frame_keys(seed, adu.shape[0], first_frame)
     started = time.perf_counter()
     if batch_size is None:  # CPU: few frames per device; GPU: one call for many frames

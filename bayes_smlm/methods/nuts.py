@@ -120,7 +120,7 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         sample_chains=per_chain(nuts_chain(warmup, draws, target_accept, max_tree_depth,
                                            inverse_mass)),
         logdensity=logdensity, prepare=prepare, transform=prior_transform(task), init=init,
-        first_frame=first_frame,
+        first_frame=first_frame, reuse_program=True,
         settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
                   "max_tree_depth": max_tree_depth, "likelihood": likelihood},
         theta_true=theta_true)

@@ -78,7 +78,8 @@ def _run(method: str, task: Task, adu: np.ndarray, logdensity, *, seed, chains, 
     _check_settings(proposal_var, steps, burn_in, draws, beta)
     return run_mcmc(
         method, task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
-        first_frame=first_frame, sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
+        first_frame=first_frame, reuse_program=True,
+        sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
         logdensity=logdensity,
         prepare=prepare,
         settings={"draws": draws, "steps": steps, "burn_in": burn_in,
