@@ -9,7 +9,7 @@ import pytest
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.io.posteriors import load_posterior, to_datatree
-from tests.test_cli import assert_one_line_error, run_cli
+from test_cli import assert_one_line_error, run_cli
 
 
 def assert_same_posterior(expected, actual, skip=()):
