@@ -1,7 +1,7 @@
 """A posterior written chunk by chunk into a zarr store, so that a long run can stop and resume.
 
-The store holds the groups of a posterior's NetCDF file (:func:`bayes_smlm.io.posteriors.to_datatree`)
-(``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``, ``kde``, ``extra``,
+The store holds the groups of a posterior's NetCDF file
+(:func:`bayes_smlm.io.posteriors.to_datatree`: ``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``, ``kde``, ``extra``,
 ``diagnostics``), each variable chunked along ``frame`` by the run's chunk of frames, plus a
 ``chunks`` group: ``done`` (chunk) and ``seconds`` (chunk, the method's own time for it).
 

@@ -72,7 +72,8 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
                     draws: int = 1000, progress: bool = False, warmup: int = 200,
                     target_accept: float = 0.8, max_leapfrog: int = 100,
                     likelihood: str = "poisson", batch_size: int | None = None,
-                    first_frame: int = 0, theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+                    first_frame: int = 0, theta_true: np.ndarray | None = None,
+                    **unknown: Any) -> PosteriorResult:
     """ChEES-HMC on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
     Parameters
