@@ -99,7 +99,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.io.atomic import check_output_dir, check_output_file
     from bayes_smlm.io.frames import read_frames
-    from bayes_smlm.io.posteriors import save_posterior
+    from bayes_smlm.io.posteriors import stored_flags, to_datatree, write_datatree
     from bayes_smlm.methods import get_method
     chunked = args.out.suffix == ".zarr"
     if chunked:
@@ -122,17 +122,16 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     if args.full_chain:
         if args.steps is not None:
-            from bayes_smlm.errors import ConfigError
             raise ConfigError("--full-chain", "cannot be combined with --steps")
         options["steps"] = None
     if chunked:
         return _posterior_in_chunks(args, task, adu, theta, options)
     result = method(task, adu, theta_true=theta, **options)
-    save_posterior(result, args.out)
+    tree = to_datatree(result)
+    write_datatree(tree, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
-    has_own_verdict = "flagged" in result.extra or result.diagnostics is not None
-    _announce_flags(result.flagged if result.theta is None or has_own_verdict else None)
+    _announce_flags(stored_flags(tree))
     return 0
 
 
@@ -143,7 +142,7 @@ def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: di
 
     from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.cluster.posterior import DEFAULT_CHUNK_FRAMES, posterior_in_chunks
-    from bayes_smlm.io.posterior_store import open_store_datatree
+    from bayes_smlm.io.posterior_store import chunk_ranges, open_store_datatree
     from bayes_smlm.io.posteriors import stored_flags
     chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
     started = time.perf_counter()
@@ -153,7 +152,7 @@ def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: di
                                              client=client, progress=not args.quiet)
     wall = time.perf_counter() - started
     tree = open_store_datatree(path)
-    chunks = -(-adu.shape[0] // chunk_frames)
+    chunks = len(chunk_ranges(adu.shape[0], chunk_frames))
     where = f"on {args.scheduler}" if args.scheduler else "in this process"
     resumed = f", {chunks - computed} already in the store" if computed < chunks else ""
     print(f"wrote {path}: method {args.method}, {adu.shape[0]} frames in {chunks} chunks "

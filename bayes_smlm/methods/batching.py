@@ -39,10 +39,12 @@ def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batc
     import jax
     from tqdm.auto import tqdm
 
+    def rounded_up(frames: int) -> int:
+        return multiple_of * -(-frames // multiple_of)
+
     n = arrays[0].shape[0]
-    batch_size = multiple_of * -(-max(1, batch_size) // multiple_of)
-    batch_size = min(batch_size, max(multiple_of * -(-n // multiple_of),
-                                     min(batch_size, 2 * multiple_of)))
+    full = rounded_up(max(1, batch_size))
+    batch_size = max(min(full, rounded_up(n)), min(full, 2 * multiple_of))
     outputs: list[Any] = []
     with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):

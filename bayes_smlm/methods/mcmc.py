@@ -117,13 +117,12 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         return positions, stats
 
     program = (method, json.dumps(settings, sort_keys=True, default=str), task, chains, init)
-    if not reuse_program or program not in _PROGRAMS:
-        _PROGRAMS[program] = device_parallel(jax.vmap(one_frame))
+    kept = _PROGRAMS.pop(program, None) if reuse_program else None
+    batched, n_devices = kept or device_parallel(jax.vmap(one_frame))
+    if reuse_program:
+        _PROGRAMS[program] = batched, n_devices  # most recently used last
         while len(_PROGRAMS) > KEPT_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
-    batched, n_devices = _PROGRAMS.pop(program)
-    if reuse_program:
-        _PROGRAMS[program] = batched, n_devices  # most recent last
     keys = frame_keys(seed, adu.shape[0], first_frame)
     started = time.perf_counter()
     if batch_size is None:  # CPU: few frames per device; GPU: one call for many frames

@@ -76,7 +76,7 @@ def kde_moments(theta_draws: np.ndarray, task: Task, chunk: int = 250,
     mean, var : (F, uH, uW) float32 arrays. The variance divides by S (the plug-in estimate).
     """
     theta_draws = np.asarray(theta_draws, np.float32)
-    f, s = theta_draws.shape[:2]
+    s = theta_draws.shape[1]
     chunk = max(1, min(chunk, s))
     while s % chunk:  # use every draw: the chunk must divide S
         chunk -= 1
