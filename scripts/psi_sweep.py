@@ -31,6 +31,7 @@ import numpy as np
 
 from bayes_smlm.compare.schema import (BACKGROUND_FLOOR, BY_CROWDING, SECONDS_PER_FRAME,
                                        SIGNAL_RATIO, Z_SD)
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
 
 SELECTION_SEED = 2000
 RECALIBRATION_SEED = 2200  # frames a post-hoc recalibration is fitted on
@@ -44,6 +45,10 @@ SAMPLERS = {  # name -> (start, solver, steps or None for the full chain, eta)
     "dpmpp8": ("guess", "dpmpp", 8, 0.0),
     "dpmpp5": ("guess", "dpmpp", 5, 0.0),
     "dpmpp3": ("guess", "dpmpp", 3, 0.0),
+    "dpmpp6": ("guess", "dpmpp", 6, 0.0),
+    "unipc6": ("guess", "unipc", 6, 0.0),
+    "unipc5": ("guess", "unipc", 5, 0.0),
+    "unipc4": ("guess", "unipc", 4, 0.0),
 }
 
 
@@ -120,18 +125,21 @@ def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
     write_json(out, {"reference": json.loads(str(ref["ref_scores"])), "rows": rows})
 
 
-def moments(out: Path, ref_path: Path, checkpoint: Path, device: str) -> None:
-    """Per-pixel mean and variance of K = 64 samples of the shipped sampler (20 DDIM steps,
-    `guess` start) on the frames of ``ref_path``."""
+def moments(out: Path, ref_path: Path, checkpoint: Path, device: str, solver: str,
+            steps: int) -> None:
+    """Per-pixel mean and variance of K = 64 samples (`guess` start, fp32, ``steps`` steps of
+    ``solver``: the ``ddpm`` method's default sampler unless told) on the frames of
+    ``ref_path``; the sampler is stored beside them for ``fit``."""
     from bayes_smlm.forward.config import task_from_dict
     from bayes_smlm.io.atomic import read_npz, write_npz
     from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, read_config
     ref = read_npz(ref_path, ("adu",))
     task = task_from_dict(read_config(checkpoint)["task"])
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
-    samples = psi.sample(ref["adu"], K, solver="ddim", steps=20, seed=1, precision="fp32",
+    samples = psi.sample(ref["adu"], K, solver=solver, steps=steps, seed=1, precision="fp32",
                          batch_size=1024 if device != "cpu" else 64)
-    write_npz(out, mean=samples.mean(axis=1), var=samples.var(axis=1, ddof=1))
+    write_npz(out, mean=samples.mean(axis=1), var=samples.var(axis=1, ddof=1),
+              solver=np.asarray(solver), steps=np.asarray(steps))
     print(f"wrote {out}")
 
 
@@ -141,10 +149,12 @@ def fit(checkpoint: Path, ref_path: Path, moments_path: Path, seed: int) -> None
     from bayes_smlm.surrogates.psi.pipeline import read_config
     from bayes_smlm.surrogates.psi.recalibration import fit_spread_recalibration
     ref = read_npz(ref_path, ("ref_var", "ref_scores"))
-    mom = read_npz(moments_path, ("mean", "var"))
+    mom = read_npz(moments_path, ("mean", "var", "solver", "steps"))
+    solver, steps = str(mom["solver"]), int(mom["steps"])
     fitted_on = {"frames": int(len(mom["mean"])), "seed": seed,
                  "reference": json.loads(str(ref["ref_scores"]))["method"],
-                 "sampler": "20 DDIM steps, guess start, K = 64, fp32",
+                 "solver": solver, "steps": steps,
+                 "sampler": f"{steps} {solver} steps, guess start, K = {K}, fp32",
                  "command": f"python scripts/psi_sweep.py reference/moments/fit (seed {seed})"}
     recal = fit_spread_recalibration(mom["mean"], mom["var"], ref["ref_var"], fitted_on)
     config = read_config(checkpoint)
@@ -221,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("reference", type=Path)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, choices=SOLVERS)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p = sub.add_parser("fit")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("reference", type=Path)
@@ -235,7 +247,7 @@ def main(argv=None) -> int:
     elif args.command == "reference":
         reference(args.task, args.frames, args.out, args.seed)
     elif args.command == "moments":
-        moments(args.out, args.reference, args.checkpoint, args.device)
+        moments(args.out, args.reference, args.checkpoint, args.device, args.solver, args.steps)
     elif args.command == "fit":
         fit(args.checkpoint, args.reference, args.moments, args.seed)
     else:

@@ -380,7 +380,7 @@ p(θ|x)^0.2, √5 ≈ 2.24 times wider). Diagnostics are arviz-stats rank R-hat,
 {_figures(out, metrics, config)}
 ## Cost against emitters per frame
 
-NUTS on `paper`-density frames with {', '.join(map(str, settings['cost_emitters']))} emitters; the DDPM's
+NUTS and ChEES on `paper`-density frames with {', '.join(map(str, settings['cost_emitters']))} emitters; the DDPM's
 network pass does not depend on the number of emitters (it is timed at the two ends with this
 task's shipped Ψ, or, where a preset skips that, on the frames above).
 

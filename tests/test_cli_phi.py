@@ -67,3 +67,16 @@ def test_detect_phi_without_a_checkpoint_for_a_custom_task_says_so(tmp_path, cap
             "--seed", "1", "--out", str(frames))
     status, _, err = run_cli(capsys, "detect-phi", str(frames), "--out", str(tmp_path / "l.csv"))
     assert status == 2 and "argument --checkpoint" in err and "i0" in err
+
+
+def test_compiled_detect_phi_without_a_cpp_compiler_says_so(trained, tmp_path, capsys,
+                                                            monkeypatch):
+    frames = tmp_path / "f.npz"
+    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed", "1",
+            "--out", str(frames))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    monkeypatch.delenv("CXX", raising=False)
+    status, _, err = run_cli(capsys, "detect-phi", str(frames), "--checkpoint", str(trained),
+                             "--compiled", "--out", str(tmp_path / "l.csv"))
+    assert status == 2 and "argument --compiled" in err and "C++ compiler" in err
+    assert len(err.strip().splitlines()) == 1

@@ -12,12 +12,12 @@ from test_cli import run_cli
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.methods import get_method
-from bayes_smlm.surrogates.psi.pipeline import load_psi
+from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, load_psi
 from bayes_smlm.surrogates.psi.sampling import sample_kdes
 from bayes_smlm.surrogates.psi.schedule import (alpha_bar_final, from_model_space, make_scheduler,
                                                 noise_loss, to_model_space)
 from bayes_smlm.surrogates.psi.training import train_psi
-from bayes_smlm.surrogates.settings import PsiTraining
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS, PsiTraining
 
 
 def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
@@ -190,7 +190,6 @@ def test_frame_conditioning_repeats_the_normalised_frame_onto_the_kde_grid(isola
 
 
 def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, tmp_path):
-    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     phi_dir = tmp_path / "phi"
     from bayes_smlm.surrogates.phi.training import train_phi
     from bayes_smlm.surrogates.settings import PhiTraining
@@ -227,7 +226,6 @@ def test_an_unusable_device_is_refused_in_one_line(capsys, device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gpu: needs a CUDA device")
 def test_psi_trains_and_samples_on_a_gpu(tiny_psi, isolated, tmp_path):
-    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated, device="cuda")
     samples = psi.sample(simulate(isolated, 2, seed=4).adu, 4, steps=3)
     assert samples.shape == (2, 4, 80, 80) and np.isfinite(samples).all()
@@ -239,7 +237,6 @@ def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(p
     variance maps follow NUTS's (the 32-frame bars: `study calibration --task paper`)."""
     from bayes_smlm.compare import variance_agreement
     from bayes_smlm.compare.regions import region_variance_scores
-    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(None, paper)
     assert psi.config["phi"]["checkpoint"] == "../phi-paper"
     assert psi.recalibration is not None
@@ -276,7 +273,6 @@ def test_shipped_psi_is_a_diffusers_directory_with_its_scheduler(task_name):
 def test_dpm_solver_samples_do_not_depend_on_batching_and_refuse_eta(tiny_psi, isolated):
     """The multistep solver keeps state between steps: each batch starts from a fresh copy, so
     a frame's samples are the same whatever batch it is in."""
-    from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
     psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated)
     adu = simulate(isolated, 3, seed=5).adu
     one_batch = psi.sample(adu, 2, steps=3, solver="dpmpp", batch_size=64, precision="fp32")
@@ -290,10 +286,32 @@ def test_dpm_solver_samples_do_not_depend_on_batching_and_refuse_eta(tiny_psi, i
         psi.sample(adu, 2, steps=3, solver="heun")
 
 
+def test_ode_solvers_converge_to_one_solution_as_steps_grow(tiny_psi, isolated):
+    """DPM-Solver++ and UniPC integrate the same probability-flow ODE from the same start: with
+    many steps they agree far more closely than with few; UniPC at few steps, being of second
+    order, is closer to the many-step solution than first-order DDIM (η = 0)."""
+    psi = PsiPipeline.from_pretrained(tiny_psi[0], isolated)
+    adu = simulate(isolated, 1, seed=5).adu
+
+    def run(solver, steps):
+        return psi.sample(adu, 2, steps=steps, solver=solver, precision="fp32")
+
+    def gap(a, b):
+        return float(np.abs(a - b).max())
+
+    few = {s: run(s, 4) for s in ("ddim", "dpmpp", "unipc")}
+    many = {s: run(s, 50) for s in ("dpmpp", "unipc")}
+    assert gap(many["unipc"], many["dpmpp"]) < 0.2 * gap(few["unipc"], few["dpmpp"])
+    assert gap(few["unipc"], many["dpmpp"]) < gap(few["ddim"], many["dpmpp"])
+
+
 def test_recalibration_asks_for_the_sampler_it_was_fitted_on(isolated):
     adu = simulate(isolated, 1, seed=6).adu
-    with pytest.raises(ConfigError, match="argument recalibrate: .*--solver ddim --steps 20"):
-        get_method("ddpm")(isolated, adu, samples=2, recalibrate=True)
+    fitted = PsiPipeline.from_pretrained(None, isolated).recalibration.sampler
+    assert fitted == (DEFAULT_SOLVER, DEFAULT_STEPS)  # the shipped ones: the default sampler
+    with pytest.raises(ConfigError, match=f"argument recalibrate: .*--solver {DEFAULT_SOLVER} "
+                                          f"--steps {DEFAULT_STEPS} \\(got ddim, 20\\)"):
+        get_method("ddpm")(isolated, adu, samples=2, solver="ddim", steps=20, recalibrate=True)
 
 
 def test_posterior_cli_takes_the_solver(tiny_psi, tmp_path, capsys):

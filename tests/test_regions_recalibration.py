@@ -69,6 +69,15 @@ def test_spread_recalibration_restores_the_variance_per_bin_and_keeps_the_mean()
     assert SpreadRecalibration.from_dict(recal.to_dict()) == recal
 
 
+def test_spread_recalibration_knows_its_sampler_and_reads_older_records_as_20_ddim_steps():
+    table = {"edges": (0.1,), "sd_scale": (1.0, 0.5), "pixels": (100, 100)}
+    fitted = SpreadRecalibration.from_dict({**table, "fitted_on": {"solver": "dpmpp",
+                                                                   "steps": 8}})
+    assert fitted.sampler == ("dpmpp", 8)
+    older = SpreadRecalibration.from_dict({**table, "fitted_on": {"sampler": "20 DDIM steps"}})
+    assert older.sampler == ("ddim", 20)
+
+
 def test_spread_recalibration_refuses_a_malformed_table():
     with pytest.raises(ValueError, match="one entry per bin"):
         SpreadRecalibration(edges=(0.1,), sd_scale=(1.0,), pixels=(1,), fitted_on={})

@@ -154,7 +154,7 @@ def cmd_detect_phi(args: argparse.Namespace) -> int:
     task, adu, _ = read_frames(args.file)
     model, config = load_phi(args.checkpoint, task)
     settings = settings_from_config(config, args.detector)
-    kdes = PhiPredictor(model, task, precision=args.precision)(adu)
+    kdes = PhiPredictor(model, task, precision=args.precision, compiled=args.compiled)(adu)
     found = detect(kdes, task.optics.sigma_kde, task.optics.upsampling, settings)
     nm = task.optics.pixel_size_nm
     lines = ["frame,x,y,x_nm,y_nm,log_response"]
@@ -198,6 +198,9 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", choices=DETECTORS, default=None,
                    help="detector (default: the checkpoint's, local maxima)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="inference precision")
+    p.add_argument("--compiled", action="store_true",
+                   help="run φ through torch.compile: ≈ 1.6× more frames/s on a CPU after a "
+                        "compilation of seconds (for movies; needs a C++ compiler)")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
     p.set_defaults(handler=cmd_detect_phi)
 

@@ -15,9 +15,6 @@ from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
-RECALIBRATION_SAMPLER = ("ddim", 20)  # the samples the shipped recalibrations were fitted on
-
-
 @register_method("ddpm")
 def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, samples: int = 64,
@@ -80,12 +77,8 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     if recalibrate and recalibration is None:
         raise ConfigError("recalibrate", f"the Ψ checkpoint {checkpoint or 'shipped'} has no "
                                            "fitted recalibration (scripts/psi_sweep.py fit)")
-    if recalibrate and (solver, steps) != RECALIBRATION_SAMPLER:
-        raise ConfigError("recalibrate", "the spread recalibration was fitted on samples of "
-                                         f"{RECALIBRATION_SAMPLER[1]} {RECALIBRATION_SAMPLER[0]} "
-                                         f"steps; sample with --solver "
-                                         f"{RECALIBRATION_SAMPLER[0]} --steps "
-                                         f"{RECALIBRATION_SAMPLER[1]} (got {solver}, {steps})")
+    if recalibrate:
+        check_recalibration_sampler(recalibration, solver, steps)
     draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
                        batch_size=batch_size, precision=precision, progress=progress,
                        first_frame=first_frame)
@@ -104,12 +97,25 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                            theta_true=theta_true, extra=extra)
 
 
+def check_recalibration_sampler(recalibration, solver: str, steps: int | None) -> None:
+    """A spread recalibration holds only for samples of the sampler it was fitted on: one-line
+    error naming that sampler otherwise."""
+    if (solver, steps) != recalibration.sampler:
+        fitted_solver, fitted_steps = recalibration.sampler
+        raise ConfigError("recalibrate", "the spread recalibration was fitted on samples of "
+                                         f"{fitted_steps} {fitted_solver} steps; sample with "
+                                         f"--solver {fitted_solver} --steps {fitted_steps} "
+                                         f"(got {solver}, {steps})")
+
+
 def recalibrated_result(result: PosteriorResult, recalibration) -> PosteriorResult:
     """A ``ddpm`` result (run with ``keep_samples``) with the spread recalibration applied to
     its samples — no new sampling; named ``ddpm-recal`` so reports show it beside the raw one."""
     samples = result.extra.get("kde_samples")
     if samples is None:
         raise ConfigError("keep_samples", "recalibrating a ddpm result needs its samples")
+    check_recalibration_sampler(recalibration, result.settings["solver"],
+                                result.settings["steps"])
     draws = recalibration.apply(samples)
     return PosteriorResult(method="ddpm-recal", task=result.task, adu=result.adu,
                            kde_mean=draws.mean(axis=1), kde_var=draws.var(axis=1, ddof=1),

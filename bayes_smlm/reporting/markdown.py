@@ -41,6 +41,26 @@ def package_versions(names: Sequence[str] = TRACKED_PACKAGES) -> dict[str, str]:
     return out
 
 
+# instruction sets that decide how fast the arithmetic here runs (bf16 on a CPU without them is
+# emulated: slower than fp32)
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has, e.g. ``"Intel(R) Xeon(R)
+    Processor; avx2 avx512f avx512_bf16 amx_bf16"``: timings from another CPU are not
+    comparable. Falls back to :func:`platform.processor` where there is no ``/proc/cpuinfo``."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = " ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + " ".join(SPEED_FLAGS)
+    return f"{fields.get('model name', platform.processor() or 'unknown')}; {present}"
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
     """What a reader needs to reproduce a report: commit, versions, platform, cores, time and
     ``extra``."""
@@ -50,6 +70,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
         "packages": package_versions(),
         **extra,
     }

@@ -20,6 +20,8 @@ import numpy as np
 # Bin edges over the surrogate's per-pixel mean, KDE units (one kernel peaks at 1).
 DEFAULT_EDGES = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.6)
 MIN_PIXELS = 100  # a bin with fewer fitting pixels keeps s = 1
+# the sampler of recalibrations recorded before the sampler was (solver, steps in ``fitted_on``)
+LEGACY_SAMPLER = ("ddim", 20)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,14 @@ class SpreadRecalibration:
     def from_dict(cls, data: dict[str, Any]) -> "SpreadRecalibration":
         return cls(edges=tuple(data["edges"]), sd_scale=tuple(data["sd_scale"]),
                    pixels=tuple(data["pixels"]), fitted_on=dict(data.get("fitted_on", {})))
+
+    @property
+    def sampler(self) -> tuple[str, int]:
+        """(solver, steps) of the Ψ samples the scales were fitted on: the only sampler they
+        hold for (another sampler spreads its samples differently)."""
+        if "solver" in self.fitted_on:
+            return str(self.fitted_on["solver"]), int(self.fitted_on["steps"])
+        return LEGACY_SAMPLER
 
     def scale_map(self, mean: np.ndarray) -> np.ndarray:
         """s(m) for every pixel of a mean map (any shape)."""

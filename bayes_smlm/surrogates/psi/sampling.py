@@ -12,6 +12,7 @@ so results do not depend on how frames are batched.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Iterator
 
 import numpy as np
@@ -72,7 +73,7 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     start : {"noise", "guess"}
     steps : int or None
         None: the full DDPM reverse chain; an integer: that many steps of ``solver``.
-    solver : {"ddim", "dpmpp"}
+    solver : {"ddim", "dpmpp", "unipc"}
         Few-step sampler (:func:`.schedule.fast_scheduler_of`); ignored with ``steps=None``.
     eta : float
         DDIM stochasticity (0 = deterministic given the start, 1 ≈ DDPM); DDIM only.
@@ -107,6 +108,9 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
                                          f"(got {steps})")
         scheduler.set_timesteps(steps)
         step_kwargs = {"eta": float(eta)} if solver == "ddim" else {}
+    # the per-sample generators reach the schedulers that draw noise (DDPM, DDIM with η > 0);
+    # UniPC's step takes none
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     alpha_bar_T = float(scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
     n_frames, _, h, w = cond.shape
     device = cond.device
@@ -125,12 +129,13 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
             z = noise if start == "noise" else (alpha_bar_T**0.5 * guess
                                                 + (1 - alpha_bar_T)**0.5 * noise)
             scheduler = copy.deepcopy(fresh_state)
+            noise_kwargs = {"generator": gens} if takes_generator else {}
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
                 for t in scheduler.timesteps:
                     x = torch.cat([z, c], dim=1).contiguous(memory_format=torch.channels_last)
                     eps = unet(x, t).sample.float().contiguous()
-                    z = scheduler.step(eps, t, z, generator=gens, **step_kwargs).prev_sample
+                    z = scheduler.step(eps, t, z, **step_kwargs, **noise_kwargs).prev_sample
             out[frames] = from_model_space(z).reshape(len(frames), samples, h, w).cpu().numpy()
             bar.update(len(frames))
     return out

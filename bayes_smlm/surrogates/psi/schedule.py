@@ -23,7 +23,8 @@ while y_0-prediction only has to say "background" (−1), which the conditioning
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       UniPCMultistepScheduler)
 
 from bayes_smlm.forward.config import check_choice
 from bayes_smlm.surrogates.settings import LOSSES, PREDICTIONS, SCHEDULES, SOLVERS
@@ -48,21 +49,26 @@ def make_scheduler(schedule: str, prediction: str | None = None) -> DDPMSchedule
 
 
 def fast_scheduler_of(scheduler: DDPMScheduler, solver: str = "ddim"
-                      ) -> DDIMScheduler | DPMSolverMultistepScheduler:
+                      ) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
     """A few-step sampler with the β's and prediction type of ``scheduler``, for the same model
     (steps spaced from the last training step down).
 
     ``ddim``: DDIM (first order; ``eta`` sets its stochasticity). ``dpmpp``: DPM-Solver++ (2M),
     a second-order multistep solver of the same probability-flow ODE as DDIM with η = 0, whose
     last step returns the model's denoised estimate (σ = 0); it needs fewer steps for the same
-    error.
+    error. ``unipc``: UniPC (Zhao et al. 2023; 2nd order, data prediction, B(h) = e^h − 1), the
+    same ODE with a corrector that reuses the next step's network output — one network pass per
+    step, like the others, and fewer steps again for the same error.
     """
     check_choice("solver", solver, SOLVERS)
+    few_step = {"timestep_spacing": "trailing", "final_sigmas_type": "zero",
+                "lower_order_final": True, "solver_order": 2}
     if solver == "dpmpp":
         return DPMSolverMultistepScheduler.from_config(
-            scheduler.config, algorithm_type="dpmsolver++", solver_order=2,
-            timestep_spacing="trailing", final_sigmas_type="zero", lower_order_final=True,
-            variance_type=None)
+            scheduler.config, algorithm_type="dpmsolver++", variance_type=None, **few_step)
+    if solver == "unipc":
+        return UniPCMultistepScheduler.from_config(scheduler.config, predict_x0=True,
+                                                   solver_type="bh2", **few_step)
     return DDIMScheduler.from_config(scheduler.config, clip_sample=False, set_alpha_to_one=True,
                                      timestep_spacing="trailing")
 
