@@ -114,7 +114,8 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     out = calibration_smoke
     metrics = json.loads((out / "metrics.json").read_text())
     methods = metrics["methods"]
-    assert {"grid", "nuts", "rwmh", "rwmh_paper", "laplace", "npe", "ddpm", "toy_centroid"} <= set(methods)
+    assert {"grid", "nuts", "chees", "rwmh", "rwmh_paper", "laplace", "npe", "ddpm",
+            "toy_centroid"} <= set(methods)
     s = {name: m["scalars"] for name, m in methods.items()}
     # exact methods agree with the exact reference (6 frames × 400 draws: loose but failing bars)
     assert 0.8 < s["nuts"]["var_ratio_median"] < 1.25 and s["nuts"]["var_pearson_median"] > 0.95
@@ -132,7 +133,7 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     from bayes_smlm.compare.schema import SCALARS
     assert all(set(scalars) <= set(SCALARS) for scalars in s.values())  # one declared schema
     assert np.all(np.isfinite(metrics["phi_log"]["rmse_ratio"]))
-    assert {r["method"] for r in metrics["cost_by_emitters"]} == {"nuts", "ddpm"}
+    assert {r["method"] for r in metrics["cost_by_emitters"]} == {"nuts", "chees", "ddpm"}
     report = (out / "report.md").read_text()
     assert "toy_centroid" in report and "## Where the surrogates agree" in report
     ranking = report.split("### Ranking by calibration and cost")[1].split("###")[0]
