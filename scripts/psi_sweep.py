@@ -171,17 +171,31 @@ LABELS = {  # variant name -> (schedule, loss, prediction, conditioning, UNet)
     "paper-big-full-v-frame": ("full", "l2", "v", "φ + frame", "paper 95 M"),
     "isolated-full-v-frame": ("full", "l2", "v", "φ + frame", "cpu 0.6 M"),
     "isolated-full-x0-frame": ("full", "l2", "y0", "φ + frame", "cpu 0.6 M"),
+    "psi-paper": ("full", "l2", "v", "φ", "cpu 0.6 M"),  # the shipped ones
+    "psi-isolated": ("full", "l2", "v", "φ + frame", "cpu 0.6 M"),
 }
 
 
-def report(out: Path, scores: list[Path]) -> None:
+SWEEPS = {  # --sweep -> (title, where the scores came from, the machine of the s/frame column)
+    "levers": ("Ψ sweep: which lever calibrates the surrogate (selection frames only)",
+               "the `score` results of `scripts/psi-sweep-gpu` (one NVIDIA H200; every variant "
+               "trained 4.5 min, seed 0, batch 32 — the paper-size UNet batch 16 —, then scored "
+               "with K = 64 samples per frame, fp32)", "H200"),
+    "samplers": ("Ψ samplers: how few steps keep the shipped Ψ calibrated (selection frames only)",
+                 "`score` of the shipped checkpoints with each few-step sampler on the 2-core "
+                 "CPU (K = 64 samples per frame, fp32; `reference paper 24`, `reference "
+                 "isolated 16`; s/frame taken while other jobs shared the cores: a rough "
+                 "guide, `reports/bench-speed/` has the timings)", "CPU"),
+}
+
+
+def report(out: Path, scores: list[Path], sweep: str = "levers") -> None:
     """The lever table of a sweep (markdown) from its ``scores-*.json`` files."""
     from bayes_smlm.reporting.markdown import markdown_table
-    lines = ["# Ψ sweep: which lever calibrates the surrogate (selection frames only)", "",
-             "Written by `python scripts/psi_sweep.py report` from the `score` results of "
-             "`scripts/psi-sweep-gpu` (one NVIDIA H200; every variant trained 4.5 min, seed 0, "
-             "batch 32 — the paper-size UNet batch 16 —, then scored with K = 64 samples per "
-             "frame, fp32). Selection frames: seed 2000 + task index, disjoint from the "
+    title, source, machine = SWEEPS[sweep]
+    lines = [f"# {title}", "",
+             f"Written by `python scripts/psi_sweep.py report --sweep {sweep}` from {source}. "
+             "Selection frames: seed 2000 + task index, disjoint from the "
              "recalibration frames (2200) and from every acceptance frame (calibration 3000, "
              "ddpm-check 2500). Medians over frames; *signal* = reference mean ≥ 0.05; the "
              "background floor is the median SD where the reference mean < 0.01 (the exact "
@@ -189,7 +203,7 @@ def report(out: Path, scores: list[Path]) -> None:
     for path in scores:
         data = json.loads(Path(path).read_text())
         ref = data["reference"]
-        lines += [f"## {Path(path).stem.removeprefix('scores-')}", "",
+        lines += [f"## {Path(path).stem.split('-', 1)[-1]}", "",
                   f"Reference `{ref['method']}` ({ref['flagged']} frames flagged): KDE cover "
                   f"{ref['coverage_50']:.3f} / {ref['coverage_90']:.3f} / {ref['coverage_95']:.3f}"
                   f", z SD {Z_SD.of(ref):.2f}.", ""]
@@ -205,7 +219,7 @@ def report(out: Path, scores: list[Path]) -> None:
         lines += [markdown_table(["variant", "schedule", "loss", "target", "conditioning",
                                   "UNet", "sampler", "r", "signal Σvar ratio",
                                   "background floor", "KDE cover 50/90/95", "z SD",
-                                  "s/frame (H200)"], rows), ""]
+                                  f"s/frame ({machine})"], rows), ""]
     Path(out).write_text("\n".join(lines))
     print(f"wrote {out}")
 
@@ -241,9 +255,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("report")
     p.add_argument("out", type=Path)
     p.add_argument("scores", type=Path, nargs="+")
+    p.add_argument("--sweep", choices=list(SWEEPS), default="levers")
     args = parser.parse_args(argv)
     if args.command == "report":
-        report(args.out, args.scores)
+        report(args.out, args.scores, args.sweep)
     elif args.command == "reference":
         reference(args.task, args.frames, args.out, args.seed)
     elif args.command == "moments":

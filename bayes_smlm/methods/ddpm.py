@@ -36,14 +36,15 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         K, samples per frame.
     start : {"noise", "guess"}
         Start of the reverse process (:mod:`bayes_smlm.surrogates.psi.sampling`).
-    solver : {"dpmpp", "ddim"}
+    solver : {"dpmpp", "ddim", "unipc"}
         Few-step sampler of the same model
         (:func:`~bayes_smlm.surrogates.psi.schedule.fast_scheduler_of`): DPM-Solver++ 2M
-        (default) or DDIM (``eta`` as in DDIM). On the selection frames
+        (default), DDIM (``eta`` as in DDIM) or UniPC. On the selection frames
         (``scripts/psi_sweep.py``, never the acceptance frames) 8 DPM-Solver++ steps were as
         calibrated as 20 DDIM steps (paper task, 12 frames, against NUTS: KDE cover 50/90/95 %
         0.455 / 0.890 / 0.960 vs 0.445 / 0.880 / 0.953, z SD 1.18 vs 1.23), 5 were not
-        (0.400 / 0.842 / 0.936, z SD 1.34).
+        (0.400 / 0.842 / 0.936, z SD 1.34); nor were 6 DPM-Solver++ or 4–6 UniPC steps
+        (``reports/psi-sweep/samplers.md``: each step fewer narrows Ψ's spread).
     steps : int or None
         That many solver steps (default 8), or None: the full DDPM chain.
     precision : {"auto", "bf16", "fp32"}
