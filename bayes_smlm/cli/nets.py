@@ -199,7 +199,7 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
                    help="detector (default: the checkpoint's, local maxima)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="inference precision")
     p.add_argument("--compiled", action="store_true",
-                   help="run φ through torch.compile: ≈ 1.6× more frames/s on a CPU after a "
+                   help="run φ through torch.compile: ≈ 1.4× more frames/s on a CPU after a "
                         "compilation of seconds (for movies; needs a C++ compiler)")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
     p.set_defaults(handler=cmd_detect_phi)

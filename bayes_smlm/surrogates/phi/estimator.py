@@ -128,8 +128,9 @@ class PhiPredictor:
     compiled : bool
         Run :meth:`photons` through ``torch.compile`` (:mod:`bayes_smlm.surrogates.compiled`):
         weights and activations in the precision's dtype instead of autocast, every batch padded
-        to ``batch_size``; ≈ 1.6× more frames/s on a CPU, after a compilation of seconds on the
-        first call. For movies, not for a handful of frames. Needs a C++ compiler on a CPU.
+        to ``batch_size``; in bf16 ≈ 1.4× the frames/s of autocast on an Intel CPU with AMX
+        (``reports/bench-speed``), after a compilation of seconds on the first call. For movies,
+        not for a handful of frames. Needs a C++ compiler on a CPU.
     """
 
     def __init__(self, model: DeepSTORM, task: Task, *, batch_size: int = 256,
