@@ -100,7 +100,10 @@ def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task,
         raise ConfigError("checkpoint", f"{checkpoint} was trained with the φ at {phi_dir}, "
                                           "which is missing or has changed since")
     model, _ = load_phi(phi_dir, task)
-    return PhiPredictor(model, task, device=device)
+    # one frame per φ call: with oneDNN on AVX-512/AMX a convolution's rounding depends on the
+    # batch (≈ 1e-7), and Ψ's samples must not depend on how a movie is cut into chunks; φ's
+    # cost is < 1 % of Ψ's either way
+    return PhiPredictor(model, task, device=device, batch_size=1)
 
 
 @dataclass
