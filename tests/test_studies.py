@@ -322,3 +322,15 @@ def test_bench_dask_smoke_finds_the_workers_numbers_equal_to_one_process(tmp_pat
     assert all(r["wall_seconds"] > 0 for r in metrics["runs"])
     assert "bitwise equal to one process" in capsys.readouterr().out
     assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()
+
+
+def test_reports_name_the_cpu_and_the_instruction_sets_their_timings_depend_on(tmp_path):
+    from bayes_smlm.reporting.markdown import cpu_description
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2 GHz\nflags\t\t: fpu avx2 "
+                    "amx_bf16 sse\n\nprocessor\t: 1\nmodel name\t: Some CPU @ 2 GHz\n"
+                    "flags\t\t: fpu avx2 amx_bf16 sse\n")
+    assert cpu_description(info) == "Some CPU @ 2 GHz; avx2 amx_bf16"
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse\n")
+    assert cpu_description(info) == "Old CPU; none of avx2 avx512f avx512_bf16 amx_bf16"
+    assert cpu_description(tmp_path / "missing")  # no /proc: the platform's name, never a crash
