@@ -305,6 +305,36 @@ def test_ode_solvers_converge_to_one_solution_as_steps_grow(tiny_psi, isolated):
     assert gap(few["unipc"], many["dpmpp"]) < gap(few["ddim"], many["dpmpp"])
 
 
+def test_a_recalibration_refitted_for_another_sampler_serves_that_sampler_only(tiny_psi, isolated,
+                                                                              tmp_path):
+    """scripts/psi_sweep.py moments + fit, as the shipped recalibrations were refitted."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from bayes_smlm.io.atomic import write_npz
+    script = Path(__file__).resolve().parents[1] / "scripts" / "psi_sweep.py"
+    spec = importlib.util.spec_from_file_location("psi_sweep", script)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_psi[0].parent, root)  # Ψ and its φ ("../phi"): the fixture stays as is
+    checkpoint = root / "psi"
+    frames = simulate(isolated, 2, seed=8)
+    exact = get_method("grid")(isolated, frames.adu)
+    reference, moments = tmp_path / "ref.npz", tmp_path / "moments.npz"
+    write_npz(reference, adu=frames.adu, ref_var=exact.kde_var,
+              ref_scores=np.asarray(json.dumps({"method": "grid"})))
+    sweep.moments(moments, reference, checkpoint, "cpu", "unipc", 2)
+    sweep.fit(checkpoint, reference, moments, seed=7)
+    recalibration = PsiPipeline.from_pretrained(checkpoint, isolated).recalibration
+    assert recalibration.sampler == ("unipc", 2) and recalibration.fitted_on["frames"] == 2
+    options = {"samples": 2, "solver": "unipc", "checkpoint": checkpoint, "recalibrate": True}
+    assert get_method("ddpm")(isolated, frames.adu[:1], steps=2, **options).settings["recalibrated"]
+    with pytest.raises(ConfigError, match="--solver unipc --steps 2 \\(got unipc, 3\\)"):
+        get_method("ddpm")(isolated, frames.adu[:1], steps=3, **options)
+
+
 def test_recalibration_asks_for_the_sampler_it_was_fitted_on(isolated):
     adu = simulate(isolated, 1, seed=6).adu
     fitted = PsiPipeline.from_pretrained(None, isolated).recalibration.sampler
