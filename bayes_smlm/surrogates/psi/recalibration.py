@@ -20,7 +20,7 @@ import numpy as np
 # Bin edges over the surrogate's per-pixel mean, KDE units (one kernel peaks at 1).
 DEFAULT_EDGES = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.6)
 MIN_PIXELS = 100  # a bin with fewer fitting pixels keeps s = 1
-# the sampler of recalibrations recorded before the sampler was (solver, steps in ``fitted_on``)
+# records written before ``fitted_on`` named its solver and steps were all fitted on this sampler
 LEGACY_SAMPLER = ("ddim", 20)
 
 
