@@ -45,8 +45,7 @@ from bayes_smlm.methods import get_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
-from bayes_smlm.surrogates.psi.recalibration import LEGACY_SAMPLER
-from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
+from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS, EARLIER_SAMPLER
 
 NAME = "bench-speed"
 PRESETS: dict[str, dict[str, Any]] = {
@@ -137,7 +136,7 @@ def ddpm_rows(s: dict, adu: np.ndarray, seed: int) -> list[dict]:
     psi = PsiPipeline.from_pretrained(None, task, device=s["device"])
     rows = []
     # the default sampler, and the earlier default (20 DDIM steps)
-    for solver, steps in ((DEFAULT_SOLVER, DEFAULT_STEPS), LEGACY_SAMPLER):
+    for solver, steps in ((DEFAULT_SOLVER, DEFAULT_STEPS), EARLIER_SAMPLER):
         frames = iter(adu[i:i + 1] for i in range(s["ddpm_frames"] + 1))
         seconds = median_seconds(lambda: _synchronised(psi.sample, next(frames), 64,
                                                        solver=solver, steps=steps, seed=seed),

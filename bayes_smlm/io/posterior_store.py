@@ -1,9 +1,10 @@
 """A posterior written chunk by chunk into a zarr store, so that a long run can stop and resume.
 
 The store holds the groups of a posterior's NetCDF file
-(:func:`bayes_smlm.io.posteriors.to_datatree`: ``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``, ``kde``, ``extra``,
-``diagnostics``), each variable chunked along ``frame`` by the run's chunk of frames, plus a
-``chunks`` group: ``done`` (chunk) and ``seconds`` (chunk, the method's own time for it).
+(:func:`bayes_smlm.io.posteriors.to_datatree`: ``posterior``, ``sample_stats``,
+``observed_data``, ``constant_data``, ``kde``, ``extra``, ``diagnostics``), each variable
+chunked along ``frame`` by the run's chunk of frames, plus a ``chunks`` group: ``done`` (chunk)
+and ``seconds`` (chunk, the method's own time for it).
 
 The first finished chunk fixes the layout: every group is laid out for all frames (metadata only),
 then each finished chunk is written into its frame range, and its ``done`` flag last — a chunk

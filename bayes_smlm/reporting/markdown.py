@@ -54,8 +54,8 @@ def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
         text = Path(cpuinfo).read_text()
     except OSError:
         return platform.processor() or "unknown"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {key.strip(): value.strip() for key, value in
+              (line.split(":", 1) for line in text.splitlines() if ":" in line)}
     flags = set(fields.get("flags", "").split())
     present = " ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + " ".join(SPEED_FLAGS)
     return f"{fields.get('model name', platform.processor() or 'unknown')}; {present}"

@@ -5,9 +5,9 @@ LeakyReLU, the upsampling and the concatenations than in its convolutions. Induc
 ``freezing`` folds the weights into the program and fuses the element-wise work into the
 convolutions (oneDNN post-ops) and into generated C++ loops; measured ≈ 1.4× faster for φ in
 bf16 on a 2-core Intel CPU with AMX (1476 against 1074 frames/s at batch 256). Ψ's UNet gained
-≈ 5 % the same way (its time is in group norms, which stay memory-bound), so only φ uses it. The price: a C++ compiler on the machine and a compilation of
-seconds on the first call, paid again for every new input shape — so batches are padded to one
-shape here.
+≈ 5 % the same way (its time is in group norms, which stay memory-bound), so only φ uses it.
+The price: a C++ compiler on the machine and a compilation of seconds on the first call, paid
+again for every new input shape — so batches are padded to one shape here.
 """
 
 from __future__ import annotations

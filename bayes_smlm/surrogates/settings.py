@@ -29,6 +29,7 @@ CONDITIONS = {"phi": 1, "phi+frame": 2}  # name -> conditioning channels
 STARTS = ("noise", "guess")  # start of Ψ's reverse process
 SOLVERS = ("ddim", "dpmpp", "unipc")  # few-step samplers of Ψ (DDIM; DPM-Solver++ 2M; UniPC)
 DEFAULT_SOLVER, DEFAULT_STEPS = "dpmpp", 8  # the ddpm method's sampler (methods/ddpm.py: why)
+EARLIER_SAMPLER = ("ddim", 20)  # the ddpm method's (solver, steps) before DPM-Solver++
 PRECISIONS = ("fp32", "bf16")  # φ's inference arithmetic
 SAMPLING_PRECISIONS = ("auto", "fp32", "bf16")  # Ψ's sampling arithmetic ("auto": by hardware)
 

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from bayes_smlm.surrogates.settings import EARLIER_SAMPLER
+
 # Bin edges over the surrogate's per-pixel mean, KDE units (one kernel peaks at 1).
 DEFAULT_EDGES = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.6)
 MIN_PIXELS = 100  # a bin with fewer fitting pixels keeps s = 1
-# records written before ``fitted_on`` named its solver and steps were all fitted on this sampler
-LEGACY_SAMPLER = ("ddim", 20)
+# records written before ``fitted_on`` named its solver and steps were fitted on the then default
+LEGACY_SAMPLER = EARLIER_SAMPLER
 
 
 @dataclass(frozen=True)
