@@ -227,10 +227,11 @@ def test_localize_with_nuts_writes_diagnostics_and_agrees_with_laplace(small_mov
                                                                        tmp_path, capsys):
     """``--method nuts`` through the CLI: the CSV gains r_hat, ess_bulk and divergences; every
     localization passes R-hat ≤ 1.01 on these bright, well-separated spots; the posterior means
-    lie within ½ SD of the Laplace modes and the SDs agree within 10 %."""
+    lie within ½ SD of the Laplace modes and the SDs agree within 10 %. 1000 draws per chain: with
+    400, R-hat's own sampling noise reaches 1.01 on converged chains (seen: 1.011 on 1 of 30)."""
     out = tmp_path / "nuts.csv"
     status, stdout, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"),
-                                  *maps_of(small_movie), "--method", "nuts", "--draws", "400",
+                                  *maps_of(small_movie), "--method", "nuts", "--draws", "1000",
                                   "--quiet", "--out", str(out))
     assert status == 0, err
     nuts, laplace = read_localizations(out), read_localizations(localized)

@@ -78,7 +78,7 @@ def test_grid_posterior_sd_is_within_ten_percent_of_sqrt_crlb_for_a_centred_emit
 def _check_agrees_with_grid(result, grid_result):
     agreement = grid_agreement(result, grid_result)
     assert np.all(agreement.rhat <= 1.01)
-    # means within 4 MCSE; SDs within the larger of 5 % and 4 SE of a sample SD (≈ SD/√(2 ESS))
+    # means within 4 MCSE; SDs within the larger of 5 % and 4 SE of the sample SD
     assert agreement.frame_agrees.all(), (agreement.z, agreement.sd_ratio)
     assert abs(agreement.sd_ratio.mean() - 1) < 0.02
 
