@@ -55,7 +55,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "cost_emitters": [2], "cost_frames": 1},
     "cpu": {"frames": 200, "dense_frames": 64, "chains": 4, "draws": 1000, "kde_samples": 64,
             "frame_limits": {"ddpm": 32},
-            # random-walk MH in 20 dimensions costs ≈ 5 s/frame here: half the frames
+            # random-walk MH in 20 dimensions: 0.3 s/frame (Intel, AMX) to 5 (AMD, AVX2) on the
+            # 2-core CPUs measured; half the frames
             "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
             # the ddpm method's default sampler, which the shipped recalibrations were fitted on
             "method_options": {"ddpm": {"samples": 64, "precision": "auto", "keep_samples": True},
