@@ -46,13 +46,6 @@ def test_batches_never_shrink_to_one_frame_per_device():
         out = map_frame_batches(lambda a: seen.append(len(a)) or a + 1, (np.arange(n),), batch,
                                 multiple_of=devices)
         assert seen == expected and np.array_equal(out, np.arange(n) + 1)
-    # runs of varying length (windows per chunk) padded to powers of two: few programs
-    for batch, n, devices, expected in ((16, 5, 1, [8]), (16, 11, 1, [16]), (16, 3, 2, [4]),
-                                        (16, 1, 1, [2]), (16, 40, 1, [16, 16, 16])):
-        seen = []
-        out = map_frame_batches(lambda a: seen.append(len(a)) or a + 1, (np.arange(n),), batch,
-                                multiple_of=devices, pad_short_runs=True)
-        assert seen == expected and np.array_equal(out, np.arange(n) + 1)
     task = get_task("isolated")
     draws = 10 + 0.3 * np.random.default_rng(0).standard_normal((5, 400, 1, 2))
     mean, var = kde_moments(draws, task)

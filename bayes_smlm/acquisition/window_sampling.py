@@ -142,7 +142,7 @@ def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: Wi
                                                            fit.covariance)] + [
         np.asarray(active, bool)]
     params, divergences = map_frame_batches(fn, arrays, batch_size * n_devices,
-                                            multiple_of=n_devices, pad_short_runs=True)
+                                            multiple_of=n_devices)
     return summarise_draws(params, divergences)
 
 

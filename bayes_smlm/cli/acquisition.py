@@ -12,19 +12,6 @@ from bayes_smlm.cli.arguments import (chain_count, non_negative_int, positive_fl
                                      positive_int, scheduler_address, seed_int)
 
 
-
-def _enable_compilation_cache() -> None:
-    """Keep XLA's compiled window fits on disk (beside the reference cache): a fit program takes
-    seconds to compile and a second run of ``localize`` then loads it instead."""
-    import jax
-
-    from bayes_smlm.methods.reference import cache_dir
-    folder = cache_dir()
-    if folder is not None:
-        jax.config.update("jax_compilation_cache_dir", str(folder / "xla"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def _movie_task(args: argparse.Namespace, movie):
     """The task of a movie: the .npz's own, or ``--task`` at the movie's frame size; then the
     ``--set`` overrides (camera maps must have the movie's frame shape)."""
@@ -55,7 +42,6 @@ def cmd_localize(args: argparse.Namespace) -> int:
                                 residual_passes=args.residual_passes,
                                 chains=args.chains, draws=args.draws, warmup=args.warmup,
                                 seed=args.seed)
-    _enable_compilation_cache()
     started = time.perf_counter()
     try:
         with dask_client(args.scheduler) as client:

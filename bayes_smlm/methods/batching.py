@@ -23,8 +23,7 @@ def frame_keys(seed: int, n_frames: int, first_frame: int = 0) -> np.ndarray:
 
 
 def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int,
-                      *, progress: bool = False, desc: str = "frames", multiple_of: int = 1,
-                      pad_short_runs: bool = False) -> Any:
+                      *, progress: bool = False, desc: str = "frames", multiple_of: int = 1) -> Any:
     """Apply ``fn`` to consecutive frame batches of ``arrays`` (leading axis F) and concatenate.
 
     ``fn`` returns a pytree of arrays with leading axis = batch; the result has the same
@@ -36,10 +35,6 @@ def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batc
     device where ``batch_size`` gives each several: XLA compiles a batch of one into other
     arithmetic (rounding differs in the last bit), and a frame's numbers must not depend on how
     many frames share its run (:mod:`bayes_smlm.cluster` splits runs into chunks).
-
-    ``pad_short_runs`` pads such a run up to the next power of two (times ``multiple_of``, at
-    most ``batch_size``) instead: runs whose lengths vary from call to call (windows per chunk
-    of a movie) then share a handful of compiled programs instead of compiling one per length.
     """
     import jax
     from tqdm.auto import tqdm
@@ -49,11 +44,7 @@ def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batc
 
     n = arrays[0].shape[0]
     full = rounded_up(max(1, batch_size))
-    run = rounded_up(n)
-    if pad_short_runs:
-        per_device = run // multiple_of
-        run = multiple_of * (1 << (per_device - 1).bit_length())
-    batch_size = max(min(full, run), min(full, 2 * multiple_of))
+    batch_size = max(min(full, rounded_up(n)), min(full, 2 * multiple_of))
     outputs: list[Any] = []
     with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
