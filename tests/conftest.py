@@ -27,6 +27,22 @@ def reference_cache(tmp_path_factory):
         yield folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache in a folder of this test session, as every
+    ``bayes-smlm`` process has one: tests that trace the same sampler again (a fresh closure per
+    call) and the Dask workers they start load it instead of compiling it again. Tests of the
+    cache itself set their own."""
+    import jax
+    folder = tmp_path_factory.mktemp("jax-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(folder))  # subprocesses and workers
+        previous = jax.config.jax_compilation_cache_dir
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        yield folder
+        jax.config.update("jax_compilation_cache_dir", previous)
+
+
 @pytest.fixture
 def frames_file(tmp_path):
     """Two simulated `isolated` frames written as `bayes-smlm simulate` writes them."""
