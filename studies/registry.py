@@ -25,7 +25,9 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import check_choice
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import check_output_dir, write_json
-from bayes_smlm.io.study_files import CONFIG, METRICS, read_json
+from bayes_smlm.io.locks import hold_output
+from bayes_smlm.io.study_files import (CONFIG, METRICS, check_one_run, read_json,
+                                       run_in_fresh_folder)
 from bayes_smlm.reporting.markdown import provenance
 
 STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",
@@ -82,7 +84,9 @@ def run_study(name: str, preset: str, seed: int, out: Path | None, task: str | N
         if task != module.DEFAULT_TASK:
             kwargs["task"] = task
     out = check_output_dir(out or default_out(name, kwargs.get("task")))  # before any work
-    return module.run(preset=preset, seed=seed, out=out, **kwargs)
+    with hold_output(out):
+        return run_in_fresh_folder(
+            out, lambda staging: module.run(preset=preset, seed=seed, out=staging, **kwargs))
 
 
 def _takes_task(name: str) -> bool:
@@ -140,6 +144,9 @@ def rebuild_report(out: str | Path) -> Path:
         raise ConfigError("dir", f"{out}/{CONFIG} does not name its study; re-run the study")
     if config["study"] not in STUDIES:
         raise ConfigError("dir", f"{out}/{CONFIG} names the unknown study {config['study']!r}")
+    metrics_path = Path(out) / METRICS
+    if metrics_path.is_file():
+        check_one_run(Path(out), config, read_json(out, METRICS))
     module = get_study(config["study"])
     render = getattr(module, "render", None)
     if render is None:

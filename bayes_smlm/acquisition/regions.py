@@ -108,6 +108,8 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
     h = half_width(sigma_psf)
     height, width = frame_shape
     m = len(frame)
+    if m == 0:  # frames without a candidate (background only, or every spot below threshold)
+        return []
     labels = np.arange(m)
     if joint and m > 1:
         points = frames_apart(frame, col, row, height, gap=4 * h + 1)   # frames never link

@@ -144,6 +144,23 @@ def report_errors(prog: str, flags: Mapping[str, str] | None = None) -> Iterator
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except MemoryError:
+        print(f"{prog}: error: out of memory; use fewer frames or a smaller batch",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:  # a disk that filled, a folder that vanished: the OS's words
+        if not _is_output_failure(err):
+            raise
+        from bayes_smlm.io.atomic import os_reason
+        where = getattr(err, "filename", None) or "the file system"
+        print(f"{prog}: error: {where}: {os_reason(err)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _is_output_failure(err: BaseException) -> bool:
+    """An operating-system failure of reading or writing (OSError, or safetensors' own error
+    type, which wraps one) rather than a bug."""
+    return isinstance(err, OSError) or type(err).__name__ == "SafetensorError"
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:

@@ -316,7 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with report_errors(f"bayes-smlm {args.command}", args.flags):
-        return args.handler(args)
+        out = getattr(args, "out", None)
+        if out is None:
+            return args.handler(args)
+        from bayes_smlm.io.locks import hold_output
+        with hold_output(out):  # one writer per output, for the whole run
+            return args.handler(args)
 
 
 if __name__ == "__main__":

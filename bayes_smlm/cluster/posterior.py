@@ -18,6 +18,7 @@ import numpy as np
 from bayes_smlm.cluster.chunks import run_chunks
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
+from bayes_smlm.io.atomic import OutputError, os_reason
 from bayes_smlm.io.posterior_store import PosteriorStore, run_identity
 from bayes_smlm.io.posteriors import to_datatree
 from bayes_smlm.methods.result import PosteriorResult
@@ -61,7 +62,7 @@ def posterior_in_chunks(method: str, task: Task, adu: np.ndarray, out: str | Pat
     check_shardable(method)
     task_json = task.to_json()
     store = PosteriorStore.open(out, run_identity(method, options, adu, task_json, chunk_frames))
-    pending = [i for i, done in enumerate(store.done) if not done]
+    pending = [i for i, done in enumerate(store.verified_done()) if not done]
 
     def arguments(i: int) -> tuple[Any, ...]:
         first, stop = store.ranges[i]
@@ -74,5 +75,11 @@ def posterior_in_chunks(method: str, task: Task, adu: np.ndarray, out: str | Pat
             store.write(index, to_datatree(result))
             bar.update()
 
-        run_chunks(run_chunk, ((i, arguments(i)) for i in pending), write, client=client)
-    return store.finish(), len(pending)
+        try:
+            run_chunks(run_chunk, ((i, arguments(i)) for i in pending), write, client=client)
+            return store.finish(), len(pending)
+        except OSError as err:  # a disk that filled: the finished chunks stay, verified
+            kept = int(store.done.sum())
+            raise OutputError(f"could not write {store.path} ({os_reason(err)}); {kept} of "
+                              f"{len(store.ranges)} chunks are finished in it: rerun the same "
+                              "command when there is space, and it resumes") from None

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,18 +29,22 @@ class OutputError(BayesSMLMError):
     """A result could not be written where asked; the message says where it was kept instead."""
 
 
+NAME_MAX = 255  # bytes in one file name on every filesystem we write to (ext4, xfs, tmpfs, APFS)
+SPACE_MARGIN = 1.05  # a writer's output is a little larger than its arrays (headers, alignment)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path`` atomically.
 
     The temporary file keeps ``path``'s suffix so writers that dispatch on it (``np.savez``,
-    matplotlib) behave as for the final name. On error the temporary file is removed and
-    ``path`` is left as it was.
+    matplotlib) behave as for the final name, and its name fits the filesystem's limit however
+    long ``path``'s is. On error the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
+    prefix, suffix = temporary_name_parts(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,6 +54,43 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def temporary_name_parts(path: Path, tag: str = "tmp") -> tuple[str, str]:
+    """``(prefix, suffix)`` of a hidden temporary sibling of ``path`` (``.STEM.XXXXXXXX.tag
+    SUFFIX``), the stem shortened so that the whole name, with mkstemp's 8 random characters,
+    fits :data:`NAME_MAX` bytes."""
+    suffix = f".{tag}{path.suffix}"
+    room = NAME_MAX - len(suffix.encode()) - 8 - 2  # the dots before and after the stem
+    stem = path.stem.encode()[:max(room, 1)].decode(errors="ignore")
+    return f".{stem}.", suffix
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes this process may still write under ``folder`` (its nearest existing ancestor)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists():
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def describe_bytes(n: float) -> str:
+    """``n`` bytes in words (kB, MB, GB), for messages."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def os_reason(err: BaseException) -> str:
+    """One line saying why an operating-system or library write failed (HDF5's messages span
+    lines and carry a time stamp; keep the reason)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = str(err) or type(err).__name__
+    if "No space left on device" in text or "errno = 28" in text:
+        return "No space left on device"
+    return text.splitlines()[0]
 
 
 def give_usual_modes(folder: str | Path) -> None:
@@ -83,7 +126,7 @@ def check_output_file(path: str | Path, suffix: str | None = None,
         check_suffix(path, suffix, argument)
     if path.is_dir():
         raise ConfigError(argument, f"{path} is a folder; give a file name")
-    _check_writable_folder(path.parent, argument)
+    check_writable_folder(path.parent, argument)
     return path
 
 
@@ -93,11 +136,13 @@ def check_output_dir(path: str | Path, argument: str = "out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(argument, f"{path} is a file, not a folder")
-    _check_writable_folder(path, argument)
+    check_writable_folder(path, argument)
     return path
 
 
-def _check_writable_folder(folder: Path, argument: str) -> None:
+def check_writable_folder(folder: Path, argument: str) -> None:
+    """A one-line ConfigError unless files can be made in ``folder`` (or, where it does not
+    exist yet, in its nearest existing ancestor)."""
     existing = Path(os.path.abspath(folder))
     while not existing.exists():
         existing = existing.parent
@@ -110,24 +155,48 @@ def _check_writable_folder(folder: Path, argument: str) -> None:
         raise ConfigError(argument, f"cannot write in {existing} ({err.strerror})") from None
 
 
-def write_with_rescue(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_with_rescue(path: str | Path, write: Callable[[Path], None],
+                      nbytes: int | None = None) -> Path:
     """``write(tmp)`` then rename ``tmp`` over ``path``; if that fails, write to a file in the
-    system's temporary folder instead and raise :class:`OutputError` naming both."""
+    system's temporary folder instead and raise :class:`OutputError` naming both.
+
+    ``nbytes`` (the output's approximate size, when the caller knows it) is checked against the
+    free space first: a writer is not started on a disk it would fill (HDF5 can crash, not
+    fail, when it runs out of space half-way).
+    """
     path = Path(path)
     try:
+        _check_room(path.parent, nbytes)
         with atomic_path(path) as tmp:
             write(tmp)
         return path
     except OSError as err:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        rescue = Path(tempfile.gettempdir()) / f"bayes-smlm-{stamp}-{os.getpid()}-{path.name}"
+        name = f"bayes-smlm-{stamp}-{os.getpid()}-{path.name}"
+        rescue = Path(tempfile.gettempdir()) / name.encode()[:NAME_MAX - 40].decode(
+            errors="ignore")
         try:
+            _check_room(rescue.parent, nbytes)
             with atomic_path(rescue) as tmp:
                 write(tmp)
-        except OSError:
-            raise err from None
-        raise OutputError(f"could not write {path} ({err.strerror or err}); the result is kept "
+        except OSError as second:
+            needed = f"; it needs about {describe_bytes(nbytes)}" if nbytes else ""
+            raise OutputError(f"could not write {path} ({os_reason(err)}) nor keep the result "
+                              f"in {rescue.parent} ({os_reason(second)}){needed}: free some "
+                              "space and rerun") from None
+        raise OutputError(f"could not write {path} ({os_reason(err)}); the result is kept "
                           f"in {rescue}") from None
+
+
+def _check_room(folder: Path, nbytes: int | None) -> None:
+    """An ENOSPC OSError, before writing, if ``folder``'s disk lacks ``nbytes`` (× a margin)."""
+    if nbytes is None:
+        return
+    free = free_bytes(folder)
+    if free < SPACE_MARGIN * nbytes:
+        raise OSError(errno.ENOSPC, f"No space left on device (needs about "
+                                    f"{describe_bytes(SPACE_MARGIN * nbytes)}, "
+                                    f"{describe_bytes(free)} free)")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -148,7 +217,8 @@ def write_npz(path: str | Path, **arrays: Any) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    return write_with_rescue(path, write)
+    return write_with_rescue(path, write, nbytes=sum(np.asarray(a).nbytes for a in
+                                                     arrays.values()))
 
 
 def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

@@ -3,20 +3,26 @@
 The store holds the groups of a posterior's NetCDF file
 (:func:`bayes_smlm.io.posteriors.to_datatree`: ``posterior``, ``sample_stats``,
 ``observed_data``, ``constant_data``, ``kde``, ``extra``, ``diagnostics``), each variable
-chunked along ``frame`` by the run's chunk of frames, plus a ``chunks`` group: ``done`` (chunk)
-and ``seconds`` (chunk, the method's own time for it).
+chunked along ``frame`` by the run's chunk of frames, plus a ``chunks`` group: ``done`` (chunk,
+int8: 1 finished, 0 not), ``digest`` (chunk, 32 bytes: SHA-256 of the chunk's data as read back
+from the store) and ``seconds`` (chunk, the method's own time for it).
 
-The first finished chunk fixes the layout: every group is laid out for all frames (metadata only),
-then each finished chunk is written into its frame range, and its ``done`` flag last — a chunk
-that was being written when the process died is not marked done and is computed again. A store
-remembers what run it holds (method, options, seed, the frames' digest, the chunking); resuming
-it with anything else is refused.
+The first finished chunk fixes the layout: every group is laid out for all frames (metadata only)
+in a hidden sibling folder that replaces the store's path only once complete, so a store that
+exists is always fully laid out. Then each finished chunk is written into its frame range, read
+back, its digest stored, and its ``done`` flag written last — a chunk that was being written when
+the process died is not marked done and is computed again. ``done`` is read with the zarr API,
+never through a fill value (an unwritten flag is 0, not NaN). On resuming, every chunk marked
+done is verified against its digest; one whose data no longer match is computed again, with a
+warning. A store remembers what run it holds (method, options, seed, the frames' digest, the
+chunking); resuming it with anything else is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -80,12 +86,47 @@ class PosteriorStore:
 
     @property
     def done(self) -> np.ndarray:
-        """(chunks,) True for each chunk already written."""
-        try:
-            group = xr.open_zarr(self.path, group=PROGRESS_GROUP, consolidated=False)
-        except (FileNotFoundError, KeyError, OSError):
-            return np.zeros(len(self.ranges), bool)
-        return group["done"].values.astype(bool)
+        """(chunks,) True for each chunk already written (its flag, not yet its digest:
+        :meth:`verified_done` checks the data)."""
+        return read_done(self.path, len(self.ranges))
+
+    def verified_done(self) -> np.ndarray:
+        """(chunks,) True for each chunk written and whose data still match its digest; a chunk
+        marked done whose data do not is marked pending again, with a warning."""
+        done = self.done
+        if not done.any():
+            return done
+        import zarr
+        progress = zarr.open_group(str(self.path / PROGRESS_GROUP), mode="r+",
+                                   zarr_format=ZARR_FORMAT)
+        stored = np.asarray(progress["digest"][:], np.uint8)
+        for index in np.flatnonzero(done):
+            if self._digest(index) != bytes(stored[index]):
+                warnings.warn(f"{self.path}: chunk {index} (frames {self.ranges[index][0]}–"
+                              f"{self.ranges[index][1] - 1}) does not match its digest; it is "
+                              "computed again", stacklevel=2)
+                progress["done"][index] = 0
+                done[index] = False
+        return done
+
+    def _digest(self, index: int) -> bytes:
+        """SHA-256 of chunk ``index``'s data in the store: every per-frame variable of every
+        group over the chunk's frames, in a fixed order."""
+        import zarr
+        first, stop = self.ranges[index]
+        root = zarr.open_group(str(self.path), mode="r", zarr_format=ZARR_FORMAT)
+        digest = hashlib.sha256()
+        for group_name in sorted(k for k in root.group_keys() if k != PROGRESS_GROUP):
+            group = root[group_name]
+            for name in sorted(group.array_keys()):
+                array = group[name]
+                dims = array.attrs.get("_ARRAY_DIMENSIONS", [])
+                if "frame" not in dims or name == "frame":
+                    continue
+                where = tuple(slice(first, stop) if d == "frame" else slice(None) for d in dims)
+                digest.update(f"{group_name}/{name}".encode())
+                digest.update(np.ascontiguousarray(array[where]).tobytes())
+        return digest.digest()
 
     def write(self, index: int, tree: xr.DataTree) -> None:
         """Write chunk ``index`` (the posterior DataTree of its frames, whose settings must
@@ -94,7 +135,7 @@ class PosteriorStore:
         n_frames = tree["observed_data"].sizes["frame"]
         if n_frames != stop - first:
             raise ValueError(f"chunk {index} has {n_frames} frames, expected {stop - first}")
-        if not (self.path / PROGRESS_GROUP).exists():
+        if not (self.path / PROGRESS_GROUP / ".zgroup").exists():
             self._lay_out(tree)
         elif tree.attrs["settings"] != self._root_attrs()["settings"]:
             raise ConfigError("scheduler", f"chunk {index} (frames {first}–{stop - 1}) ran with "
@@ -109,10 +150,12 @@ class PosteriorStore:
                 part = part.drop_vars([k for k, v in part.coords.items() if "frame" not in v.dims])
                 _to_zarr(part.drop_attrs(), self.path, group=name,
                          region={"frame": slice(first, stop)})
-        progress = xr.Dataset({"done": ("chunk", [True]),
-                               "seconds": ("chunk", [float(tree.attrs["seconds"])])})
-        _to_zarr(progress, self.path, group=PROGRESS_GROUP,
-                 region={"chunk": slice(index, index + 1)})
+        import zarr
+        progress = zarr.open_group(str(self.path / PROGRESS_GROUP), mode="r+",
+                                   zarr_format=ZARR_FORMAT)
+        progress["seconds"][index] = float(tree.attrs["seconds"])
+        progress["digest"][index] = np.frombuffer(self._digest(index), np.uint8)
+        progress["done"][index] = 1  # last: the chunk is done only once all of it is there
 
     def finish(self) -> Path:
         """Write the run's totals (seconds over chunks, the diagnostics' pass rate over all
@@ -123,7 +166,7 @@ class PosteriorStore:
             raise ConfigError("out", f"{self.path}: {int((~done).sum())} of {len(done)} chunks "
                                      "are not finished")
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=ZARR_FORMAT)
-        seconds = xr.open_zarr(self.path, group=PROGRESS_GROUP, consolidated=False)["seconds"]
+        seconds = np.asarray(root[PROGRESS_GROUP]["seconds"][:], float)
         root.attrs["seconds"] = float(seconds.sum())
         if "diagnostics" in root:
             flagged = np.asarray(root["diagnostics"]["flagged"][:], bool)
@@ -139,11 +182,13 @@ class PosteriorStore:
         """Create every group for all frames from the first finished chunk's tree."""
         import dask.array as da
 
+        import zarr
+
         n, size = self.identity["n_frames"], self.identity["chunk_frames"]
-        if self.path.exists():
-            shutil.rmtree(self.path)  # a lay-out that died half-way
+        staging = self.path.parent / f".{self.path.name[:200]}.layout"
+        shutil.rmtree(staging, ignore_errors=True)  # a lay-out that died half-way
         root = xr.Dataset(attrs={**tree.attrs, "run": json.dumps(self.identity, sort_keys=True)})
-        _to_zarr(root, self.path, mode="w")
+        _to_zarr(root, staging, mode="w")
         for name, node in tree.children.items():
             ds = node.to_dataset(inherit=False)
             variables = {}
@@ -158,14 +203,24 @@ class PosteriorStore:
             coords = {k: v for k, v in ds.coords.items() if k != "frame"}
             if "frame" in ds.dims:
                 coords["frame"] = np.arange(n)
-            _to_zarr(xr.Dataset(variables, coords=coords, attrs=ds.attrs), self.path, group=name,
+            _to_zarr(xr.Dataset(variables, coords=coords, attrs=ds.attrs), staging, group=name,
                      mode="a", compute=False)
         chunks = len(self.ranges)
-        progress = xr.Dataset({"done": ("chunk", da.zeros(chunks, bool, chunks=1)),
-                               "seconds": ("chunk", da.zeros(chunks, float, chunks=1))},
-                              attrs={"description": "chunks of frames finished, and the "
-                                                    "method's seconds for each"})
-        _to_zarr(progress, self.path, group=PROGRESS_GROUP, mode="a")
+        progress = zarr.open_group(str(staging / PROGRESS_GROUP), mode="w",
+                                   zarr_format=ZARR_FORMAT)
+        progress.attrs["description"] = ("chunks of frames finished (1) or not (0), the SHA-256 "
+                                         "of each finished chunk's data, and the method's "
+                                         "seconds for each")
+        for key, dtype, shape, fill in (("done", "int8", (chunks,), 0),
+                                        ("seconds", "float64", (chunks,), 0.0),
+                                        ("digest", "uint8", (chunks, 32), 0)):
+            array = progress.create_array(key, shape=shape, chunks=(1,) + shape[1:], dtype=dtype,
+                                          fill_value=fill)
+            array[...] = fill  # written, not left to the fill value
+            array.attrs["_ARRAY_DIMENSIONS"] = ["chunk"] + ["byte"] * (len(shape) - 1)
+        if self.path.exists():
+            shutil.rmtree(self.path)  # an empty folder, or a store of this run laid out anew
+        os.replace(staging, self.path)
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
@@ -184,13 +239,28 @@ def _stored_identity(path: Path, argument: str) -> dict[str, Any]:
                                     f"({type(err).__name__}); give another --out") from None
 
 
+def read_done(path: Path, chunks: int) -> np.ndarray:
+    """(chunks,) done flags of the store at ``path`` as booleans: flag == 1, read with the zarr
+    API (through xarray, the array's fill value would be decoded as NaN, and NaN as True)."""
+    import zarr
+    try:
+        progress = zarr.open_group(str(Path(path) / PROGRESS_GROUP), mode="r",
+                                   zarr_format=ZARR_FORMAT)
+        flags = np.asarray(progress["done"][:])
+    except (FileNotFoundError, KeyError, OSError, ValueError):
+        return np.zeros(chunks, bool)
+    if flags.shape != (chunks,) or flags.dtype.kind not in "iu":
+        return np.zeros(chunks, bool)  # an older or damaged bookkeeping: nothing counts as done
+    return flags == 1
+
+
 def open_store_datatree(path: Path) -> xr.DataTree:
     """A finished store as the DataTree :func:`~bayes_smlm.io.posteriors.load_posterior`
     returns (the ``chunks`` bookkeeping left out); a one-line error if chunks are missing."""
     finished = (path / ".zmetadata").exists()  # consolidated by finish()
     tree = xr.open_datatree(path, engine="zarr", consolidated=finished)
     if PROGRESS_GROUP in tree.children:
-        done = tree[PROGRESS_GROUP]["done"].values.astype(bool)
+        done = read_done(path, tree[PROGRESS_GROUP].sizes.get("chunk", 0))
         if not done.all():
             raise ConfigError("file", f"{path} is an unfinished posterior store ({int(done.sum())} "
                                       f"of {done.size} chunks); rerun the command that wrote it "

@@ -77,7 +77,9 @@ def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
 def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
     """Atomically write a DataTree built by :func:`to_datatree` to NetCDF (``.nc``)."""
     path = check_suffix(path, ".nc")
-    return write_with_rescue(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
+    nbytes = sum(node.dataset.nbytes for node in tree.subtree)
+    return write_with_rescue(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"),
+                             nbytes=nbytes)
 
 
 def load_posterior(path: str | Path) -> xr.DataTree:

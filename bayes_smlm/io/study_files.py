@@ -8,8 +8,11 @@ posteriors under ``posteriors/`` and the figures; ``report.md`` is rendered from
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -61,5 +64,54 @@ def load_frames(out: Path) -> dict[str, np.ndarray]:
     return read_npz(path, ("adu", "kde", "theta"))
 
 
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+STUDY_FILES = (CONFIG, METRICS, "report.md")  # a folder holding one of these is a study's
+
+
 def posterior_path(out: Path, method: str) -> Path:
+    """``out/posteriors/METHOD.nc``; ``method`` is read from files, so it must be a plain name
+    (letters, digits, ``_ . + -``; no path separators, no ``..``) — a one-line error otherwise."""
+    if not METHOD_NAME.fullmatch(str(method)) or ".." in str(method):
+        raise ConfigError("dir", f"{out}: the method name {str(method)[:60]!r} in its files is "
+                                 "not a plain name; the folder was not written by a study")
     return Path(out) / POSTERIORS / f"{method}.nc"
+
+
+def run_in_fresh_folder(out: Path, run: Callable[[Path], Path]) -> Path:
+    """``run(staging)`` in an empty hidden sibling of ``out``, which then replaces ``out``: a
+    study folder holds one finished run or the one before it, never parts of two.
+
+    ``out`` must be new, empty, or a study folder (it holds a ``config.json``, ``metrics.json``
+    or ``report.md``): any other folder is refused rather than replaced. Returns ``run``'s path
+    moved under ``out``. The caller holds ``out`` (:func:`bayes_smlm.io.locks.hold_output`).
+    """
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).is_file() for n in STUDY_FILES):
+        raise ConfigError("out", f"{out} holds files that are not a study's; give a new or empty "
+                                 "folder (a study replaces its folder as a whole)")
+    staging = out.parent / f".{out.name[:200]}.partial"
+    replaced = out.parent / f".{out.name[:200]}.replaced"
+    for leftover in (staging, replaced):  # of a run that was interrupted
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        result = Path(run(staging))
+        if out.exists():
+            os.replace(out, replaced)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+    return out / result.relative_to(staging) if result.is_relative_to(staging) else result
+
+
+def check_one_run(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """A one-line error unless ``config.json`` and ``metrics.json`` of ``out`` come from one run
+    (the same study, preset and seed)."""
+    made_by = metrics.get("provenance", {})
+    differ = [key for key in ("study", "preset", "seed")
+              if key in made_by and made_by[key] != config.get(key)]
+    if differ:
+        raise ConfigError("dir", f"{out}: {CONFIG} and {METRICS} come from different runs "
+                                 f"({', '.join(f'{k} {config.get(k)!r} vs {made_by[k]!r}' for k in differ)}); "
+                                 "re-run the study into its own folder")

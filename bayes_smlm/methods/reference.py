@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,14 @@ def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
                       "options": options, "code": _code_digest()}, sort_keys=True, default=str)
     path = folder / f"{method}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.nc"
     if path.is_file():
-        cached = result_from_datatree(load_posterior(path))
-        if np.array_equal(cached.adu, np.asarray(adu, cached.adu.dtype)):
-            return cached
+        try:
+            cached = result_from_datatree(load_posterior(path))
+            if np.array_equal(cached.adu, np.asarray(adu, cached.adu.dtype)):
+                return cached
+        except Exception as err:  # a cache is disposable: a damaged entry is computed again
+            reason = getattr(err, "message", None) or type(err).__name__
+            warnings.warn(f"the cached {method} reference {path.name} is damaged ({reason}); "
+                          "computing it again", stacklevel=2)
     result = run(task, adu, theta_true=theta_true, **options)
     try:
         folder.mkdir(parents=True, exist_ok=True)
