@@ -97,7 +97,7 @@ BAD_INPUTS = [
     (["simulate", "--task", "isolated", "--frames", "2", "--seed", "-1", "--out", "x.npz"],
      "argument --seed"),
     (["simulate", "--task", "isolated", "--frames", "2", "--seed", "0", "--out", "x.npz",
-      "--set", "i0=-200"], "argument prior.i0: must be > 0 (got -200)"),
+      "--set", "i0=-200"], "argument prior.i0: must be in (0, 1.67772e+07] (got -200)"),
     (["simulate", "--task", "isolated", "--frames", "2", "--seed", "0", "--out", "x.npz",
       "--set", "sigma_psf=0"], "argument optics.sigma_psf: must be in (0, 50] (got 0)"),
     (["simulate", "--task", "isolated", "--frames", "2", "--seed", "0", "--out", "x.npz",
@@ -144,7 +144,7 @@ def test_console_script_reports_errors_in_one_line_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("bayes-smlm simulate: error: argument camera.readout_var: "
-                                   "must be >= 0 (got -5)")
+                                   "must be in [0, 1.67772e+07] (got -5)")
     proc = subprocess.run([exe, "crlb", "--task", "isolated", "--x", "9", "--y", "9", "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["sqrt_crlb_y_px"] == pytest.approx(0.0956, abs=5e-4)

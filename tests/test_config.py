@@ -37,11 +37,17 @@ def test_json_round_trip_keeps_maps(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("i0", -5.0, r"prior.i0: must be > 0 \(got -5\)"),
+    ("i0", -5.0, r"prior.i0: must be in \(0, 1.67772e\+07\] \(got -5\)"),
     ("sigma_psf", 0.0, r"optics.sigma_psf: must be in \(0, 50\] \(got 0\)"),
     ("sigma_kde", -1.0, r"optics.sigma_kde: must be in \(0, 200\]"),
-    ("readout_var", -0.1, r"camera.readout_var: must be >= 0"),
-    ("gain", 0.0, r"camera.gain: must be > 0"),
+    ("readout_var", -0.1, r"camera.readout_var: must be in \[0, 1.67772e\+07\]"),
+    ("gain", 0.0, r"camera.gain: must be in \(0, 65536\]"),
+    # what float32 frames and likelihoods cannot hold (they saturated at 2^31 or became inf)
+    ("i0", 1e308, r"prior.i0: must be in \(0, 1.67772e\+07\] \(got 1e\+308\)"),
+    ("background", 1e30, r"prior.background: must be in \[0, 1.67772e\+07\]"),
+    ("readout_var", 1e30, r"camera.readout_var: must be in \[0, 1.67772e\+07\]"),
+    ("gain", np.full((20, 20), 1e30), r"camera.gain: map values must be in \(0, 65536\]"),
+    ("offset", -1e30, r"camera.offset: must be in \[-1.67772e\+07, 1.67772e\+07\]"),
     ("n_emitters", 2.5, r"prior.n_emitters: must be an integer"),
     ("radius", 11.0, r"prior.radius: must be in \(0, 10\]"),
     ("i0", float("nan"), r"prior.i0: must be finite"),
@@ -62,7 +68,7 @@ def test_map_errors_name_the_argument_and_the_problem():
         get_task("isolated", {"offset": np.zeros((10, 10))})
     neg = np.full((20, 20), 2.0)
     neg[0, 1] = -1.0
-    with pytest.raises(ConfigError, match=r"camera.readout_var: map values must be >= 0"):
+    with pytest.raises(ConfigError, match=r"camera.readout_var: map values must be in \[0, 1.67772e\+07\]"):
         get_task("isolated", {"readout_var": neg})
 
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
-from bayes_smlm.cli.arguments import (chain_count, non_negative_int, positive_float,
-                                     positive_int, scheduler_address, seed_int)
+from bayes_smlm.cli.arguments import (chain_count, frame_range, non_negative_int,
+                                     positive_float, positive_int, scheduler_address, seed_int)
 
 
 def _movie_task(args: argparse.Namespace, movie):
@@ -17,8 +17,14 @@ def _movie_task(args: argparse.Namespace, movie):
     ``--set`` overrides (camera maps must have the movie's frame shape)."""
     from bayes_smlm.forward.config import parse_override, task_from_json, with_overrides
     from bayes_smlm.forward.tasks import get_task
+    from bayes_smlm.errors import ConfigError
     overrides = dict(parse_override(item) for item in args.set or [])
     _, height, width = movie.shape
+    for key, size in (("height", height), ("width", width)):
+        if key in overrides and overrides[key] != size:
+            raise ConfigError("set", f"{key}={overrides[key]:g} disagrees with the movie, whose "
+                                     f"frames are {height} x {width} px (rows x columns); a "
+                                     "movie's frame size is its own: leave it out")
     if movie.task_json is not None:
         return with_overrides(task_from_json(movie.task_json), overrides) if overrides \
             else task_from_json(movie.task_json)
@@ -35,8 +41,9 @@ def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.io.atomic import check_output_file
     check_output_file(args.out, ".csv")
-    movie = Movie(args.movie, argument="movie")
+    movie = Movie(args.movie, argument="movie", frames=args.frames)
     task = _movie_task(args, movie)
+    movie.check(task, args.chunk_frames)  # every frame through the frame gate, before any work
     settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
                                 chunk_frames=args.chunk_frames, method=args.method,
                                 residual_passes=args.residual_passes,
@@ -134,6 +141,9 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                         "0: none)")
     p.add_argument("--chunk-frames", type=positive_int, default=defaults.chunk_frames,
                    help=f"frames read and processed at a time (default {defaults.chunk_frames})")
+    p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP",
+                   help="process only frames START … STOP-1 of the movie (frame numbers stay "
+                        "the movie's; default all)")
     p.add_argument("--scheduler", type=scheduler_address, default=None,
                    help="localize chunks of --chunk-frames frames on Dask workers: a scheduler "
                         "address (tcp://host:8786) or local:N (N worker processes here); the "

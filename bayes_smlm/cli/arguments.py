@@ -51,6 +51,19 @@ def seed_int(text: str) -> int:
     return _bounded_int(text, 0, 2**32, "an integer in [0, 2^32)")
 
 
+def frame_range(text: str) -> tuple[int, int]:
+    """``START:STOP`` with 0 <= START < STOP (frames START … STOP − 1)."""
+    start, sep, stop = text.partition(":")
+    try:
+        first, last = int(start), int(stop)
+    except ValueError:
+        first = last = -1
+    if not sep or not 0 <= first < last:
+        raise argparse.ArgumentTypeError(f"must be START:STOP with 0 <= START < STOP "
+                                         f"(got {text!r})")
+    return first, last
+
+
 def finite_float(text: str) -> float:
     """A finite real number."""
     try:

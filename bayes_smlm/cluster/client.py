@@ -29,16 +29,30 @@ def like_this_process() -> Any:
     return Environ({k: os.environ[k] for k in ENVIRONMENT if k in os.environ})
 
 
+SCHEMES = ("tcp://", "tls://")
+MAX_LOCAL_WORKERS = 256
+
+
 def check_scheduler(value: str) -> str:
-    """``local:N`` (N ≥ 1 worker processes on this machine) or a scheduler address
-    (``tcp://host:8786``, ``host:8786``); a one-line error otherwise."""
+    """``local:N`` (1 ≤ N ≤ 256 worker processes on this machine) or a scheduler address
+    (``tcp://host:8786``, ``tls://host:8786``, ``host:8786``); a one-line error otherwise."""
     if value.startswith(LOCAL_PREFIX):
         count = value[len(LOCAL_PREFIX):]
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError("scheduler", f"local:N needs N >= 1 worker processes (got {value!r})")
-    elif not value or any(c.isspace() for c in value):
-        raise ConfigError("scheduler", f"must be local:N or a scheduler address such as "
-                                       f"tcp://host:8786 (got {value!r})")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+            raise ConfigError("scheduler", f"local:N needs 1 <= N <= {MAX_LOCAL_WORKERS} worker "
+                                           f"processes (got {value!r})")
+        return value
+    address = value
+    for scheme in SCHEMES:
+        if address.startswith(scheme):
+            address = address[len(scheme):]
+            break
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address in brackets
+    if (not host or any(c.isspace() or c in "/?#@" for c in host) or not port.isdigit()
+            or not 1 <= int(port) <= 65535):
+        raise ConfigError("scheduler", f"must be local:N or a scheduler address host:port such "
+                                       f"as tcp://host:8786, port 1-65535 (got {value!r})")
     return value
 
 

@@ -66,17 +66,20 @@ def _range_text(lo: float | None, lo_open: bool, hi: float | None) -> str:
 
 
 def _check_map(name: str, value: Any, shape: tuple[int, int], *, lo: float | None = None,
-               lo_open: bool = False) -> MapLike:
+               lo_open: bool = False, hi: float | None = None) -> MapLike:
     """Validate a scalar or a per-pixel map of the frame's shape; return float or read-only array."""
     if isinstance(value, (list, tuple)):
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            raise ConfigError(name, f"map must be a rectangular {shape} array of numbers") from None
     if not isinstance(value, np.ndarray):
-        return _check_number(name, value, lo=lo, lo_open=lo_open)
+        return _check_number(name, value, lo=lo, lo_open=lo_open, hi=hi)
     if value.dtype.kind not in "iuf":  # strings, objects, booleans; complex would lose its part
         raise ConfigError(name, f"map must hold real numbers (got dtype {value.dtype})")
     arr = np.array(value, dtype=np.float64)
     if arr.ndim == 0:
-        return _check_number(name, float(arr), lo=lo, lo_open=lo_open)
+        return _check_number(name, float(arr), lo=lo, lo_open=lo_open, hi=hi)
     if arr.shape != shape:
         raise ConfigError(name, f"map must have the frame's shape {shape} (got {arr.shape})")
     if not np.all(np.isfinite(arr)):
@@ -86,19 +89,24 @@ def _check_map(name: str, value: Any, shape: tuple[int, int], *, lo: float | Non
         low = arr <= lo if lo_open else arr < lo
         if np.any(low):
             bad = np.argwhere(low)[0]
-            raise ConfigError(name, f"map values must be {_range_text(lo, lo_open, None)} "
+            raise ConfigError(name, f"map values must be {_range_text(lo, lo_open, hi)} "
                                     f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))")
+    if hi is not None and np.any(arr > hi):
+        bad = np.argwhere(arr > hi)[0]
+        raise ConfigError(name, f"map values must be {_range_text(lo, lo_open, hi)} "
+                                f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))")
     arr.setflags(write=False)
     return arr
 
 
-def _check_range(name: str, value: Any, *, lo: float, lo_open: bool) -> tuple[float, float]:
+def _check_range(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None
+                 ) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(name, f"must be two numbers 'low,high' (got {value!r})") from None
-    low = _check_number(name, low, lo=lo, lo_open=lo_open)
-    high = _check_number(name, high, lo=lo, lo_open=lo_open)
+    low = _check_number(name, low, lo=lo, lo_open=lo_open, hi=hi)
+    high = _check_number(name, high, lo=lo, lo_open=lo_open, hi=hi)
     if not high > low:
         raise ConfigError(name, f"needs low < high (got {low:g}, {high:g})")
     return (low, high)
@@ -243,6 +251,11 @@ SECTIONS = {"optics": Optics, "camera": Camera, "prior": ScenePrior}
 FIELD_SECTION = {f.name: sec for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 MAP_FIELDS = {"offset", "gain", "readout_var", "background"}
 BRIGHTNESS = ("fixed", "drawn")  # ScenePrior.brightness
+# Frames, photon counts and likelihoods are float32, which holds whole numbers exactly only up to
+# 2^24 ≈ 1.7e7: photons per emitter or pixel, ADU offsets and read-noise variances beyond it are
+# not arithmetic this package can do (nor what a camera records: a pixel's full well is ≈ 1e5).
+COUNT_LIMIT = 2.0**24
+GAIN_LIMIT = 2.0**16  # ADU per photon: one photon would fill a 16-bit camera's whole range
 TEXT_FIELDS = {"name", "brightness"}
 
 
@@ -265,19 +278,21 @@ def validate(task: Task) -> Task:
         pixel_size_nm=_check_number("optics.pixel_size_nm", o.pixel_size_nm, lo=0.0, lo_open=True),
     )
     camera = Camera(
-        offset=_check_map("camera.offset", c.offset, shape),
-        gain=_check_map("camera.gain", c.gain, shape, lo=0.0, lo_open=True),
-        readout_var=_check_map("camera.readout_var", c.readout_var, shape, lo=0.0),
+        offset=_check_map("camera.offset", c.offset, shape, lo=-COUNT_LIMIT, hi=COUNT_LIMIT),
+        gain=_check_map("camera.gain", c.gain, shape, lo=0.0, lo_open=True, hi=GAIN_LIMIT),
+        readout_var=_check_map("camera.readout_var", c.readout_var, shape, lo=0.0,
+                               hi=COUNT_LIMIT),
     )
     max_radius = min(height, width) / 2.0
     prior = ScenePrior(
         n_emitters=_check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True),
         radius=_check_number("prior.radius", p.radius, lo=0.0, lo_open=True, hi=max_radius),
-        i0=_check_number("prior.i0", p.i0, lo=0.0, lo_open=True),
-        background=_check_map("prior.background", p.background, shape, lo=0.0),
-        i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True),
+        i0=_check_number("prior.i0", p.i0, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
+        background=_check_map("prior.background", p.background, shape, lo=0.0, hi=COUNT_LIMIT),
+        i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True,
+                              hi=COUNT_LIMIT),
         background_range=_check_range("prior.background_range", p.background_range, lo=0.0,
-                                      lo_open=False),
+                                      lo_open=False, hi=COUNT_LIMIT),
         brightness=check_choice("prior.brightness", p.brightness, BRIGHTNESS),
     )
     if not isinstance(task.name, str) or not task.name:
@@ -300,7 +315,11 @@ def task_from_dict(data: Mapping[str, Any]) -> Task:
             raise ConfigError(f"config.{sec}", f"unknown keys {sorted(extra)}")
         for key in MAP_FIELDS & set(values):
             if isinstance(values[key], list):
-                values[key] = np.asarray(values[key], dtype=np.float64)
+                try:
+                    values[key] = np.asarray(values[key], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"config.{sec}.{key}", "must be a number or a rectangular "
+                                                             "array of numbers") from None
         for key in ("i0_range", "background_range"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -404,4 +423,7 @@ def read_map(path: str | Path, *, argument: str) -> np.ndarray:
         raise
     except Exception as err:  # unreadable file: report it in one line
         raise ConfigError(argument, f"cannot read map {p}: {err}") from None
-    return np.asarray(arr, dtype=np.float64)
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iuf":  # strings, booleans, objects; complex would lose a part
+        raise ConfigError(argument, f"map {p.name} must hold real numbers (got dtype {arr.dtype})")
+    return arr.astype(np.float64)

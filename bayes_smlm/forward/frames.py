@@ -19,7 +19,8 @@ MAX_LOW_FRACTION = 0.05  # ... and a frame may hold at most 5 % of such pixels
 BRIGHTNESS_FACTOR = 1000.0  # a pixel above 1000 × the task's brightest scene is not this camera's
 
 
-def validate_frames(task: Task, adu, argument: str = "adu") -> np.ndarray:
+def validate_frames(task: Task, adu, argument: str = "adu", *, first_frame: int = 0,
+                    saturation: float | None = None) -> np.ndarray:
     """``adu`` as a float32 (F, H, W) array of the task's frames, or a one-line ConfigError.
 
     Parameters
@@ -31,6 +32,11 @@ def validate_frames(task: Task, adu, argument: str = "adu") -> np.ndarray:
         One frame (H, W) or a stack (F, H, W), ADU.
     argument : str
         What to name in an error (``adu``, ``file``, …).
+    first_frame : int
+        The index of ``adu[0]`` in its file or movie, for the frame an error names.
+    saturation : float or None
+        The file's largest pixel value (an integer TIFF's type maximum): a frame with more than
+        5 % of its pixels there was clipped by the camera or the file, and is refused.
     """
     values = np.asarray(adu)
     if values.dtype.kind not in "iuf":  # strings, objects, complex, booleans
@@ -46,7 +52,7 @@ def validate_frames(task: Task, adu, argument: str = "adu") -> np.ndarray:
     finite = np.isfinite(values)
     if not finite.all():
         frame = int(np.argmax(~finite.all(axis=(1, 2))))
-        raise ConfigError(argument, f"frame {frame} has {int((~finite[frame]).sum())} "
+        raise ConfigError(argument, f"frame {first_frame + frame} has {int((~finite[frame]).sum())} "
                                     "non-finite pixel(s) (NaN or inf)")
     camera = task.camera
     offset, gain = np.asarray(camera.offset, np.float64), np.asarray(camera.gain, np.float64)
@@ -55,7 +61,8 @@ def validate_frames(task: Task, adu, argument: str = "adu") -> np.ndarray:
     low = (values < floor).mean(axis=(1, 2))
     if (low > MAX_LOW_FRACTION).any():
         frame = int(np.argmax(low > MAX_LOW_FRACTION))
-        raise ConfigError(argument, f"frame {frame}: {100 * low[frame]:.0f} % of pixels lie more "
+        raise ConfigError(argument, f"frame {first_frame + frame}: {100 * low[frame]:.0f} % of "
+                                    "pixels lie more "
                                     f"than {READ_NOISE_SDS:g} read-noise SDs below the camera "
                                     "offset; these are not this camera's frames (check the "
                                     "task's camera.offset and camera.gain)")
@@ -65,7 +72,16 @@ def validate_frames(task: Task, adu, argument: str = "adu") -> np.ndarray:
     high = (values > ceiling).any(axis=(1, 2))
     if high.any():
         frame = int(np.argmax(high))
-        raise ConfigError(argument, f"frame {frame} has pixels above {BRIGHTNESS_FACTOR:g} × the "
+        raise ConfigError(argument, f"frame {first_frame + frame} has pixels above "
+                                    f"{BRIGHTNESS_FACTOR:g} × the "
                                     "brightest scene the task allows; these are not this "
                                     "camera's frames (check the task's i0 and camera.gain)")
+    if saturation is not None:
+        clipped = (values >= saturation).mean(axis=(1, 2))
+        if (clipped > MAX_LOW_FRACTION).any():
+            frame = int(np.argmax(clipped > MAX_LOW_FRACTION))
+            raise ConfigError(argument, f"frame {first_frame + frame}: "
+                                        f"{100 * clipped[frame]:.0f} % of pixels are saturated "
+                                        f"(at {saturation:g} ADU, the most the file can hold); "
+                                        "the photons there are unknown")
     return values
