@@ -103,7 +103,8 @@ class SimulatedMovie:
                             ("gain", self.gain), ("readout_var", self.readout_var)):
             paths[name] = folder / f"{name}.tif"
             with atomic_path(paths[name]) as tmp:
-                tifffile.imwrite(tmp, array if name == "movie" else array.astype(np.float32))
+                tifffile.imwrite(tmp, array if name == "movie" else array.astype(np.float32),
+                                 photometric="minisblack")  # frames as pages, never RGB planes
         paths["truth"] = write_npz(folder / "truth.npz", theta=self.theta, i0=self.i0,
                                    settings=np.asarray(json.dumps(dataclasses.asdict(self.settings))))
         return paths

@@ -26,7 +26,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
-from bayes_smlm.io.atomic import write_with_rescue
+from bayes_smlm.io.atomic import write_text
 
 # CSV column -> (pipeline column, scale: "nm" for LR px → nm, "nm_position" adds ½ px first)
 CSV_COLUMNS = {
@@ -77,14 +77,9 @@ def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
 def write_localizations(path: str | Path, rows: dict[str, np.ndarray], task: Task) -> Path:
     """Write ``localize`` rows as CSV (quoted header, as ThunderSTORM writes it), atomically."""
     table = csv_table(rows, task)
-
-    def write(target: Path) -> None:
-        with open(target, "w", newline="") as handle:
-            handle.write(",".join(f'"{name}"' for name in table) + "\n")
-            columns = [_text(values) for values in table.values()]
-            handle.writelines(",".join(row) + "\n" for row in zip(*columns))
-
-    return write_with_rescue(path, write)
+    columns = [_text(values) for values in table.values()]
+    lines = [",".join(f'"{name}"' for name in table)] + [",".join(row) for row in zip(*columns)]
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def _text(values: np.ndarray) -> list[str]:

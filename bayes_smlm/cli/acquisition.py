@@ -70,7 +70,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.render import render, write_rendering
     from bayes_smlm.acquisition.table import read_localizations
     from bayes_smlm.errors import ConfigError
-    from bayes_smlm.io.atomic import check_output_dir
+    from bayes_smlm.io.atomic import check_output_dir, check_room
     check_output_dir(args.out)
     table = read_localizations(args.locs, argument="locs")
     for column in ("uncertainty_x [nm]", "uncertainty_y [nm]"):
@@ -87,6 +87,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                        table["uncertainty_x [nm]"][keep], table["uncertainty_y [nm]"][keep],
                        None if correlation is None else correlation[keep],
                        pixel_nm=args.pixel_nm, sigma_nm=args.sigma_nm, shape=shape)
+    check_room(args.out, 4 * rendering.mean.nbytes)  # two float32 TIFFs, two PNGs at most as large
     paths = write_rendering(args.out, rendering)
     print(f"wrote {', '.join(str(p) for p in paths.values())}: {rendering.localizations} "
           f"localizations on {rendering.mean.shape[1]} x {rendering.mean.shape[0]} pixels of "
@@ -96,10 +97,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_simulate_movie(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.sample import MovieSettings, simulate_movie
-    from bayes_smlm.io.atomic import check_output_dir
+    from bayes_smlm.io.atomic import check_output_dir, check_room
     check_output_dir(args.out)
     settings = MovieSettings(frames=args.frames, height=args.size, width=args.size,
                              emitters_per_frame=args.emitters, min_distance=args.min_distance)
+    pixels = args.size * args.size
+    check_room(args.out, args.frames * pixels * 2 + 3 * pixels * 4  # uint16 movie, float32 maps
+               + args.frames * args.emitters * 3 * 8)               # positions and brightness
     paths = simulate_movie(settings, args.seed).write(args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -165,8 +165,10 @@ def report_errors(prog: str, flags: Mapping[str, str] | None = None) -> Iterator
         if not _is_output_failure(err):
             raise
         from bayes_smlm.io.atomic import os_reason
-        where = getattr(err, "filename", None) or "the file system"
-        print(f"{prog}: error: {where}: {os_reason(err)}", file=sys.stderr)
+        where = getattr(err, "filename", None)
+        print(f"{prog}: error: {where}: {os_reason(err)}" if where else
+              f"{prog}: error: an output could not be written ({os_reason(err)})",
+              file=sys.stderr)
         raise SystemExit(1) from None
 
 

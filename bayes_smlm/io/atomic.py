@@ -14,6 +14,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -90,7 +91,21 @@ def os_reason(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     if "No space left on device" in text or "errno = 28" in text:
         return "No space left on device"
+    said = re.search(r"error message = '([^']+)'", text)  # HDF5's report of the OS's error
+    if said:
+        return said.group(1)
+    if re.search(r"\d+ requested and \d+ written", text):  # numpy's tofile on a full disk
+        return "the file system took only part of the data (a full disk?)"
     return text.splitlines()[0]
+
+
+def check_room(folder: str | Path, nbytes: int, argument: str = "out") -> None:
+    """A one-line ConfigError, before any work, if ``folder``'s disk has no room for
+    ``nbytes`` (an output whose size is known in advance: a movie, a rendering)."""
+    try:
+        check_free_space(Path(folder), nbytes)
+    except OSError as err:
+        raise ConfigError(argument, f"{folder}: {err.strerror}") from None
 
 
 def give_usual_modes(folder: str | Path) -> None:
@@ -166,7 +181,7 @@ def write_with_rescue(path: str | Path, write: Callable[[Path], None],
     """
     path = Path(path)
     try:
-        _check_room(path.parent, nbytes)
+        check_free_space(path.parent, nbytes)
         with atomic_path(path) as tmp:
             write(tmp)
         return path
@@ -176,7 +191,7 @@ def write_with_rescue(path: str | Path, write: Callable[[Path], None],
         rescue = Path(tempfile.gettempdir()) / name.encode()[:NAME_MAX - 40].decode(
             errors="ignore")
         try:
-            _check_room(rescue.parent, nbytes)
+            check_free_space(rescue.parent, nbytes)
             with atomic_path(rescue) as tmp:
                 write(tmp)
         except OSError as second:
@@ -188,8 +203,9 @@ def write_with_rescue(path: str | Path, write: Callable[[Path], None],
                           f"in {rescue}") from None
 
 
-def _check_room(folder: Path, nbytes: int | None) -> None:
-    """An ENOSPC OSError, before writing, if ``folder``'s disk lacks ``nbytes`` (× a margin)."""
+def check_free_space(folder: Path, nbytes: int | None) -> None:
+    """An ENOSPC OSError, before writing, if ``folder``'s disk lacks ``nbytes`` (× a margin);
+    None: nothing known, nothing checked."""
     if nbytes is None:
         return
     free = free_bytes(folder)
@@ -201,7 +217,8 @@ def _check_room(folder: Path, nbytes: int | None) -> None:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
-    return write_with_rescue(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    data = text.encode("utf-8")
+    return write_with_rescue(path, lambda tmp: tmp.write_bytes(data), nbytes=len(data))
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -9,6 +9,7 @@ JSON attributes), ``kde`` (``mean``, ``var`` with dims frame, y_hr, x_hr) and ``
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -77,9 +78,13 @@ def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
 def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
     """Atomically write a DataTree built by :func:`to_datatree` to NetCDF (``.nc``)."""
     path = check_suffix(path, ".nc")
-    nbytes = sum(node.dataset.nbytes for node in tree.subtree)
-    return write_with_rescue(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"),
-                             nbytes=nbytes)
+    # HDF5 writes into memory, Python to the disk: HDF5 that runs out of space (or into a file
+    # size limit) half-way can kill the process with a signal when it cleans up, even after the
+    # error was reported; a Python write fails with an OSError and nothing else
+    buffer = io.BytesIO()
+    tree.to_netcdf(buffer, engine="h5netcdf")
+    data = buffer.getbuffer()
+    return write_with_rescue(path, lambda tmp: tmp.write_bytes(data), nbytes=len(data))
 
 
 def load_posterior(path: str | Path) -> xr.DataTree:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import read_npz, write_json, write_npz
+from bayes_smlm.io.atomic import OutputError, os_reason, read_npz, write_json, write_npz
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -99,6 +99,10 @@ def run_in_fresh_folder(out: Path, run: Callable[[Path], Path]) -> Path:
         if out.exists():
             os.replace(out, replaced)
         os.replace(staging, out)
+    except OSError as err:
+        kept = "holds the previous run as it was" if out.exists() else "was not made"
+        raise OutputError(f"could not write the study into {out} ({os_reason(err)}); {out} "
+                          f"{kept}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)

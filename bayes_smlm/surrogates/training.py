@@ -14,6 +14,7 @@ optimiser moments, extra state such as EMA weights, best weights, history) goes 
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import time
@@ -27,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import atomic_path
+from bayes_smlm.io.atomic import os_reason, write_with_rescue
 from bayes_smlm.forward.config import Task
 from bayes_smlm.surrogates.checkpoint import check_task, read_checkpoint_config, read_safetensors
 from bayes_smlm.surrogates.settings import LoopSettings
@@ -122,10 +123,20 @@ def _unflatten(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 
 
 def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """Atomically write a flat tensor dict as safetensors."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
-                  metadata=dict(metadata))
+    """Atomically write a flat tensor dict as safetensors; on a full disk the file is kept in
+    the system's temporary folder and :class:`~bayes_smlm.io.atomic.OutputError` says where."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=dict(metadata))
+        except Exception as err:  # safetensors' own error type wraps the OS's
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise OSError(errno.EIO, os_reason(err)) from None
+
+    write_with_rescue(path, write, nbytes=sum(t.numel() * t.element_size()
+                                              for t in tensors.values()))
 
 
 def _save_state(path: Path, parts: Mapping[str, Any], loop: LoopState) -> None:
