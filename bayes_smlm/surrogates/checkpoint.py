@@ -7,18 +7,24 @@ configuration is refused with one line saying how the tasks differ.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
+from torch import nn
 from safetensors import SafetensorError, safe_open
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_dict
 
 CONFIG_FILE = "config.json"
+MAX_PARAMETERS = 10**9  # 4 GB of float32 weights, 10× the paper-sized UNet: beyond it, damage
+MAX_WIDTH = 8192  # the largest count (channels, blocks, features) any architecture field may hold
+Architecture = TypeVar("Architecture")
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHIPPED_SUMS = SHIPPED_DIR / "SHA256SUMS"  # `sha256sum` of every shipped weights file
 
@@ -153,3 +159,100 @@ def verify_shipped(directory: Path) -> None:
             raise ConfigError("checkpoint", f"the shipped {path.relative_to(SHIPPED_DIR)} is "
                                             "missing or differs from its released SHA-256 "
                                             "(checkpoints/SHA256SUMS); reinstall the package")
+
+
+def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path,
+                      section: str = "architecture") -> Architecture:
+    """``cls.from_dict(data)`` for a dataclass of architecture settings read from a checkpoint's
+    config.json, every field checked first against the type of its default (an int where an
+    int belongs, in [0, 8192]; a finite float; a string; a sequence of those): a one-line
+    ConfigError naming the checkpoint and the field for a missing section, an unknown field or
+    a wrong value, never a torch traceback or a request for hundreds of GB."""
+    where = f"{checkpoint}: {CONFIG_FILE} {section}"
+    if not isinstance(data, dict):
+        raise ConfigError("checkpoint", f"{where} must be a JSON object (got {type(data).__name__})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError("checkpoint", f"{where} has unknown fields {unknown}")
+    for name, value in data.items():
+        default = fields[name].default
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(
+                    _fits(v, default[0] if default else v) for v in value):
+                raise ConfigError("checkpoint", f"{where}.{name} must be a list like "
+                                                f"{list(default)} (got {value!r:.60})")
+        elif default is not dataclasses.MISSING and not _fits(value, default):
+            raise ConfigError("checkpoint", f"{where}.{name} must be {_kind(default)} "
+                                            f"(got {value!r:.60})")
+    try:
+        return cls.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError("checkpoint", f"{where}.{err.argument}: {err.message}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError("checkpoint", f"{where} is not valid ({err})") from None
+
+
+def _fits(value: Any, like: Any) -> bool:
+    """Whether ``value`` from JSON can stand where ``like`` (a default) stands."""
+    if isinstance(like, bool):
+        return isinstance(value, bool)
+    if isinstance(like, int):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WIDTH
+    if isinstance(like, float):
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if isinstance(like, str):
+        return isinstance(value, str)
+    return True
+
+
+def _kind(like: Any) -> str:
+    if isinstance(like, bool):
+        return "true or false"
+    if isinstance(like, int):
+        return f"an integer in [0, {MAX_WIDTH}]"
+    if isinstance(like, float):
+        return "a finite number"
+    return "a string" if isinstance(like, str) else type(like).__name__
+
+
+def build_network(build: Callable[[], nn.Module], checkpoint: str | Path) -> nn.Module:
+    """``build()``, after building it once without memory (torch's meta device) to count its
+    parameters: a config that describes a network beyond :data:`MAX_PARAMETERS` is refused in
+    one line before torch asks for the memory."""
+    try:
+        with torch.device("meta"):
+            size = sum(p.numel() for p in build().parameters())
+    except (NotImplementedError, RuntimeError) as err:
+        if "meta" not in str(err):  # a builder that moves tensors (sbi's flows): fields bounded
+            raise ConfigError("checkpoint", f"{checkpoint}: its config does not describe a "
+                                            f"network this package can build ({err})") from None
+        size = 0
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ConfigError("checkpoint", f"{checkpoint}: its config does not describe a network "
+                                        f"this package can build ({err})") from None
+    if size > MAX_PARAMETERS:
+        raise ConfigError("checkpoint", f"{checkpoint}: its config describes a network of "
+                                        f"{size:.3g} parameters (at most {MAX_PARAMETERS:.0e}); "
+                                        "the file is damaged or not this package's")
+    return build()
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path
+                 ) -> nn.Module:
+    """``model.load_state_dict(weights)`` (strict), a one-line ConfigError naming what does not
+    fit where the weights and the config disagree (missing, extra or reshaped tensors)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(weights)
+                      if tuple(expected[k].shape) != tuple(weights[k].shape))
+    if missing or extra or reshaped:
+        parts = [f"{label} {names[0]!r}{f' and {len(names) - 1} more' if len(names) > 1 else ''}"
+                 for label, names in (("missing", missing), ("unexpected", extra),
+                                      ("reshaped", reshaped)) if names]
+        raise ConfigError("checkpoint", f"{checkpoint}: its weights do not fit the network its "
+                                        f"config describes ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+    return model

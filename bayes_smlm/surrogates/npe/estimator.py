@@ -18,7 +18,9 @@ from torch import nn
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
-from bayes_smlm.surrogates.checkpoint import open_checkpoint, read_safetensors, shipped_checkpoint
+from bayes_smlm.surrogates.checkpoint import (architecture_from, build_network, load_weights,
+                                              open_checkpoint, read_safetensors,
+                                              shipped_checkpoint)
 from bayes_smlm.surrogates.npe.features import frame_features
 from bayes_smlm.surrogates.npe.network import build_estimator
 from bayes_smlm.surrogates.settings import NpeArchitecture
@@ -42,8 +44,9 @@ def load_npe(checkpoint: str | Path | None, task: Task) -> tuple[nn.Module, dict
                                          shipped=shipped_checkpoint("npe", task.name),
                                          payload=WEIGHTS_FILE, label="NPE",
                                          train_command="train-npe")
-    estimator = build_estimator(NpeArchitecture.from_dict(config["architecture"]))
-    estimator.load_state_dict(read_safetensors(checkpoint / WEIGHTS_FILE)[0])
+    architecture = architecture_from(NpeArchitecture, config.get("architecture"), checkpoint)
+    estimator = build_network(lambda: build_estimator(architecture), checkpoint)
+    load_weights(estimator, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)
     return estimator.eval(), config
 
 

@@ -16,7 +16,7 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.io.atomic import check_output_dir, write_json
-from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, kept_sections
+from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, architecture_from, kept_sections
 from bayes_smlm.surrogates.npe.estimator import CHECKPOINT_KIND, require_one_emitter
 from bayes_smlm.surrogates.npe.features import frame_features
 from bayes_smlm.surrogates.npe.network import build_estimator
@@ -63,7 +63,7 @@ def train_npe(task: Task, out_dir: str | Path, settings: NpeTraining, *,
     out_dir = check_output_dir(out_dir)
     if resume:
         stored, settings = resumed_settings(out_dir, task, CHECKPOINT_KIND, settings)
-        architecture = NpeArchitecture.from_dict(stored["architecture"])
+        architecture = architecture_from(NpeArchitecture, stored.get("architecture"), out_dir)
     architecture = architecture or NpeArchitecture()
     if not architecture.offset_scale:
         architecture = replace(architecture, offset_scale=offset_scale_of(task))

@@ -20,7 +20,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from bayes_smlm.forward.config import Task, check_choice, check_int
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
-from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
+from bayes_smlm.surrogates.checkpoint import (architecture_from, build_network, load_weights,
+                                              open_checkpoint, read_checkpoint_config,
                                               read_safetensors)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.compiled import compile_for_inference
@@ -91,8 +92,9 @@ def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict
     checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
                                          shipped=shipped_checkpoint(task.name),
                                          payload=WEIGHTS_FILE, label="φ", train_command="train-phi")
-    model = DeepSTORM(DeepSTORMConfig.from_dict(config["architecture"]))
-    model.load_state_dict(read_safetensors(checkpoint / WEIGHTS_FILE)[0])
+    architecture = architecture_from(DeepSTORMConfig, config.get("architecture"), checkpoint)
+    model = build_network(lambda: DeepSTORM(architecture), checkpoint)
+    load_weights(model, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)
     return model.eval(), config
 
 

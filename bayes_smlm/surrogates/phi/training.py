@@ -14,7 +14,7 @@ from torch import nn
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, write_json
-from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, kept_sections
+from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, architecture_from, kept_sections
 from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, architecture_for,
                                                  frames_to_photons, load_phi)
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
@@ -42,7 +42,7 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
     out_dir = check_output_dir(out_dir)
     if resume:
         stored, settings = resumed_settings(out_dir, task, CHECKPOINT_KIND, settings)
-        arch = DeepSTORMConfig.from_dict(stored["architecture"])
+        arch = architecture_from(DeepSTORMConfig, stored.get("architecture"), out_dir)
     else:
         arch = architecture_for(task, **(widths or {}))
     torch.manual_seed(settings.seed)

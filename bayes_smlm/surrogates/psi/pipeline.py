@@ -21,7 +21,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_dict
-from bayes_smlm.surrogates.checkpoint import (open_checkpoint, read_checkpoint_config,
+from bayes_smlm.surrogates.checkpoint import (build_network, load_weights, open_checkpoint,
+                                              read_checkpoint_config,
                                               read_safetensors, weights_sha256)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
@@ -67,14 +68,20 @@ def load_psi(checkpoint: str | Path | None, task: Task
     # the architecture its config.json describes: what from_pretrained does, without a second read
     weights, _ = read_safetensors(checkpoint / UNET_DIR / UNET_WEIGHTS)
     try:
-        unet = UNet2DModel.from_config(UNet2DModel.load_config(checkpoint / UNET_DIR))
-        unet.load_state_dict(weights)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        unet_config = UNet2DModel.load_config(checkpoint / UNET_DIR)
+    except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError("checkpoint", f"{checkpoint / UNET_DIR} is not a loadable diffusers "
                                         f"UNet ({reason})") from None
+    unet = build_network(lambda: UNet2DModel.from_config(unet_config), checkpoint / UNET_DIR)
+    load_weights(unet, weights, checkpoint / UNET_DIR)
     if (checkpoint / SCHEDULER_DIR).is_dir():
-        scheduler = DDPMScheduler.from_pretrained(checkpoint, subfolder=SCHEDULER_DIR)
+        try:
+            scheduler = DDPMScheduler.from_pretrained(checkpoint, subfolder=SCHEDULER_DIR)
+        except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError("checkpoint", f"{checkpoint / SCHEDULER_DIR} is not a loadable "
+                                            f"diffusers DDPMScheduler ({reason})") from None
     else:  # trained before the scheduler was saved beside the UNet: config.json names it
         scheduler = make_scheduler(config["schedule"], config.get("prediction_type"))
     return unet.eval(), scheduler, config

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from bayes_smlm.errors import ConfigError
+
 from bayes_smlm.surrogates.settings import EARLIER_SAMPLER
 
 # Bin edges over the surrogate's per-pixel mean, KDE units (one kernel peaks at 1).
@@ -58,8 +60,25 @@ class SpreadRecalibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SpreadRecalibration":
-        return cls(edges=tuple(data["edges"]), sd_scale=tuple(data["sd_scale"]),
-                   pixels=tuple(data["pixels"]), fitted_on=dict(data.get("fitted_on", {})))
+        """The recalibration a checkpoint's config records, checked: increasing finite bin
+        edges, one finite positive scale per bin; a one-line ConfigError otherwise (NaN scales
+        would turn every variance map into NaN)."""
+        try:
+            edges = np.asarray(data["edges"], np.float64)
+            scales = np.asarray(data["sd_scale"], np.float64)
+            pixels = tuple(int(n) for n in data["pixels"])
+            fitted_on = dict(data.get("fitted_on", {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError("checkpoint", f"its recalibration is not readable ({err})") from None
+        if (edges.ndim != 1 or scales.shape != (edges.size + 1,) or len(pixels) != scales.size
+                or not np.isfinite(edges).all() or np.any(np.diff(edges) <= 0)
+                or not np.isfinite(scales).all() or np.any(scales < 0)):
+            raise ConfigError("checkpoint", "its recalibration needs increasing finite edges and "
+                                            "one finite scale >= 0 per bin (edges + 1, with a "
+                                            f"pixel count each); got edges {edges.tolist()!s:.60}, "
+                                            f"scales {scales.tolist()!s:.60}")
+        return cls(edges=tuple(edges.tolist()), sd_scale=tuple(scales.tolist()), pixels=pixels,
+                   fitted_on=fitted_on)
 
     @property
     def sampler(self) -> tuple[str, int]:
