@@ -25,6 +25,8 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 
 MAX_HALF_PATCH = 256  # render pixels: a kernel wider than this is cut there
+MAX_PIXELS = 10**8  # an image's size: 2.4 GB of sums and images; beyond it, a unit mistake
+PATCH_ELEMENTS = 2 * 10**7  # kernel-patch values held at once (≈ 1 GB of temporaries)
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Rendering:
     pixel_nm: float
     sigma_nm: float
     localizations: int
+    non_finite: int = 0
+    outside: int = 0
 
 
 def _gaussian_moment(dx: np.ndarray, dy: np.ndarray, cov: np.ndarray, width2: float
@@ -80,14 +84,27 @@ def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.
                                                            0.999)
     good = np.isfinite(x) & np.isfinite(y) & np.isfinite(sx) & np.isfinite(sy) & (sx >= 0) \
         & (sy >= 0)
+    non_finite = int((~good).sum())
     x, y, sx, sy, rho = (a[good] for a in (x, y, sx, sy, rho))
     if shape is None:
-        shape = (int(np.ceil(y.max(initial=0) / pixel_nm)) + 1,
-                 int(np.ceil(x.max(initial=0) / pixel_nm)) + 1)
+        shape = (int(np.ceil(max(y.max(initial=0), 0) / pixel_nm)) + 1,
+                 int(np.ceil(max(x.max(initial=0), 0) / pixel_nm)) + 1)
     height, width = shape
+    if height * width > MAX_PIXELS:
+        raise ConfigError("pixel_nm", f"the image would be {width} x {height} pixels of "
+                                      f"{pixel_nm:g} nm (at most {MAX_PIXELS:.0e} pixels): give a "
+                                      "larger pixel, a smaller size, or drop localizations far "
+                                      f"outside the field (the farthest is at {x.max(initial=0):.4g}, "
+                                      f"{y.max(initial=0):.4g} nm)")
+    inside_image = (x >= 0) & (x < width * pixel_nm) & (y >= 0) & (y < height * pixel_nm)
+    outside = int((~inside_image).sum())
+    x, y, sx, sy, rho = (a[inside_image] for a in (x, y, sx, sy, rho))
     total_mean = np.zeros(height * width)
     total_var = np.zeros(height * width)
     s2 = sigma_nm**2
+    widest = 5.0 * np.sqrt(s2 + max(sx.max(initial=0), sy.max(initial=0)) ** 2)
+    side = 2 * min(int(np.ceil(widest / pixel_nm)), MAX_HALF_PATCH) + 1
+    chunk = max(1, min(chunk, PATCH_ELEMENTS // side**2))  # patches of a chunk: bounded memory
     for start in range(0, len(x), chunk):
         part = slice(start, start + chunk)
         cov = np.zeros((len(x[part]), 2, 2))
@@ -111,7 +128,7 @@ def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.
     return Rendering(mean=total_mean.reshape(shape).astype(np.float32),
                      sd=np.sqrt(np.maximum(total_var, 0.0)).reshape(shape).astype(np.float32),
                      pixel_nm=float(pixel_nm), sigma_nm=float(sigma_nm),
-                     localizations=int(good.sum()))
+                     localizations=len(x), non_finite=non_finite, outside=outside)
 
 
 def write_rendering(folder: str | Path, rendering: Rendering, tiff: bool = True

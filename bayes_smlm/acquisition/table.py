@@ -101,8 +101,20 @@ def read_localizations(path: str | Path, argument: str = "locs") -> dict[str, np
         with open(path, newline="") as handle:
             reader = csv.reader(handle)
             header = next(reader)
-            data = np.array([[float(v) for v in row] for row in reader if row], float)
-    except (StopIteration, ValueError, UnicodeDecodeError, csv.Error) as err:
+            rows = [row for row in reader if row]
+    except (StopIteration, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(argument, f"{path.name} is not a localization CSV ({err})") from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ConfigError(argument, f"{path.name}: the column(s) {', '.join(map(repr, repeated))} "
+                                    "appear more than once; which one is meant is unknown")
+    ragged = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
+    if ragged is not None:
+        raise ConfigError(argument, f"{path.name}: row {ragged + 2} has {len(rows[ragged])} "
+                                    f"values for {len(header)} columns")
+    try:
+        data = np.array([[float(v) for v in row] for row in rows], float)
+    except ValueError as err:
         raise ConfigError(argument, f"{path.name} is not a localization CSV ({err})") from None
     data = data.reshape(-1, len(header))
     table = {name: data[:, i] for i, name in enumerate(header)}

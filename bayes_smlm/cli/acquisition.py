@@ -92,6 +92,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(p) for p in paths.values())}: {rendering.localizations} "
           f"localizations on {rendering.mean.shape[1]} x {rendering.mean.shape[0]} pixels of "
           f"{args.pixel_nm:g} nm, kernel {args.sigma_nm:g} nm")
+    left_out = [f"{n} {why}" for n, why in (
+        (int((~keep).sum()), "flagged (--include-flagged draws them)"),
+        (rendering.non_finite, "with a non-finite position or uncertainty"),
+        (rendering.outside, "outside the image")) if n]
+    if left_out:
+        print(f"note: left out {', '.join(left_out)}")
     return 0
 
 
