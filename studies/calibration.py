@@ -49,7 +49,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "frame_limits": {"ddpm": 2},
               "method_options": {"nuts": {"warmup": 100}, "rwmh": {"steps": 2000, "burn_in": 200},
                                  "rwmh_paper": {"steps": 2000, "burn_in": 200},
-                                 "ddpm": {"samples": 16, "keep_samples": True},
+                                 "ddpm": {"samples": 16, "keep_samples": True,
+                                          "recalibrate": False},
                                  "ensemble": {"keep_samples": True},
                                  "mc_dropout": {"passes": 16, "keep_samples": True}},
               "cost_emitters": [2], "cost_frames": 1},
@@ -59,7 +60,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             # 2-core CPUs measured; half the frames
             "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
             # the ddpm method's default sampler, which the shipped recalibrations were fitted on
-            "method_options": {"ddpm": {"samples": 64, "precision": "auto", "keep_samples": True},
+            "method_options": {"ddpm": {"samples": 64, "precision": "auto", "keep_samples": True,
+                                        "recalibrate": False},
                                "ensemble": {"keep_samples": True},
                                "mc_dropout": {"keep_samples": True}},
             # the DDPM's s/frame is measured on its 32 frames above; not again here (CPU time).
@@ -67,7 +69,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "cost_emitters": [1, 2, 5, 10], "cost_frames": 32, "ddpm_cost_frames": 0},
     "paper": {"frames": 1000, "dense_frames": 500, "chains": 4, "draws": 1000, "kde_samples": 64,
               "frame_limits": {},
-              "method_options": {"ddpm": {"samples": 64, "keep_samples": True},
+              "method_options": {"ddpm": {"samples": 64, "keep_samples": True,
+                                          "recalibrate": False},
                                  "ensemble": {"keep_samples": True},
                                  "mc_dropout": {"keep_samples": True}},
               "cost_emitters": [1, 2, 3, 5, 7, 10], "cost_frames": 20},

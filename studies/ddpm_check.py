@@ -99,7 +99,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                                        ddim_frames), ("ddpm", None, settings["full_frames"])):
                 result = get_method("ddpm")(task, frames.adu[:n], seed=seed, samples=k,
                                             start=start, solver="ddim", steps=steps,
-                                            checkpoint=checkpoint,
+                                            checkpoint=checkpoint, recalibrate=False,
                                             precision=settings["precision"])
                 rows.append({"model": label, "schedule": config["schedule"],
                              "loss": config["loss"], "start": start, "sampler": sampler,

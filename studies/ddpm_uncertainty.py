@@ -48,7 +48,7 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     for start in STARTS:
         result = get_method("ddpm")(task, batch.adu, seed=seed, samples=s["samples"],
                                     start=start, solver="ddim", steps=s["steps"],
-                                    precision=s["precision"])
+                                    precision=s["precision"], recalibrate=False)
         save_posterior(result, posterior_path(out, f"ddpm-{start}"))
         a = variance_agreement(result.kde_var, grid.kde_var)
         rows += [{"start": start, "frame": f, "pearson": float(a.pearson[f]),

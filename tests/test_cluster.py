@@ -115,7 +115,7 @@ def test_posterior_chunk_errors_are_one_line(tmp_path, capsys, frames_file):
     assert_one_line_error(status, err, "--scheduler", "FILE.zarr")
     status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "grid",
                              "--scheduler", "local:0", "--out", str(tmp_path / "p.zarr"))
-    assert_one_line_error(status, err, "--scheduler", "N >= 1")
+    assert_one_line_error(status, err, "--scheduler", "1 <= N <= 256")
     status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace",
                              "--out", str(tmp_path / "p.zarr"))
     assert_one_line_error(status, err, "--method", "first_frame", ".nc")

@@ -118,7 +118,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
              "solver": args.solver, "init": args.init, "warmup": args.warmup,
              "max_leapfrog": args.max_leapfrog,
              "checkpoint": args.checkpoint, "precision": args.precision,
-             "device": args.device, "recalibrate": args.recalibrate or None}
+             "device": args.device, "recalibrate": args.recalibrate}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     if args.full_chain:
         if args.steps is not None:
@@ -267,9 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the shipped one for the task)")
     p.add_argument("--device", type=torch_device, default=None,
                    help="ddpm: torch device, cpu (default) | cuda | cuda:N")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="ddpm: apply the checkpoint's post-hoc spread recalibration (fitted on "
-                        "separate simulated frames) to the samples")
+    spread = p.add_mutually_exclusive_group()
+    spread.add_argument("--recalibrate", dest="recalibrate", action="store_true", default=None,
+                        help="ddpm: require the checkpoint's post-hoc spread recalibration "
+                             "(fitted on separate simulated frames; by default applied where the "
+                             "checkpoint has one for the sampler used)")
+    spread.add_argument("--raw", dest="recalibrate", action="store_false",
+                        help="ddpm: Ψ's samples as drawn, without the recalibration")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per compiled call (default: the method's)")

@@ -23,7 +23,7 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                    eta: float = 0.0,
                    checkpoint: str | Path | None = None, batch_size: int = 64,
                    precision: str = "auto", keep_samples: bool = False, progress: bool = False,
-                   device: str = "cpu", recalibrate: bool = False, first_frame: int = 0,
+                   device: str = "cpu", recalibrate: bool | None = None, first_frame: int = 0,
                    theta_true: np.ndarray | None = None,
                    **unknown: Any) -> PosteriorResult:
     """Per-pixel KDE mean and variance from K samples of Ψ conditioned on φ(x).
@@ -56,10 +56,13 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Return the K samples in ``extra["kde_samples"]`` (F, K, u·H, u·W).
     device : str
         torch device of φ and Ψ ("cpu", "cuda").
-    recalibrate : bool
-        Apply the checkpoint's post-hoc spread recalibration
-        (:mod:`bayes_smlm.surrogates.psi.recalibration`, fitted on separate frames) to the
-        samples; an error if it has none.
+    recalibrate : bool or None
+        The checkpoint's post-hoc spread recalibration
+        (:mod:`bayes_smlm.surrogates.psi.recalibration`, fitted on separate frames) applied to
+        the samples. None (default): applied where the checkpoint has one fitted on this sampler
+        — the calibrated configuration (raw, the shipped isolated Ψ's signal variance is 0.6 of
+        the exact one); otherwise raw, and ``settings["recalibration"]`` says why. True: applied,
+        an error where it cannot be. False: the raw samples.
     first_frame : int
         Index of ``adu[0]`` in the whole movie, for the per-(frame, sample) seeds: a shard
         reproduces the whole run bitwise where its UNet calls are the whole run's (chunks a
@@ -80,6 +83,16 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                                            "fitted recalibration (scripts/psi_sweep.py fit)")
     if recalibrate:
         check_recalibration_sampler(recalibration, solver, steps)
+    why = "applied" if recalibrate else "not asked for (raw samples)"
+    if recalibrate is None:
+        if recalibration is None:
+            why = "none in the checkpoint (raw samples)"
+        elif recalibration.sampler != (solver, steps):
+            why = (f"fitted on {recalibration.sampler[1]} {recalibration.sampler[0]} steps, not "
+                   f"this sampler (raw samples)")
+        else:
+            why = "applied"
+    recalibrate = why == "applied"
     draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
                        batch_size=batch_size, precision=precision, progress=progress,
                        first_frame=first_frame)
@@ -92,7 +105,7 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     settings = {"samples": samples, "start": start, "solver": solver, "steps": steps, "eta": eta,
                 **psi.settings, "loss": psi.config["loss"], "precision": precision,
                 "checkpoint": str(checkpoint or "shipped"), "seed": seed,
-                "recalibrated": bool(recalibrate)}
+                "recalibrated": recalibrate, "recalibration": why}
     return PosteriorResult(method="ddpm", task=task, adu=adu, kde_mean=draws.mean(axis=1),
                            kde_var=draws.var(axis=1, ddof=1), settings=settings, seconds=seconds,
                            theta_true=theta_true, extra=extra)

@@ -23,6 +23,7 @@ from bayes_smlm.forward.model import make_log_density
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.pushforward import kde_axis_factors
+from bayes_smlm.methods.model_fit import misfit_frames
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.parallel import device_parallel
@@ -128,10 +129,13 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     # a posterior narrower than a few grid cells (very bright emitters) is not resolved: flag it
     sd = np.sqrt(np.diagonal(np.asarray(cov), axis1=-2, axis2=-1))
     under_resolved = (sd < MIN_CELLS_PER_SD * np.asarray(spacing)).any(axis=-1)
+    # and a frame the model does not explain (saturated, another camera's) has no posterior
+    misfit = misfit_frames(task, adu, np.moveaxis(theta, 2, 0).reshape(f, -1, 1, 2))
     return PosteriorResult(
         method="grid", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var, theta=theta,
         settings={"fine": fine, "coarse_step": coarse_step, "window": window,
                   "likelihood": likelihood, "chains": chains, "draws": draws, "seed": seed},
         seconds=seconds, theta_true=theta_true,
         extra={"theta_mean": mean, "theta_cov": cov, "grid_spacing": spacing,
-               "under_resolved": under_resolved, "flagged": under_resolved})
+               "under_resolved": under_resolved, "misfit": misfit,
+               "flagged": under_resolved | misfit})

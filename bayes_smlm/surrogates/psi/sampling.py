@@ -90,7 +90,7 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     (F, K, u·H, u·W) float32 ndarray of KDE samples.
     """
     check_choice("start", start, STARTS)
-    samples = check_int("samples", samples)
+    samples = check_int("samples", samples, lo=2)  # a variance needs two samples
     first_frame = check_int("first_frame", first_frame, lo=0)
     batch_size = check_int("batch_size", batch_size)
     if steps is None:
