@@ -131,10 +131,10 @@ def flag_names(parser: argparse.ArgumentParser, **aliases: str) -> dict[str, str
     ``aliases`` map library names that differ from the option's (``steps="--ddim-steps"``)."""
     names = {}
     for action in parser._actions:  # argparse keeps no public list of its actions
-        if action.option_strings:
-            names[action.dest] = max(action.option_strings, key=len)
+        if action.option_strings:  # the first flag of a dest (--recalibrate, not --raw)
+            names.setdefault(action.dest, max(action.option_strings, key=len))
         elif action.dest not in ("help", argparse.SUPPRESS):
-            names[action.dest] = action.metavar or action.dest.upper()
+            names.setdefault(action.dest, action.metavar or action.dest.upper())
     return {**names, **aliases}
 
 
