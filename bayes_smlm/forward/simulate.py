@@ -144,7 +144,7 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
     return simulate_indices(task, jax.random.PRNGKey(seed), indices, chunk)
 
 
-def _check_memory(task: Task, n_frames: int) -> None:
+def _check_memory(task: Task, n_frames: int, argument: str = "n_frames") -> None:
     """Refuse, before allocating, a request larger than the memory this machine has free."""
     per_frame = 4 * (task.height * task.width + task.hr_shape[0] * task.hr_shape[1]
                      + 2 * task.prior.n_emitters)
@@ -153,16 +153,19 @@ def _check_memory(task: Task, n_frames: int) -> None:
     except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
         return
     if per_frame * n_frames > available:
-        raise ConfigError("n_frames", f"{n_frames} frames need {per_frame * n_frames / 1e9:.1f} "
-                                      f"GB, more than the {available / 1e9:.1f} GB of memory "
-                                      "free; simulate fewer frames per call (first_frame= "
-                                      "continues a sequence)")
+        hint = ("simulate fewer frames per call (first_frame= continues a sequence)"
+                if argument == "n_frames" else
+                f"at most about {available // per_frame} fit")
+        raise ConfigError(argument, f"{n_frames} frames need {per_frame * n_frames / 1e9:.1f} "
+                                    f"GB, more than the {available / 1e9:.1f} GB of memory "
+                                    f"free; {hint}")
 
 
 def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[SimBatch]:
     """Yield fresh batches forever; batch ``k`` is a fixed function of (seed, k), so training that
     resumes at ``start_batch = k`` sees exactly the batches an uninterrupted run would."""
     batch_size = check_int("batch_size", batch_size)
+    _check_memory(task, batch_size, argument="batch_size")
     base = jax.random.fold_in(jax.random.PRNGKey(_check_seed(seed)), _STREAM_TAG)
     k = check_int("start_batch", start_batch, lo=0)
     while True:

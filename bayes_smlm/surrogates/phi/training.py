@@ -20,7 +20,8 @@ from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, 
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PhiTraining
-from bayes_smlm.surrogates.training import LoopState, resumed_settings, train
+from bayes_smlm.surrogates.training import (LoopState, check_batch_memory, resumed_settings,
+                                            train)
 
 
 def _batches(task: Task, settings: PhiTraining):
@@ -49,6 +50,7 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
     model = DeepSTORM(arch)
     val = simulate(task, settings.validation_frames, settings.seed)
     val_x, val_y = frames_to_photons(val.adu, task), torch.from_numpy(val.kde)[:, None]
+    check_batch_memory(model, val_x, settings.batch_size)
     loss_fn = nn.MSELoss()
 
     def step_loss(batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
