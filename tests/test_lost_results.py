@@ -246,3 +246,44 @@ def test_a_damaged_cache_entry_is_computed_again(isolated, reference_cache):
         again = cached_reference(isolated, batch.adu, (8, 2), seed=0, fine=61)
     np.testing.assert_array_equal(again.kde_var, first.kde_var)
     assert load_posterior(entry)["kde"]["var"].shape[0] == 2  # replaced by a good one
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_run_on_dask_workers_is_one_line_and_it_resumes(tmp_path, isolated):
+    """Ctrl-C reaches every process of the job: it exited 130 but each worker printed its
+    KeyboardInterrupt traceback. Now the workers ignore it and this process closes them: one
+    line; the rerun resumes to the run that was never stopped."""
+    import signal
+    import sys
+    import time
+
+    from bayes_smlm.io.posterior_store import read_done
+    batch = simulate(isolated, 48, 9)
+    frames = write_npz(tmp_path / "f.npz", adu=batch.adu, theta=batch.theta, kde=batch.kde,
+                       config=isolated.to_json(), seed=9)
+    store = tmp_path / "s.zarr"
+    argv = [sys.executable, "-m", "bayes_smlm.cli.main", "posterior", str(frames), "--method",
+            "grid", "--chunk-frames", "2", "--scheduler", "local:2", "--quiet", "--out",
+            str(store)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # a job of its own, as a terminal runs it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store.exists() and read_done(store, 24).sum() >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["bayes-smlm posterior: interrupted"], err
+    assert 2 <= read_done(store, 24).sum() < 24
+    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already in the store" in resumed.stdout
+    whole = load_posterior(store)
+    from bayes_smlm.methods import get_method
+    direct = get_method("grid")(isolated, batch.adu)  # here: another XLA device layout, so
+    np.testing.assert_allclose(whole["kde"]["var"].values, direct.kde_var,  # not to the bit
+                               rtol=1e-5, atol=1e-12)

@@ -10,7 +10,7 @@ in the last bit), so workers laid out like this process give the draws this proc
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 from bayes_smlm.errors import ConfigError
@@ -57,6 +57,31 @@ def check_scheduler(value: str) -> str:
 
 
 @contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """Start processes that ignore Ctrl-C (SIGINT is inherited as ignored through fork and exec,
+    and Python then installs no KeyboardInterrupt handler): the terminal sends it to every
+    process of the job, and this process alone should answer it — by closing the cluster —
+    rather than each worker printing its traceback."""
+    import signal
+    import sys
+    import threading
+    # workers stopped by an interrupt leave Dask's semaphores to multiprocessing's resource
+    # tracker, which would warn about them on its way out: the tracker takes its warning
+    # filters from this process's -W options when it starts
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in sys.warnoptions:
+        sys.warnoptions.append(quiet_tracker)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def dask_client(scheduler: str | None) -> Iterator[Any]:
     """Yield a ``distributed.Client`` for ``scheduler`` (None: yield None, work stays in this
     process). ``local:N`` starts a ``LocalCluster`` of N single-threaded worker processes for the
@@ -70,21 +95,31 @@ def dask_client(scheduler: str | None) -> Iterator[Any]:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     from distributed import Client, LocalCluster
     cluster = None
+    local = scheduler.startswith(LOCAL_PREFIX)
+    # local workers (and those the plugin restarts) are started ignoring Ctrl-C
+    with _workers_ignore_interrupts() if local else nullcontext():
+        try:
+            if local:
+                cluster = LocalCluster(n_workers=int(scheduler[len(LOCAL_PREFIX):]),
+                                       threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+                client = Client(cluster)
+            else:
+                client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as err:
+            if cluster is not None:
+                cluster.close()
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError("scheduler", f"no Dask scheduler answered at {scheduler} within "
+                                           f"{CONNECT_TIMEOUT_S} s ({reason})") from None
+        try:
+            client.register_plugin(like_this_process())  # restarts the workers
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
     try:
-        if scheduler.startswith(LOCAL_PREFIX):
-            cluster = LocalCluster(n_workers=int(scheduler[len(LOCAL_PREFIX):]),
-                                   threads_per_worker=1, processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError) as err:
-        if cluster is not None:
-            cluster.close()
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError("scheduler", f"no Dask scheduler answered at {scheduler} within "
-                                       f"{CONNECT_TIMEOUT_S} s ({reason})") from None
-    try:
-        client.register_plugin(like_this_process())
         yield client
     finally:
         client.close()
