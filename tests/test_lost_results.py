@@ -286,4 +286,4 @@ def test_ctrl_c_of_a_run_on_dask_workers_is_one_line_and_it_resumes(tmp_path, is
     from bayes_smlm.methods import get_method
     direct = get_method("grid")(isolated, batch.adu)  # here: another XLA device layout, so
     np.testing.assert_allclose(whole["kde"]["var"].values, direct.kde_var,  # not to the bit
-                               rtol=1e-5, atol=1e-12)
+                               rtol=1e-4, atol=1e-10)
