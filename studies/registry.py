@@ -152,4 +152,5 @@ def rebuild_report(out: str | Path) -> Path:
     if render is None:
         raise ConfigError("dir", f"study {config['study']!r} cannot rebuild its report from saved "
                                  "results; re-run it with `bayes-smlm study`")
-    return render(Path(out))
+    with hold_output(out, "dir"):  # not while a study or another report writes the folder
+        return render(Path(out))

@@ -4,6 +4,7 @@ fault in the NetCDF writer, and OSError / SafetensorError tracebacks elsewhere."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,13 @@ COMMANDS = {
     "train-phi": ["train-phi", "--task", "isolated", "--steps", "1", "--quiet", "--out",
                   "{disk}/phi"],
     "detect-phi": ["detect-phi", "{inputs}/paper.npz", "--out", "{disk}/d.csv"],
+    "train-psi": ["train-psi", "--task", "isolated", "--steps", "1", "--quiet", "--out",
+                  "{disk}/psi"],
+    "train-npe": ["train-npe", "--task", "isolated", "--steps", "1", "--simulations", "256",
+                  "--batch-size", "64", "--validation-frames", "64", "--quiet", "--out",
+                  "{disk}/npe"],
 }
+TRAININGS = ("train-phi", "train-psi", "train-npe")  # a checkpoint folder grows as it trains
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -73,6 +80,10 @@ def test_a_full_disk_is_one_line_and_no_partial_file(name, inputs, full_disk, ca
                  and not p.name.endswith(".lock")]
     if name == "posterior-zarr":  # a store keeps its finished chunks for the resume
         assert "rerun the same command" in lines[0], err
+    elif name in TRAININGS:  # what a training wrote before the disk filled is whole
+        for path in leftovers:
+            assert path.suffix == ".json", path
+            json.loads(path.read_text())
     else:
         assert leftovers == [], leftovers
 

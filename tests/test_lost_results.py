@@ -67,31 +67,51 @@ def enospc_after(monkeypatch, calls: int):
 
 def test_a_store_that_ran_out_of_space_resumes_to_the_whole_run(tmp_path, capsys, frames16,
                                                                   monkeypatch):
-    """The reproducer of issue 32: a grid run into a store on a disk that fills, then the same
-    command with space again. Before: 3 of 4 chunks 'already in the store', frames all NaN,
-    exit 0. Now: the failure is one line that says how many chunks are kept; the rerun computes
-    the rest; the store equals a run that never stopped."""
+    """The reproducer of issue 32: a grid run into a store whose disk fills after the first
+    chunks, then the same command with space again. Before: 3 of 4 chunks 'already in the
+    store', frames all NaN, exit 0. Now: the failure is one line that says how many chunks are
+    kept; the rerun computes the rest; the store equals a run that never stopped. (The store
+    checks its room before it is laid out, so a disk fills mid-run only when something else
+    fills it: the fault is injected.)"""
     argv = ["posterior", str(frames16), "--method", "grid", "--chunk-frames", "4", "--quiet"]
     status, _, _ = run_cli(capsys, *argv, "--out", str(tmp_path / "whole.zarr"))
     assert status == 0
     whole = load_posterior(tmp_path / "whole.zarr")
-    with small_disk(tmp_path / "disk", "700k") as grow:
-        target = tmp_path / "disk" / "q.zarr"
-        lift = None if grow else enospc_after(monkeypatch, 14)
-        status, out, err = run_cli(capsys, *argv, "--out", str(target))
-        assert_one_line_error(status, err, "No space left on device", "rerun the same command")
-        kept = int(err.split(";")[1].split()[0])
-        assert kept < 4
-        with pytest.raises(ConfigError, match="unfinished posterior store"):
-            load_posterior(target)
-        grow("8M") if grow else lift()
-        status, out, err = run_cli(capsys, *argv, "--out", str(target))
-        assert status == 0, err
-        assert f"({4 - kept} computed in this process" in out
-        resumed = load_posterior(target)
+    target = tmp_path / "q.zarr"
+    lift = enospc_after(monkeypatch, 14)
+    status, out, err = run_cli(capsys, *argv, "--out", str(target))
+    assert_one_line_error(status, err, "No space left on device", "rerun the same command")
+    kept = int(err.split(";")[1].split()[0])
+    assert 1 <= kept < 4
+    with pytest.raises(ConfigError, match="unfinished posterior store"):
+        load_posterior(target)
+    lift()
+    status, out, err = run_cli(capsys, *argv, "--out", str(target))
+    assert status == 0, err
+    assert f"({4 - kept} computed in this process" in out
+    resumed = load_posterior(target)
     for group in ("kde", "posterior", "observed_data"):
         for name, values in whole[group].dataset.data_vars.items():
             np.testing.assert_array_equal(resumed[group][name].values, values.values)
+
+
+def test_a_store_too_large_for_its_disk_is_refused_in_one_line(tmp_path, capsys, frames16,
+                                                                monkeypatch):
+    """On a disk without room for the whole store, nothing is laid out: one line saying how much
+    it needs; with room, the same command runs."""
+    argv = ["posterior", str(frames16), "--method", "grid", "--chunk-frames", "4", "--quiet"]
+    with small_disk(tmp_path / "disk", "300k") as grow:
+        if grow is None:
+            import bayes_smlm.io.atomic as atomic
+            monkeypatch.setattr(atomic, "free_bytes", lambda folder: 300_000)
+        target = tmp_path / "disk" / "q.zarr"
+        status, _, err = run_cli(capsys, *argv, "--out", str(target))
+        assert_one_line_error(status, err, "No space left on device", "needs about")
+        assert not target.exists()
+        grow("8M") if grow else monkeypatch.undo()
+        status, out, err = run_cli(capsys, *argv, "--out", str(target))
+        assert status == 0, err
+        assert load_posterior(target)["kde"]["var"].shape[0] == 16
 
 
 def test_done_flags_are_never_read_from_a_fill_value(tmp_path, isolated):
