@@ -135,8 +135,8 @@ class PosteriorStore:
         n_frames = tree["observed_data"].sizes["frame"]
         if n_frames != stop - first:
             raise ValueError(f"chunk {index} has {n_frames} frames, expected {stop - first}")
-        if not (self.path / PROGRESS_GROUP / ".zgroup").exists():
-            self._lay_out(tree)
+        if not (self.path / PROGRESS_GROUP / "digest" / ".zarray").exists():
+            self._lay_out(tree)  # a new store, or one of an earlier version (float flags)
         elif tree.attrs["settings"] != self._root_attrs()["settings"]:
             raise ConfigError("scheduler", f"chunk {index} (frames {first}–{stop - 1}) ran with "
                                            f"settings {tree.attrs['settings']}, the store's are "
