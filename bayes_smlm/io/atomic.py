@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import json
 import os
 import re
@@ -65,6 +66,19 @@ def temporary_name_parts(path: Path, tag: str = "tmp") -> tuple[str, str]:
     room = NAME_MAX - len(suffix.encode()) - 8 - 2  # the dots before and after the stem
     stem = path.stem.encode()[:max(room, 1)].decode(errors="ignore")
     return f".{stem}.", suffix
+
+
+def hidden_sibling(path: str | Path, tag: str) -> Path:
+    """``.NAME.tag`` beside ``path`` (a lock, a staging folder); where that would pass the
+    filesystem's :data:`NAME_MAX` bytes, the name is cut and a digest of the whole name added,
+    so that two long names never share a sibling."""
+    path = Path(os.path.abspath(path))
+    name = f".{path.name}.{tag}"
+    if len(name.encode()) > NAME_MAX:
+        digest = hashlib.sha256(path.name.encode()).hexdigest()[:16]
+        keep = NAME_MAX - len(f"..{digest}.{tag}".encode())
+        name = f".{path.name.encode()[:keep].decode(errors='ignore')}.{digest}.{tag}"
+    return path.parent / name
 
 
 def free_bytes(folder: str | Path) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -19,19 +18,14 @@ from pathlib import Path
 from typing import Iterator
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import NAME_MAX, check_writable_folder
+from bayes_smlm.io.atomic import check_writable_folder, hidden_sibling
 
 _HELD: set[Path] = set()  # lock files this process holds
 
 
 def lock_path(target: str | Path) -> Path:
-    """The lock file of ``target``: ``.NAME.lock`` beside it (a digest of the name where that
-    would not fit the filesystem's name limit)."""
-    target = Path(os.path.abspath(target))
-    name = f".{target.name}.lock"
-    if len(name.encode()) > NAME_MAX:
-        name = f".{hashlib.sha256(target.name.encode()).hexdigest()[:32]}.lock"
-    return target.parent / name
+    """The lock file of ``target``: ``.NAME.lock`` beside it (:func:`hidden_sibling`)."""
+    return hidden_sibling(target, "lock")
 
 
 @contextlib.contextmanager

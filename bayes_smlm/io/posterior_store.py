@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import check_free_space, check_suffix
+from bayes_smlm.io.atomic import check_free_space, check_suffix, hidden_sibling
 
 STORE_SUFFIX = ".zarr"
 PROGRESS_GROUP = "chunks"
@@ -188,7 +188,7 @@ class PosteriorStore:
         frames = tree["observed_data"].sizes["frame"]
         whole_run = sum(node.dataset.nbytes for node in tree.subtree) * n / frames
         check_free_space(self.path.parent, int(whole_run))  # uncompressed: an upper bound
-        staging = self.path.parent / f".{self.path.name[:200]}.layout"
+        staging = hidden_sibling(self.path, "layout")
         shutil.rmtree(staging, ignore_errors=True)  # a lay-out that died half-way
         root = xr.Dataset(attrs={**tree.attrs, "run": json.dumps(self.identity, sort_keys=True)})
         _to_zarr(root, staging, mode="w")

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import OutputError, os_reason, read_npz, write_json, write_npz
+from bayes_smlm.io.atomic import (OutputError, hidden_sibling, os_reason, read_npz, write_json,
+                                 write_npz)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -89,8 +90,7 @@ def run_in_fresh_folder(out: Path, run: Callable[[Path], Path]) -> Path:
     if out.is_dir() and any(out.iterdir()) and not any((out / n).is_file() for n in STUDY_FILES):
         raise ConfigError("out", f"{out} holds files that are not a study's; give a new or empty "
                                  "folder (a study replaces its folder as a whole)")
-    staging = out.parent / f".{out.name[:200]}.partial"
-    replaced = out.parent / f".{out.name[:200]}.replaced"
+    staging, replaced = hidden_sibling(out, "partial"), hidden_sibling(out, "replaced")
     for leftover in (staging, replaced):  # of a run that was interrupted
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir(parents=True)

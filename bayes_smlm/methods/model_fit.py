@@ -10,6 +10,8 @@ lies more than :data:`MISFIT_SDS` SDs above its mean is one the model does not e
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,22 +26,30 @@ DRAWS_TRIED = 16  # posterior draws per frame at which χ² is evaluated (the sm
 def frame_chi2(task: Task, adu: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F,) smallest Pearson χ² over the draws ``theta`` (F, S, N, 2) of each frame, and (F,)
     its SD under the model, for the task's fixed brightness and background."""
+    value, sd = _chi2_program(task)(jnp.asarray(adu, jnp.float32),
+                                    jnp.asarray(theta, jnp.float32))
+    return np.asarray(value), np.asarray(sd)
+
+
+@lru_cache(maxsize=8)
+def _chi2_program(task: Task):
+    """The compiled χ² of :func:`frame_chi2` for one task (compiled once, not per call)."""
     camera = physics.camera_arrays(task)
     scene = physics.scene_arrays(task)
     pedestal = physics.readout_photon_var(camera)
-    counts = physics.adu_to_photons(jnp.asarray(adu, jnp.float32), camera)      # (F, H, W)
 
-    def chi2(frame_counts, draws):
+    def chi2(frame_adu, draws):
+        counts = physics.adu_to_photons(frame_adu, camera)                   # (H, W)
+
         def at(theta_one):
             omega = physics.expected_photons(theta_one, scene.i0, scene.background,
                                              task.optics.sigma_psf, task.shape) + pedestal
-            return jnp.sum((frame_counts - omega) ** 2 / omega), jnp.sum(2.0 + 1.0 / omega)
+            return jnp.sum((counts - omega) ** 2 / omega), jnp.sum(2.0 + 1.0 / omega)
         values, variances = jax.vmap(at)(draws)
         best = jnp.argmin(values)
         return values[best], jnp.sqrt(variances[best])
 
-    value, sd = jax.jit(jax.vmap(chi2))(counts, jnp.asarray(theta, jnp.float32))
-    return np.asarray(value), np.asarray(sd)
+    return jax.jit(jax.vmap(chi2))
 
 
 def misfit_frames(task: Task, adu: np.ndarray, draws: np.ndarray) -> np.ndarray:

@@ -37,14 +37,15 @@ def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int
     """(F,) True for frames near the prior disc's edge whose flow mean differs from the
     disc-restricted Laplace posterior's by more than :data:`EDGE_SHIFT` flow SDs on either axis.
     ``points``: (F, S, 2) flow draws, LR px."""
-    from bayes_smlm.methods.laplace import laplace_posterior
+    from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
     mean, sd = points.mean(axis=1), points.std(axis=1)
     depth = task.prior.radius - np.linalg.norm(mean - np.asarray(task.centre), axis=-1)
     near = depth < EDGE_SDS * sd.max(axis=-1)
     flagged = np.zeros(len(points), bool)
-    if near.any():
-        check = laplace_posterior(task, adu[near], seed=seed, chains=1, draws=EDGE_DRAWS)
-        exact_mean = check.theta[0, :, :, 0].mean(axis=0)                    # (F', 2)
+    if near.any():  # the Gaussian's draws restricted to the disc; no KDE of them is needed
+        fit = laplace_fit(task, adu[near])
+        draws = gaussian_theta_draws(fit, task, chains=1, draws=EDGE_DRAWS, seed=seed)
+        exact_mean = draws[0, :, :, 0].mean(axis=0)                          # (F', 2)
         shift = np.abs(mean[near] - exact_mean) / sd[near]
         flagged[near] = (shift > EDGE_SHIFT).any(axis=-1)
     return flagged
