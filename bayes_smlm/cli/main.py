@@ -118,7 +118,8 @@ def cmd_posterior(args: argparse.Namespace) -> int:
              "solver": args.solver, "init": args.init, "warmup": args.warmup,
              "max_leapfrog": args.max_leapfrog,
              "checkpoint": args.checkpoint, "precision": args.precision,
-             "device": args.device, "recalibrate": args.recalibrate}
+             "device": args.device, "recalibrate": args.recalibrate,
+             "n_emitters": args.n_emitters}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     if args.full_chain:
         if args.steps is not None:
@@ -132,7 +133,18 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
     _announce_flags(stored_flags(tree))
+    _announce_counts(result)
     return 0
+
+
+def _announce_counts(result) -> None:
+    """With several counts asked, how many frames each count is the most probable for."""
+    evidence = result.evidence
+    if evidence is None or len(evidence.counts) < 2:
+        return
+    best = evidence.most_probable
+    shares = ", ".join(f"n={n}: {int(np.sum(best == n))}" for n in evidence.counts)
+    print(f"most probable count per frame ({shares}); P(n | x) is in the file's evidence group")
 
 
 def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: dict) -> int:
@@ -267,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the shipped one for the task)")
     p.add_argument("--device", type=torch_device, default=None,
                    help="ddpm: torch device, cpu (default) | cuda | cuda:N")
+    p.add_argument("--n-emitters", metavar="COUNTS", default=None,
+                   help="smc, laplace, auto: emitter counts to weigh by their evidence, a list "
+                        "or range (0,1,2 or 0-3; default: the task's count); writes log "
+                        "p(x | n) and P(n | x) to the file's evidence group and, with several "
+                        "counts, the KDE mixture over n")
     spread = p.add_mutually_exclusive_group()
     spread.add_argument("--recalibrate", dest="recalibrate", action="store_true", default=None,
                         help="ddpm: require the checkpoint's post-hoc spread recalibration "

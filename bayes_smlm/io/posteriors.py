@@ -20,6 +20,7 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import task_from_json
 from bayes_smlm.io.atomic import check_suffix, write_with_rescue
 from bayes_smlm.methods.diagnostics import diagnostics_dataset
+from bayes_smlm.methods.evidence import Evidence
 from bayes_smlm.methods.result import PosteriorResult
 
 
@@ -63,11 +64,31 @@ def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr
         tree["extra"] = xr.DataTree(xr.Dataset(
             {k: (("frame",) + tuple(f"{k}_{i}" for i in range(np.ndim(v) - 1)), np.asarray(v))
              for k, v in extras.items()}))
+    if result.evidence is not None:
+        tree["evidence"] = xr.DataTree(evidence_dataset(result.evidence))
     if with_diagnostics and result.diagnostics is not None:
         tree["diagnostics"] = xr.DataTree(diagnostics_dataset(result.diagnostics))
     elif result.theta is not None:
         tree.attrs["diagnostics"] = SINGLE_CHAIN_NOTE
     return tree
+
+
+def evidence_dataset(evidence: Evidence) -> xr.Dataset:
+    """The ``evidence`` group: log p(x | n), its standard error and P(n | x) on (frame,
+    n_emitters), and the prior over the listed counts."""
+    dims = ("frame", "n_emitters")
+    return xr.Dataset(
+        {"log_evidence": (dims, evidence.log_evidence,
+                          {"units": "nats", "description": "log p(x | n): log density of the "
+                                                           "ADU frame given n emitters"}),
+         "log_evidence_se": (dims, evidence.log_evidence_se,
+                             {"units": "nats", "description": "Monte Carlo standard error "
+                                                              "(0: exact; NaN: none)"}),
+         "p_n": (dims, evidence.p_n, {"description": "posterior probability of the count"}),
+         "log_prior_n": (("n_emitters",), evidence.log_prior,
+                         {"description": "log prior probability of each listed count"})},
+        coords={"frame": np.arange(evidence.log_evidence.shape[0]),
+                "n_emitters": evidence.counts})
 
 
 def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
@@ -133,7 +154,12 @@ def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
         sample_stats=variables("sample_stats"), settings=json.loads(tree.attrs["settings"]),
         seconds=float(tree.attrs["seconds"]),
         theta_true=constant["theta_true"].values if "theta_true" in constant.data_vars else None,
-        extra=variables("extra"))
+        extra=variables("extra"),
+        evidence=(Evidence(tree["evidence"]["n_emitters"].values,
+                           tree["evidence"]["log_evidence"].values,
+                           tree["evidence"]["log_evidence_se"].values,
+                           tree["evidence"]["log_prior_n"].values)
+                  if "evidence" in groups else None))
 
 
 def stored_flags(tree: xr.DataTree) -> np.ndarray | None:

@@ -11,6 +11,7 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.diagnostics import DrawDiagnostics, draw_diagnostics
+from bayes_smlm.methods.evidence import Evidence
 
 
 @dataclass
@@ -40,6 +41,10 @@ class PosteriorResult:
         True positions when known (simulated data).
     extra : dict
         Method-specific exact summaries (e.g. the grid posterior's mean and covariance).
+    evidence : Evidence or None
+        Log evidence per emitter count and P(n | x), from methods that estimate it (``smc``,
+        ``laplace``, ``auto``, ``grid``); with more than one count the KDE moments are the
+        mixture over counts and ``theta`` is None.
     """
 
     method: str
@@ -53,6 +58,7 @@ class PosteriorResult:
     seconds: float = float("nan")
     theta_true: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    evidence: Evidence | None = None
 
     @property
     def n_frames(self) -> int:
@@ -119,4 +125,5 @@ class PosteriorResult:
             sample_stats={k: per_frame(v, axis=2) for k, v in self.sample_stats.items()},
             settings=self.settings, seconds=self.seconds * len(idx) / max(f, 1),
             theta_true=None if self.theta_true is None else self.theta_true[idx],
-            extra={k: per_frame(v) for k, v in self.extra.items()})
+            extra={k: per_frame(v) for k, v in self.extra.items()},
+            evidence=None if self.evidence is None else self.evidence.select(idx))
