@@ -212,3 +212,28 @@ def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: 
         return jnp.sum(prior.log_prob(theta)) + loglik(omega, counts)
 
     return prepare, logdensity
+
+
+def frame_constant(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Array]:
+    """``adu -> c``: what :func:`make_rate_log_likelihood` leaves out of log p(adu | ω) for one
+    frame (``−lgamma(n + 1) − log g`` per pixel for the Poisson approximation; 0 for the exact
+    likelihood), so that an evidence estimated with that likelihood, plus c, is the log density
+    of the ADU frame."""
+    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
+    camera = physics.camera_arrays(task)
+
+    def constant(adu: jax.Array) -> jax.Array:
+        omega = jnp.ones(task.shape, jnp.float32)  # any ω > 0: the difference does not depend on it
+        full = jnp.sum(camera_distribution(omega, camera, likelihood).log_prob(adu))
+        return full - loglik(omega, prepare(adu))
+
+    return constant
+
+
+def background_log_likelihood(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Array]:
+    """``adu -> log p(adu | no emitter)`` (the evidence of n = 0 exactly, no sampling), with the
+    frame constant included."""
+    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
+    omega = jnp.broadcast_to(physics.scene_arrays(task).background, task.shape)
+    constant = frame_constant(task, likelihood)
+    return lambda adu: loglik(omega, prepare(adu)) + constant(adu)

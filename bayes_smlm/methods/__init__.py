@@ -5,7 +5,7 @@
 True
 """
 
-from bayes_smlm.methods import (chees, ddpm, grid, laplace, network_spread,  # noqa: F401
+from bayes_smlm.methods import (auto, chees, ddpm, grid, laplace, network_spread,  # noqa: F401
                                 npe, nuts, rwmh, smc)  # (importing registers the built-ins)
 from bayes_smlm.methods.registry import get_method, list_methods, register_method, unregister_method
 from bayes_smlm.methods.result import PosteriorResult

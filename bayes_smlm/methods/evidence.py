@@ -121,6 +121,7 @@ class CountPosterior:
     log_evidence_se: np.ndarray
     flagged: np.ndarray
     result: Any = None  # the count's PosteriorResult, where one was made
+    draws: np.ndarray | None = None  # (C, D, F, n, 2) position draws, LR px, where kept
 
 
 def no_emitter(task: Task, adu: np.ndarray, log_likelihood: Callable[[Any], Any]) -> CountPosterior:

@@ -38,11 +38,15 @@ from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
 from bayes_smlm.methods.batching import map_frame_batches
+from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior_over_counts,
+                                         task_with_count)
 from bayes_smlm.methods.initialization import detect_initial_positions
+from bayes_smlm.methods.laplace_evidence import laplace_log_evidence
 from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.forward.model import background_log_likelihood
 from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
@@ -242,35 +246,53 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
                       draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
                       infer_intensity: bool = False, infer_background: bool = False,
                       max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
-                      theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+                      n_emitters: Any = None, theta_true: np.ndarray | None = None,
+                      **unknown: Any) -> PosteriorResult:
     """Laplace approximation of p(params | x): mode + inverse observed information, then
     chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.
 
     Options as for :func:`laplace_fit`; ``chains`` × ``draws`` only shape the i.i.d. draws
     (R-hat of i.i.d. draws says nothing, so the frame flags come from the fit:
     ``extra["flagged"]``). The draws are the Gaussian's restricted to the prior disc.
+    ``n_emitters`` (counts, as for ``smc``) adds the Laplace evidence of each count
+    (:mod:`bayes_smlm.methods.laplace_evidence`) and, with several, the mixture over counts.
     """
     reject_unknown_options("laplace", unknown)
     chains, draws = check_int("chains", chains), check_int("draws", draws)
     adu = validate_frames(task, adu)
     started = time.perf_counter()
-    fit = _fit_checked_frames(task, adu, infer_intensity=infer_intensity,
-                              infer_background=infer_background, likelihood=likelihood,
-                              max_iter=max_iter, tol=tol, batch_size=batch_size,
-                              progress=progress)
-    theta = gaussian_theta_draws(fit, task, chains, draws, seed)
-    f, n = fit.mode.shape[0], fit.layout.n_emitters
-    kde_mean, kde_var = kde_moments(np.moveaxis(theta, 2, 0).reshape(f, chains * draws, n, 2),
-                                    task)
-    extra = {"mode": fit.mode, "covariance": fit.covariance, "converged": fit.converged,
-             "positive_definite": fit.positive_definite, "edge_mass": fit.edge_mass,
-             "iterations": fit.iterations, "flagged": fit.flagged,
-             "theta_mean": fit.theta_mean()}
-    return PosteriorResult(
-        method="laplace", task=task, adu=adu,
-        kde_mean=kde_mean, kde_var=kde_var, theta=theta,
-        settings={"likelihood": likelihood, "infer_intensity": bool(infer_intensity),
-                  "infer_background": bool(infer_background), "max_iter": max_iter, "tol": tol,
-                  "chains": chains, "draws": draws, "seed": seed,
-                  "parameters": list(fit.layout.names), "fit_seconds": fit.seconds},
-        seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
+    counts = parse_counts(n_emitters, task)
+    settings = {"likelihood": likelihood, "infer_intensity": bool(infer_intensity),
+                "infer_background": bool(infer_background), "max_iter": max_iter, "tol": tol,
+                "chains": chains, "draws": draws, "seed": seed}
+
+    def fit_count(n: int) -> CountPosterior:
+        counted = task_with_count(task, n)
+        fit = _fit_checked_frames(counted, adu, infer_intensity=infer_intensity,
+                                  infer_background=infer_background, likelihood=likelihood,
+                                  max_iter=max_iter, tol=tol, batch_size=batch_size,
+                                  progress=progress)
+        theta = gaussian_theta_draws(fit, counted, chains, draws, seed)
+        f = fit.mode.shape[0]
+        kde_mean, kde_var = kde_moments(
+            np.moveaxis(theta, 2, 0).reshape(f, chains * draws, n, 2), counted)
+        log_z = laplace_log_evidence(counted, fit.layout, fit.mode, fit.covariance, adu,
+                                     likelihood)
+        result = None
+        if n == task.prior.n_emitters:
+            extra = {"mode": fit.mode, "covariance": fit.covariance, "converged": fit.converged,
+                     "positive_definite": fit.positive_definite, "edge_mass": fit.edge_mass,
+                     "iterations": fit.iterations, "flagged": fit.flagged,
+                     "theta_mean": fit.theta_mean()}
+            result = PosteriorResult(
+                method="laplace", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
+                theta=theta, settings={**settings, "parameters": list(fit.layout.names),
+                                       "fit_seconds": fit.seconds},
+                theta_true=theta_true, extra=extra)
+        return CountPosterior(n, kde_mean, kde_var, log_z, np.full(f, np.nan), fit.flagged,
+                              result)
+
+    return posterior_over_counts("laplace", task, adu, counts, fit_count,
+                                 background_log_likelihood=background_log_likelihood(
+                                     task, likelihood),
+                                 settings=settings, started=started, theta_true=theta_true)

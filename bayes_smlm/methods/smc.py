@@ -28,7 +28,6 @@ from scipy.special import logsumexp
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice, check_int
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.forward.model import LIKELIHOODS
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior_over_counts,
                                          task_with_count)
@@ -36,14 +35,16 @@ from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.methods.tempered_smc import (background_log_likelihood, frame_constant,
-                                             resample_draws, smc_run)
+from bayes_smlm.forward.model import LIKELIHOODS, background_log_likelihood, frame_constant
+from bayes_smlm.methods.tempered_smc import resample_draws, smc_run
 from bayes_smlm.parallel import device_parallel
 
 LOG_Z_SPREAD_MAX = 1.0  # nats: SD of log Z over runs above which a frame is flagged
 VAR_SPREAD_MAX = 0.2    # SD / mean of the summed KDE variance over runs
 ESS_MIN = 0.1           # share of a run's particles its final weights keep
 ACCELERATOR_BATCH = 256  # frames per compiled call on a GPU
+MCMC_STEPS, INTEGRATION_STEPS = 4, 5  # HMC moves per tempering step, leapfrog steps per move
+TARGET_ESS, MAX_STEPS = 0.5, 500
 
 
 @lru_cache(maxsize=8)
@@ -71,10 +72,13 @@ def _program(task: Task, n: int, runs: int, draws: int, mcmc_steps: int, integra
 
 
 def smc_count(task: Task, adu: np.ndarray, n: int, *, seed: int, runs: int, draws: int,
-              mcmc_steps: int, integration_steps: int, target_ess: float, max_steps: int,
-              likelihood: str, batch_size: int | None, first_frame: int, progress: bool,
-              theta_true: np.ndarray | None, settings: dict[str, Any]) -> CountPosterior:
-    """The ``smc`` posterior of n ≥ 1 emitters on every frame (see the module docstring)."""
+              frames: np.ndarray, settings: dict[str, Any], mcmc_steps: int = MCMC_STEPS,
+              integration_steps: int = INTEGRATION_STEPS, target_ess: float = TARGET_ESS,
+              max_steps: int = MAX_STEPS, likelihood: str = "poisson",
+              batch_size: int | None = None, progress: bool = False,
+              theta_true: np.ndarray | None = None) -> CountPosterior:
+    """The ``smc`` posterior of n ≥ 1 emitters on every frame (see the module docstring);
+    ``frames`` (F,) are the frames' indices in the whole movie, which seed them."""
     started = time.perf_counter()
     counted = task_with_count(task, n)
     fn, n_devices = _program(counted, n, runs, draws, mcmc_steps, integration_steps,
@@ -83,7 +87,7 @@ def smc_count(task: Task, adu: np.ndarray, n: int, *, seed: int, runs: int, draw
         batch_size = n_devices if jax.default_backend() == "cpu" else ACCELERATOR_BATCH
     f = adu.shape[0]
     theta, log_z, steps, reached, acceptance, ess = map_frame_batches(
-        fn, (frame_keys(seed, f, first_frame), adu), batch_size, progress=progress,
+        fn, (frame_keys(seed, int(frames.max()) + 1)[frames], adu), batch_size, progress=progress,
         desc=f"smc n={n}", multiple_of=n_devices)
     theta = np.moveaxis(np.asarray(theta, np.float32), 0, 2)           # (R, D, F, n, 2)
     if n > 1:
@@ -112,14 +116,15 @@ def smc_count(task: Task, adu: np.ndarray, n: int, *, seed: int, runs: int, draw
                                  extra=extra)
     log_evidence = logsumexp(log_z, axis=1) - np.log(runs)
     se = log_z_spread / np.sqrt(runs)
-    return CountPosterior(n, kde_mean, kde_var, log_evidence, se, flagged, result)
+    return CountPosterior(n, kde_mean, kde_var, log_evidence, se, flagged, result, theta)
 
 
 @register_method("smc")
 def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                   draws: int = 512, progress: bool = False, n_emitters: Any = None,
-                  mcmc_steps: int = 4, integration_steps: int = 5, target_ess: float = 0.5,
-                  max_steps: int = 500, likelihood: str = "poisson",
+                  mcmc_steps: int = MCMC_STEPS, integration_steps: int = INTEGRATION_STEPS,
+                  target_ess: float = TARGET_ESS, max_steps: int = MAX_STEPS,
+                  likelihood: str = "poisson",
                   batch_size: int | None = None, first_frame: int = 0,
                   theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Adaptive tempered SMC on log p(θ | x, n) with the task's disc prior, i0 and b fixed.
@@ -168,8 +173,8 @@ def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
         return smc_count(task, adu, n, seed=seed, runs=runs, draws=draws, mcmc_steps=mcmc_steps,
                          integration_steps=integration_steps, target_ess=target_ess,
                          max_steps=max_steps, likelihood=likelihood, batch_size=batch_size,
-                         first_frame=first_frame, progress=progress, theta_true=theta_true,
-                         settings=settings)
+                         frames=first_frame + np.arange(adu.shape[0]), progress=progress,
+                         theta_true=theta_true, settings=settings)
 
     return posterior_over_counts("smc", task, adu, counts, fit_count,
                                  background_log_likelihood=background_log_likelihood(task,

@@ -41,7 +41,8 @@ class SMCRun(NamedTuple):
     log_weights : (P,) array
         Their normalised log weights (the posterior is the weighted particle cloud).
     log_evidence : scalar
-        log Z estimate, up to the frame's constant (see :func:`frame_constant`), nats.
+        log Z estimate, up to the frame's constant (see
+        :func:`~bayes_smlm.forward.model.frame_constant`), nats.
     steps : int scalar
         Tempering steps taken.
     reached_one : bool scalar
@@ -56,31 +57,6 @@ class SMCRun(NamedTuple):
     steps: jax.Array
     reached_one: jax.Array
     acceptance: jax.Array
-
-
-def frame_constant(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Array]:
-    """``adu -> c``: what :func:`make_rate_log_likelihood` leaves out of log p(adu | ω) for one
-    frame (``−lgamma(n + 1) − log g`` per pixel for the Poisson approximation; 0 for the exact
-    likelihood), so that ``log Z = SMC estimate + c`` is the log density of the ADU frame."""
-    from bayes_smlm.forward.model import camera_distribution
-    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
-    camera = physics.camera_arrays(task)
-
-    def constant(adu: jax.Array) -> jax.Array:
-        omega = jnp.ones(task.shape, jnp.float32)  # any ω > 0: the difference does not depend on it
-        full = jnp.sum(camera_distribution(omega, camera, likelihood).log_prob(adu))
-        return full - loglik(omega, prepare(adu))
-
-    return constant
-
-
-def background_log_likelihood(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Array]:
-    """``adu -> log p(adu | no emitter)`` (the evidence of n = 0 exactly, no sampling), with the
-    frame constant included."""
-    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
-    omega = jnp.broadcast_to(physics.scene_arrays(task).background, task.shape)
-    constant = frame_constant(task, likelihood)
-    return lambda adu: loglik(omega, prepare(adu)) + constant(adu)
 
 
 def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
@@ -173,4 +149,4 @@ def resample_draws(key: jax.Array, run: SMCRun, draws: int) -> jax.Array:
     return run.theta[index]
 
 
-__all__ = ["SMCRun", "background_log_likelihood", "frame_constant", "resample_draws", "smc_run"]
+__all__ = ["SMCRun", "resample_draws", "smc_run"]
