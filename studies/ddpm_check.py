@@ -77,10 +77,10 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     k = settings["samples"]
     frames = simulate(task, settings["frames"], fresh_seed(NAME, seed))
     nuts_options = {"seed": seed, "chains": 4, "draws": 1000}
-    dense = reference_method(task) == "nuts"
     ref = cached_reference(task, frames.adu, (fresh_seed(NAME, seed), len(frames.adu)),
-                           **(nuts_options if dense else {"seed": seed}))
-    nuts = ref if dense else get_method("nuts")(task, frames.adu, **nuts_options)
+                           seed=seed)
+    nuts = (ref if reference_method(task) == "nuts"
+            else get_method("nuts")(task, frames.adu, **nuts_options))
     keep = ~ref.flagged
     adu, ref_mean, ref_var = frames.adu[keep], ref.kde_mean[keep], ref.kde_var[keep]
     _, ceiling_var = kde_moments(thin_to(nuts.theta_flat()[keep], k), task)

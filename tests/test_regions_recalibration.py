@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_smlm.compare.regions import coverage_by_crowding, crowding, region_variance_scores
+from bayes_smlm.compare.regions import (coverage_by_class, crowding, region_variance_scores,
+                                        separation)
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.surrogates.psi.recalibration import SpreadRecalibration, fit_spread_recalibration
 from bayes_smlm.surrogates.settings import LoopSettings
@@ -23,6 +24,18 @@ def test_crowding_counts_emitters_within_two_lr_pixels_of_each_kde_pixel():
         expected = sum(math.hypot(x - tx, y - ty) <= 2.0 for tx, ty in theta[0])
         assert count[0, r, c] == expected
     assert count[0, 21, 23] == 2 and count[0, 61, 61] == 1 and count[0, 0, 79] == 0
+
+
+def test_separation_classes_pixels_by_their_nearest_emitters_neighbour_distance():
+    sigma = 1.0
+    # a pair 0.3 σ apart, one emitter 1.5 σ from a third, and the third
+    theta = np.array([[[5.0, 5.0], [5.3, 5.0], [15.0, 15.0], [16.5, 15.0]]])
+    cls = separation(theta, (80, 80), 4, sigma)
+    lr_to_hr = lambda x, y: (round(4 * (y + 0.5) - 0.5), round(4 * (x + 0.5) - 0.5))  # noqa: E731
+    assert cls[0][lr_to_hr(5.0, 5.0)] == 0                          # < 0.5 σ
+    assert cls[0][lr_to_hr(15.0, 15.0)] == cls[0][lr_to_hr(16.5, 15.0)] == 2   # 1–2 σ
+    lone = separation(theta[:, :1], (80, 80), 4, sigma)
+    assert np.all(lone == 3)                                        # no neighbour: ≥ 2 σ
 
 
 def test_region_scores_separate_signal_from_background():
@@ -44,7 +57,8 @@ def test_coverage_by_crowding_attains_the_order_statistic_level_for_exchangeable
     truth, samples = draws[:, 0], draws[:, 1:]  # truth exchangeable with the samples
     crowd = np.broadcast_to(np.arange(w) % 4, (f, h, w))  # classes 0, 1, 2, 3
     mask = np.ones((f, h, w), bool)
-    out = coverage_by_crowding(iter(samples), truth, mask, crowd)
+    out = coverage_by_class(iter(samples), truth, mask,
+                            {"crowd": (crowd, ("0", "1", "2", ">=3"))})["crowd"]
     attained = out["attained"]["coverage_90"]
     for cls in ("1", "2", ">=3"):
         n = out[cls]["pixels"]

@@ -84,6 +84,11 @@ def test_smc_mixture_moments_follow_p_n():
     second = sum(w[:, k, None, None] * (a.kde_var + a.kde_mean.astype(float) ** 2)
                  for k, a in enumerate(alone))
     np.testing.assert_allclose(mixed.kde_var, second - mean**2, atol=1e-5)
+    sampled = get_method("smc")(task, adu, n_emitters=[1, 2], seed=3, keep_samples=400)
+    samples = sampled.extra["kde_samples"]
+    assert samples.shape == (len(adu), 400) + task.hr_shape
+    se = np.sqrt(mixed.kde_var / 400)  # draws are resampled: allow 5 SE, on 99 % of pixels
+    assert np.mean(np.abs(samples.mean(1) - mixed.kde_mean) <= 5 * se + 2e-3) > 0.99
 
 
 def test_smc_for_the_task_count_has_draws_diagnostics_and_evidence(tmp_path):

@@ -229,24 +229,29 @@ def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_calibration_on_the_paper_task_scores_against_nuts_by_region_and_crowding(tmp_path,
-                                                                                   capsys):
+def test_calibration_on_the_paper_task_scores_every_frame_against_smc(tmp_path, capsys):
     out = tmp_path / "cal-paper"
     assert main(["study", "calibration", "--task", "paper", "--preset", "smoke",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["reference"] == "nuts" and "grid" in metrics["failures"]
+    assert metrics["reference"] == "smc" and "grid" in metrics["failures"]
     flagged = metrics["reference_flagged"]
-    assert flagged["of"] == 4 and 0 <= flagged["frames"] < 4
+    assert flagged == {"frames": 0, "of": 4, "indices": []}   # the reference drops no frame
+    smc = metrics["methods"]["smc"]["scalars"]
+    assert smc["signal_ratio_median"] == pytest.approx(1.0)
+    assert smc["reference_background_floor_median"] < 1e-3
+    assert {"1", "2", ">=3"} & set(smc["by_crowding"])
+    assert set(smc["by_separation"]) - {"attained"} <= {"<0.5", "0.5-1", "1-2", ">=2"}
     nuts = metrics["methods"]["nuts"]["scalars"]
-    assert nuts["signal_ratio_median"] == pytest.approx(1.0)
-    assert nuts["reference_background_floor_median"] < 1e-3
-    assert {"1", "2", ">=3"} & set(nuts["by_crowding"])
+    assert 0.8 < nuts["signal_ratio_median"] < 1.25          # two exact samplers agree
+    hard = metrics["hard_frames"]
+    assert hard["sampler"] == "nuts" and all(r["scored"] for r in hard["rows"])
     assert {"ddpm", "ddpm-recal"} <= set(metrics["methods"])
     report = (out / "report.md").read_text()
     assert "(`paper` task)" in report and "Calibration by crowding" in report
-    assert f"{flagged['frames']} of 4 frames failed its diagnostics" in report
-    assert "Surrogate bars against `nuts`" in report and "ddpm-recal" in report
+    assert "0 of 4 frames failed its own checks" in report
+    assert "Calibration by separation" in report
+    assert "Surrogate bars against `smc`" in report and "ddpm-recal" in report
     config = json.loads((out / "config.json").read_text())
     assert config["task_name"] == "paper"
 
@@ -257,7 +262,7 @@ def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     assert main(["study", "ddpm-check", "--task", "paper", "--preset", "smoke",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["reference"] == "nuts" and "signal_ratio" in metrics["rows"][1]
+    assert metrics["reference"] == "smc" and "signal_ratio" in metrics["rows"][1]
     assert "(`paper`)" in (out / "report.md").read_text()
     out = tmp_path / "du"
     assert main(["study", "ddpm-uncertainty", "--task", "paper", "--preset", "smoke",

@@ -103,59 +103,86 @@ def whole_frame_scores(var: np.ndarray, reference_var: np.ndarray) -> dict[str, 
     return {"pearson": agreement.pearson, "ratio": agreement.summed_ratio}
 
 
-def coverage_by_crowding(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray,
-                         mask: np.ndarray, crowd: np.ndarray,
-                         levels: tuple[float, ...] = LEVELS) -> dict[str, dict[str, Any]]:
-    """KDE interval coverage and z-scores over the signal pixels of each crowding class.
+def separation(theta_true: np.ndarray, hr_shape: tuple[int, int], upsampling: int,
+               sigma_psf: float) -> np.ndarray:
+    """(F, uH, uW) index into :data:`schema.SEPARATION_CLASSES` of each KDE pixel: the class of
+    the nearest true emitter's distance to its own nearest neighbour, in units of σ_psf (a lone
+    emitter is in the widest class)."""
+    theta = np.asarray(theta_true, np.float64)
+    gaps = np.linalg.norm(theta[:, :, None] - theta[:, None], axis=-1)          # (F, N, N)
+    n = theta.shape[1]
+    gaps[:, np.arange(n), np.arange(n)] = np.inf
+    emitter_class = np.searchsorted(schema.SEPARATION_EDGES, gaps.min(-1) / sigma_psf,
+                                    side="right")                               # (F, N)
+    rows, cols = np.arange(hr_shape[0]), np.arange(hr_shape[1])
+    x = (cols + 0.5) / upsampling - 0.5
+    y = (rows + 0.5) / upsampling - 0.5
+    d2 = ((x[None, None, None, :] - theta[:, :, 0, None, None]) ** 2
+          + (y[None, None, :, None] - theta[:, :, 1, None, None]) ** 2)        # (F, N, H, W)
+    nearest = np.argmin(d2, axis=1)
+    return np.take_along_axis(emitter_class[:, :, None, None], nearest[:, None], 1)[:, 0]
+
+
+def coverage_by_class(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray,
+                      mask: np.ndarray, strata: dict[str, tuple[np.ndarray, tuple[str, ...]]],
+                      levels: tuple[float, ...] = LEVELS) -> dict[str, dict[str, Any]]:
+    """KDE interval coverage and z-scores over the signal pixels of each class of each
+    stratification (``strata``: name → ((F, H, W) class index per pixel, class names)), in one
+    pass over the samples.
 
     Pixels of all frames are pooled per class (a frame contributes its pixels of that class);
     ``frames`` says how many frames had any. Coverage uses the same order-statistic intervals as
     :func:`.kde_calibration.kde_coverage`, so an exact posterior attains the same levels.
     """
-    inside = {c: [[] for _ in levels] for c in schema.CROWDING_CLASSES}
-    zs: dict[str, list[np.ndarray]] = {c: [] for c in schema.CROWDING_CLASSES}
-    frames_with = {c: 0 for c in schema.CROWDING_CLASSES}
+    inside = {s: {c: [[] for _ in levels] for c in names} for s, (_, names) in strata.items()}
+    zs = {s: {c: [] for c in names} for s, (_, names) in strata.items()}
+    frames_with = {s: {c: 0 for c in names} for s, (_, names) in strata.items()}
     n_samples = None
     for f, samples in enumerate(kde_samples):
         samples = np.sort(np.asarray(samples, np.float64), axis=0)
         n_samples = samples.shape[0]
-        cls = crowding_class(crowd[f])
-        for k, name in enumerate(schema.CROWDING_CLASSES):
-            m = mask[f] & (cls == k)
-            if not m.any():
-                continue
-            frames_with[name] += 1
-            covered, z = pixel_coverage(samples[:, m], np.asarray(kde_true[f], np.float64)[m],
-                                        levels)
-            for j, hit in enumerate(covered):
-                inside[name][j].append(hit)
-            zs[name].append(z)
+        for stratum, (classes, names) in strata.items():
+            for k, name in enumerate(names):
+                m = mask[f] & (classes[f] == k)
+                if not m.any():
+                    continue
+                frames_with[stratum][name] += 1
+                covered, z = pixel_coverage(samples[:, m],
+                                            np.asarray(kde_true[f], np.float64)[m], levels)
+                for j, hit in enumerate(covered):
+                    inside[stratum][name][j].append(hit)
+                zs[stratum][name].append(z)
     out: dict[str, dict[str, Any]] = {}
-    for name in schema.CROWDING_CLASSES:
-        if not frames_with[name]:
-            continue
-        z = np.concatenate(zs[name]) if zs[name] else np.zeros(0)
-        row: dict[str, Any] = {schema.CROWD_FRAMES: frames_with[name],
-                               schema.CROWD_PIXELS: int(sum(a.size for a in inside[name][0]))}
-        for j, level in enumerate(levels):
-            row[schema.CROWD_COVERAGE[round(level * 100)]] = float(
-                np.concatenate(inside[name][j]).mean())
-        row[schema.CROWD_Z_SD] = float(np.std(z)) if z.size else np.nan
-        out[name] = row
-    if n_samples is not None:
-        out[schema.CROWD_ATTAINED] = {
-            schema.CROWD_COVERAGE[round(level * 100)]: order_statistic_interval(n_samples, level)[2]
-            for level in levels}
+    for stratum, (_, names) in strata.items():
+        rows: dict[str, Any] = {}
+        for name in names:
+            if not frames_with[stratum][name]:
+                continue
+            z = np.concatenate(zs[stratum][name]) if zs[stratum][name] else np.zeros(0)
+            row: dict[str, Any] = {
+                schema.CROWD_FRAMES: frames_with[stratum][name],
+                schema.CROWD_PIXELS: int(sum(a.size for a in inside[stratum][name][0]))}
+            for j, level in enumerate(levels):
+                row[schema.CROWD_COVERAGE[round(level * 100)]] = float(
+                    np.concatenate(inside[stratum][name][j]).mean())
+            row[schema.CROWD_Z_SD] = float(np.std(z)) if z.size else np.nan
+            rows[name] = row
+        if n_samples is not None:
+            rows[schema.CROWD_ATTAINED] = {
+                schema.CROWD_COVERAGE[round(level * 100)]:
+                    order_statistic_interval(n_samples, level)[2] for level in levels}
+        out[stratum] = rows
     return out
 
 
 def region_summary(var: np.ndarray, reference_var: np.ndarray, reference_mean: np.ndarray,
                    kde_true: np.ndarray, theta_true: np.ndarray, hr_shape: tuple[int, int],
-                   upsampling: int, kde_samples: Iterable[np.ndarray] | None = None
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+                   upsampling: int, kde_samples: Iterable[np.ndarray] | None = None,
+                   sigma_psf: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Region-aware scalars (medians over frames) and per-frame values of one method.
 
-    ``kde_samples`` (per-frame (S, H, W) arrays), when given, adds coverage and z SD by crowding.
+    ``kde_samples`` (per-frame (S, H, W) arrays), when given, adds coverage and z SD by crowding
+    and, with ``sigma_psf`` (LR px), by nearest-neighbour separation.
     """
     f = len(var)
     whole = whole_frame_scores(var, reference_var[:f])
@@ -174,7 +201,12 @@ def region_summary(var: np.ndarray, reference_var: np.ndarray, reference_mean: n
                  "pearson": whole["pearson"].tolist(), "ratio": whole["ratio"].tolist()}
     if kde_samples is not None:
         mask = np.asarray(reference_mean[:f]) >= SIGNAL_THRESHOLD
-        crowd = crowding(theta_true[:f], hr_shape, upsampling)
-        scalars[schema.BY_CROWDING.key] = coverage_by_crowding(kde_samples, kde_true[:f], mask,
-                                                               crowd)
+        strata = {schema.BY_CROWDING.key: (
+            crowding_class(crowding(theta_true[:f], hr_shape, upsampling)),
+            schema.CROWDING_CLASSES)}
+        if sigma_psf is not None:
+            strata[schema.BY_SEPARATION.key] = (
+                separation(theta_true[:f], hr_shape, upsampling, sigma_psf),
+                schema.SEPARATION_CLASSES)
+        scalars.update(coverage_by_class(kde_samples, kde_true[:f], mask, strata))
     return scalars, per_frame

@@ -15,6 +15,9 @@ import numpy as np
 
 COVERAGE_LEVELS = (50, 90, 95)  # % — the levels of every interval-coverage metric
 CROWDING_CLASSES = ("0", "1", "2", ">=3")  # true emitters within 2 LR px of a signal pixel
+# nearest-neighbour distance of a signal pixel's nearest true emitter, in σ_psf
+SEPARATION_EDGES = (0.5, 1.0, 2.0)
+SEPARATION_CLASSES = ("<0.5", "0.5-1", "1-2", ">=2")
 # Keys of one row of BY_CROWDING (one row per class, plus ATTAINED: the levels an exact
 # posterior attains with the same number of samples).
 CROWD_FRAMES, CROWD_PIXELS, CROWD_Z_SD, CROWD_ATTAINED = "frames", "pixels", "z_sd", "attained"
@@ -124,6 +127,9 @@ Z_PIXELS = _metric("z_pixels", "z pixels", "d", "signal pixels behind the z stat
 Z_HISTOGRAM = _metric("z_histogram", "z histogram", "", "counts of z in 48 bins over [−6, 6]")
 BY_CROWDING = _metric("by_crowding", "by crowding", "",
                       "coverage and z SD per crowding class (CROWDING_CLASSES) and 'attained'")
+BY_SEPARATION = _metric("by_separation", "by separation", "",
+                        "coverage and z SD per nearest-neighbour separation class "
+                        "(SEPARATION_CLASSES, in σ_psf) and 'attained'")
 
 # θ calibration and CRLB gaps
 SBC_MIN_P = _metric("sbc_min_pvalue", "SBC min p", ".3f",

@@ -126,7 +126,8 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
                                      "kde_entropy": entropy.tolist()}
         more, frames = region_summary(
             result.kde_var, ref.kde_var, ref.kde_mean, kde_true, theta_true, task.hr_shape,
-            task.optics.upsampling, kde_samples=kde_samples_of(result, kde_samples))
+            task.optics.upsampling, kde_samples=kde_samples_of(result, kde_samples),
+            sigma_psf=task.optics.sigma_psf)
         scalars.update(more)
         per_frame.update({f"region_{k}": v for k, v in frames.items()
                           if k not in ("pearson", "ratio")})  # whole-frame: var_pearson above

@@ -140,23 +140,24 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
         per_frame = np.moveaxis(exact.draws, 2, 0).reshape(len(idx), -1, n, 2)
         spread = np.floor(np.arange(samples) * per_frame.shape[1] / samples).astype(int)
         theta[idx] = per_frame[:, spread]
+    position_draws = np.moveaxis(theta.reshape(f, chains, draws, n, 2), 0, 2)  # (C, D, F, n, 2)
     result = None
     if n == task.prior.n_emitters:
         extra = {"flagged": flagged, "escalated": escalated, "khat": khat,
                  "laplace_flagged": fit.flagged}
         result = PosteriorResult(
             method="auto", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
-            theta=np.moveaxis(theta.reshape(f, chains, draws, n, 2), 0, 2),
+            theta=position_draws,
             settings={**settings, "escalated_share": float(escalated.mean())},
             seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
-    return CountPosterior(n, kde_mean, kde_var, log_z, se, flagged, result)
+    return CountPosterior(n, kde_mean, kde_var, log_z, se, flagged, result, position_draws)
 
 
 @register_method("auto")
 def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, n_emitters: Any = None,
                    k_max: float = K_MAX, likelihood: str = "poisson",
-                   smc_draws: int = SMC_DRAWS, first_frame: int = 0,
+                   smc_draws: int = SMC_DRAWS, first_frame: int = 0, keep_samples: int = 0,
                    theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Laplace importance sampling where Pareto k̂ ≤ ``k_max``, ``smc`` elsewhere.
 
@@ -173,6 +174,8 @@ def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         Particles per smc run on escalated frames.
     first_frame : int
         Index of ``adu[0]`` in the whole movie, for per-frame seeds.
+    keep_samples : int
+        With several counts: KDE samples of the mixture kept per frame (for coverage).
     """
     reject_unknown_options("auto", unknown)
     started = time.perf_counter()
@@ -195,4 +198,6 @@ def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     return posterior_over_counts("auto", task, adu, counts, fit_count,
                                    background_log_likelihood=background_log_likelihood(
                                        task, likelihood),
-                                   settings=settings, started=started, theta_true=theta_true)
+                                   settings=settings, started=started, theta_true=theta_true,
+                                   keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                   seed=seed)

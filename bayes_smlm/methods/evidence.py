@@ -148,17 +148,39 @@ def mixture(parts: Sequence[CountPosterior], evidence: Evidence) -> tuple[np.nda
     return mean.astype(np.float32), var.astype(np.float32), flagged
 
 
+def mixture_kde_samples(task: Task, parts: Sequence[CountPosterior], p_n: np.ndarray,
+                        n_samples: int, seed: int) -> np.ndarray:
+    """(F, S, uH, uW) KDE samples of the mixture over counts: each sample's count drawn from
+    P(n | x), then one of that count's θ draws pushed through the KDE (n = 0: y = 0)."""
+    from bayes_smlm.methods.pushforward import kde_images
+    f = p_n.shape[0]
+    out = np.zeros((f, n_samples) + task.hr_shape, np.float32)
+    for i in range(f):
+        rng = np.random.default_rng([seed, i])
+        which = rng.choice(len(parts), n_samples, p=p_n[i] / p_n[i].sum())
+        for k, part in enumerate(parts):
+            chosen = np.flatnonzero(which == k)
+            if part.n == 0 or not chosen.size:
+                continue
+            draws = part.draws[:, :, i].reshape(-1, part.n, 2)
+            out[i, chosen] = kde_images(draws[rng.choice(len(draws), chosen.size)], task)
+    return out
+
+
 def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequence[int],
                           fit_count: Callable[[int], CountPosterior], *,
                           background_log_likelihood: Callable[[Any], Any],
                           settings: dict[str, Any], started: float,
-                          theta_true: np.ndarray | None = None) -> Any:
+                          theta_true: np.ndarray | None = None, keep_samples: int = 0,
+                          seed: int = 0) -> Any:
     """The :class:`~bayes_smlm.methods.result.PosteriorResult` of a method over ``counts``.
 
     ``fit_count(n)`` gives the :class:`CountPosterior` of n ≥ 1 emitters; n = 0 is computed
     here from ``background_log_likelihood`` (``adu (H, W) -> log p(adu | no emitter)``). Asked
     only for the task's own count, the result is that count's (θ draws included) with its
-    evidence attached; otherwise it is the mixture over counts, without θ draws.
+    evidence attached; otherwise it is the mixture over counts, without θ draws (with
+    ``keep_samples`` > 0, that many KDE samples of the mixture per frame in
+    ``extra["kde_samples"]``, for interval coverage).
     """
     import time
 
@@ -174,8 +196,9 @@ def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequ
         result.seconds = time.perf_counter() - started
         return result
     mean, var, flagged = mixture(parts, evidence)
+    extra = {"flagged": flagged, "n_most_probable": evidence.most_probable}
+    if keep_samples:
+        extra["kde_samples"] = mixture_kde_samples(task, parts, evidence.p_n, keep_samples, seed)
     return PosteriorResult(method=method, task=task, adu=adu, kde_mean=mean, kde_var=var,
                            settings=settings, seconds=time.perf_counter() - started,
-                           theta_true=theta_true, evidence=evidence,
-                           extra={"flagged": flagged,
-                                  "n_most_probable": evidence.most_probable})
+                           theta_true=theta_true, evidence=evidence, extra=extra)

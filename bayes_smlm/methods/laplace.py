@@ -246,8 +246,8 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
                       draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
                       infer_intensity: bool = False, infer_background: bool = False,
                       max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
-                      n_emitters: Any = None, theta_true: np.ndarray | None = None,
-                      **unknown: Any) -> PosteriorResult:
+                      n_emitters: Any = None, keep_samples: int = 0,
+                      theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Laplace approximation of p(params | x): mode + inverse observed information, then
     chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.
 
@@ -255,7 +255,8 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
     (R-hat of i.i.d. draws says nothing, so the frame flags come from the fit:
     ``extra["flagged"]``). The draws are the Gaussian's restricted to the prior disc.
     ``n_emitters`` (counts, as for ``smc``) adds the Laplace evidence of each count
-    (:mod:`bayes_smlm.methods.laplace_evidence`) and, with several, the mixture over counts.
+    (:mod:`bayes_smlm.methods.laplace_evidence`) and, with several, the mixture over counts
+    (``keep_samples`` of its KDE samples per frame kept, as for ``smc``).
     """
     reject_unknown_options("laplace", unknown)
     chains, draws = check_int("chains", chains), check_int("draws", draws)
@@ -290,9 +291,11 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
                                        "fit_seconds": fit.seconds},
                 theta_true=theta_true, extra=extra)
         return CountPosterior(n, kde_mean, kde_var, log_z, np.full(f, np.nan), fit.flagged,
-                              result)
+                              result, theta)
 
     return posterior_over_counts("laplace", task, adu, counts, fit_count,
                                  background_log_likelihood=background_log_likelihood(
                                      task, likelihood),
-                                 settings=settings, started=started, theta_true=theta_true)
+                                 settings=settings, started=started, theta_true=theta_true,
+                                 keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                 seed=seed)

@@ -23,8 +23,10 @@ from bayes_smlm.methods.result import PosteriorResult
 
 
 def reference_method(task: Task) -> str:
-    """`grid` (exact) for one emitter, else `nuts` (exact up to Monte Carlo error)."""
-    return "grid" if task.prior.n_emitters == 1 else "nuts"
+    """`grid` (exact) for one emitter, else `smc` (exact up to Monte Carlo error, and — started
+    from the prior rather than from detections — not stuck on close pairs, where NUTS chains
+    can be)."""
+    return "grid" if task.prior.n_emitters == 1 else "smc"
 
 
 CACHE_ENV = "BAYES_SMLM_CACHE"  # a folder, or "off"; default $XDG_CACHE_HOME/bayes_smlm

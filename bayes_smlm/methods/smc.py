@@ -125,7 +125,7 @@ def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
                   mcmc_steps: int = MCMC_STEPS, integration_steps: int = INTEGRATION_STEPS,
                   target_ess: float = TARGET_ESS, max_steps: int = MAX_STEPS,
                   likelihood: str = "poisson",
-                  batch_size: int | None = None, first_frame: int = 0,
+                  batch_size: int | None = None, first_frame: int = 0, keep_samples: int = 0,
                   theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Adaptive tempered SMC on log p(θ | x, n) with the task's disc prior, i0 and b fixed.
 
@@ -151,6 +151,8 @@ def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
         Frames per compiled call; None: one per CPU device (lockstep lanes, as NUTS), 256 on a GPU.
     first_frame : int
         Index of ``adu[0]`` in the whole movie, for per-frame seeds.
+    keep_samples : int
+        With several counts: KDE samples of the mixture kept per frame (for coverage).
     """
     reject_unknown_options("smc", unknown)
     started = time.perf_counter()
@@ -179,4 +181,6 @@ def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
     return posterior_over_counts("smc", task, adu, counts, fit_count,
                                  background_log_likelihood=background_log_likelihood(task,
                                                                                      likelihood),
-                                 settings=settings, started=started, theta_true=theta_true)
+                                 settings=settings, started=started, theta_true=theta_true,
+                                 keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                 seed=seed)
