@@ -32,7 +32,7 @@ from bayes_smlm.reporting.markdown import provenance
 
 STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",
            "forward-model", "isolated-emitter", "laplace", "localization", "movie", "npe",
-           "paper-diagnostics", "phi")
+           "paper-diagnostics", "phi", "validity-map")
 
 
 # Fresh frames of a study come from seed FRESH_SEEDS[study] + --seed. The ranges never meet a
@@ -40,7 +40,8 @@ STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibratio
 # scripts/psi_sweep.py uses to choose Ψ's configuration (2000+) and fit its recalibration (2200+).
 FRESH_SEEDS = {"phi": 1000, "ddpm-check": 2500, "calibration": 3000, "localization": 4000,
                "isolated-emitter": 5000, "ddpm-uncertainty": 6000, "laplace": 7000,
-               "npe": 8000, "movie": 9000, "bench-speed": 11000, "bench-dask": 12000}
+               "npe": 8000, "movie": 9000, "bench-speed": 11000, "bench-dask": 12000,
+               "validity-map": 13000}
 
 
 def fresh_seed(study: str, seed: int) -> int:

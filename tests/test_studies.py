@@ -339,3 +339,43 @@ def test_reports_name_the_cpu_and_the_instruction_sets_their_timings_depend_on(t
     info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse\n")
     assert cpu_description(info) == "Old CPU; none of avx2 avx512f avx512_bf16 amx_bf16"
     assert cpu_description(tmp_path / "missing")  # no /proc: the platform's name, never a crash
+
+
+@pytest.mark.slow
+def test_validity_map_smoke_scores_every_cell_against_smc(tmp_path, capsys):
+    out = tmp_path / "vm"
+    assert main(["study", "validity-map", "--preset", "smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reference"] == "smc" and len(metrics["cells"]) == 4
+    for cell in metrics["cells"]:
+        smc = cell["methods"]["smc"]
+        assert smc["coverage_gap"] == 0 and smc["z_sd_ratio"] == 1     # the reference itself
+        assert 0 <= smc["p_true_count"] <= 1
+        assert cell["counts"] == list(range(max(0, cell["emitters"] - 1), cell["emitters"] + 2))
+        for name in ("laplace", "auto"):
+            assert 0 <= cell["methods"][name]["p_true_count"] <= 1
+        assert cell["methods"]["nuts"]["p_true_count"] is None       # told the count
+    report = (out / "report.md").read_text()
+    assert "![validity map](validity_map.png)" in report and (out / "validity_map.png").is_file()
+    assert "## What the numbers say" in report and "- **auto** — calibrated in" in report
+    before = report
+    assert main(["report", str(out)]) == 0                          # rebuilt from the files
+    assert (out / "report.md").read_text() == before
+
+
+def test_validity_map_words_follow_the_cells():
+    from bayes_smlm.studies.validity_map_report import count_words, where_words
+    settings = {"photons": [50, 200, 2000], "emitters": [1, 10]}
+
+    def cell(photons, emitters, calibrated, p=1.0):
+        m = {"calibrated": calibrated, "p_true_count": p, "seconds_per_frame": 0.5}
+        return {"photons": photons, "emitters": emitters, "methods": {"laplace": m, "smc": m}}
+
+    metrics = {"cells": [cell(50, 1, False, 0.6), cell(200, 1, True), cell(2000, 1, True),
+                         cell(50, 10, True), cell(200, 10, False), cell(2000, 10, False)]}
+    line, = where_words(metrics, settings, ["laplace"])
+    assert "calibrated in 3 of 6 cells" in line
+    assert "1 emitters: calibrated from 200 photons up" in line
+    assert "10 emitters: not calibrated at 2000 photons" in line
+    words = count_words(metrics, settings, "smc")
+    assert "50 photons × 1 emitters (P = 0.60)" in words and "0.50–0.50 s/frame" in words

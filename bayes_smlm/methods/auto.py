@@ -100,7 +100,11 @@ def pareto_smoothed(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             khat[i] = -np.inf if finite.sum() >= 10 else np.inf
             continue
         # arviz-stats takes −log w (the log-likelihood convention of PSIS-LOO)
-        smoothed, khat[i] = array_stats.psislw(-np.where(finite, row, np.min(row[finite]) - 50))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            smoothed, khat[i] = array_stats.psislw(-np.where(finite, row,
+                                                             np.min(row[finite]) - 50))
+        if not (np.isfinite(khat[i]) and np.all(np.isfinite(smoothed))):
+            khat[i], smoothed = np.inf, row - logsumexp(row[finite])  # a tail it cannot fit
         out[i] = np.where(finite, smoothed, -np.inf)
     return out, khat
 

@@ -42,6 +42,7 @@ from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior
                                          task_with_count)
 from bayes_smlm.methods.initialization import detect_initial_positions
 from bayes_smlm.methods.laplace_evidence import laplace_log_evidence
+from bayes_smlm.methods.laplace_moments import gaussian_kde_moments
 from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
@@ -54,6 +55,10 @@ MAX_ITER = 50  # scoring steps per frame (default of every Laplace fit)
 TOL = 1e-4     # Newton decrement at which a fit has converged (see laplace_fit)
 EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
 SEARCH_MARGIN = 3.0  # PSF widths beyond the prior disc within which positions are optimised
+# Gaussian mass outside the disc below which the KDE moments are taken in closed form: measured
+# on `paper` frames, the closed form matches 40 000 draws within their Monte Carlo error (summed
+# variance 1.000–1.004) at edge mass 0, is 0.8 % off at 0.05 and far off at 0.65
+CLOSED_FORM_EDGE_MASS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,25 @@ def _fit_checked_frames(task: Task, adu: np.ndarray, *, infer_intensity: bool,
                       seconds=time.perf_counter() - started)
 
 
+def laplace_kde_moments(fit: LaplaceFit, theta: np.ndarray, task: Task
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """KDE mean and variance of each frame's Laplace posterior: in closed form where the prior
+    disc leaves the Gaussian whole (edge mass ≤ :data:`CLOSED_FORM_EDGE_MASS`,
+    :mod:`bayes_smlm.methods.laplace_moments`), else from the draws ``theta`` (C, D, F, N, 2),
+    which are the Gaussian's restricted to the disc."""
+    n, f = fit.layout.n_emitters, fit.mode.shape[0]
+    whole = fit.edge_mass <= CLOSED_FORM_EDGE_MASS
+    mean = np.zeros((f,) + task.hr_shape, np.float32)
+    var = np.zeros_like(mean)
+    if whole.any():
+        mean[whole], var[whole] = gaussian_kde_moments(
+            fit.mode[whole, :2 * n], fit.covariance[whole, :2 * n, :2 * n], task)
+    if not whole.all():
+        cut = np.moveaxis(theta[:, :, ~whole], 2, 0)
+        mean[~whole], var[~whole] = kde_moments(cut.reshape(cut.shape[0], -1, n, 2), task)
+    return mean, var
+
+
 def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, seed: int,
                          max_rounds: int = 100) -> np.ndarray:
     """(C, D, F, N, 2) i.i.d. position draws from each frame's Gaussian (its θ block) restricted
@@ -275,8 +299,7 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
                                   progress=progress)
         theta = gaussian_theta_draws(fit, counted, chains, draws, seed)
         f = fit.mode.shape[0]
-        kde_mean, kde_var = kde_moments(
-            np.moveaxis(theta, 2, 0).reshape(f, chains * draws, n, 2), counted)
+        kde_mean, kde_var = laplace_kde_moments(fit, theta, counted)
         log_z = laplace_log_evidence(counted, fit.layout, fit.mode, fit.covariance, adu,
                                      likelihood)
         result = None

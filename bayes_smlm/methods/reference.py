@@ -58,9 +58,10 @@ def _code_digest() -> str:
 
 
 def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
-                     theta_true: np.ndarray | None = None, **options: Any) -> PosteriorResult:
-    """The reference posterior (:func:`reference_method`) of ``adu``, from the cache when it
-    holds it.
+                     theta_true: np.ndarray | None = None, method: str | None = None,
+                     **options: Any) -> PosteriorResult:
+    """The reference posterior (``method``, default :func:`reference_method`) of ``adu``, from
+    the cache when it holds it.
 
     Parameters
     ----------
@@ -73,7 +74,7 @@ def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
     theta_true, options
         As for the method (``seed``, ``chains``, ``draws``, …).
     """
-    method = reference_method(task)
+    method = method or reference_method(task)
     folder = cache_dir()
     run = get_method(method)
     if folder is None:
