@@ -31,8 +31,8 @@ from bayes_smlm.forward import physics
 from bayes_smlm.forward.model import (LIKELIHOODS, background_log_likelihood, frame_constant,
                                       make_rate_log_likelihood)
 from bayes_smlm.methods.batching import map_frame_batches
-from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior_over_counts,
-                                         task_with_count)
+from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
+from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.laplace import laplace_fit
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options

@@ -38,8 +38,8 @@ from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
 from bayes_smlm.methods.batching import map_frame_batches
-from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior_over_counts,
-                                         task_with_count)
+from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
+from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.initialization import detect_initial_positions
 from bayes_smlm.methods.laplace_evidence import laplace_log_evidence
 from bayes_smlm.methods.laplace_moments import gaussian_kde_moments

@@ -29,8 +29,8 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice, check_int
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
-from bayes_smlm.methods.evidence import (CountPosterior, parse_counts, posterior_over_counts,
-                                         task_with_count)
+from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
+from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.relabel import align_labels
