@@ -22,6 +22,9 @@ from scipy.special import log_ndtr
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.model import frame_constant, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
+from bayes_smlm.methods.batching import map_frame_batches
+
+EVIDENCE_BATCH = 64  # frames per compiled call of the likelihood at the modes
 
 
 @lru_cache(maxsize=8)
@@ -73,8 +76,11 @@ def laplace_log_evidence(task: Task, layout: ParameterLayout, mode: np.ndarray,
                          covariance: np.ndarray, adu: np.ndarray,
                          likelihood: str = "poisson") -> np.ndarray:
     """(F,) Laplace log p(x | n) of frames with modes (F, P) and covariances (F, P, P)."""
-    loglik = np.asarray(_log_likelihood_at(task, layout, likelihood)(
-        jnp.asarray(mode, jnp.float32), jnp.asarray(adu, jnp.float32)), np.float64)
+    # fixed batches: one compiled program whatever the number of frames
+    loglik = np.asarray(map_frame_batches(_log_likelihood_at(task, layout, likelihood),
+                                          (np.asarray(mode, np.float32),
+                                           np.asarray(adu, np.float32)), EVIDENCE_BATCH),
+                        np.float64)
     _, logdet = np.linalg.slogdet(np.asarray(covariance, np.float64))
     n = layout.n_emitters
     return (loglik + log_prior_volume(task, layout) + 0.5 * layout.size * log(2 * pi)
