@@ -25,6 +25,15 @@ def dim_task(n: int):
     return get_task("isolated", {**DIM, "prior.n_emitters": n})
 
 
+def simulate_dim_frames(path, *, n: int, frames: int, seed: int):
+    """``bayes-smlm simulate`` of the dim task with n emitters into ``path``."""
+    sets = [a for key, value in {**DIM, "prior.n_emitters": n}.items()
+            for a in ("--set", f"{key}={value}")]
+    assert main(["simulate", "--task", "isolated", *sets, "--frames", str(frames), "--seed",
+                 str(seed), "--out", str(path)]) == 0
+    return path
+
+
 def quadrature(task, adu: np.ndarray) -> np.ndarray:
     """(F, 3) log Z_0, log Z_1, log Z_2 by quadrature (tests/evidence_quadrature.py)."""
     c, p = task.camera, task.prior
@@ -129,11 +138,7 @@ def test_smc_refuses_bad_options_in_one_line():
 
 
 def test_cli_posterior_with_counts_writes_the_evidence_group(tmp_path, capsys):
-    frames = tmp_path / "f.npz"
-    sets = [a for key, value in {**DIM, "prior.n_emitters": 2}.items()
-            for a in ("--set", f"{key}={value}")]
-    assert main(["simulate", "--task", "isolated", *sets, "--frames", "2", "--seed", "9",
-                 "--out", str(frames)]) == 0
+    frames = simulate_dim_frames(tmp_path / "f.npz", n=2, frames=2, seed=9)
     out = tmp_path / "p.nc"
     assert main(["posterior", str(frames), "--method", "smc", "--n-emitters", "0,1,2",
                  "--draws", "128", "--quiet", "--out", str(out)]) == 0
@@ -151,11 +156,7 @@ def test_cli_posterior_with_counts_writes_the_evidence_group(tmp_path, capsys):
 
 
 def test_a_chunked_zarr_run_stores_the_same_evidence_as_one_file(tmp_path, capsys):
-    frames = tmp_path / "f.npz"
-    sets = [a for key, value in {**DIM, "prior.n_emitters": 1}.items()
-            for a in ("--set", f"{key}={value}")]
-    assert main(["simulate", "--task", "isolated", *sets, "--frames", "4", "--seed", "1",
-                 "--out", str(frames)]) == 0
+    frames = simulate_dim_frames(tmp_path / "f.npz", n=1, frames=4, seed=1)
     common = ["posterior", str(frames), "--method", "smc", "--n-emitters", "0-2", "--draws",
               "64", "--quiet"]
     assert main([*common, "--out", str(tmp_path / "whole.nc")]) == 0

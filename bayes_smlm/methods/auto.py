@@ -19,17 +19,13 @@ from math import lgamma
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice, check_int
-from bayes_smlm.forward.distributions import UniformDisc
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.forward import physics
-from bayes_smlm.forward.model import (LIKELIHOODS, background_log_likelihood, frame_constant,
-                                      make_rate_log_likelihood)
+from bayes_smlm.forward.model import LIKELIHOODS, frame_constant, make_sampler_log_density
 from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
 from bayes_smlm.methods.evidence import parse_counts, task_with_count
@@ -52,20 +48,12 @@ SMC_DRAWS = 512  # particles per smc run on escalated frames
 def _log_target(task: Task, likelihood: str) -> Any:
     """Compiled ``(theta (F, S, n, 2), adu (F, H, W)) -> log π(θ) p(x | θ)`` (F, S), normalised
     (−inf off the disc)."""
-    prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
+    prepare, joint = make_sampler_log_density(task, likelihood=likelihood)
     constant = frame_constant(task, likelihood)
-    scene = physics.scene_arrays(task)
-    prior = UniformDisc(jnp.asarray(task.centre, jnp.float32), task.prior.radius)
 
     def one(theta: jax.Array, adu: jax.Array) -> jax.Array:
         data = prepare(adu)
-
-        def joint(t: jax.Array) -> jax.Array:
-            omega = physics.expected_photons(t, scene.i0, scene.background,
-                                             task.optics.sigma_psf, task.shape)
-            return jnp.sum(prior.log_prob(t)) + loglik(omega, data)
-
-        return jax.vmap(joint)(theta) + constant(adu)
+        return jax.vmap(lambda t: joint(t, data))(theta) + constant(adu)
 
     return jax.jit(jax.vmap(one))
 
@@ -200,8 +188,7 @@ def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
                           progress=progress, theta_true=theta_true, settings=settings)
 
     return posterior_over_counts("auto", task, adu, counts, fit_count,
-                                   background_log_likelihood=background_log_likelihood(
-                                       task, likelihood),
+                                   likelihood=likelihood,
                                    settings=settings, started=started, theta_true=theta_true,
-                                   keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                   keep_samples=keep_samples,
                                    seed=seed)

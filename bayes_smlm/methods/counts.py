@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.model import background_log_likelihood
 from bayes_smlm.methods.evidence import Evidence
 from bayes_smlm.methods.result import PosteriorResult
 
@@ -79,21 +80,22 @@ def mixture_kde_samples(task: Task, parts: Sequence[CountPosterior], p_n: np.nda
 
 def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequence[int],
                           fit_count: Callable[[int], CountPosterior], *,
-                          background_log_likelihood: Callable[[Any], Any],
+                          likelihood: str,
                           settings: dict[str, Any], started: float,
                           theta_true: np.ndarray | None = None, keep_samples: int = 0,
                           seed: int = 0) -> Any:
     """The :class:`~bayes_smlm.methods.result.PosteriorResult` of a method over ``counts``.
 
     ``fit_count(n)`` gives the :class:`CountPosterior` of n ≥ 1 emitters; n = 0 is computed
-    here from ``background_log_likelihood`` (``adu (H, W) -> log p(adu | no emitter)``). Asked
+    here, exactly, from the background-only ``likelihood`` of each frame. Asked
     only for the task's own count, the result is that count's (θ draws included) with its
     evidence attached; otherwise it is the mixture over counts, without θ draws (with
     ``keep_samples`` > 0, that many KDE samples of the mixture per frame in
     ``extra["kde_samples"]``, for interval coverage).
     """
-    parts = [no_emitter(task, adu, background_log_likelihood) if n == 0 else fit_count(n)
-             for n in counts]
+    keep_samples = check_int("keep_samples", keep_samples, lo=0)
+    parts = [no_emitter(task, adu, background_log_likelihood(task, likelihood)) if n == 0
+             else fit_count(n) for n in counts]
     evidence = Evidence(np.asarray(counts), np.stack([p.log_evidence for p in parts], -1),
                         np.stack([p.log_evidence_se for p in parts], -1))
     settings = {**settings, "n_emitters": [int(n) for n in counts]}

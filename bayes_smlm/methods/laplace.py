@@ -47,7 +47,6 @@ from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.forward.model import background_log_likelihood
 from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
@@ -317,8 +316,7 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
                               result, theta)
 
     return posterior_over_counts("laplace", task, adu, counts, fit_count,
-                                 background_log_likelihood=background_log_likelihood(
-                                     task, likelihood),
+                                 likelihood=likelihood,
                                  settings=settings, started=started, theta_true=theta_true,
-                                 keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                 keep_samples=keep_samples,
                                  seed=seed)

@@ -35,7 +35,7 @@ from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.forward.model import LIKELIHOODS, background_log_likelihood, frame_constant
+from bayes_smlm.forward.model import LIKELIHOODS, frame_constant
 from bayes_smlm.methods.tempered_smc import resample_draws, smc_run
 from bayes_smlm.parallel import device_parallel
 
@@ -179,8 +179,7 @@ def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
                          theta_true=theta_true, settings=settings)
 
     return posterior_over_counts("smc", task, adu, counts, fit_count,
-                                 background_log_likelihood=background_log_likelihood(task,
-                                                                                     likelihood),
+                                 likelihood=likelihood,
                                  settings=settings, started=started, theta_true=theta_true,
-                                 keep_samples=check_int("keep_samples", keep_samples, lo=0),
+                                 keep_samples=keep_samples,
                                  seed=seed)
