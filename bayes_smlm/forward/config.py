@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Union
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.count_prior import check_count
 
 MapLike = Union[float, np.ndarray]
 
@@ -179,6 +180,9 @@ class ScenePrior:
         U(``i0_range``) and each frame's scalar background from U(``background_range``) — the
         priors that inference with unknown i0 and b assumes (``i0`` and ``background`` then
         serve only as typical values, e.g. for φ's input scale).
+    count : str
+        The prior over the emitter count (:mod:`bayes_smlm.forward.count_prior`): ``fixed``
+        (``n_emitters`` in every frame), ``poisson`` (mean ``n_emitters``) or a range ``LO-HI``.
     """
 
     n_emitters: int = 1
@@ -188,6 +192,7 @@ class ScenePrior:
     i0_range: tuple[float, float] = (20.0, 2000.0)
     background_range: tuple[float, float] = (0.0, 50.0)
     brightness: str = "fixed"
+    count: str = "fixed"
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,6 +237,8 @@ class Task:
         for section in SECTIONS:
             obj = getattr(self, section)
             out[section] = {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if self.prior.count == "fixed":  # the default, left out: tasks written before the field
+            del out["prior"]["count"]    # existed keep their JSON (cache digests, checkpoints)
         return out
 
     def to_json(self) -> str:
@@ -256,7 +263,7 @@ BRIGHTNESS = ("fixed", "drawn")  # ScenePrior.brightness
 # not arithmetic this package can do (nor what a camera records: a pixel's full well is ≈ 1e5).
 COUNT_LIMIT = 2.0**24
 GAIN_LIMIT = 2.0**16  # ADU per photon: one photon would fill a 16-bit camera's whole range
-TEXT_FIELDS = {"name", "brightness"}
+TEXT_FIELDS = {"name", "brightness", "count"}
 
 
 def validate(task: Task) -> Task:
@@ -294,6 +301,7 @@ def validate(task: Task) -> Task:
         background_range=_check_range("prior.background_range", p.background_range, lo=0.0,
                                       lo_open=False, hi=COUNT_LIMIT),
         brightness=check_choice("prior.brightness", p.brightness, BRIGHTNESS),
+        count=check_count("prior.count", p.count),
     )
     if not isinstance(task.name, str) or not task.name:
         raise ConfigError("name", "must be a non-empty string")

@@ -13,6 +13,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.count_prior import count_maximum
 
 READ_NOISE_SDS = 6.0  # below offset − 6 read-noise SDs (or half a gain step) a pixel is implausible
 MAX_LOW_FRACTION = 0.05  # ... and a frame may hold at most 5 % of such pixels
@@ -67,7 +68,7 @@ def validate_frames(task: Task, adu, argument: str = "adu", *, first_frame: int 
                                     "offset; these are not this camera's frames (check the "
                                     "task's camera.offset and camera.gain)")
     prior = task.prior
-    brightest = float(prior.i0) * prior.n_emitters + float(np.max(prior.background)) + 1.0
+    brightest = float(prior.i0) * count_maximum(prior) + float(np.max(prior.background)) + 1.0
     ceiling = offset + gain * BRIGHTNESS_FACTOR * brightest
     high = (values > ceiling).any(axis=(1, 2))
     if high.any():

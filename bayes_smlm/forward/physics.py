@@ -219,7 +219,8 @@ def hr_to_lr(theta_hr: jax.Array, upsampling: int) -> jax.Array:
     return (theta_hr + 0.5) / upsampling - 0.5
 
 
-def kde(theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, int]) -> jax.Array:
+def kde(theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, int],
+        weights: jax.Array | None = None) -> jax.Array:
     """KDE of eq. 4 on the u-times upsampled grid, scaled so one isolated kernel peaks at 1.
 
     ``y = Σ_n ΔE(C; x_hr, σy) ΔE(R; y_hr, σy) / ΔE(0; 0, σy)²`` with a fixed divisor, so y is a
@@ -235,10 +236,13 @@ def kde(theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, i
         u.
     shape : (H, W)
         LR frame shape; the KDE has shape (u·H, u·W).
+    weights : (N,) array, optional
+        Each emitter's share (0 leaves an emitter out); 1 for all by default.
     """
     hr_shape = (upsampling * shape[0], upsampling * shape[1])
     peak = pixel_integrated_gaussian(0.0, 0.0, sigma_kde) ** 2
-    return emitter_image(lr_to_hr(theta, upsampling), 1.0 / peak, sigma_kde, hr_shape)
+    scale = 1.0 / peak if weights is None else weights / peak
+    return emitter_image(lr_to_hr(theta, upsampling), scale, sigma_kde, hr_shape)
 
 
 def kde_axis_factors(theta: jax.Array, sigma_kde: float, upsampling: int,

@@ -18,6 +18,7 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.count_prior import count_is_drawn, count_maximum, count_sampler
 from bayes_smlm.forward.distributions import uniform_disc_points
 
 _STREAM_TAG = 0x5EED  # separates the training stream from `simulate` frames of the same seed
@@ -27,9 +28,11 @@ class SimBatch(NamedTuple):
     """A batch of simulated frames.
 
     adu : (F, H, W) float32, ADU.
-    theta : (F, N, 2) float32, emitter (x, y) in LR pixels.
+    theta : (F, N, 2) float32, emitter (x, y) in LR pixels. Where ``prior.count`` draws the
+        count, N is its maximum and the rows beyond a frame's count are NaN
+        (:func:`~bayes_smlm.forward.count_prior.emitter_counts` counts the present ones).
     kde : (F, u·H, u·W) float32, the true KDE y0 of eq. 4.
-    i0 : (F, N) float32, photons of each emitter.
+    i0 : (F, N) float32, photons of each emitter (NaN where absent).
     background : (F,) float32, the frame's background, photons/px (a map's mean).
     """
 
@@ -52,14 +55,15 @@ def make_brightness_sampler(task: Task) -> Callable[[jax.Array], tuple[jax.Array
     background ~ U(background_range)."""
     prior = task.prior
     scene = physics.scene_arrays(task)
-    fixed_i0 = jnp.broadcast_to(scene.i0, (prior.n_emitters,))
+    slots = count_maximum(prior)
+    fixed_i0 = jnp.broadcast_to(scene.i0, (slots,))
 
     def fixed(key: jax.Array) -> tuple[jax.Array, jax.Array]:
         return fixed_i0, scene.background
 
     def drawn(key: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_i0, k_b = jax.random.split(key)
-        i0 = jax.random.uniform(k_i0, (prior.n_emitters,), minval=prior.i0_range[0],
+        i0 = jax.random.uniform(k_i0, (slots,), minval=prior.i0_range[0],
                                 maxval=prior.i0_range[1])
         b = jax.random.uniform(k_b, (), minval=prior.background_range[0],
                                maxval=prior.background_range[1])
@@ -71,15 +75,18 @@ def make_brightness_sampler(task: Task) -> Callable[[jax.Array], tuple[jax.Array
 def make_frame_renderer(task: Task
                         ) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array],
                                       tuple[jax.Array, jax.Array]]:
-    """Pure function ``(key, theta, i0, background) -> (adu, kde)`` for one frame."""
+    """Pure function ``(key, theta, i0, background, present=None) -> (adu, kde)`` for one frame;
+    ``present`` (N,) bool leaves the other emitters out of both (no photons, no kernel)."""
     camera = physics.camera_arrays(task)
     o = task.optics
 
-    def render(key: jax.Array, theta: jax.Array, i0: jax.Array, background: jax.Array
-               ) -> tuple[jax.Array, jax.Array]:
+    def render(key: jax.Array, theta: jax.Array, i0: jax.Array, background: jax.Array,
+               present: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        if present is not None:
+            i0 = jnp.where(present, i0, 0.0)
         omega = physics.expected_photons(theta, i0, background, o.sigma_psf, task.shape)
         adu = physics.sample_adu(key, omega, camera)
-        return adu, physics.kde(theta, o.sigma_kde, o.upsampling, task.shape)
+        return adu, physics.kde(theta, o.sigma_kde, o.upsampling, task.shape, weights=present)
 
     return render
 
@@ -91,14 +98,21 @@ def _batch_simulator(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.A
     render = make_frame_renderer(task)
     brightness = make_brightness_sampler(task)
     prior = task.prior
+    draw_count = count_sampler(prior) if count_is_drawn(prior) else None
 
     def one(base_key: jax.Array, index: jax.Array) -> tuple[jax.Array, ...]:
         k_pos, k_cam = jax.random.split(jax.random.fold_in(base_key, index))
-        theta = sample_positions(k_pos, prior.n_emitters, task.centre, prior.radius)
-        # a key of its own, so that fixed-brightness frames are those drawn before it existed
+        theta = sample_positions(k_pos, count_maximum(prior), task.centre, prior.radius)
+        # keys of their own, so that frames of fixed brightness and count are those drawn
+        # before these draws existed
         i0, background = brightness(jax.random.fold_in(k_pos, 1))
-        adu, y = render(k_cam, theta, i0, background)
-        return adu, theta, y, i0, jnp.mean(background)
+        if draw_count is None:
+            adu, y = render(k_cam, theta, i0, background)
+            return adu, theta, y, i0, jnp.mean(background)
+        present = jnp.arange(theta.shape[0]) < draw_count(jax.random.fold_in(k_pos, 2))
+        adu, y = render(k_cam, theta, i0, background, present)
+        return (adu, jnp.where(present[:, None], theta, jnp.nan), y,
+                jnp.where(present, i0, jnp.nan), jnp.mean(background))
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
@@ -147,7 +161,7 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
 def _check_memory(task: Task, n_frames: int, argument: str = "n_frames") -> None:
     """Refuse, before allocating, a request larger than the memory this machine has free."""
     per_frame = 4 * (task.height * task.width + task.hr_shape[0] * task.hr_shape[1]
-                     + 2 * task.prior.n_emitters)
+                     + 3 * count_maximum(task.prior))
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it

@@ -10,6 +10,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_json
+from bayes_smlm.forward.count_prior import count_is_drawn, count_maximum
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.io.atomic import read_npz
 
@@ -26,11 +27,13 @@ def read_frames(path: str | Path) -> tuple[Task, np.ndarray, np.ndarray | None]:
     theta = data.get("theta")
     if theta is not None:
         theta = np.asarray(theta)
-        expected = (len(adu), task.prior.n_emitters, 2)
+        expected = (len(adu), count_maximum(task.prior), 2)
         if theta.dtype.kind not in "iuf" or theta.shape != expected:
             raise ConfigError("file", f"{path}: 'theta' must be real (F, N, 2) = {expected} "
                                       f"for its frames and task (got {theta.shape}, "
                                       f"{theta.dtype})")
-        if not np.isfinite(theta).all():
+        # a task that draws its count marks the absent emitters by rows of NaN
+        absent = np.isnan(theta).all(axis=-1) if count_is_drawn(task.prior) else False
+        if not np.isfinite(theta[~absent]).all():
             raise ConfigError("file", f"{path}: 'theta' holds non-finite positions")
     return task, adu, theta

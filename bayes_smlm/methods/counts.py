@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.count_prior import count_log_prior
 from bayes_smlm.forward.model import background_log_likelihood
 from bayes_smlm.methods.evidence import Evidence
 from bayes_smlm.methods.result import PosteriorResult
@@ -94,10 +95,12 @@ def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequ
     ``extra["kde_samples"]``, for interval coverage).
     """
     keep_samples = check_int("keep_samples", keep_samples, lo=0)
+    log_prior = count_log_prior(task.prior, counts)  # before any fit: counts it cannot have
     parts = [no_emitter(task, adu, background_log_likelihood(task, likelihood)) if n == 0
              else fit_count(n) for n in counts]
     evidence = Evidence(np.asarray(counts), np.stack([p.log_evidence for p in parts], -1),
-                        np.stack([p.log_evidence_se for p in parts], -1))
+                        np.stack([p.log_evidence_se for p in parts], -1),
+                        log_prior)
     settings = {**settings, "n_emitters": [int(n) for n in counts]}
     if tuple(counts) == (task.prior.n_emitters,) and parts[0].result is not None:
         result = parts[0].result

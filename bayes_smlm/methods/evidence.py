@@ -2,7 +2,8 @@
 
 A method that estimates the marginal likelihood Z_n = p(x | n) = ∫ π(θ | n) p(x | θ, n) dθ for
 each count n it is asked about returns an :class:`Evidence`; P(n | x) ∝ P(n) Z_n with P(n) the
-task's prior on the count — uniform over the listed counts, as every task fixes n today. The
+task's prior on the count (``prior.count``, :mod:`bayes_smlm.forward.count_prior`) renormalised
+over the listed counts — uniform over them where the task fixes n. The
 KDE posterior given x alone is then the mixture over n of the per-count posteriors:
 E[y] = Σ P(n|x) E[y | n], Var[y] = Σ P(n|x) (Var[y | n] + E[y | n]²) − E[y]².
 
@@ -21,8 +22,8 @@ from scipy.special import logsumexp, softmax
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, with_overrides
+from bayes_smlm.forward.count_prior import MAX_COUNT, count_is_drawn, count_support
 
-MAX_COUNT = 1000  # as prior.n_emitters
 
 
 @dataclass
@@ -73,10 +74,11 @@ class Evidence:
 
 
 def parse_counts(value: Any, task: Task) -> tuple[int, ...]:
-    """The counts asked for: None → the task's; an int; a list of ints; or text ``"0,1,2"``,
+    """The counts asked for: None → the task's (its one count, or every count of non-negligible
+    prior probability where ``prior.count`` draws it); an int; a list of ints; or text ``"0,1,2"``,
     ``"0-3"`` / ``"0:3"`` (inclusive range), or a mix ``"0-2,5"``. Sorted, without repeats."""
     if value is None:
-        return (task.prior.n_emitters,)
+        return count_support(task.prior)
     if isinstance(value, str):
         items: list[int] = []
         for part in filter(None, (p.strip() for p in value.split(","))):
@@ -105,5 +107,8 @@ def parse_counts(value: Any, task: Task) -> tuple[int, ...]:
 
 
 def task_with_count(task: Task, n: int) -> Task:
-    """The task with its count set to ``n`` ≥ 1 (its name kept: same optics, camera, prior)."""
-    return task if n == task.prior.n_emitters else with_overrides(task, {"prior.n_emitters": n})
+    """The task with its count fixed at ``n`` ≥ 1 (its name kept: same optics, camera, prior
+    given n)."""
+    if n == task.prior.n_emitters and not count_is_drawn(task.prior):
+        return task
+    return with_overrides(task, {"prior.n_emitters": n, "prior.count": "fixed"})

@@ -19,6 +19,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
+from bayes_smlm.forward.count_prior import require_fixed_count
 from bayes_smlm.forward.model import make_log_density
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
@@ -111,6 +112,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         (:func:`~bayes_smlm.methods.batching.frame_keys`), so a shard reproduces the whole run.
     """
     reject_unknown_options("grid", unknown)
+    require_fixed_count(task, "grid")
     if task.prior.n_emitters != 1:
         raise ConfigError("method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")

@@ -21,6 +21,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.count_prior import require_fixed_count
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.initialization import chain_starts
@@ -85,6 +86,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         and task determine ``sample_chains``, ``logdensity``, ``prepare`` and ``transform``
         entirely, as the built-in methods' do.
     """
+    require_fixed_count(task, method)
     adu = validate_frames(task, adu)
     chains = check_int("chains", chains, lo=1)
     if init not in INITS:
