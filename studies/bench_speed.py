@@ -14,7 +14,8 @@ Tables (every ratio from the same run, medians where repeated):
    the earlier default, 20 DDIM steps) per frame, median over frames, ÷ NUTS's s/frame of
    table 2.
 5. **φ** — frames/s at batch 256 (BatchNorm folded, channels-last), median of repeats: fp32,
-   bf16 autocast, and bf16 through ``torch.compile`` (compiled in the warm-up call).
+   bf16 autocast, and bf16 through ``torch.compile`` (compiled in the warm-up call), each in a
+   fresh process (a variant that crashes it is reported as failed).
 
 Timings depend on the CPU's instruction sets (bf16 is emulated, and slower than fp32, without
 AVX-512-BF16/AMX): the report's provenance names the CPU.
@@ -161,20 +162,41 @@ PHI_VARIANTS = (  # label -> PhiPredictor options
 )
 
 
-def phi_rows(s: dict) -> list[dict]:
-    """φ's frames/s at batch 256 (BN folded, channels-last) for each of :data:`PHI_VARIANTS`,
-    median over repeats after one warm-up call (which compiles the compiled variant)."""
+def phi_frames_per_second(variant: int, device: str, repeats: int) -> float:
+    """φ's frames/s at batch 256 in :data:`PHI_VARIANTS` ``[variant]`` (BN folded,
+    channels-last), median over repeats after one warm-up call (which compiles the compiled
+    variant)."""
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, frames_to_photons, load_phi
     task = get_task("paper")
     model = load_phi(None, task)[0]
     photons = frames_to_photons(simulate(task, 256, 7).adu, task)
+    predictor = PhiPredictor(model, task, batch_size=256, device=device,
+                             **PHI_VARIANTS[variant][1])
+    seconds = median_seconds(lambda: _synchronised(predictor.photons, photons), repeats,
+                             warmup=1)
+    return 256 / seconds
+
+
+def phi_rows(s: dict) -> list[dict]:
+    """:func:`phi_frames_per_second` of each variant, each in a fresh process: the timings do not
+    share threads with this process's JAX and torch, and a variant that crashes its process
+    (Inductor's generated code on some CPUs) is reported as failed instead of ending the study."""
     rows = []
-    for label, options in PHI_VARIANTS:
-        predictor = PhiPredictor(model, task, batch_size=256, device=s["device"], **options)
-        seconds = median_seconds(lambda: _synchronised(predictor.photons, photons),
-                                 s["phi_repeats"], warmup=1)
-        rows.append({"variant": label, "batch": 256, "frames_per_second": 256 / seconds})
-        print(f"  φ {label}: {256 / seconds:.0f} frames/s", flush=True)
+    for variant, (label, _) in enumerate(PHI_VARIANTS):
+        command = [sys.executable, "-m", "bayes_smlm.studies.bench_speed", "--phi-variant",
+                   str(variant), "--device", s["device"], "--repeats", str(s["phi_repeats"])]
+        done = subprocess.run(command, capture_output=True, text=True)
+        row: dict[str, Any] = {"variant": label, "batch": 256, "frames_per_second": None}
+        found = re.search(r"frames_per_second=([0-9.eE+-]+)", done.stdout)
+        if done.returncode == 0 and found:
+            row["frames_per_second"] = float(found.group(1))
+            print(f"  φ {label}: {row['frames_per_second']:.0f} frames/s", flush=True)
+        else:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            row["failed"] = (f"signal {-done.returncode}" if done.returncode < 0
+                             else f"exit {done.returncode}: {last[:200]}")
+            print(f"  φ {label}: failed ({row['failed']})", flush=True)
+        rows.append(row)
     return rows
 
 
@@ -209,8 +231,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
                        [(r["sampler"], f"{r['seconds_per_frame']:.2f}", f"{r['per_nuts']:.2f}")
                         for r in ddpm]),
         markdown_table(["φ (BN folded, channels-last)", "batch", "frames/s"],
-                       [(r["variant"], r["batch"], f"{r['frames_per_second']:.0f}")
-                        for r in phi]),
+                       [(r["variant"], r["batch"],
+                         f"{r['frames_per_second']:.0f}" if r["frames_per_second"]
+                         else f"failed ({r['failed']})") for r in phi]),
     ]
     for table in tables:
         print(table)
@@ -219,3 +242,15 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
         + f"Preset `{preset}`, seed {seed}, torch device `{s['device']}`.\n\n" \
         + "\n\n".join(tables)
     return write_report(out, body, prov)
+
+
+if __name__ == "__main__":  # one φ timing in a fresh process (see phi_rows)
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m bayes_smlm.studies.bench_speed")
+    parser.add_argument("--phi-variant", type=int, required=True,
+                        choices=range(len(PHI_VARIANTS)))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    rate = phi_frames_per_second(args.phi_variant, args.device, args.repeats)
+    print(f"frames_per_second={rate!r}")

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.compare.kde_calibration import kde_coverage, signal_mask
-from bayes_smlm.compare.regions import region_variance_scores
+from bayes_smlm.compare.regions import region_variance_scores, separation_classes
+from bayes_smlm.compare.schema import SEPARATION_CLASSES
 from bayes_smlm.compare.summary import kde_samples_of
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
@@ -44,17 +45,19 @@ REFERENCE = "smc"
 COUNT_METHODS = ("laplace", "auto")  # weigh the counts by their evidence, as the reference
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"photons": [100, 2000], "emitters": [1, 3], "background": 3.0, "frames": 2,
-              "count_window": 1, "chains": 2, "draws": 200, "smc_draws": 128,
+              "min_emitters": 4, "count_window": 1, "chains": 2, "draws": 200, "smc_draws": 128,
               "kde_samples": 16, "methods": ["laplace", "auto", "nuts"], "max_emitters": {}},
     # 2-core CPU: ≈ 50 min (AMD EPYC, AVX2). rwmh is left out above 10 emitters, where its
     # random walk in 40+ dimensions costs minutes per frame and does not mix
     "cpu": {"photons": [50, 100, 200, 500, 2000], "emitters": [1, 3, 10, 20],
-            "background": 3.0, "frames": 5, "count_window": 1, "chains": 4, "draws": 500,
+            "background": 3.0, "frames": 5, "min_emitters": 30, "count_window": 1, "chains": 4,
+            "draws": 500,
             "smc_draws": 256, "kde_samples": 64,
             "methods": ["laplace", "auto", "chees", "nuts", "rwmh"],
             "max_emitters": {"rwmh": 10}},
     "paper": {"photons": [50, 100, 200, 500, 1000, 2000], "emitters": [1, 3, 5, 10, 15, 20],
-              "background": 3.0, "frames": 50, "count_window": 2, "chains": 4, "draws": 1000,
+              "background": 3.0, "frames": 50, "min_emitters": 200, "count_window": 2,
+              "chains": 4, "draws": 1000,
               "smc_draws": 512, "kde_samples": 64,
               "methods": ["laplace", "auto", "chees", "nuts", "rwmh"], "max_emitters": {}},
 }
@@ -66,12 +69,27 @@ def cell_task(photons: float, emitters: int, background: float):
                               "prior.background": float(background)})
 
 
+def frames_of(emitters: int, settings: dict[str, Any]) -> int:
+    """Frames of a cell: ``frames``, or more where emitters are few, so that every cell holds at
+    least ``min_emitters`` true emitters to score."""
+    return max(settings["frames"], -(-settings["min_emitters"] // emitters))
+
+
 def counts_of(emitters: int, window: int) -> list[int]:
     return list(range(max(0, emitters - window), emitters + window + 1))
 
 
-def score(result, reference, kde_true: np.ndarray, emitters: int, samples: int
-          ) -> dict[str, Any]:
+def p_true_by_separation(p_true: np.ndarray, theta_true: np.ndarray, sigma_psf: float
+                         ) -> dict[str, list[float]]:
+    """Per class of a frame's closest pair (:data:`~bayes_smlm.compare.schema.SEPARATION_CLASSES`,
+    in σ_psf; one emitter: the widest): [sum of P(n = true), frames] — sums, so cells pool."""
+    closest = separation_classes(theta_true, sigma_psf).min(axis=1)
+    return {name: [float(p_true[closest == k].sum()), int(np.sum(closest == k))]
+            for k, name in enumerate(SEPARATION_CLASSES) if np.any(closest == k)}
+
+
+def score(result, reference, kde_true: np.ndarray, emitters: int, samples: int,
+          theta_true: np.ndarray) -> dict[str, Any]:
     """One method's numbers in one cell (see the module docstring)."""
     mask = signal_mask(reference.kde_mean)
     coverage = kde_coverage(kde_samples_of(result, samples), kde_true, mask)
@@ -79,15 +97,18 @@ def score(result, reference, kde_true: np.ndarray, emitters: int, samples: int
     gap = float(np.mean(np.abs(coverage.coverage - exact.coverage)))
     z_ratio = float(np.std(coverage.z) / np.std(exact.z))
     regions = region_variance_scores(result.kde_var, reference.kde_var, reference.kde_mean)
-    p_true = None
+    p_true, by_separation = None, None
     if result.evidence is not None and len(result.evidence.counts) > 1:
         index = list(result.evidence.counts).index(emitters)
         p_true = float(np.mean(result.evidence.p_n[:, index]))
+        by_separation = p_true_by_separation(result.evidence.p_n[:, index], theta_true,
+                                             result.task.optics.sigma_psf)
     return {"coverage": coverage.coverage.tolist(), "attained": coverage.attained.tolist(),
             "gap_to_attained": float(np.mean(np.abs(coverage.coverage - coverage.attained))),
             "coverage_gap": gap, "z_sd_ratio": z_ratio,
             "signal_var_ratio": float(np.nanmedian(regions["signal_ratio"])),
-            "p_true_count": p_true, "seconds_per_frame": result.seconds / result.n_frames,
+            "p_true_count": p_true, "p_true_by_separation": by_separation,
+            "seconds_per_frame": result.seconds / result.n_frames,
             "flagged": int(np.sum(result.flagged)),
             "calibrated": bool(gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1])}
 
@@ -96,17 +117,18 @@ def run_cell(photons: float, emitters: int, settings: dict[str, Any], seed: int,
              frames_seed: int) -> dict[str, Any]:
     """Every method against the reference on one cell's fresh frames."""
     task = cell_task(photons, emitters, settings["background"])
-    frames = simulate(task, settings["frames"], frames_seed)
+    n_frames = frames_of(emitters, settings)
+    frames = simulate(task, n_frames, frames_seed)
     counts = counts_of(emitters, settings["count_window"])
     common = {"seed": seed, "chains": settings["chains"]}
     counted = {"n_emitters": counts, "keep_samples": settings["kde_samples"]}
-    reference = cached_reference(task, frames.adu, (frames_seed, settings["frames"]),
+    reference = cached_reference(task, frames.adu, (frames_seed, n_frames),
                                  method=REFERENCE, draws=settings["smc_draws"], **common,
                                  **counted)
     row: dict[str, Any] = {"photons": photons, "emitters": emitters, "counts": counts,
-                           "methods": {}}
+                           "frames": n_frames, "methods": {}}
     row["methods"][REFERENCE] = score(reference, reference, frames.kde, emitters,
-                                      settings["kde_samples"])
+                                      settings["kde_samples"], frames.theta)
     row["reference_flagged"] = int(np.sum(reference.flagged))
     for name in settings["methods"]:
         if emitters > settings["max_emitters"].get(name, emitters):
@@ -124,7 +146,7 @@ def run_cell(photons: float, emitters: int, settings: dict[str, Any], seed: int,
             row["methods"][name] = {"skipped": str(err)}
             continue
         row["methods"][name] = score(result, reference, frames.kde, emitters,
-                                     settings["kde_samples"])
+                                     settings["kde_samples"], frames.theta)
         if name == "auto":
             row["methods"][name]["escalated_share"] = result.settings.get("escalated_share")
         print(f"  {photons:g} photons, {emitters} emitters, {name}: "

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bayes_smlm.compare.schema import format_cell
+from bayes_smlm.compare.schema import SEPARATION_CLASSES, format_cell
 from bayes_smlm.io.study_files import CONFIG, METRICS, read_json
 from bayes_smlm.reporting.figures import new_figure, save_figure
 from bayes_smlm.reporting.markdown import markdown_table, write_report
@@ -109,6 +109,25 @@ def count_words(metrics: dict[str, Any], settings: dict[str, Any], reference: st
             f"are many.")
 
 
+def count_by_separation(metrics: dict[str, Any], methods: list[str]) -> str:
+    """Mean P(n = true) of each counting method by the frame's closest pair, pooled over cells."""
+    classes: list[str] = []
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for cell in metrics["cells"]:
+        for method in methods:
+            parts = cell["methods"].get(method, {}).get("p_true_by_separation") or {}
+            for name, (total, frames) in parts.items():
+                slot = pooled.setdefault(method, {}).setdefault(name, [0.0, 0])
+                slot[0], slot[1] = slot[0] + total, slot[1] + frames
+                if name not in classes:
+                    classes.append(name)
+    order = [c for c in SEPARATION_CLASSES if c in classes]
+    rows = [(method, *(f"{pooled[method][c][0] / pooled[method][c][1]:.3f} "
+                       f"({pooled[method][c][1]})" if c in pooled[method] else "—"
+                       for c in order)) for method in methods if method in pooled]
+    return markdown_table(["method"] + [f"closest pair {c} σ_psf" for c in order], rows)
+
+
 def table(metrics: dict[str, Any], methods: list[str]) -> str:
     rows = []
     for cell in metrics["cells"]:
@@ -140,11 +159,13 @@ def render(out: Path) -> Path:
     heat_maps(metrics, settings, methods, out / FIGURE)
     gap_max, z_tol = metrics["calibrated_rule"]
     flagged = sum(c["reference_flagged"] for c in metrics["cells"])
-    frames = settings["frames"] * len(metrics["cells"])
+    frames = sum(c["frames"] for c in metrics["cells"])
+    per_cell = sorted({c["frames"] for c in metrics["cells"]})
     body = f"""# Where each posterior stops being trustworthy: photons × density
 
 Preset `{config['preset']}`, seed {config['seed']}: {len(metrics['cells'])} cells of
-{settings['frames']} fresh frames each (the `paper` task's 20×20 px and radius-7 disc; background
+{per_cell[0]}–{per_cell[-1]} fresh frames (at least {settings['frames']}, and at least
+{settings['min_emitters']} true emitters a cell), {frames} in all (the `paper` task's 20×20 px and radius-7 disc; background
 {settings['background']:g} photons/px; i0 fixed and known). The count is unknown: the reference,
 `{reference}`, weighs n − {settings['count_window']} … n + {settings['count_window']} by their
 evidence (uniform prior over them) and its KDE is the mixture over counts; `laplace` and `auto`
@@ -155,7 +176,7 @@ checkpoint was trained with a background, so the networks have no cell here. Wal
 
 *Calibrated* (the calibration report's thresholds): mean |KDE coverage − the exact posterior's
 coverage of the same frames| over 50/90/95 % ≤ {gap_max} on the signal pixels, and z SD within
-{100 * z_tol:.0f} % of the exact posterior's. (With {settings['frames']} frames a cell, the
+{100 * z_tol:.0f} % of the exact posterior's. (With a few frames a cell, the
 coverage of one truth is noisy — a frame's pixels share its emitters' errors — so a method is
 held to the exact posterior on the same frames; the table's last column gives the exact
 posterior's own gap to the level it attains in expectation, that noise.)
@@ -167,6 +188,11 @@ posterior's own gap to the level it attains in expectation, that noise.)
 {chr(10).join(where_words(metrics, settings, methods))}
 
 {count_words(metrics, settings, reference)}
+
+Mean P(n = true) by the frame's closest pair of true emitters (in σ_psf; a frame of one emitter
+counts as the widest class), pooled over the cells, frames in brackets:
+
+{count_by_separation(metrics, methods)}
 
 ## Every cell
 

@@ -103,17 +103,23 @@ def whole_frame_scores(var: np.ndarray, reference_var: np.ndarray) -> dict[str, 
     return {"pearson": agreement.pearson, "ratio": agreement.summed_ratio}
 
 
+def separation_classes(theta_true: np.ndarray, sigma_psf: float) -> np.ndarray:
+    """(F, N) index into :data:`schema.SEPARATION_CLASSES` of each true emitter: its distance to
+    its nearest neighbour in units of σ_psf (a lone emitter is in the widest class)."""
+    theta = np.asarray(theta_true, np.float64)
+    gaps = np.linalg.norm(theta[:, :, None] - theta[:, None], axis=-1)          # (F, N, N)
+    n = theta.shape[1]
+    gaps[:, np.arange(n), np.arange(n)] = np.inf
+    return np.searchsorted(schema.SEPARATION_EDGES, gaps.min(-1) / sigma_psf, side="right")
+
+
 def separation(theta_true: np.ndarray, hr_shape: tuple[int, int], upsampling: int,
                sigma_psf: float) -> np.ndarray:
     """(F, uH, uW) index into :data:`schema.SEPARATION_CLASSES` of each KDE pixel: the class of
     the nearest true emitter's distance to its own nearest neighbour, in units of σ_psf (a lone
     emitter is in the widest class)."""
     theta = np.asarray(theta_true, np.float64)
-    gaps = np.linalg.norm(theta[:, :, None] - theta[:, None], axis=-1)          # (F, N, N)
-    n = theta.shape[1]
-    gaps[:, np.arange(n), np.arange(n)] = np.inf
-    emitter_class = np.searchsorted(schema.SEPARATION_EDGES, gaps.min(-1) / sigma_psf,
-                                    side="right")                               # (F, N)
+    emitter_class = separation_classes(theta, sigma_psf)                      # (F, N)
     rows, cols = np.arange(hr_shape[0]), np.arange(hr_shape[1])
     x = (cols + 0.5) / upsampling - 0.5
     y = (rows + 0.5) / upsampling - 0.5
