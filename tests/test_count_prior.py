@@ -126,3 +126,66 @@ def test_cli_simulates_a_drawn_count_and_counts_it_by_its_prior(tmp_path, capsys
     assert err.value.code == 2
     line = capsys.readouterr().err.strip()
     assert line.count("\n") == 0 and "nuts needs a fixed emitter count" in line
+
+
+# --- brightness drawn (prior.brightness = drawn): i0 and b latent, integrated out -------------
+
+DRAWN = {**DIM, "prior.brightness": "drawn", "prior.i0_range": "30,50",
+         "prior.background_range": "2.5,3.5"}
+
+
+def drawn_task(n: int):
+    from bayes_smlm.forward.config import parse_override
+    return get_task("isolated", dict(parse_override(f"{k}={v}") for k, v in
+                                     {**DRAWN, "prior.n_emitters": n}.items()))
+
+
+def quadrature_over_brightness(task, adu: np.ndarray, n: int, points: int, spacing: float):
+    """log p(adu | n) with i0 ~ U(i0_range), b ~ U(background_range) by a midpoint rule over
+    (i0, b) around tests/evidence_quadrature.py's positions quadrature at fixed i0 and b."""
+    from scipy.special import logsumexp
+    from evidence_quadrature import log_evidence
+    c, p = task.camera, task.prior
+    i0s = p.i0_range[0] + (np.arange(points) + 0.5) * np.diff(p.i0_range)[0] / points
+    bs = p.background_range[0] + (np.arange(points) + 0.5) * np.diff(p.background_range)[0] / points
+    kw = dict(sigma=task.optics.sigma_psf, offset=c.offset, gain=c.gain,
+              readout_var=c.readout_var, centre=task.centre, radius=p.radius, spacing=spacing)
+    values = [log_evidence(adu, n=n, i0=i0, background=b, **kw)
+              for i0 in (i0s if n else i0s[:1]) for b in bs]
+    return logsumexp(values) - np.log(len(values))
+
+
+def test_background_only_evidence_integrates_a_latent_background():
+    from bayes_smlm.forward.model import background_log_likelihood
+    task = drawn_task(1)
+    adu = simulate(drawn_task(1), 3, seed=8).adu
+    import jax
+    ours = np.asarray(jax.vmap(background_log_likelihood(task, "poisson"))(adu))
+    exact = [quadrature_over_brightness(task, a, 0, 400, 0.05) for a in adu]
+    np.testing.assert_allclose(ours, exact, atol=0.01)
+
+
+@pytest.mark.slow
+def test_smc_evidence_integrates_latent_brightness_like_quadrature():
+    """Dim single emitters of drawn i0 and background: smc's log Z_1 − log Z_0 (positions, i0 and
+    b integrated out) within max(0.15, 3 SE) nats of a quadrature over all four (a 0.1 px
+    lattice × 16 × 16 points of i0 and b) on 5 of 6 frames."""
+    task = drawn_task(1)
+    adu = simulate(task, 6, seed=12).adu
+    result = get_method("smc")(task, adu, n_emitters="0-1", seed=12)
+    ev = result.evidence
+    ours = ev.log_evidence[:, 1] - ev.log_evidence[:, 0]
+    exact = np.array([quadrature_over_brightness(task, a, 1, 16, 0.1)
+                      - quadrature_over_brightness(task, a, 0, 16, 0.1) for a in adu])
+    close = np.abs(ours - exact) <= np.maximum(0.15, 3 * ev.log_evidence_se[:, 1])
+    assert close.sum() >= 5, np.c_[ours, exact, ev.log_evidence_se[:, 1]]
+    assert not result.flagged.any()
+
+
+def test_fixed_brightness_samplers_refuse_a_task_that_draws_it():
+    task = get_task("widefield")
+    adu = simulate(task, 1, seed=0).adu
+    for name in ("nuts", "auto"):
+        with pytest.raises(ConfigError, match=f"{name} holds i0 and the background") as err:
+            get_method(name)(task, adu, draws=10)
+        assert "\n" not in str(err.value)

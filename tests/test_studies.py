@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from bayes_smlm.cli.main import main
+
+
+def study(*argv: str) -> str:
+    """``bayes-smlm study ARGV`` in a fresh process, as a user runs it; its stdout. The slow
+    studies compile hundreds of XLA programs each: in one pytest process that had compiled
+    those of every slow test before, XLA:CPU aborted while serializing a program for the
+    compilation cache (SIGSEGV in CI, SIGABRT here; never in a fresh process), so each study
+    gets its own (the compilation cache folder stays shared through the environment)."""
+    done = subprocess.run([sys.executable, "-m", "bayes_smlm.cli.main", "study", *argv],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
 
 
 def test_forward_model_study_writes_report_figure_and_metrics(tmp_path, capsys):
@@ -46,7 +60,7 @@ def test_studies_run_as_a_module_with_one_line_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["study", "bench-exact", "--preset", "smoke", "--out", str(out)]) == 0
+    study("bench-exact", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["method"] for r in metrics["ess"]] == ["rwmh", "rwmh_paper", "nuts"]
     assert all(r["ess_per_second"] > 0 for r in metrics["ess"])
@@ -57,7 +71,7 @@ def test_bench_exact_smoke_writes_ess_and_wall_tables(tmp_path, capsys):
 @pytest.mark.slow
 def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys):
     out = tmp_path / "pd"
-    assert main(["study", "paper-diagnostics", "--preset", "smoke", "--out", str(out)]) == 0
+    study("paper-diagnostics", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     per_frame = metrics["per_frame"]["nuts"]
     assert len(per_frame["rhat_max"]) == 2 and len(metrics["min_separation"]) == 2
@@ -69,7 +83,7 @@ def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys)
 @pytest.mark.slow
 def test_phi_smoke_reports_metrics_of_both_shipped_checkpoints_and_speed(tmp_path, capsys):
     out = tmp_path / "phi"
-    assert main(["study", "phi", "--preset", "smoke", "--out", str(out)]) == 0
+    study("phi", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     for task in ("isolated", "paper"):
         rows = metrics[task]["evaluation"]["rows"]
@@ -167,7 +181,7 @@ def test_report_of_a_folder_that_is_not_a_study_is_a_one_line_error(tmp_path, ca
 @pytest.mark.slow
 def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
     out = tmp_path / "loc"
-    assert main(["study", "localization", "--preset", "smoke", "--out", str(out)]) == 0
+    study("localization", "--preset", "smoke", "--out", str(out))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert {(r["task"], r["i0"]) for r in rows} == {(t, i) for t in ("isolated", "paper")
                                                     for i in (200.0, 1000.0)}
@@ -180,7 +194,7 @@ def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
 @pytest.mark.slow
 def test_isolated_emitter_smoke_shows_the_tempering_inflation(tmp_path, capsys):
     out = tmp_path / "iso"
-    assert main(["study", "isolated-emitter", "--preset", "smoke", "--out", str(out)]) == 0
+    study("isolated-emitter", "--preset", "smoke", "--out", str(out))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     paper = [r for r in rows if r["method"] == "rwmh_paper"][0]
     assert 1.6 < paper["sd_ratio_x"] < 3.0 and 1.6 < paper["sd_ratio_y"] < 3.0
@@ -190,7 +204,7 @@ def test_isolated_emitter_smoke_shows_the_tempering_inflation(tmp_path, capsys):
 @pytest.mark.slow
 def test_ddpm_uncertainty_smoke_writes_both_starts(tmp_path, capsys):
     out = tmp_path / "ddu"
-    assert main(["study", "ddpm-uncertainty", "--preset", "smoke", "--out", str(out)]) == 0
+    study("ddpm-uncertainty", "--preset", "smoke", "--out", str(out))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert {r["start"] for r in rows} == {"noise", "guess"}
     assert all(np.isfinite(r["pearson"]) and r["summed_ratio"] > 0 for r in rows)
@@ -213,8 +227,7 @@ def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
     rows = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert main(["study", "localization", "--preset", "smoke", "--seed", "3",
-                     "--out", str(out)]) == 0
+        study("localization", "--preset", "smoke", "--seed", "3", "--out", str(out))
         rows.append(json.loads((out / "metrics.json").read_text())["rows"])
     assert rows[0] == rows[1]
 
@@ -222,7 +235,7 @@ def test_studies_reproduce_their_numbers_with_the_same_seed(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
     out = tmp_path / "bd"
-    assert main(["study", "bench-ddpm", "--preset", "smoke", "--out", str(out)]) == 0
+    study("bench-ddpm", "--preset", "smoke", "--out", str(out))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert [r["method"].split(",")[0] for r in rows] == ["DDPM", "DDPM", "NUTS 4 × 1000 (exact)"]
     assert all(r["seconds_per_frame"] > 0 for r in rows)
@@ -231,8 +244,7 @@ def test_bench_ddpm_smoke_times_the_samplers_beside_nuts(tmp_path, capsys):
 @pytest.mark.slow
 def test_calibration_on_the_paper_task_scores_every_frame_against_smc(tmp_path, capsys):
     out = tmp_path / "cal-paper"
-    assert main(["study", "calibration", "--task", "paper", "--preset", "smoke",
-                 "--out", str(out)]) == 0
+    study("calibration", "--task", "paper", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reference"] == "smc" and "grid" in metrics["failures"]
     flagged = metrics["reference_flagged"]
@@ -259,14 +271,12 @@ def test_calibration_on_the_paper_task_scores_every_frame_against_smc(tmp_path, 
 @pytest.mark.slow
 def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     out = tmp_path / "dc"
-    assert main(["study", "ddpm-check", "--task", "paper", "--preset", "smoke",
-                 "--out", str(out)]) == 0
+    study("ddpm-check", "--task", "paper", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reference"] == "smc" and "signal_ratio" in metrics["rows"][1]
     assert "(`paper`)" in (out / "report.md").read_text()
     out = tmp_path / "du"
-    assert main(["study", "ddpm-uncertainty", "--task", "paper", "--preset", "smoke",
-                 "--out", str(out)]) == 0
+    study("ddpm-uncertainty", "--task", "paper", "--preset", "smoke", "--out", str(out))
     assert "`paper` frames" in (out / "report.md").read_text()
     from test_cli import run_cli
     status, _, err = run_cli(capsys, "study", "phi", "--task", "paper", "--preset", "smoke")
@@ -278,7 +288,7 @@ def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
 @pytest.mark.slow
 def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     out = tmp_path / "movie"
-    assert main(["study", "movie", "--preset", "smoke", "--out", str(out)]) == 0
+    study("movie", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     nuts, laplace = "sparse, 3 frames, nuts", "sparse, 3 frames, laplace"
     assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate", nuts, laplace}
@@ -300,7 +310,7 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
     out = tmp_path / "speed"
-    assert main(["study", "bench-speed", "--preset", "smoke", "--out", str(out)]) == 0
+    printed = study("bench-speed", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     labels = [r["method"] for r in metrics["isolated"]]
     assert labels == ["nuts", "chees, empty compilation cache", "chees, filled compilation cache"]
@@ -314,7 +324,6 @@ def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
     # each variant runs in its own process: one that crashes it is reported, not fatal
     assert all(r["frames_per_second"] or r["failed"] for r in metrics["phi"])
     assert "cpu" in metrics["provenance"]  # timings from another CPU are not comparable
-    printed = capsys.readouterr().out
     assert "÷ NUTS s/frame" in printed and "frames/s" in printed
     assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()
 
@@ -322,12 +331,12 @@ def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_dask_smoke_finds_the_workers_numbers_equal_to_one_process(tmp_path, capsys):
     out = tmp_path / "dask"
-    assert main(["study", "bench-dask", "--preset", "smoke", "--out", str(out)]) == 0
+    printed = study("bench-dask", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["scheduler"] for r in metrics["runs"]] == [None, "local:1", "local:2"]
     assert all(r["differing_variables"] == [] and r["variables"] > 10 for r in metrics["runs"])
     assert all(r["wall_seconds"] > 0 for r in metrics["runs"])
-    assert "bitwise equal to one process" in capsys.readouterr().out
+    assert "bitwise equal to one process" in printed
     assert str(tmp_path) not in (out / "report.md").read_text() + (out / "metrics.json").read_text()
 
 
@@ -346,7 +355,7 @@ def test_reports_name_the_cpu_and_the_instruction_sets_their_timings_depend_on(t
 @pytest.mark.slow
 def test_validity_map_smoke_scores_every_cell_against_smc(tmp_path, capsys):
     out = tmp_path / "vm"
-    assert main(["study", "validity-map", "--preset", "smoke", "--out", str(out)]) == 0
+    study("validity-map", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reference"] == "smc" and len(metrics["cells"]) == 4
     for cell in metrics["cells"]:

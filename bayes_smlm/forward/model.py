@@ -230,10 +230,37 @@ def frame_constant(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Arr
     return constant
 
 
+BACKGROUND_GRID = 513  # points of the integral over a latent background (±12 SD of its peak)
+
+
 def background_log_likelihood(task: Task, likelihood: str) -> Callable[[jax.Array], jax.Array]:
     """``adu -> log p(adu | no emitter)`` (the evidence of n = 0 exactly, no sampling), with the
-    frame constant included."""
+    frame constant included. Where the task draws its brightness the background is latent,
+    uniform on ``background_range``, and is integrated out on a grid of
+    :data:`BACKGROUND_GRID` points spanning ±12 SD of the likelihood's peak (it is negligible
+    beyond), clipped to the range."""
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
-    omega = jnp.broadcast_to(physics.scene_arrays(task).background, task.shape)
     constant = frame_constant(task, likelihood)
-    return lambda adu: loglik(omega, prepare(adu)) + constant(adu)
+    if task.prior.brightness != "drawn":
+        omega = jnp.broadcast_to(physics.scene_arrays(task).background, task.shape)
+        return lambda adu: loglik(omega, prepare(adu)) + constant(adu)
+    low, high = task.prior.background_range
+    camera = physics.camera_arrays(task)
+    pixels = task.height * task.width
+    steps = jnp.linspace(-12.0, 12.0, BACKGROUND_GRID)
+
+    def integrated(adu: jax.Array) -> jax.Array:
+        photons = physics.adu_to_photons(adu, camera)       # ≈ b + pedestal per pixel
+        peak = jnp.clip(jnp.mean(photons), low, high)
+        sd = jnp.sqrt(jnp.maximum(jnp.mean(photons), 1.0) / pixels
+                      + jnp.mean(physics.readout_photon_var(camera)) / pixels)
+        grid = jnp.clip(peak + steps * sd, low, high)
+        data = prepare(adu)
+        values = jax.vmap(lambda b: loglik(jnp.full(task.shape, b), data))(grid)
+        # trapezoid in log space; clipped points repeat a bound and add zero width
+        widths = jnp.diff(grid)
+        pairs = jnp.logaddexp(values[1:], values[:-1]) + jnp.log(jnp.maximum(widths, 1e-30) / 2)
+        pairs = jnp.where(widths > 0, pairs, -jnp.inf)
+        return jax.scipy.special.logsumexp(pairs) - jnp.log(high - low) + constant(adu)
+
+    return integrated

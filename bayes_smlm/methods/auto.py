@@ -31,7 +31,8 @@ from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
 from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.laplace import laplace_fit
 from bayes_smlm.methods.pushforward import kde_moments
-from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.registry import (register_method, reject_unknown_options,
+                                         require_fixed_brightness)
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.methods.smc import smc_count
 
@@ -170,6 +171,7 @@ def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         With several counts: KDE samples of the mixture kept per frame (for coverage).
     """
     reject_unknown_options("auto", unknown)
+    require_fixed_brightness(task, "auto")
     started = time.perf_counter()
     adu = validate_frames(task, adu)
     chains, draws = check_int("chains", chains), check_int("draws", draws, lo=10)

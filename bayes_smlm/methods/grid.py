@@ -25,7 +25,8 @@ from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.pushforward import kde_axis_factors
 from bayes_smlm.methods.model_fit import misfit_frames
-from bayes_smlm.methods.registry import register_method, reject_unknown_options
+from bayes_smlm.methods.registry import (register_method, reject_unknown_options,
+                                         require_fixed_brightness)
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.parallel import device_parallel
 
@@ -113,6 +114,7 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     """
     reject_unknown_options("grid", unknown)
     require_fixed_count(task, "grid")
+    require_fixed_brightness(task, "grid")
     if task.prior.n_emitters != 1:
         raise ConfigError("method", f"grid needs a one-emitter task (got "
                                       f"{task.prior.n_emitters} emitters); use nuts")

@@ -267,14 +267,16 @@ def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, s
 @register_method("laplace")
 def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                       draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
-                      infer_intensity: bool = False, infer_background: bool = False,
+                      infer_intensity: bool | None = None, infer_background: bool | None = None,
                       max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
                       n_emitters: Any = None, keep_samples: int = 0,
                       theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
     """Laplace approximation of p(params | x): mode + inverse observed information, then
     chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.
 
-    Options as for :func:`laplace_fit`; ``chains`` × ``draws`` only shape the i.i.d. draws
+    Options as for :func:`laplace_fit`, except that ``infer_intensity`` and
+    ``infer_background`` default to the task's (latent where ``prior.brightness = drawn``, as the
+    simulator draws them); ``chains`` × ``draws`` only shape the i.i.d. draws
     (R-hat of i.i.d. draws says nothing, so the frame flags come from the fit:
     ``extra["flagged"]``). The draws are the Gaussian's restricted to the prior disc.
     ``n_emitters`` (counts, as for ``smc``) adds the Laplace evidence of each count
@@ -286,6 +288,9 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
     adu = validate_frames(task, adu)
     started = time.perf_counter()
     counts = parse_counts(n_emitters, task)
+    drawn = task.prior.brightness == "drawn"
+    infer_intensity = drawn if infer_intensity is None else bool(infer_intensity)
+    infer_background = drawn if infer_background is None else bool(infer_background)
     settings = {"likelihood": likelihood, "infer_intensity": bool(infer_intensity),
                 "infer_background": bool(infer_background), "max_iter": max_iter, "tol": tol,
                 "chains": chains, "draws": draws, "seed": seed}

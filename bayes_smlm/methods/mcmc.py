@@ -27,6 +27,7 @@ from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.initialization import chain_starts
 from bayes_smlm.methods.laplace import position_fit
 from bayes_smlm.methods.pushforward import kde_moments
+from bayes_smlm.methods.registry import require_fixed_brightness
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.methods.whitening import (laplace_starts, laplace_whitening, unwhiten,
@@ -87,6 +88,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         entirely, as the built-in methods' do.
     """
     require_fixed_count(task, method)
+    require_fixed_brightness(task, method)
     adu = validate_frames(task, adu)
     chains = check_int("chains", chains, lo=1)
     if init not in INITS:

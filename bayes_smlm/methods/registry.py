@@ -44,6 +44,16 @@ def reject_unknown_options(method: str, unknown: dict[str, Any]) -> None:
         raise ConfigError("method", f"{method} takes no option(s) {sorted(unknown)}")
 
 
+def require_fixed_brightness(task: Task, method: str) -> None:
+    """One-line ConfigError for a method that holds i0 and b at the task's values on a task that
+    draws them (``prior.brightness = drawn``): its posterior would be of another model."""
+    if task.prior.brightness == "drawn":
+        raise ConfigError("method", f"{method} holds i0 and the background at the task's values, "
+                                    "and this task draws them (prior.brightness=drawn): use "
+                                    "smc or laplace, which infer them, or --set "
+                                    "prior.brightness=fixed")
+
+
 def unregister_method(name: str) -> None:
     """Remove a method (for tests and interactive sessions)."""
     _METHODS.pop(name, None)

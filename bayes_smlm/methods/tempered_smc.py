@@ -9,8 +9,13 @@ its step size is tuned from the acceptance of the previous step's moves
 estimate of the marginal likelihood Z = ∫ π(θ) p(x | θ) dθ.
 
 Particles live in the unconstrained coordinates of the disc prior (the bijection NUTS uses,
-:func:`bayes_smlm.methods.nuts.prior_transform`), so no move leaves the support. Everything here
-is a pure function of (key, frame): vmap it over runs and frames.
+:func:`bayes_smlm.methods.nuts.prior_transform`), so no move leaves the support. Where the task
+draws its brightness (``prior.brightness = drawn``) each emitter's photons i0 and the frame's
+background b are latent too, uniform on ``i0_range`` and ``background_range`` as the simulator
+draws them, carried as logits of their place in the range; the evidence then integrates over
+them as well, and the HMC mass matrix follows the particles' variance (positions and logits
+have different scales). Everything here is a pure function of (key, frame): vmap it over runs
+and frames.
 """
 
 from __future__ import annotations
@@ -80,14 +85,31 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
     transform = prior_transform(task)
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
     scene = physics.scene_arrays(task)
-    log_area = float(jnp.log(jnp.pi * task.prior.radius**2))
+    prior = task.prior
+    log_area = float(jnp.log(jnp.pi * prior.radius**2))
     centre = jnp.asarray(task.centre, jnp.float32)
-    dim = 2 * n_emitters
+    latent = prior.brightness == "drawn"
+    positions = 2 * n_emitters
+    dim = positions + (n_emitters + 1 if latent else 0)
+    low = jnp.asarray([prior.i0_range[0]] * n_emitters + [prior.background_range[0]])
+    width = jnp.asarray([prior.i0_range[1] - prior.i0_range[0]] * n_emitters
+                        + [prior.background_range[1] - prior.background_range[0]])
     hmc = blackjax.hmc.build_kernel()
 
+    def brightness(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(i0 (n,), b) of an unconstrained particle: the task's, or its latent values."""
+        if not latent:
+            return scene.i0, scene.background
+        values = low + width * jax.nn.sigmoid(u[positions:])
+        return values[:n_emitters], values[n_emitters]
+
     def log_prior(u: jax.Array) -> jax.Array:
-        u = u.reshape(n_emitters, 2)
-        return jnp.sum(transform.log_abs_det_jacobian(u, transform(u))) - n_emitters * log_area
+        v = u[:positions].reshape(n_emitters, 2)
+        value = jnp.sum(transform.log_abs_det_jacobian(v, transform(v))) - n_emitters * log_area
+        if latent:  # uniform on each range: the logit's density is σ(v)(1 − σ(v))
+            value = value + jnp.sum(jax.nn.log_sigmoid(u[positions:])
+                                    + jax.nn.log_sigmoid(-u[positions:]))
+        return value
 
     def move(key, state, logdensity, step_size, inverse_mass_matrix):
         state, info = hmc(key, state, logdensity, step_size, inverse_mass_matrix,
@@ -98,15 +120,21 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
     def tuned(key, state, info) -> dict[str, jax.Array]:
         acceptance, step_size = info.update_info
         new = step_size.mean() * jnp.exp(2.0 * (acceptance.mean() - TARGET_ACCEPT))
-        return {"step_size": new[None], "inverse_mass_matrix": jnp.ones((1, dim))}
+        mass = jnp.ones((1, dim))
+        if latent:  # the particles' weighted variance per coordinate, scaled to mean 1
+            mean = state.weights @ state.particles
+            spread = state.weights @ (state.particles - mean) ** 2
+            mass = (spread / jnp.mean(spread))[None]  # the step size keeps the overall scale
+        return {"step_size": new[None], "inverse_mass_matrix": mass}
 
     def run(key: jax.Array, adu: jax.Array) -> SMCRun:
         data = prepare(adu)
 
         def log_likelihood(u: jax.Array) -> jax.Array:
-            theta = transform(u.reshape(n_emitters, 2))
-            omega = physics.expected_photons(theta, scene.i0, scene.background,
-                                             task.optics.sigma_psf, task.shape)
+            theta = transform(u[:positions].reshape(n_emitters, 2))
+            i0, background = brightness(u)
+            omega = physics.expected_photons(theta, i0, background, task.optics.sigma_psf,
+                                             task.shape)
             return loglik(omega, data)
 
         sampler = blackjax.inner_kernel_tuning(
@@ -117,9 +145,12 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
                                      "inverse_mass_matrix": jnp.ones((1, dim))},
             num_mcmc_steps=mcmc_steps, target_ess=target_ess)
         k_init, k_run = jax.random.split(key)
-        start = uniform_disc_points(k_init, (particles, n_emitters), centre,
-                                    task.prior.radius)
-        state = sampler.init(transform.inv(start).reshape(particles, dim))
+        start = uniform_disc_points(k_init, (particles, n_emitters), centre, prior.radius)
+        start = transform.inv(start).reshape(particles, positions)
+        if latent:  # the logit of a uniform draw is standard logistic
+            start = jnp.concatenate([start, jax.random.logistic(
+                jax.random.fold_in(k_init, 1), (particles, n_emitters + 1))], 1)
+        state = sampler.init(start)
 
         def going(carry) -> jax.Array:
             state, _, steps, _, _ = carry
@@ -135,7 +166,7 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
         state, log_z, steps, _, acceptance = jax.lax.while_loop(
             going, step, (state, jnp.zeros(()), jnp.zeros((), jnp.int32), k_run, jnp.zeros(())))
         final = state.sampler_state
-        theta = transform(final.particles.reshape(particles, n_emitters, 2))
+        theta = transform(final.particles[:, :positions].reshape(particles, n_emitters, 2))
         return SMCRun(theta, jnp.log(final.weights), log_z, steps,
                       final.tempering_param >= 1.0, acceptance)
 
