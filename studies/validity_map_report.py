@@ -106,7 +106,8 @@ def count_words(metrics: dict[str, Any], settings: dict[str, Any], reference: st
             "The exact posterior puts mean P(n = true) ≥ 0.9 on the true count in every cell.")
     return (f"{text} The exact answer (`{reference}` over the listed counts) costs "
             f"{np.nanmin(cost):.2f}–{np.nanmax(cost):.2f} s/frame here, most where emitters "
-            f"are many.")
+            f"are many (every s/frame here includes compiling the method's programs for the "
+            f"cell, shared by its few frames).")
 
 
 def count_by_separation(metrics: dict[str, Any], methods: list[str]) -> str:
