@@ -1,11 +1,14 @@
 """``bayes-smlm`` commands for real acquisitions: localize (movie -> localization CSV), render
-(CSV -> super-resolution image and its SD map), simulate-movie (a structured sCMOS test movie)."""
+(CSV -> super-resolution image and its SD map), calibrate-camera (dark and flat stacks -> camera
+maps), simulate-movie (a structured sCMOS test movie)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
+
+import numpy as np
 
 from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
 from bayes_smlm.cli.arguments import (chain_count, frame_range, non_negative_int,
@@ -64,6 +67,28 @@ def cmd_localize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_camera(args: argparse.Namespace) -> int:
+    from bayes_smlm.acquisition.camera_calibration import (calibrate, stack_moments,
+                                                           write_camera_maps)
+    from bayes_smlm.io.atomic import check_output_dir
+    check_output_dir(args.out)
+    dark = stack_moments(args.dark, "dark")
+    flats = [stack_moments(path, "flat") for path in args.flat]
+    maps = calibrate(dark, flats, [path.name for path in args.flat])
+    paths = write_camera_maps(args.out, maps)
+    rel = np.median(maps.gain_se / np.abs(maps.gain))
+    print(f"{dark.frames} dark frames, {len(flats)} flat levels (median "
+          f"{', '.join(f'{v:.0f}' for v in maps.levels)} ADU above the offset)")
+    print(f"median offset {np.median(maps.offset):.2f} ADU (SE {np.median(maps.offset_se):.2f}), "
+          f"readout variance {np.median(maps.readout_var):.2f} ADU² "
+          f"(SE {100 * np.median(maps.readout_var_se / maps.readout_var):.1f} %), gain "
+          f"{np.median(maps.gain):.3f} ADU/photon (SE {100 * rel:.1f} % per pixel)")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}; use them as --set "
+          f"camera.offset={paths['offset']} --set camera.gain={paths['gain']} --set "
+          f"camera.readout_var={paths['readout_var']}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -116,7 +141,7 @@ def cmd_simulate_movie(args: argparse.Namespace) -> int:
 
 
 def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``localize``, ``render`` and ``simulate-movie``."""
+    """Register ``localize``, ``render``, ``calibrate-camera`` and ``simulate-movie``."""
     defaults = LocalizeSettings()
     p = sub.add_parser("localize", help="localize emitters in a TIFF movie (or frames .npz) -> "
                                         "CSV with per-localization uncertainty")
@@ -175,6 +200,17 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                    help="draw flagged localizations too")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("calibrate-camera", help="per-pixel offset, readout-variance and gain maps "
+                                                "(TIFF) from dark frames and flats at several "
+                                                "light levels")
+    p.add_argument("--dark", type=Path, required=True, metavar="DARK.tif",
+                   help="stack of dark frames (no light), ADU; at least 20 frames")
+    p.add_argument("--flat", type=Path, nargs="+", required=True, metavar="FLAT.tif",
+                   help="stacks of uniformly lit frames, one per light level (two or more "
+                        "levels, none saturated), ADU")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(handler=cmd_calibrate_camera)
 
     p = sub.add_parser("simulate-movie", help="simulate a filament sample on an sCMOS camera: "
                                               "movie.tif, camera maps, truth.npz")
