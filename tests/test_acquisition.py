@@ -115,6 +115,21 @@ def test_render_writes_image_and_sd_map(localized, tmp_path, capsys):
     assert image.max() > 0.5 and (sd >= 0).all() and sd.max() > 0
 
 
+def test_render_frames_the_movies_field_of_view(localized, tmp_path, capsys):
+    """Without --size-nm the image is the movie's field of view (32 × 32 px of 108.3 nm, from
+    the file `localize` writes beside the CSV), not the box of the outermost localization;
+    a CSV without that file gets the box and a note saying so."""
+    status, out, err = run_cli(capsys, "render", str(localized), "--out", str(tmp_path / "r"))
+    assert status == 0, err
+    assert tifffile.imread(tmp_path / "r" / "image.tif").shape == (347, 347)
+    assert "no field of view" not in out
+    alone = tmp_path / "alone.csv"
+    alone.write_text(localized.read_text())
+    status, out, err = run_cli(capsys, "render", str(alone), "--out", str(tmp_path / "a"))
+    assert status == 0, err
+    assert "no field of view beside alone.csv" in out
+
+
 def test_render_moments_match_monte_carlo():
     """The closed-form posterior mean and variance of a kernel at every pixel against draws of
     θ from the same correlated Gaussian."""

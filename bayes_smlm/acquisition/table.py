@@ -26,7 +26,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
-from bayes_smlm.io.atomic import write_text
+from bayes_smlm.io.atomic import write_json, write_text
 
 # CSV column -> (pipeline column, scale: "nm" for LR px → nm, "nm_position" adds ½ px first)
 CSV_COLUMNS = {
@@ -75,11 +75,35 @@ def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
 
 
 def write_localizations(path: str | Path, rows: dict[str, np.ndarray], task: Task) -> Path:
-    """Write ``localize`` rows as CSV (quoted header, as ThunderSTORM writes it), atomically."""
+    """Write ``localize`` rows as CSV (quoted header, as ThunderSTORM writes it), atomically, and
+    beside it the movie's field of view (:func:`field_of_view_path`), which ``render`` frames."""
     table = csv_table(rows, task)
     columns = [_text(values) for values in table.values()]
     lines = [",".join(f'"{name}"' for name in table)] + [",".join(row) for row in zip(*columns)]
+    nm = task.optics.pixel_size_nm
+    write_json(field_of_view_path(path), {"width_nm": task.width * nm,
+                                          "height_nm": task.height * nm,
+                                          "frame_px": [task.height, task.width],
+                                          "pixel_size_nm": nm})
     return write_text(path, "\n".join(lines) + "\n")
+
+
+def field_of_view_path(path: str | Path) -> Path:
+    """``locs.fov.json`` beside ``locs.csv``: the movie's field of view, nm."""
+    path = Path(path)
+    return path.with_name(path.stem + ".fov.json")
+
+
+def read_field_of_view(path: str | Path) -> tuple[float, float] | None:
+    """(width, height) nm of the movie a localization CSV came from, or None where the CSV has no
+    readable field-of-view file beside it (a table from another program)."""
+    import json
+    try:
+        data = json.loads(field_of_view_path(path).read_text())
+        width, height = float(data["width_nm"]), float(data["height_nm"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None
 
 
 def _text(values: np.ndarray) -> list[str]:

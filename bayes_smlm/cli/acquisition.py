@@ -93,7 +93,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bayes_smlm.acquisition.render import render, write_rendering
-    from bayes_smlm.acquisition.table import read_localizations
+    from bayes_smlm.acquisition.table import read_field_of_view, read_localizations
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.io.atomic import check_output_dir, check_room
     check_output_dir(args.out)
@@ -106,8 +106,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if "flagged" in table and not args.include_flagged:
         keep = table["flagged"] == 0
     correlation = table.get("uncertainty_xy_correlation")
-    shape = None if args.size_nm is None else tuple(
-        int(np.ceil(v / args.pixel_nm)) for v in args.size_nm[::-1])
+    extent = args.size_nm or read_field_of_view(args.locs)  # (width, height) nm
+    shape = None if extent is None else tuple(int(np.ceil(v / args.pixel_nm))
+                                              for v in extent[::-1])
     rendering = render(table["x [nm]"][keep], table["y [nm]"][keep],
                        table["uncertainty_x [nm]"][keep], table["uncertainty_y [nm]"][keep],
                        None if correlation is None else correlation[keep],
@@ -123,6 +124,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         (rendering.outside, "outside the image")) if n]
     if left_out:
         print(f"note: left out {', '.join(left_out)}")
+    if extent is None:
+        print(f"note: no field of view beside {args.locs.name} (written by `localize`): the image "
+              "ends at the outermost localization; --size-nm WIDTH HEIGHT frames it")
     return 0
 
 
@@ -195,7 +199,9 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-nm", type=positive_float, default=20.0,
                    help="kernel width, nm (default 20)")
     p.add_argument("--size-nm", type=positive_float, nargs=2, metavar=("WIDTH", "HEIGHT"),
-                   default=None, help="image size, nm (default: holds every localization)")
+                   default=None, help="image size, nm (default: the movie's field of view, "
+                                      "from LOCS.fov.json beside the CSV; without it, enough "
+                                      "to hold every localization)")
     p.add_argument("--include-flagged", action="store_true",
                    help="draw flagged localizations too")
     p.add_argument("--out", type=Path, required=True, help="output folder")
