@@ -118,9 +118,10 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
         for i, s, e in zip(frames, smoothed, escalated)])
     theta = np.take_along_axis(theta, picked[:, :, None, None], 1)            # (F, S, n, 2)
     kde_mean, kde_var = kde_moments(theta, counted)
-    log_z = logsumexp(log_w, axis=1) - np.log(samples) + lgamma(n + 1)
-    w = np.exp(log_w - log_w.max(1, keepdims=True))
-    se = np.std(w, 1) / np.maximum(np.mean(w, 1), 1e-300) / np.sqrt(samples)  # delta method
+    with np.errstate(invalid="ignore"):  # a frame whose weights are all −inf: escalated below
+        log_z = logsumexp(log_w, axis=1) - np.log(samples) + lgamma(n + 1)
+        w = np.exp(log_w - log_w.max(1, keepdims=True))
+        se = np.std(w, 1) / np.maximum(np.mean(w, 1), 1e-300) / np.sqrt(samples)  # delta method
     flagged = np.zeros(f, bool)
     if escalated.any():
         idx = np.flatnonzero(escalated)
