@@ -251,23 +251,38 @@ def localize_chunk(task: Task, adu: np.ndarray, settings: LocalizeSettings, firs
 
 
 def localize_movie(movie: Movie, task: Task, settings: LocalizeSettings | None = None, *,
-                   progress: bool = False, client: Any = None) -> dict[str, np.ndarray]:
+                   progress: bool = False, client: Any = None,
+                   store: Any = None) -> dict[str, np.ndarray]:
     """:func:`localize_frames` over a whole movie, chunk by chunk (``settings.chunk_frames``),
     here or on the Dask workers of ``client`` (a ``distributed.Client``; the same rows either
-    way); ``frame`` counts from 0 over the movie and ``window`` over all of it."""
+    way); ``frame`` counts from 0 over the movie and ``window`` over all of it. With a
+    :class:`~bayes_smlm.acquisition.resume.ChunkStore`, each chunk's rows are saved as they come
+    and chunks it already holds (for the same frames) are taken from it."""
     from tqdm.auto import tqdm
 
+    from bayes_smlm.acquisition.resume import frames_digest
     from bayes_smlm.cluster.chunks import run_chunks
     settings = settings or LocalizeSettings()
     parts: dict[int, dict[str, np.ndarray]] = {}
+    digests: dict[int, str] = {}
     with tqdm(total=len(movie), desc="localize", unit="frame", disable=not progress) as bar:
         def keep(index: int, rows: dict[str, np.ndarray]) -> None:
+            if index in digests:
+                store.save(index, digests.pop(index), rows)
             parts[index] = rows
             bar.update(min(settings.chunk_frames, len(movie) - index * settings.chunk_frames))
 
-        chunks = ((i, (task, adu, settings, first))
-                  for i, (first, adu) in enumerate(movie.chunks(settings.chunk_frames)))
-        run_chunks(localize_chunk, chunks, keep, client=client)
+        def chunks():
+            for i, (first, adu) in enumerate(movie.chunks(settings.chunk_frames)):
+                done = None if store is None else store.load(i, adu)
+                if done is not None:
+                    keep(i, done)
+                    continue
+                if store is not None:
+                    digests[i] = frames_digest(adu)
+                yield i, (task, adu, settings, first)
+
+        run_chunks(localize_chunk, chunks(), keep, client=client)
     windows = 0
     for index in sorted(parts):  # windows numbered over the movie, in frame order
         rows = parts[index]

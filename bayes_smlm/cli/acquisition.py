@@ -40,6 +40,7 @@ def _movie_task(args: argparse.Namespace, movie):
 def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.movie import Movie
     from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
+    from bayes_smlm.acquisition.resume import ChunkStore, partial_folder, run_description
     from bayes_smlm.acquisition.table import write_localizations
     from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.io.atomic import check_output_file
@@ -52,14 +53,20 @@ def cmd_localize(args: argparse.Namespace) -> int:
                                 residual_passes=args.residual_passes,
                                 chains=args.chains, draws=args.draws, warmup=args.warmup,
                                 seed=args.seed)
+    store = ChunkStore(partial_folder(args.out), run_description(task, settings))
     started = time.perf_counter()
     try:
         with dask_client(args.scheduler) as client:
-            rows = localize_movie(movie, task, settings, progress=not args.quiet, client=client)
+            rows = localize_movie(movie, task, settings, progress=not args.quiet, client=client,
+                                  store=store)
     finally:
         movie.close()
     seconds = time.perf_counter() - started
     write_localizations(args.out, rows, task)
+    store.remove()
+    if store.resumed:
+        print(f"resumed: {store.resumed} chunk(s) of {args.chunk_frames} frames taken from the "
+              f"interrupted run ({store.folder.name}), their frames checked unchanged")
     n, flagged = len(rows["x"]), int(rows["flagged"].sum())
     print(f"wrote {args.out}: {n} localizations in {len(movie)} frames of {movie.shape[2]} x "
           f"{movie.shape[1]} px ({seconds:.1f} s, {n / max(seconds, 1e-9):.0f} localizations/s "
