@@ -378,6 +378,26 @@ def test_validity_map_smoke_scores_every_cell_against_smc(tmp_path, capsys):
     assert (out / "report.md").read_text() == before
 
 
+@pytest.mark.slow
+def test_validity_map_cells_in_worker_processes_give_the_same_numbers(tmp_path, monkeypatch):
+    from bayes_smlm.studies import validity_map
+    tiny = {"photons": [2000], "emitters": [1, 2], "background": 3.0, "frames": 2,
+            "min_emitters": 2, "count_window": 1, "chains": 2, "draws": 100, "smc_draws": 64,
+            "kde_samples": 8, "methods": ["laplace"], "max_emitters": {}}
+    monkeypatch.setitem(validity_map.PRESETS, "tiny", tiny)
+    monkeypatch.setenv("BAYES_SMLM_CACHE", "off")   # both runs compute their reference
+    found = []
+    for workers in (1, 2):
+        monkeypatch.setitem(tiny, "workers", workers)
+        validity_map.run("tiny", out=tmp_path / str(workers))
+        cells = json.loads((tmp_path / str(workers) / "metrics.json").read_text())["cells"]
+        for cell in cells:
+            for scores in cell["methods"].values():
+                scores.pop("seconds_per_frame")
+        found.append(cells)
+    assert found[0] == found[1] and len(found[0]) == 2
+
+
 def test_validity_map_words_follow_the_cells():
     from bayes_smlm.studies.validity_map_report import count_words, where_words
     settings = {"photons": [50, 200, 2000], "emitters": [1, 10]}
