@@ -9,6 +9,7 @@ methods are listed (``bayes-smlm posterior --method``, the calibration study).
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -18,12 +19,18 @@ from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.result import PosteriorResult
 
 
+class PluginWarning(UserWarning):
+    """A plug-in method that could not be loaded (the others work)."""
+
+
 class PosteriorMethod(Protocol):
     def __call__(self, task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                  draws: int = 1000, progress: bool = False, **options: Any) -> PosteriorResult: ...
 
 
 _METHODS: dict[str, PosteriorMethod] = {}
+_PLUGINS: dict[str, importlib.metadata.EntryPoint] = {}  # found, not yet imported
+_BROKEN: dict[str, str] = {}  # plug-ins whose import failed: why
 _ENTRY_POINTS_LOADED = False
 ENTRY_POINT_GROUP = "bayes_smlm.methods"
 
@@ -59,25 +66,56 @@ def unregister_method(name: str) -> None:
     _METHODS.pop(name, None)
 
 
+def _distribution(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
 def _load_entry_points() -> None:
+    """Find the plug-ins (``bayes_smlm.methods`` entry points) without importing them: each is
+    imported when it is first asked for, so a broken one costs only itself. A plug-in whose name
+    a built-in or registered method already has is not loaded (one warning naming both)."""
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _METHODS:
-            _METHODS[ep.name] = ep.load()
+        if ep.name in _METHODS or ep.name in _PLUGINS:
+            warnings.warn(f"plug-in method {ep.name!r} of {_distribution(ep)} ({ep.value}) not "
+                          f"loaded: the name is taken by the method already registered as "
+                          f"{ep.name!r}", PluginWarning, stacklevel=3)
+            continue
+        _PLUGINS[ep.name] = ep
+
+
+def _load_plugin(name: str) -> PosteriorMethod | None:
+    """Import plug-in ``name``; None (and one warning naming it) where that fails."""
+    ep = _PLUGINS.pop(name)
+    try:
+        method = ep.load()
+    except Exception as err:  # whatever a third-party import raises: report it, go on
+        warnings.warn(f"plug-in method {name!r} of {_distribution(ep)} ({ep.value}) failed to "
+                      f"import: {type(err).__name__}: {err}", PluginWarning, stacklevel=3)
+        _BROKEN[name] = f"{_distribution(ep)} failed to import it ({type(err).__name__})"
+        return None
+    _METHODS[name] = method
+    return method
 
 
 def list_methods() -> list[str]:
-    """Names of all registered methods (built-in, user-registered, entry points)."""
+    """Names of all registered methods (built-in, user-registered, entry points not yet
+    imported; not those whose import failed)."""
     _load_entry_points()
-    return sorted(_METHODS)
+    return sorted({*_METHODS, *_PLUGINS})
 
 
 def get_method(name: str) -> PosteriorMethod:
     """The method registered as ``name``; a one-line error lists the choices otherwise."""
     _load_entry_points()
+    if name in _PLUGINS:
+        _load_plugin(name)
     if name not in _METHODS:
-        raise ConfigError("method", f"unknown method {name!r}; choose from {', '.join(list_methods())}")
+        why = f" ({_BROKEN[name]})" if name in _BROKEN else ""
+        raise ConfigError("method", f"unknown method {name!r}{why}; choose from "
+                                    f"{', '.join(list_methods())}")
     return _METHODS[name]
