@@ -259,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
                    help=f"ddpm: denoising steps of the solver (default {DEFAULT_STEPS})")
     p.add_argument("--solver", choices=SOLVERS, default=None,
-                   help="ddpm: few-step sampler, ddim | dpmpp (DPM-Solver++ 2M; default "
-                        f"{DEFAULT_SOLVER})")
+                   help=f"ddpm: few-step sampler, {' | '.join(SOLVERS)} (DDIM, DPM-Solver++ 2M, "
+                        f"UniPC; default {DEFAULT_SOLVER})")
     p.add_argument("--init", default=None,
                    help="nuts: detect | laplace: chains start at the detections (default) or "
                         "sample coordinates whitened by each frame's Laplace fit (laplace; "
@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddpm: torch device, cpu (default) | cuda | cuda:N")
     p.add_argument("--n-emitters", metavar="COUNTS", default=None,
                    help="smc, laplace, auto: emitter counts to weigh by their evidence, a list "
-                        "or range (0,1,2 or 0-3; default: the task's count); writes log "
+                        "or range (0,1,2 or 0-3; default: the task's count, or every count its "
+                        "prior.count allows); writes log "
                         "p(x | n) and P(n | x) to the file's evidence group and, with several "
                         "counts, the KDE mixture over n")
     spread = p.add_mutually_exclusive_group()
