@@ -75,7 +75,8 @@ def test_paper_diagnostics_smoke_reports_per_frame_diagnostics(tmp_path, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     per_frame = metrics["per_frame"]["nuts"]
     assert len(per_frame["rhat_max"]) == 2 and len(metrics["min_separation"]) == 2
-    assert 0.0 <= metrics["summary"][0]["pass_rate"] <= 1.0
+    # the summary's pass rate is the share of the frames whose diagnostics passed
+    assert metrics["summary"][0]["pass_rate"] == pytest.approx(np.mean(per_frame["passed"]))
     assert (out / "nuts.nc").stat().st_size > 0
     assert "## Per frame" in (out / "report.md").read_text()
 
@@ -88,7 +89,10 @@ def test_phi_smoke_reports_metrics_of_both_shipped_checkpoints_and_speed(tmp_pat
     for task in ("isolated", "paper"):
         rows = metrics[task]["evaluation"]["rows"]
         assert {r["source"] for r in rows} == {"phi", "true KDE"}
-        assert all(0.0 <= r["recall"] <= 1.0 for r in rows)
+        # φ finds most emitters (isolated: every one; paper: 0.86-0.87 on the shipped report's
+        # frames, the true KDE's peaks 0.90-0.93), precision near 1
+        floor = 0.95 if task == "isolated" else 0.7
+        assert all(floor <= r["recall"] <= 1.0 and r["precision"] >= 0.9 for r in rows), rows
     assert metrics["isolated"]["evaluation"]["sqrt_crlb_px"] > 0.09
     assert [r["unit"] for r in metrics["speed"]] == ["frames/s"] * 3 + ["steps/s"]
     report = (out / "report.md").read_text()
