@@ -157,6 +157,15 @@ def test_tasks_lists_and_shows(capsys):
     assert json.loads(out)["prior"]["n_emitters"] == 10
 
 
+def test_importing_the_command_line_leaves_jax_unimported():
+    """The CLI sets XLA's host devices and the compilation cache before JAX loads; a module that
+    imports JAX at import time anywhere under the CLI's imports silently turns both off."""
+    code = "import sys, bayes_smlm, bayes_smlm.cli.main; print('jax' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_the_console_script_keeps_compiled_samplers_in_its_cache(tmp_path):
     """`bayes-smlm` turns JAX's persistent compilation cache on (BAYES_SMLM_JAX_CACHE), so a
     later run of the same sampler does not compile it again; `off` turns it off."""
@@ -167,6 +176,8 @@ def test_the_console_script_keeps_compiled_samplers_in_its_cache(tmp_path):
     for setting, cache in (("on", tmp_path / "cache"), ("off", None)):
         env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
         env["BAYES_SMLM_JAX_CACHE"] = str(cache) if cache else "off"
+        # JAX keeps only programs that took ≥ 1 s to compile; laplace's take less on one emitter
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         proc = subprocess.run([exe, "posterior", str(npz), "--method", "laplace", "--quiet",
                                "--out", str(tmp_path / f"{setting}.nc")], env=env,
                               capture_output=True, text=True, timeout=300)

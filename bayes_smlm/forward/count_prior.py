@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -96,6 +94,8 @@ def count_log_prior(prior, counts) -> np.ndarray:
 
 def count_sampler(prior):
     """Pure ``key -> N`` (int32 scalar) drawing a frame's emitter count from the prior."""
+    import jax  # here, not at import: the config must load before the CLI configures JAX
+    import jax.numpy as jnp
     lo, hi = _bounds(prior.count, prior.n_emitters)
     if prior.count == "poisson":
         mean = float(prior.n_emitters)
