@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cli import run_cli
 from test_lost_results import small_disk
@@ -80,6 +81,11 @@ def test_a_full_disk_is_one_line_and_no_partial_file(name, inputs, full_disk, ca
                  and not p.name.endswith(".lock")]
     if name == "posterior-zarr":  # a store keeps its finished chunks for the resume
         assert "rerun the same command" in lines[0], err
+    elif name == "localize":  # so does localize, in LOCS.csv.partial/, every file whole
+        assert "rerun the same command" in lines[0], err
+        for path in leftovers:
+            assert path.parent.name == "l.csv.partial", path
+            json.loads(path.read_text()) if path.suffix == ".json" else np.load(path)
     elif name in TRAININGS:  # what a training wrote before the disk filled is whole
         for path in leftovers:
             assert path.suffix == ".json", path

@@ -41,6 +41,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.movie import Movie
     from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
     from bayes_smlm.acquisition.resume import ChunkStore, partial_folder, run_description
+    from bayes_smlm.io.atomic import OutputError, os_reason
     from bayes_smlm.acquisition.table import write_localizations
     from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.io.atomic import check_output_file
@@ -53,16 +54,21 @@ def cmd_localize(args: argparse.Namespace) -> int:
                                 residual_passes=args.residual_passes,
                                 chains=args.chains, draws=args.draws, warmup=args.warmup,
                                 seed=args.seed)
-    store = ChunkStore(partial_folder(args.out), run_description(task, settings))
     started = time.perf_counter()
     try:
+        store = ChunkStore(partial_folder(args.out), run_description(task, settings))
         with dask_client(args.scheduler) as client:
             rows = localize_movie(movie, task, settings, progress=not args.quiet, client=client,
                                   store=store)
+        seconds = time.perf_counter() - started
+        write_localizations(args.out, rows, task)
+    except (OSError, OutputError) as err:  # a disk that filled: the finished chunks stay
+        reason = os_reason(err) if isinstance(err, OSError) else str(err)
+        raise OutputError(f"the chunks finished so far are kept in {partial_folder(args.out)}: "
+                          "rerun the same command when there is space, and it resumes; "
+                          f"{reason}") from None  # the reason last: it may end with a rescue path
     finally:
         movie.close()
-    seconds = time.perf_counter() - started
-    write_localizations(args.out, rows, task)
     store.remove()
     if store.resumed:
         print(f"resumed: {store.resumed} chunk(s) of {args.chunk_frames} frames taken from the "
