@@ -57,7 +57,6 @@ class ChunkStore:
         if stored is not None and stored != self.run:
             shutil.rmtree(self.folder)  # another task or settings: nothing in it is ours
             stored = None
-        self.found_earlier = stored is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         if stored is None:
             write_json(self.folder / RUN_FILE, self.run)
