@@ -271,3 +271,11 @@ def test_localize_refuses_bad_sampler_options(small_movie, tmp_path, capsys, opt
     status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), option, value,
                              "--out", str(tmp_path / "l.csv"))
     assert_one_line_error(status, err, *words)
+
+
+def test_localize_writes_each_rows_probability_and_misfit(localized):
+    """Every row carries P(N ≥ k | x) of its window's count (kept rows: ≥ the default 0.5) and
+    the window's misfit test; on a movie of the model's own PSF none is a misfit."""
+    table = read_localizations(localized)
+    assert np.all((table["p_exists"] >= 0.5) & (table["p_exists"] <= 1.0))
+    assert not table["misfit"].astype(bool).any()

@@ -16,21 +16,25 @@ from bayes_smlm.acquisition.movie import Movie
 from bayes_smlm.acquisition.regions import WindowGroup, frames_apart, half_width, plan_windows
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
-from bayes_smlm.acquisition.window_fit import WindowFits, fit_windows
+from bayes_smlm.acquisition.window_counts import CountedWindows, count_emitters
+from bayes_smlm.acquisition.window_fit import fit_windows, misfit
 from bayes_smlm.acquisition.window_sampling import WindowDraws, sample_windows
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 
-CHI2_FLAG = 3.0  # χ² per degree of freedom of a window above which its fit is flagged
 RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
 RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
+MISSED_THRESHOLD = 4.0  # least SNR of a residual peak offered to a misfit window (evidence decides)
+REPEAT_DISTANCE = 1.0  # px: rows of two windows this near are one emitter fitted twice
 
 
 COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
            "corr_xy": float, "i0": float, "sd_i0": float, "background": float,
-           "sd_background": float, "snr": float, "window": int, "emitters_in_window": int,
-           "chi2_dof": float, "iterations": int, "converged": bool, "flagged": bool,
+           "sd_background": float, "snr": float, "p_exists": float, "window": int,
+           "emitters_in_window": int,
+           "chi2_dof": float, "misfit": bool, "iterations": int, "converged": bool,
+           "flagged": bool,
            "r_hat": float, "ess_bulk": float, "divergences": int}  # the last 3: NaN / 0 but nuts
 
 
@@ -48,16 +52,19 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
 
 
-def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: Task
-           ) -> tuple[np.ndarray, ...]:
-    """Window counts, pedestals, fitted pixels and starting parameters of a group. A window
+def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: Task,
+           neighbours: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Window counts, rate offsets, fitted pixels and starting parameters of a group. A window
     fits the pixels within the single-emitter half-width of one of its candidates: the rest of
-    its rectangle holds neighbours it does not model."""
+    its rectangle holds neighbours it does not model. ``neighbours`` (F, H, W): expected photons
+    of emitters fitted in other windows, added to the rate as known."""
     sh, sw = group.shape
     rows = group.origin[:, :1, None] + np.arange(sh)[None, :, None]
     cols = group.origin[:, 1:, None] + np.arange(sw)[None, None, :]
     window_photons = photons[group.frame[:, None, None], rows, cols]
     window_pedestal = np.broadcast_to(pedestal, photons.shape[1:])[rows, cols]
+    offset = window_pedestal if neighbours is None else (
+        window_pedestal + neighbours[group.frame[:, None, None], rows, cols])
     lo_i0, hi_i0 = task.prior.i0_range
     lo_b, hi_b = task.prior.background_range
     b = np.clip(np.percentile(window_photons, 25, axis=(1, 2)), lo_b, hi_b)
@@ -70,7 +77,7 @@ def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: 
     near_row = np.abs(rows[:, None, :, :] - group.peaks[:, :, None, None, 0]) <= h  # (B,K,Sh,1)
     near_col = np.abs(cols[:, None, :, :] - group.peaks[:, :, None, None, 1]) <= h  # (B,K,1,Sw)
     fitted = np.any(near_row & near_col & group.active[:, :, None, None], axis=1)
-    return window_photons + window_pedestal, window_pedestal, fitted, start
+    return window_photons + window_pedestal, offset, fitted, start
 
 
 def frame_candidates(task: Task, adu: np.ndarray, threshold: float
@@ -100,7 +107,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     """
     photons, pedestal, spots = frame_candidates(task, adu, settings.threshold)
     sigma = task.optics.sigma_psf
-    table = _fit_candidates(task, photons, pedestal, spots, settings)
+    log_density = _log_density(settings, len(spots.frame), adu.shape)
+    table, _ = _fit_candidates(task, photons, pedestal, spots, settings, log_density)
     for _ in range(settings.residual_passes):
         # only frames with a window the model does not explain hide a missed emitter
         suspect = np.unique(table["frame"][table["chi2_dof"] > RESIDUAL_CHI2])
@@ -116,15 +124,95 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
             break
         extra = Spots(suspect[extra.frame], extra.row, extra.col, extra.snr)
         again = np.isin(table["frame"], extra.frame)
-        kept = _take(table, ~again)
-        candidates = _candidates_of(_take(table, again), task).joined(extra)
-        refit = _fit_candidates(task, photons, pedestal, candidates, settings)
-        refit["window"] = refit["window"] + (kept["window"].max(initial=-1) + 1)
-        table = _concat([kept, refit])
+        old = _take(table, again)
+        candidates, pixel = _candidates_of(old, task).joined(extra).first_per_pixel()
+        new = np.zeros(len(candidates.frame), bool)
+        new[pixel[len(old["x"]):]] = True
+        # only the windows a new candidate joins are fitted again; an old row goes with its
+        # pixel's candidate
+        refit, fitted_again = _fit_candidates(task, photons, pedestal, candidates, settings,
+                                              log_density, only=new)
+        refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
+        table = _concat([_take(table, ~again),
+                         _take(old, ~fitted_again[pixel[:len(old["x"])]]), refit])
+    table = _refit_misfits(task, photons, pedestal, table, settings, log_density)
+    table = _without_repeats(table, task.height)
     if settings.method == "nuts":
-        table = _fit_candidates(task, photons, pedestal, _candidates_of(table, task), settings,
-                                sample_first_frame=first_frame)
+        table, _ = _fit_candidates(task, photons, pedestal, _candidates_of(table, task),
+                                   settings, log_density, sample_first_frame=first_frame)
     return _take(table, np.lexsort((table["x"], table["y"], table["frame"])))
+
+
+def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
+                   table: dict[str, np.ndarray], settings: LocalizeSettings, log_density: float
+                   ) -> dict[str, np.ndarray]:
+    """The windows the model does not explain (χ²/dof > :data:`RESIDUAL_CHI2`) fitted again
+    with every other window's emitters in their rates as known: a window cut from a crowded
+    patch, or one beside it, otherwise fits its neighbours' photons with its own emitters."""
+    bad = np.unique(table["window"][table["chi2_dof"] > RESIDUAL_CHI2])
+    if not len(bad):
+        return table
+    again = np.isin(table["window"], bad)
+    old = _take(table, again)
+    # each window to refit is its own "frame": its photons, with every other emitter known
+    slot = np.searchsorted(bad, old["window"])
+    frame_of = np.zeros(len(bad), int)
+    frame_of[slot] = old["frame"]
+    shape = (len(bad),) + task.shape
+    sigma = task.optics.sigma_psf
+    everyone = _emitter_model(table, photons.shape, sigma)
+    own = _emitter_model(dict(old, frame=slot), shape, sigma)
+    neighbours = np.maximum(everyone[frame_of] - own, 0.0)
+    candidates = _candidates_of(dict(old, frame=slot), task)
+    # and the residual's strongest peak near the window's emitters: an emitter the fit missed
+    residual = find_spots(photons[frame_of] - everyone[frame_of], pedestal, sigma,
+                          MISSED_THRESHOLD, subtracted=everyone[frame_of])
+    near, _ = _nearest(residual.frame, residual.col, residual.row, candidates, task.height)
+    residual = residual.take(near <= 2 * half_width(sigma))
+    strongest = np.lexsort((-residual.snr, residual.frame))
+    strongest = strongest[np.r_[True, np.diff(residual.frame[strongest]) != 0]] \
+        if len(strongest) else strongest
+    candidates, _ = candidates.joined(residual.take(strongest)).first_per_pixel()
+    refit, _ = _fit_candidates(task, photons[frame_of], pedestal, candidates, settings,
+                               log_density, neighbours=neighbours)
+    refit["frame"] = frame_of[refit["frame"]]
+    refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
+    return _concat([_take(table, ~again), refit])
+
+
+def _without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.ndarray]:
+    """The table less emitters fitted twice: of two rows of different windows of a frame within
+    :data:`REPEAT_DISTANCE` px (a window cut from a crowded patch also sees its neighbour's
+    emitters near their common border), the one with the higher ``p_exists`` stays, then the one
+    whose window's model fits better (converged, smaller χ²/dof)."""
+    from scipy.spatial import cKDTree
+    if len(table["x"]) < 2:
+        return table
+    points = frames_apart(table["frame"], table["x"], table["y"], height, 2 * REPEAT_DISTANCE)
+    pairs = cKDTree(points).query_pairs(REPEAT_DISTANCE, output_type="ndarray")
+    pairs = pairs[table["window"][pairs[:, 0]] != table["window"][pairs[:, 1]]]
+    if not len(pairs):
+        return table
+    # rank rows best first; drop the worse of each pair, best pairs first
+    order = np.lexsort((table["chi2_dof"], ~table["converged"].astype(bool), -table["p_exists"]))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    better = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    worse = pairs.sum(1) - better
+    dropped = np.zeros(len(table["x"]), bool)
+    for keep, drop in sorted(zip(better, worse), key=lambda pair: rank[pair[0]]):
+        if not dropped[keep]:
+            dropped[drop] = True
+    return _take(table, ~dropped)
+
+
+def _log_density(settings: LocalizeSettings, candidates: int, shape: tuple[int, ...]) -> float:
+    """log ρ, the count prior's emitters per px² (:mod:`window_counts`): the setting, or the
+    chunk's candidates per px² (at least one per frame)."""
+    if settings.density is not None:
+        return float(np.log(settings.density))
+    frames, height, width = shape
+    return float(np.log(max(candidates, frames) / (frames * height * width)))
 
 
 def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
@@ -136,25 +224,55 @@ def _candidates_of(table: dict[str, np.ndarray], task: Task) -> Spots:
 
 
 def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots: Spots,
-                    settings: LocalizeSettings, sample_first_frame: int | None = None
-                    ) -> dict[str, np.ndarray]:
-    """Rows of the window fits of the candidates ``spots``; with ``sample_first_frame`` (the
-    movie index of the chunk's first frame, for the seeds), NUTS posteriors started from the
-    fits."""
+                    settings: LocalizeSettings, log_density: float,
+                    sample_first_frame: int | None = None, only: np.ndarray | None = None,
+                    neighbours: np.ndarray | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rows of the window fits of the candidates ``spots``, each window's count of emitters
+    chosen by its evidence (:func:`window_counts.count_emitters`), and (M,) bool: which
+    candidates were in a fitted window. ``only`` (M,) bool: fit only the windows holding one of
+    these candidates; ``neighbours`` (F, H, W) expected photons of emitters outside the windows
+    (:func:`_start`). With ``sample_first_frame`` (the movie index of the chunk's first frame,
+    for the seeds), NUTS posteriors started from the fits."""
     groups = plan_windows(spots.frame, spots.row, spots.col, task.shape, task.optics.sigma_psf,
                           joint=settings.joint, max_emitters=settings.max_emitters)
     parts, window_base = [_empty()], 0
+    fitted_candidates = np.zeros(len(spots.frame), bool)
+    if only is not None:  # every window of a linked group that holds one of them
+        chosen = np.unique(np.concatenate([g.component[np.any(g.active & only[g.members], 1)]
+                                           for g in groups] + [np.zeros(0, int)]))
     for group in groups:
-        counts, window_pedestal, fitted, start = _start(group, photons, pedestal, task)
+        if only is not None:
+            group = group.take(np.isin(group.component, chosen))
+            if not len(group.frame):
+                continue
+        fitted_candidates[group.members[group.active]] = True
+        counts, window_pedestal, fitted, start = _start(group, photons, pedestal, task,
+                                                        neighbours)
         fit = fit_windows(task, counts, window_pedestal, start, group.active, fitted,
                           max_iter=settings.max_iter, tol=settings.tol)
+        counted = _counted(task, counts, window_pedestal, fitted, fit, group.active, settings,
+                           log_density)
         draws = None if sample_first_frame is None else sample_windows(
-            task, counts, window_pedestal, fit, group.active, fitted, seed=settings.seed,
-            first_frame=sample_first_frame, first_window=window_base, chains=settings.chains,
-            draws=settings.draws, warmup=settings.warmup)
-        parts.append(_rows(group, fit, task, window_base, spots.snr[group.members], draws))
+            task, counts, window_pedestal, counted.fit, counted.active, fitted,
+            seed=settings.seed, first_frame=sample_first_frame, first_window=window_base,
+            chains=settings.chains, draws=settings.draws, warmup=settings.warmup)
+        parts.append(_rows(group, counted, task, window_base, spots.snr[group.members], draws))
         window_base += len(group.frame)
-    return _concat(parts)
+    return _concat(parts), fitted_candidates
+
+
+def _counted(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray, fit,
+             active: np.ndarray, settings: LocalizeSettings, log_density: float
+             ) -> CountedWindows:
+    """The windows' counts by evidence, or (``settings.min_p_exists == 0``) every candidate."""
+    if settings.min_p_exists == 0:
+        return CountedWindows(fit=fit, active=active, p_exists=np.where(active, np.nan, 0.0),
+                              count_probability=np.full((len(active), active.shape[1] + 1),
+                                                        np.nan))
+    return count_emitters(task, counts, pedestal, fitted, fit, active, log_density=log_density,
+                          min_p_exists=settings.min_p_exists, max_iter=settings.max_iter,
+                          tol=settings.tol)
 
 
 def _emitter_model(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
@@ -184,31 +302,46 @@ def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, heig
     """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
     if not len(spots.frame) or not len(table["x"]):
         return spots
-    from scipy.spatial import cKDTree
-    gap = 2.0 * distance + 1.0  # more than the query's reach, fits up to ½ px off the frame
-    fitted = frames_apart(table["frame"], table["x"], table["y"], height, gap)
-    found = frames_apart(spots.frame, spots.col, spots.row, height, gap)
-    near, _ = cKDTree(fitted).query(found, distance_upper_bound=distance)
+    near, _ = _nearest(spots.frame, spots.col, spots.row,
+                       Spots(table["frame"], table["y"], table["x"], table["snr"]), height,
+                       distance)
     return spots.take(~np.isfinite(near))
 
 
-def _rows(group: WindowGroup, fit: WindowFits, task: Task, window_base: int, snr: np.ndarray,
-          draws: WindowDraws | None = None) -> dict[str, np.ndarray]:
-    """One row per occupied slot of the group's windows: the Laplace fit's mode and SDs, or,
+def _nearest(frame: np.ndarray, x: np.ndarray, y: np.ndarray, others: Spots, height: int,
+             reach: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (px; inf beyond ``reach``) to, and index of, the nearest of ``others`` in the
+    same frame, for each point (frame, x, y)."""
+    from scipy.spatial import cKDTree
+    if not len(others.frame):
+        return np.full(len(frame), np.inf), np.full(len(frame), -1)
+    gap = 2.0 * min(reach, 2.0 * height) + 1.0  # frames stacked farther apart than the reach
+    tree = cKDTree(frames_apart(others.frame, others.col, others.row, height, gap))
+    return tree.query(frames_apart(frame, x, y, height, gap), distance_upper_bound=reach)
+
+
+def _rows(group: WindowGroup, counted: CountedWindows, task: Task, window_base: int,
+          snr: np.ndarray, draws: WindowDraws | None = None) -> dict[str, np.ndarray]:
+    """One row per emitter of the windows' reported counts: the Laplace fit's mode and SDs, or,
     with ``draws``, the NUTS posterior's means and SDs and its diagnostics."""
+    fit = counted.fit
     b, k = fit.mode.shape[0], group.n_slots
-    active = group.active.ravel()
+    active = counted.active.ravel()
     centre, covariance = (fit.mode, fit.covariance) if draws is None else (draws.mean,
                                                                           draws.covariance)
-    sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 0.0))
+    chi2_dof = fit.chi2 / fit.dof
+    # a window the model does not explain: the quasi-likelihood covariance φΣ, φ = χ²/dof
+    dispersion = np.maximum(chi2_dof, 1.0)
+    sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 0.0)
+                 * dispersion[:, None])
     x_index, y_index = 2 * np.arange(k), 2 * np.arange(k) + 1
     i0_index = 2 * k + np.arange(k)
     cov_xy = covariance[:, x_index, y_index]
     lo_i0, hi_i0 = task.prior.i0_range
-    chi2_dof = fit.chi2 / fit.dof
     mode_i0 = fit.mode[:, i0_index]
-    flagged = (~fit.converged | ~fit.positive_definite)[:, None] | (mode_i0 <= lo_i0) \
-        | (mode_i0 >= hi_i0) | (chi2_dof > CHI2_FLAG)[:, None]
+    bad_fit = misfit(fit.chi2, fit.dof, fit.chi2_var, 3 * counted.active.sum(1) + 1)
+    flagged = (~fit.converged | ~fit.positive_definite | bad_fit)[:, None] \
+        | (mode_i0 <= lo_i0) | (mode_i0 >= hi_i0)
 
     def per_window(values: np.ndarray) -> np.ndarray:
         return np.repeat(values, k)
@@ -221,10 +354,11 @@ def _rows(group: WindowGroup, fit: WindowFits, task: Task, window_base: int, snr
         "corr_xy": (cov_xy / np.maximum(sd[:, x_index] * sd[:, y_index], 1e-30)).ravel(),
         "i0": centre[:, i0_index].ravel(), "sd_i0": sd[:, i0_index].ravel(),
         "background": per_window(centre[:, -1]), "sd_background": per_window(sd[:, -1]),
-        "snr": np.where(group.active, snr, 0.0).ravel(),
+        "snr": np.where(counted.active, snr, 0.0).ravel(),
+        "p_exists": counted.p_exists.ravel(),
         "window": per_window(window_base + np.arange(b)),
-        "emitters_in_window": per_window(group.active.sum(1)),
-        "chi2_dof": per_window(chi2_dof), "iterations": per_window(fit.iterations),
+        "emitters_in_window": per_window(counted.active.sum(1)),
+        "chi2_dof": per_window(chi2_dof), "misfit": per_window(bad_fit), "iterations": per_window(fit.iterations),
         "converged": per_window(fit.converged),
         "r_hat": np.full(b * k, np.nan), "ess_bulk": np.full(b * k, np.nan),
         "divergences": np.zeros(b * k, int),

@@ -45,13 +45,20 @@ class WindowGroup:
     frame : (B,) frame index in the chunk; origin : (B, 2) (row, col) of the window's top-left
     pixel; peaks : (B, K, 2) candidate (row, col) in frame pixels (empty slots repeat the
     first); members : (B, K) the candidates' indices in the arrays given to
-    :func:`plan_windows`, −1 for an empty slot."""
+    :func:`plan_windows`, −1 for an empty slot; component : (B,) the linked group of candidates
+    the window belongs to (a group too large for one window is cut into several windows)."""
 
     shape: tuple[int, int]
     frame: np.ndarray
     origin: np.ndarray
     peaks: np.ndarray
     members: np.ndarray
+    component: np.ndarray
+
+    def take(self, which: np.ndarray) -> "WindowGroup":
+        """The windows ``which`` (mask or indices) of this group."""
+        return WindowGroup(self.shape, self.frame[which], self.origin[which], self.peaks[which],
+                           self.members[which], self.component[which])
 
     @property
     def n_slots(self) -> int:
@@ -110,13 +117,13 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
     m = len(frame)
     if m == 0:  # frames without a candidate (background only, or every spot below threshold)
         return []
-    labels = np.arange(m)
+    labels = components = np.arange(m)
     if joint and m > 1:
         points = frames_apart(frame, col, row, height, gap=4 * h + 1)   # frames never link
         pairs = cKDTree(points).query_pairs(r=2 * h, p=np.inf, output_type="ndarray")
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
-        _, labels = connected_components(graph, directed=False)
-        labels = _split_large(labels, np.stack([row, col], 1), min(max_emitters, SLOTS[-1]))
+        _, components = connected_components(graph, directed=False)
+        labels = _split_large(components, np.stack([row, col], 1), min(max_emitters, SLOTS[-1]))
     order = np.argsort(labels, kind="stable")
     labels = labels[order]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
@@ -141,5 +148,6 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
         left = np.clip((cc.max(1) + cc.min(1)) // 2 - sw // 2, 0, width - sw)
         groups.append(WindowGroup(shape=(sh, sw), frame=frame[filled[pick, 0]],
                                   origin=np.stack([top, left], 1),
-                                  peaks=np.stack([rr, cc], -1), members=members[pick, :k]))
+                                  peaks=np.stack([rr, cc], -1), members=members[pick, :k],
+                                  component=components[filled[pick, 0]]))
     return groups

@@ -29,6 +29,14 @@ class LocalizeSettings:
         Frames read and processed at a time (memory ≈ chunk · H · W · 4 floats).
     residual_passes : int
         Searches for candidates in the residual after the fit (0: none).
+    min_p_exists : float
+        Each window's count of emitters is chosen by its evidence
+        (:mod:`~bayes_smlm.acquisition.window_counts`): the table holds the largest count n
+        with P(N ≥ n | x) ≥ this, each row its probability of existing (``p_exists``). 0 keeps
+        every candidate (no choice of count).
+    density : float or None
+        The count prior's emitters per px² (a Poisson point process); None: the chunk's
+        candidates per px².
     max_iter, tol
         Of the mode search (:func:`bayes_smlm.methods.laplace.laplace_fit`).
     method : {"laplace", "nuts"}
@@ -45,6 +53,8 @@ class LocalizeSettings:
     max_emitters: int = 4
     chunk_frames: int = 500
     residual_passes: int = 3
+    min_p_exists: float = 0.5
+    density: float | None = None
     max_iter: int = 50
     tol: float = 1e-4
     method: str = "laplace"
@@ -64,3 +74,7 @@ class LocalizeSettings:
         check_int("max_emitters", self.max_emitters)
         check_int("chunk_frames", self.chunk_frames)
         check_int("residual_passes", self.residual_passes, lo=0)
+        if not 0.0 <= self.min_p_exists < 1.0:
+            raise ConfigError("min_p_exists", f"must be in [0, 1) (got {self.min_p_exists})")
+        if self.density is not None and not (np.isfinite(self.density) and self.density > 0):
+            raise ConfigError("density", f"must be > 0 emitters per px² (got {self.density})")

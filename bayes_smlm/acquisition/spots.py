@@ -35,6 +35,14 @@ class Spots:
         return Spots(*(np.concatenate([getattr(self, f), getattr(other, f)])
                        for f in ("frame", "row", "col", "snr")))
 
+    def first_per_pixel(self) -> tuple["Spots", np.ndarray]:
+        """The first candidate on each (frame, row, col) — later ones on the same pixel (two
+        fitted emitters rounding to one pixel) repeat it — and (M,) the index among those of
+        each candidate's pixel."""
+        keys = np.stack([self.frame, self.row, self.col], 1)
+        _, first, pixel = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        return self.take(first), pixel.ravel()
+
 
 def _filtered_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
     """Variance of the DoG-filtered image of independent pixels with variances ``variance``

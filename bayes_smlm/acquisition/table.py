@@ -7,10 +7,12 @@ x and y are measured from the top-left corner of the image (the centre of the to
 at (½, ½) pixel) — the package's pixel-centred LR coordinates plus ½, times the pixel size.
 Uncertainties are posterior SDs (the Laplace approximation's; with unknown intensity and
 background). Then this package's own columns: the x–y correlation, the SDs of intensity and
-background, the candidate's signal-to-noise, the window and how many emitters it was fitted with,
-the window's χ² per degree of freedom, the optimiser's steps and whether it converged, and
-``flagged`` (not converged, information not positive definite, intensity at the prior's bound, or
-χ²/dof above 3: a model that does not explain the window). With ``--method nuts`` the positions,
+background, the candidate's signal-to-noise, its probability of existing (``p_exists``: P(N ≥ k | x)
+for the window's k-th emitter, from the evidence of each count), the window and how many
+emitters it was fitted with, the window's χ² per degree of freedom and ``misfit`` (its χ² above
+the 0.999 quantile of χ² under the fitted model: spots the model's PSF does not explain), the
+optimiser's steps and whether it converged, and ``flagged`` (not converged, information not
+positive definite, intensity at the prior's bound, or misfit). With ``--method nuts`` the positions,
 intensities and uncertainties are NUTS posterior means and SDs, and three columns follow:
 ``r_hat`` (largest rank-normalised R-hat of the emitter's x, y, intensity and the window's
 background), ``ess_bulk`` (their smallest bulk ESS) and ``divergences`` (of the window's chains);
@@ -42,9 +44,11 @@ CSV_COLUMNS = {
     "uncertainty_intensity [photon]": ("sd_i0", None),
     "uncertainty_offset [photon]": ("sd_background", None),
     "snr": ("snr", None),
+    "p_exists": ("p_exists", None),
     "window": ("window", None),
     "emitters_in_window": ("emitters_in_window", None),
     "chi2_per_dof": ("chi2_dof", None),
+    "misfit": ("misfit", None),
     "iterations": ("iterations", None),
     "converged": ("converged", None),
     "flagged": ("flagged", None),

@@ -38,7 +38,9 @@ class WindowFits(NamedTuple):
     mode : (B, P); covariance : (B, P, P); converged, positive_definite : (B,) bool;
     iterations : (B,) int; chi2 : (B,) Pearson χ² of the window's fitted pixels at the mode,
     Σ (n − λ)²/λ; dof : (B,) its degrees of freedom, fitted pixels − parameters of the occupied
-    slots (χ² ≈ dof for a correct model).
+    slots (χ² ≈ dof for a correct model); loglik : (B,) :func:`window_log_likelihood` at the
+    mode; chi2_var : (B,) the variance of χ² under the fitted model, Σ (2 + 1/λ) over the fitted
+    pixels (each (n − λ)²/λ of a Poisson count has mean 1 and variance 2 + 1/λ).
     """
 
     mode: np.ndarray
@@ -48,6 +50,8 @@ class WindowFits(NamedTuple):
     iterations: np.ndarray
     chi2: np.ndarray
     dof: np.ndarray
+    loglik: np.ndarray
+    chi2_var: np.ndarray
 
 
 def window_task(task: Task, shape: tuple[int, int]) -> Task:
@@ -106,9 +110,32 @@ def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
         rate = derivatives(mode).omega + pedestal
         chi2 = jnp.sum(fitted * (counts - rate) ** 2 / rate)
         dof = jnp.sum(fitted) - jnp.sum(free)
-        return mode, covariance, converged, positive_definite, iterations, chi2, dof
+        loglik = jnp.sum(fitted * poisson_kernel(counts, rate))
+        chi2_var = jnp.sum(fitted * (2.0 + 1.0 / rate))
+        return (mode, covariance, converged, positive_definite, iterations, chi2, dof, loglik,
+                chi2_var)
 
     return one
+
+
+MISFIT_QUANTILE = 0.999  # of χ² under the fitted model, above which a window is a misfit
+
+
+def misfit(chi2: np.ndarray, dof: np.ndarray, chi2_var: np.ndarray, parameters: np.ndarray,
+           quantile: float = MISFIT_QUANTILE) -> np.ndarray:
+    """(B,) bool: windows whose Pearson χ² exceeds its ``quantile`` under the fitted model.
+
+    Each fitted pixel's (n − λ)²/λ has mean 1 and variance 2 + 1/λ under Poisson(λ); fitting
+    ``parameters`` takes their number off the mean (χ² ≈ dof) and, to first order, the same
+    share off the variance. χ² is taken as gamma-distributed with that mean and variance
+    (χ²_dof when every λ is large; heavier-tailed where counts are small).
+    """
+    dof = np.maximum(np.asarray(dof, np.float64), 1.0)
+    pixels = dof + np.asarray(parameters, np.float64)
+    variance = np.asarray(chi2_var, np.float64) * dof / pixels
+    from scipy.stats import gamma
+    limit = gamma.ppf(quantile, dof**2 / variance, scale=variance / dof)
+    return np.asarray(chi2) > limit
 
 
 SHARD_FROM = 256  # windows per call from which splitting them across devices pays (measured)

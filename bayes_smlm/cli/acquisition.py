@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
-from bayes_smlm.cli.arguments import (chain_count, frame_range, non_negative_int,
-                                     positive_float, positive_int, scheduler_address, seed_int)
+from bayes_smlm.cli.arguments import (chain_count, fraction_below_one, frame_range,
+                                     non_negative_int, positive_float, positive_int,
+                                     scheduler_address, seed_int)
 
 
 def _movie_task(args: argparse.Namespace, movie):
@@ -52,6 +53,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
     settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
                                 chunk_frames=args.chunk_frames, method=args.method,
                                 residual_passes=args.residual_passes,
+                                min_p_exists=args.min_p_exists, density=args.density,
                                 chains=args.chains, draws=args.draws, warmup=args.warmup,
                                 seed=args.seed)
     started = time.perf_counter()
@@ -191,6 +193,15 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                    help="searches of the residual for emitters the filter merged, in frames with "
                         f"a window the fit does not explain (default {defaults.residual_passes}; "
                         "0: none)")
+    p.add_argument("--min-p-exists", type=fraction_below_one,
+                   default=defaults.min_p_exists,
+                   help="each window keeps the largest count of emitters n with P(N >= n | x) "
+                        "at least this, by the evidence of each count (the p_exists column; "
+                        f"default {defaults.min_p_exists:g}: the posterior median; 0 keeps every "
+                        "candidate)")
+    p.add_argument("--density", type=positive_float, default=None,
+                   help="the count prior's emitters per px^2 (default: the chunk's candidates "
+                        "per px^2)")
     p.add_argument("--chunk-frames", type=positive_int, default=defaults.chunk_frames,
                    help=f"frames read and processed at a time (default {defaults.chunk_frames})")
     p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP",

@@ -91,7 +91,7 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def dropout_rate(text: str) -> float:
+def fraction_below_one(text: str) -> float:
     """A finite number in [0, 1)."""
     value = non_negative_float(text)
     if value >= 1:

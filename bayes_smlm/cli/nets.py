@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import (add_task_arguments, dropout_rate, json_text,
+from bayes_smlm.cli.arguments import (add_task_arguments, fraction_below_one, json_text,
                                       non_negative_float,
                                       positive_float, positive_int, seed_int, task_from_args,
                                       torch_device)
@@ -95,7 +95,7 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
     psi = PsiTraining()
     p = sub.add_parser("train-phi", help="train the DeepSTORM estimator φ on simulated frames")
     add_task_arguments(p)
-    p.add_argument("--dropout", type=dropout_rate, default=0.0,
+    p.add_argument("--dropout", type=fraction_below_one, default=0.0,
                    help="dropout rate on the last hidden layer, in [0, 1) (default 0: none; "
                         "0.1 for the mc_dropout method)")
     _add_training_arguments(p, PhiTraining())

@@ -65,11 +65,17 @@ def log_mass_inside(task: Task, layout: ParameterLayout, mode: np.ndarray,
     total = log_ndtr((task.prior.radius - r) / sd).sum(-1)
     if layout.size > 2 * n:
         lo, hi = (np.asarray(b)[2 * n:] for b in layout.bounds(task))
-        rest = mode[:, 2 * n:]
         sd = np.sqrt(np.diagonal(covariance, axis1=-2, axis2=-1)[:, 2 * n:])
-        inside = np.exp(log_ndtr((hi - rest) / sd)) - np.exp(log_ndtr((lo - rest) / sd))
-        total = total + np.log(np.maximum(inside, 1e-300)).sum(-1)
+        total = total + log_box_mass(mode[:, 2 * n:], sd, lo, hi).sum(-1)
     return total
+
+
+def log_box_mass(mean: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                 ) -> np.ndarray:
+    """log of a normal's mass inside [lo, hi], elementwise (mean, sd, lo, hi broadcast)."""
+    sd = np.maximum(sd, 1e-30)
+    inside = np.exp(log_ndtr((hi - mean) / sd)) - np.exp(log_ndtr((lo - mean) / sd))
+    return np.log(np.maximum(inside, 1e-300))
 
 
 def laplace_log_evidence(task: Task, layout: ParameterLayout, mode: np.ndarray,
