@@ -168,3 +168,24 @@ def test_misfit_quantile_matches_poisson_windows():
     # P(≥ 4 of 400 | p = 0.001) < 0.001
     assert flag[:400].sum() <= 3
     assert flag[400:].all()
+
+
+def test_background_only_fit_equals_the_compiled_fit_without_emitters():
+    """The closed-loop Newton fit of b alone gives the compiled fit's b, SD, log-likelihood and
+    χ² when every slot is empty."""
+    from bayes_smlm.acquisition.window_counts import background_only
+    task = _task()
+    rng = np.random.default_rng(8)
+    counts = np.stack([_window(rng, [(5.0, 5.0, 400.0)], b) for b in (1.0, 6.0, 20.0)])
+    pedestal = np.full(counts.shape, PEDESTAL)
+    fitted = np.ones(counts.shape, bool)
+    fitted[:, :2] = False
+    start = np.tile([5.0, 5.0, 0.0, 3.0], (3, 1))
+    empty = np.zeros((3, 1), bool)
+    compiled = fit_windows(task, counts, pedestal, start, empty, fitted)
+    closed = background_only(task, counts, pedestal, fitted, start)
+    assert np.allclose(closed.mode[:, -1], compiled.mode[:, -1], rtol=1e-3)  # its tol: 1e-4 nats
+    assert np.allclose(closed.covariance[:, -1, -1], compiled.covariance[:, -1, -1], rtol=1e-3)
+    assert np.allclose(closed.loglik, compiled.loglik, rtol=1e-5)
+    assert np.allclose(closed.chi2, compiled.chi2, rtol=1e-3)
+    assert np.array_equal(closed.dof, compiled.dof)

@@ -26,6 +26,7 @@ from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
 RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
 MISSED_THRESHOLD = 4.0  # least SNR of a residual peak offered to a misfit window (evidence decides)
+SPLIT_LINK, SPLIT_SIZE = 2.5, 3  # ≥ SPLIT_SIZE emitters linked closer than SPLIT_LINK σ_psf
 REPEAT_DISTANCE = 1.0  # px: rows of two windows this near are one emitter fitted twice
 
 
@@ -136,7 +137,7 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
         table = _concat([_take(table, ~again),
                          _take(old, ~fitted_again[pixel[:len(old["x"])]]), refit])
     table = _refit_misfits(task, photons, pedestal, table, settings, log_density)
-    table = _without_repeats(table, task.height)
+    table = _mark_split_spots(_without_repeats(table, task.height), task)
     if settings.method == "nuts":
         table, _ = _fit_candidates(task, photons, pedestal, _candidates_of(table, task),
                                    settings, log_density, sample_first_frame=first_frame)
@@ -178,6 +179,27 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
     refit["frame"] = frame_of[refit["frame"]]
     refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
     return _concat([_take(table, ~again), refit])
+
+
+def _mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
+    """``misfit`` (and ``flagged``) also on groups of ≥ :data:`SPLIT_SIZE` emitters each closer
+    than :data:`SPLIT_LINK` PSF σ to another: a spot of another shape than the model's PSF
+    (defocused, wider, elongated) is explained by a few narrow emitters around it — their
+    evidence is real, since they fit — and no χ² catches it; sub-PSF clusters of three real
+    emitters are rarer than such spots."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+    if len(table["x"]) < SPLIT_SIZE:
+        return table
+    link = SPLIT_LINK * task.optics.sigma_psf
+    points = frames_apart(table["frame"], table["x"], table["y"], task.height, 2 * link)
+    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
+    n = len(points)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    split = np.bincount(labels)[labels] >= SPLIT_SIZE
+    return dict(table, misfit=table["misfit"] | split, flagged=table["flagged"] | split)
 
 
 def _without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.ndarray]:

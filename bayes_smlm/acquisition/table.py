@@ -10,7 +10,8 @@ background). Then this package's own columns: the x–y correlation, the SDs of 
 background, the candidate's signal-to-noise, its probability of existing (``p_exists``: P(N ≥ k | x)
 for the window's k-th emitter, from the evidence of each count), the window and how many
 emitters it was fitted with, the window's χ² per degree of freedom and ``misfit`` (its χ² above
-the 0.999 quantile of χ² under the fitted model: spots the model's PSF does not explain), the
+the 0.999 quantile of χ² under the fitted model, or three or more emitters each within 2.5 PSF σ
+of another: spots the model's PSF does not explain), the
 optimiser's steps and whether it converged, and ``flagged`` (not converged, information not
 positive definite, intensity at the prior's bound, or misfit). With ``--method nuts`` the positions,
 intensities and uncertainties are NUTS posterior means and SDs, and three columns follow:

@@ -109,6 +109,57 @@ def _drop(mode: np.ndarray, active: np.ndarray, slot: np.ndarray
     return start, active
 
 
+def _refit(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
+           start: np.ndarray, slots: np.ndarray, max_iter: int, tol: float) -> WindowFits:
+    """Fits of windows with emitters in ``slots``: the compiled fit, or, where no slot is left,
+    :func:`background_only` (one parameter: no program to run)."""
+    empty = ~slots.any(1)
+    if not empty.any():
+        return fit_windows(task, counts, pedestal, start, slots, fitted, max_iter=max_iter,
+                           tol=tol)
+    out = background_only(task, counts[empty], pedestal[empty], fitted[empty], start[empty])
+    if empty.all():
+        return out
+    some = fit_windows(task, counts[~empty], pedestal[~empty], start[~empty], slots[~empty],
+                       fitted[~empty], max_iter=max_iter, tol=tol)
+    fields = []
+    for a, b in zip(some, out):
+        a, b = np.asarray(a), np.asarray(b)
+        merged = np.zeros((len(slots),) + a.shape[1:], np.result_type(a, b))
+        merged[~empty], merged[empty] = a, b
+        fields.append(merged)
+    return WindowFits(*fields)
+
+
+def background_only(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
+                    start: np.ndarray, steps: int = 30) -> WindowFits:
+    """Fits of windows without emitters: b alone, by Newton on the concave
+    Σ f (n log(b + p) − (b + p)) (f the fitted pixels, p the rate offset), kept in the prior's
+    range; the same fields as :func:`window_fit.fit_windows` (emitter entries as given)."""
+    lo, hi = task.prior.background_range
+    f = fitted.astype(np.float64)
+    n, p = counts.astype(np.float64), pedestal.astype(np.float64)
+    pixels = f.sum((1, 2))
+    b = np.clip((f * (n - p)).sum((1, 2)) / pixels, lo, hi)
+    for _ in range(steps):
+        rate = b[:, None, None] + p
+        slope = (f * (n / rate - 1.0)).sum((1, 2))
+        curvature = (f * n / rate**2).sum((1, 2))
+        b = np.clip(b + slope / np.maximum(curvature, 1e-12), lo, hi)
+    rate = b[:, None, None] + p
+    information = (f * n / rate**2).sum((1, 2))
+    size = start.shape[1]
+    mode = start.astype(np.float64).copy()
+    mode[:, -1] = b
+    covariance = np.tile(np.eye(size), (len(b), 1, 1))
+    covariance[:, -1, -1] = 1.0 / np.maximum(information, 1e-12)
+    return WindowFits(mode=mode, covariance=covariance, converged=np.ones(len(b), bool),
+                      positive_definite=information > 0, iterations=np.full(len(b), steps),
+                      chi2=(f * (n - rate) ** 2 / rate).sum((1, 2)), dof=pixels - 1.0,
+                      loglik=(f * (n * np.log(rate) - rate)).sum((1, 2)),
+                      chi2_var=(f * (2.0 + 1.0 / rate)).sum((1, 2)))
+
+
 def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
                    fit: WindowFits, active: np.ndarray, *, log_density: float,
                    min_p_exists: float, max_iter: int, tol: float) -> CountedWindows:
@@ -163,8 +214,8 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
         slot = np.argmin(significance[which], 1)
         rank[which, slot] = current[which].sum(1)
         start, slots = _drop(mode[which], current[which], slot)
-        new = fit_windows(task, counts[which], pedestal[which], start, slots, fitted[which],
-                          max_iter=max_iter, tol=tol)
+        new = _refit(task, counts[which], pedestal[which], fitted[which], start, slots,
+                     max_iter, tol)
         keep(which, new, slots)
         mode[which], current[which] = np.asarray(new.mode), slots
         significance[which] = _significance(new, slots)
