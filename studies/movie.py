@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bayes_smlm.acquisition.camera_from_movie import camera_from_movie
 from bayes_smlm.acquisition.movie import Movie
 from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
 from bayes_smlm.acquisition.render import write_rendering
 from bayes_smlm.acquisition.sample import MovieSettings, simulate_movie
 from bayes_smlm.acquisition.scoring import crlb_sd, score_movie, score_sd_map
+from bayes_smlm.forward.config import with_overrides
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
@@ -49,12 +51,27 @@ RENDER_NM, SIGMA_NM = 10.0, 20.0
 
 
 def _localize(folder: Path, settings: MovieSettings, seed: int, joint: bool, repeats: int,
-              method: str = "laplace") -> tuple[dict, dict]:
+              method: str = "laplace", camera: str = "maps") -> tuple[dict, dict]:
+    """Localize a fresh movie and score it; ``camera``: ``maps`` (the calibration's), ``means``
+    (only their medians, as scalars) or ``from-movie`` (the medians of offset and gain, and the
+    offset and readout-variance maps estimated from the movie's quiet pixels)."""
     simulated = simulate_movie(settings, seed)
     paths = simulated.write(folder)
-    task = get_task("widefield", {"height": settings.height, "width": settings.width,
-                                  "camera.offset": simulated.offset, "camera.gain": simulated.gain,
-                                  "camera.readout_var": simulated.readout_var})
+    if camera == "maps":
+        maps = {"camera.offset": simulated.offset, "camera.gain": simulated.gain,
+                "camera.readout_var": simulated.readout_var}
+    else:
+        maps = {f"camera.{name}": float(np.median(getattr(simulated, name)))
+                for name in ("offset", "gain", "readout_var")}
+    task = get_task("widefield", {"height": settings.height, "width": settings.width, **maps})
+    if camera == "from-movie":
+        movie = Movie(paths["movie"])
+        try:
+            estimated = camera_from_movie(movie, task)
+        finally:
+            movie.close()
+        task = with_overrides(task, {"camera.offset": estimated.offset,
+                                     "camera.readout_var": estimated.readout_var})
     # the usual single-spot fit: each candidate alone, no search of the residual
     options = LocalizeSettings(joint=joint, method=method,
                                residual_passes=LocalizeSettings.residual_passes if joint else 0)
@@ -120,6 +137,13 @@ def _run_movies(scratch: Path, settings: dict, base: int, scores: dict, maps: di
                 maps["renderings"][name] = sd_map.pop("estimate")
                 sd_map.pop("exact")
                 maps[name] = sd_map
+    # without calibration maps: their medians alone, or the maps estimated from the movie
+    movie = MovieSettings(frames=settings["frames"], **MOVIES["sparse"])
+    for camera in ("means", "from-movie"):
+        score, _ = _localize(scratch / f"sparse-{camera}", movie, base, True,
+                             settings["repeats"], camera=camera)
+        scores[f"sparse, camera {camera}"] = score
+        print(f"  sparse, camera {camera}: z SD {score['z_sd']}", flush=True)
     # NUTS per window costs a few hundred times the Laplace fit: a shorter sparse movie
     movie = MovieSettings(frames=settings["nuts_frames"], **MOVIES["sparse"])
     for method in ("laplace", "nuts"):
@@ -180,6 +204,10 @@ precision ≥ 0.99; wide-psf: ≥ 90 % of rows misfit, the correct movies ≤ 0.
   residual search), compilation excluded, median of {settings['repeats']} runs, on 2 cores;
   *first run*: the same with compilation (once per window shape and emitter count; the
   `bayes-smlm localize` command keeps the compiled programs on disk for the next run).
+- *sparse, camera means*: the sparse movie (the same frames) localized with only the medians of
+  the three maps, as scalars; *camera from-movie*: with the medians of offset and gain and the
+  offset and readout-variance maps estimated from the movie's own quiet pixels
+  (`localize --camera from-movie`; per-pixel gain is not identifiable from such a movie).
 - crowded-separate: every candidate fitted alone and no search of the residual
   (`localize --separate --residual-passes 0`), the usual single-spot fit.
 - *unflagged precision / recall*: of the localizations `localize` does not flag — what a user

@@ -296,7 +296,8 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     nuts, laplace = "sparse, 3 frames, nuts", "sparse, 3 frames, laplace"
     assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate", "crowded-bg30",
-                                      "dim", "wide-psf", nuts, laplace}
+                                      "dim", "wide-psf", "sparse, camera means",
+                                      "sparse, camera from-movie", nuts, laplace}
     # NUTS per window: every localization passes its diagnostics on these bright spots
     assert metrics["movies"][nuts]["diagnostics_pass_rate"] == 1.0
     assert metrics["movies"][nuts]["matched"] == metrics["movies"][laplace]["matched"]

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.acquisition.movie import Movie
-from bayes_smlm.acquisition.regions import WindowGroup, frames_apart, half_width, plan_windows
+from bayes_smlm.acquisition.neighbours import (away_from, emitter_image, mark_split_spots, nearest,
+                                              take_rows, without_repeats)
+from bayes_smlm.acquisition.regions import WindowGroup, half_width, plan_windows
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
 from bayes_smlm.acquisition.window_counts import CountedWindows, count_emitters
@@ -26,8 +28,6 @@ from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
 RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
 MISSED_THRESHOLD = 4.0  # least SNR of a residual peak offered to a misfit window (evidence decides)
-SPLIT_LINK, SPLIT_SIZE = 2.5, 3  # ≥ SPLIT_SIZE emitters linked closer than SPLIT_LINK σ_psf
-REPEAT_DISTANCE = 1.0  # px: rows of two windows this near are one emitter fitted twice
 
 
 COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
@@ -41,11 +41,6 @@ COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
 
 def _empty() -> dict[str, np.ndarray]:
     return {name: np.zeros(0, dtype) for name, dtype in COLUMNS.items()}
-
-
-def _take(table: dict[str, np.ndarray], which: np.ndarray) -> dict[str, np.ndarray]:
-    """The rows ``which`` (mask or indices) of every column."""
-    return {name: values[which] for name, values in table.items()}
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -115,17 +110,17 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
         suspect = np.unique(table["frame"][table["chi2_dof"] > RESIDUAL_CHI2])
         if not len(suspect):
             break
-        fitted = _take(table, np.isin(table["frame"], suspect))
+        fitted = take_rows(table, np.isin(table["frame"], suspect))
         fitted["frame"] = np.searchsorted(suspect, fitted["frame"])
-        emitters = _emitter_model(fitted, (len(suspect),) + task.shape, sigma)
+        emitters = emitter_image(fitted, (len(suspect),) + task.shape, sigma)
         extra = find_spots(photons[suspect] - emitters, pedestal, sigma, settings.threshold,
                            subtracted=emitters)
-        extra = _away_from(extra, fitted, RESIDUAL_MIN_DISTANCE, task.height)
+        extra = away_from(extra, fitted, RESIDUAL_MIN_DISTANCE, task.height)
         if not len(extra.frame):
             break
         extra = Spots(suspect[extra.frame], extra.row, extra.col, extra.snr)
         again = np.isin(table["frame"], extra.frame)
-        old = _take(table, again)
+        old = take_rows(table, again)
         candidates, pixel = _candidates_of(old, task).joined(extra).first_per_pixel()
         new = np.zeros(len(candidates.frame), bool)
         new[pixel[len(old["x"]):]] = True
@@ -134,14 +129,14 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
         refit, fitted_again = _fit_candidates(task, photons, pedestal, candidates, settings,
                                               log_density, only=new)
         refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
-        table = _concat([_take(table, ~again),
-                         _take(old, ~fitted_again[pixel[:len(old["x"])]]), refit])
+        table = _concat([take_rows(table, ~again),
+                         take_rows(old, ~fitted_again[pixel[:len(old["x"])]]), refit])
     table = _refit_misfits(task, photons, pedestal, table, settings, log_density)
-    table = _mark_split_spots(_without_repeats(table, task.height), task)
+    table = mark_split_spots(without_repeats(table, task.height), task)
     if settings.method == "nuts":
         table, _ = _fit_candidates(task, photons, pedestal, _candidates_of(table, task),
                                    settings, log_density, sample_first_frame=first_frame)
-    return _take(table, np.lexsort((table["x"], table["y"], table["frame"])))
+    return take_rows(table, np.lexsort((table["x"], table["y"], table["frame"])))
 
 
 def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
@@ -154,21 +149,21 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
     if not len(bad):
         return table
     again = np.isin(table["window"], bad)
-    old = _take(table, again)
+    old = take_rows(table, again)
     # each window to refit is its own "frame": its photons, with every other emitter known
     slot = np.searchsorted(bad, old["window"])
     frame_of = np.zeros(len(bad), int)
     frame_of[slot] = old["frame"]
     shape = (len(bad),) + task.shape
     sigma = task.optics.sigma_psf
-    everyone = _emitter_model(table, photons.shape, sigma)
-    own = _emitter_model(dict(old, frame=slot), shape, sigma)
+    everyone = emitter_image(table, photons.shape, sigma)
+    own = emitter_image(dict(old, frame=slot), shape, sigma)
     neighbours = np.maximum(everyone[frame_of] - own, 0.0)
     candidates = _candidates_of(dict(old, frame=slot), task)
     # and the residual's strongest peak near the window's emitters: an emitter the fit missed
     residual = find_spots(photons[frame_of] - everyone[frame_of], pedestal, sigma,
                           MISSED_THRESHOLD, subtracted=everyone[frame_of])
-    near, _ = _nearest(residual.frame, residual.col, residual.row, candidates, task.height)
+    near, _ = nearest(residual.frame, residual.col, residual.row, candidates, task.height)
     residual = residual.take(near <= 2 * half_width(sigma))
     strongest = np.lexsort((-residual.snr, residual.frame))
     strongest = strongest[np.r_[True, np.diff(residual.frame[strongest]) != 0]] \
@@ -178,54 +173,7 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
                                log_density, neighbours=neighbours)
     refit["frame"] = frame_of[refit["frame"]]
     refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
-    return _concat([_take(table, ~again), refit])
-
-
-def _mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
-    """``misfit`` (and ``flagged``) also on groups of ≥ :data:`SPLIT_SIZE` emitters each closer
-    than :data:`SPLIT_LINK` PSF σ to another: a spot of another shape than the model's PSF
-    (defocused, wider, elongated) is explained by a few narrow emitters around it — their
-    evidence is real, since they fit — and no χ² catches it; sub-PSF clusters of three real
-    emitters are rarer than such spots."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-    if len(table["x"]) < SPLIT_SIZE:
-        return table
-    link = SPLIT_LINK * task.optics.sigma_psf
-    points = frames_apart(table["frame"], table["x"], table["y"], task.height, 2 * link)
-    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
-    n = len(points)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    split = np.bincount(labels)[labels] >= SPLIT_SIZE
-    return dict(table, misfit=table["misfit"] | split, flagged=table["flagged"] | split)
-
-
-def _without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.ndarray]:
-    """The table less emitters fitted twice: of two rows of different windows of a frame within
-    :data:`REPEAT_DISTANCE` px (a window cut from a crowded patch also sees its neighbour's
-    emitters near their common border), the one with the higher ``p_exists`` stays, then the one
-    whose window's model fits better (converged, smaller χ²/dof)."""
-    from scipy.spatial import cKDTree
-    if len(table["x"]) < 2:
-        return table
-    points = frames_apart(table["frame"], table["x"], table["y"], height, 2 * REPEAT_DISTANCE)
-    pairs = cKDTree(points).query_pairs(REPEAT_DISTANCE, output_type="ndarray")
-    pairs = pairs[table["window"][pairs[:, 0]] != table["window"][pairs[:, 1]]]
-    if not len(pairs):
-        return table
-    # rank rows best first; drop the worse of each pair, best pairs first
-    order = np.lexsort((table["chi2_dof"], ~table["converged"].astype(bool), -table["p_exists"]))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    better = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
-    worse = pairs.sum(1) - better
-    dropped = np.zeros(len(table["x"]), bool)
-    for keep, drop in sorted(zip(better, worse), key=lambda pair: rank[pair[0]]):
-        if not dropped[keep]:
-            dropped[drop] = True
-    return _take(table, ~dropped)
+    return _concat([take_rows(table, ~again), refit])
 
 
 def _log_density(settings: LocalizeSettings, candidates: int, shape: tuple[int, ...]) -> float:
@@ -297,51 +245,6 @@ def _counted(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.nd
                           tol=settings.tol)
 
 
-def _emitter_model(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
-                   ) -> np.ndarray:
-    """(F, H, W) expected photons of the fitted emitters alone (no background), each drawn in a
-    patch of ±4σ about it."""
-    model = np.zeros(shape, np.float32)
-    if not len(table["x"]):
-        return model
-    half = int(np.ceil(4 * sigma)) + 1
-    offsets = np.arange(-half, half + 1)
-    rows = np.rint(table["y"]).astype(int)[:, None] + offsets                  # (M, S)
-    cols = np.rint(table["x"]).astype(int)[:, None] + offsets
-    ey = np.asarray(physics.pixel_integrated_gaussian(rows, table["y"][:, None], sigma))
-    ex = np.asarray(physics.pixel_integrated_gaussian(cols, table["x"][:, None], sigma))
-    ey = np.where((rows >= 0) & (rows < shape[1]), ey, 0.0)
-    ex = np.where((cols >= 0) & (cols < shape[2]), ex, 0.0)
-    patch = table["i0"][:, None, None] * ey[:, :, None] * ex[:, None, :]
-    frames = np.broadcast_to(table["frame"].astype(int)[:, None, None], patch.shape)
-    np.add.at(model, (frames, np.clip(rows, 0, shape[1] - 1)[:, :, None],
-                      np.clip(cols, 0, shape[2] - 1)[:, None, :]), patch)
-    return model
-
-
-def _away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, height: int
-               ) -> Spots:
-    """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
-    if not len(spots.frame) or not len(table["x"]):
-        return spots
-    near, _ = _nearest(spots.frame, spots.col, spots.row,
-                       Spots(table["frame"], table["y"], table["x"], table["snr"]), height,
-                       distance)
-    return spots.take(~np.isfinite(near))
-
-
-def _nearest(frame: np.ndarray, x: np.ndarray, y: np.ndarray, others: Spots, height: int,
-             reach: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (px; inf beyond ``reach``) to, and index of, the nearest of ``others`` in the
-    same frame, for each point (frame, x, y)."""
-    from scipy.spatial import cKDTree
-    if not len(others.frame):
-        return np.full(len(frame), np.inf), np.full(len(frame), -1)
-    gap = 2.0 * min(reach, 2.0 * height) + 1.0  # frames stacked farther apart than the reach
-    tree = cKDTree(frames_apart(others.frame, others.col, others.row, height, gap))
-    return tree.query(frames_apart(frame, x, y, height, gap), distance_upper_bound=reach)
-
-
 def _rows(group: WindowGroup, counted: CountedWindows, task: Task, window_base: int,
           snr: np.ndarray, draws: WindowDraws | None = None) -> dict[str, np.ndarray]:
     """One row per emitter of the windows' reported counts: the Laplace fit's mode and SDs, or,
@@ -394,7 +297,7 @@ def _rows(group: WindowGroup, counted: CountedWindows, task: Task, window_base: 
         rows.update({"r_hat": r_hat.ravel(), "ess_bulk": ess.ravel(),
                      "divergences": per_window(draws.divergences)})
     rows["flagged"] = flagged.ravel()
-    return _take(rows, active)
+    return take_rows(rows, active)
 
 
 def localize_chunk(task: Task, adu: np.ndarray, settings: LocalizeSettings, first_frame: int

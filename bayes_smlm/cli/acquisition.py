@@ -50,6 +50,14 @@ def cmd_localize(args: argparse.Namespace) -> int:
     movie = Movie(args.movie, argument="movie", frames=args.frames)
     task = _movie_task(args, movie)
     movie.check(task, args.chunk_frames)  # every frame through the frame gate, before any work
+    if args.camera == "from-movie":
+        from bayes_smlm.acquisition.camera_from_movie import camera_from_movie
+        from bayes_smlm.forward.config import with_overrides
+        estimated = camera_from_movie(movie, task, chunk_frames=args.chunk_frames,
+                                      threshold=args.threshold)
+        task = with_overrides(task, {"camera.offset": estimated.offset,
+                                     "camera.readout_var": estimated.readout_var})
+        print(estimated.summary())
     settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
                                 chunk_frames=args.chunk_frames, method=args.method,
                                 residual_passes=args.residual_passes,
@@ -193,6 +201,11 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                    help="searches of the residual for emitters the filter merged, in frames with "
                         f"a window the fit does not explain (default {defaults.residual_passes}; "
                         "0: none)")
+    p.add_argument("--camera", choices=("given", "from-movie"), default="given",
+                   help="given (default): the camera.* values or maps of --set; from-movie: "
+                        "estimate per-pixel offset and readout variance from the movie's quiet "
+                        "pixels, with the scalar camera.gain and camera.offset given (a movie "
+                        "of constant background cannot tell per-pixel gain from background)")
     p.add_argument("--min-p-exists", type=fraction_below_one,
                    default=defaults.min_p_exists,
                    help="each window keeps the largest count of emitters n with P(N >= n | x) "

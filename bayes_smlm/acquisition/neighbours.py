@@ -1,0 +1,115 @@
+"""The emitters of a frame taken together: their model image, nearest-neighbour queries, one
+emitter fitted by two windows, and spots split into several narrow emitters.
+
+Rows are ``localize``'s table: a dict of equal-length arrays (``frame``, ``x``, ``y``, ``i0``,
+…; positions in LR px, pixel centres at integers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayes_smlm.acquisition.regions import frames_apart
+from bayes_smlm.acquisition.spots import Spots
+from bayes_smlm.forward import physics
+from bayes_smlm.forward.config import Task
+
+SPLIT_LINK, SPLIT_SIZE = 2.5, 3  # ≥ SPLIT_SIZE emitters linked closer than SPLIT_LINK σ_psf
+REPEAT_DISTANCE = 1.0  # px: rows of two windows this near are one emitter fitted twice
+
+
+def take_rows(table: dict[str, np.ndarray], which: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``which`` (mask or indices) of every column."""
+    return {name: values[which] for name, values in table.items()}
+
+
+def emitter_image(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
+                  ) -> np.ndarray:
+    """(F, H, W) expected photons of the fitted emitters alone (no background), each drawn in a
+    patch of ±4σ about it."""
+    model = np.zeros(shape, np.float32)
+    if not len(table["x"]):
+        return model
+    half = int(np.ceil(4 * sigma)) + 1
+    offsets = np.arange(-half, half + 1)
+    rows = np.rint(table["y"]).astype(int)[:, None] + offsets                  # (M, S)
+    cols = np.rint(table["x"]).astype(int)[:, None] + offsets
+    ey = np.asarray(physics.pixel_integrated_gaussian(rows, table["y"][:, None], sigma))
+    ex = np.asarray(physics.pixel_integrated_gaussian(cols, table["x"][:, None], sigma))
+    ey = np.where((rows >= 0) & (rows < shape[1]), ey, 0.0)
+    ex = np.where((cols >= 0) & (cols < shape[2]), ex, 0.0)
+    patch = table["i0"][:, None, None] * ey[:, :, None] * ex[:, None, :]
+    frames = np.broadcast_to(table["frame"].astype(int)[:, None, None], patch.shape)
+    np.add.at(model, (frames, np.clip(rows, 0, shape[1] - 1)[:, :, None],
+                      np.clip(cols, 0, shape[2] - 1)[:, None, :]), patch)
+    return model
+
+
+def nearest(frame: np.ndarray, x: np.ndarray, y: np.ndarray, others: Spots, height: int,
+             reach: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (px; inf beyond ``reach``) to, and index of, the nearest of ``others`` in the
+    same frame, for each point (frame, x, y)."""
+    from scipy.spatial import cKDTree
+    if not len(others.frame):
+        return np.full(len(frame), np.inf), np.full(len(frame), -1)
+    gap = 2.0 * min(reach, 2.0 * height) + 1.0  # frames stacked farther apart than the reach
+    tree = cKDTree(frames_apart(others.frame, others.col, others.row, height, gap))
+    return tree.query(frames_apart(frame, x, y, height, gap), distance_upper_bound=reach)
+
+
+def away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, height: int
+              ) -> Spots:
+    """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
+    if not len(spots.frame) or not len(table["x"]):
+        return spots
+    near, _ = nearest(spots.frame, spots.col, spots.row,
+                      Spots(table["frame"], table["y"], table["x"], table["snr"]), height,
+                      distance)
+    return spots.take(~np.isfinite(near))
+
+
+def without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.ndarray]:
+    """The table less emitters fitted twice: of two rows of different windows of a frame within
+    :data:`REPEAT_DISTANCE` px (a window cut from a crowded patch also sees its neighbour's
+    emitters near their common border), the one with the higher ``p_exists`` stays, then the one
+    whose window's model fits better (converged, smaller χ²/dof)."""
+    from scipy.spatial import cKDTree
+    if len(table["x"]) < 2:
+        return table
+    points = frames_apart(table["frame"], table["x"], table["y"], height, 2 * REPEAT_DISTANCE)
+    pairs = cKDTree(points).query_pairs(REPEAT_DISTANCE, output_type="ndarray")
+    pairs = pairs[table["window"][pairs[:, 0]] != table["window"][pairs[:, 1]]]
+    if not len(pairs):
+        return table
+    # rank rows best first; drop the worse of each pair, best pairs first
+    order = np.lexsort((table["chi2_dof"], ~table["converged"].astype(bool), -table["p_exists"]))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    better = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    worse = pairs.sum(1) - better
+    dropped = np.zeros(len(table["x"]), bool)
+    for keep, drop in sorted(zip(better, worse), key=lambda pair: rank[pair[0]]):
+        if not dropped[keep]:
+            dropped[drop] = True
+    return take_rows(table, ~dropped)
+
+
+def mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
+    """``misfit`` (and ``flagged``) also on groups of ≥ :data:`SPLIT_SIZE` emitters each closer
+    than :data:`SPLIT_LINK` PSF σ to another: a spot of another shape than the model's PSF
+    (defocused, wider, elongated) is explained by a few narrow emitters around it — their
+    evidence is real, since they fit — and no χ² catches it; sub-PSF clusters of three real
+    emitters are rarer than such spots."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+    if len(table["x"]) < SPLIT_SIZE:
+        return table
+    link = SPLIT_LINK * task.optics.sigma_psf
+    points = frames_apart(table["frame"], table["x"], table["y"], task.height, 2 * link)
+    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
+    n = len(points)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    split = np.bincount(labels)[labels] >= SPLIT_SIZE
+    return dict(table, misfit=table["misfit"] | split, flagged=table["flagged"] | split)
