@@ -6,11 +6,13 @@ its mean over its quiet frames is o_i + g_i·b and its variance g_i²·b + w_i²
 the same in every frame and pixel, the movie cannot tell g_i from b — **the gain is not
 identifiable from such a movie** — so the gain is taken as the scalar the user gives
 (``camera.gain``), b from the median pixel's level above the given ``camera.offset``, and then
-o_i = mean_i − g·b (offsets relative to the given one) and w_i² = var_i − g²·b. What this
-recovers: the per-pixel offsets (to within g_i·b's spread, ≈ 5 % of g·b for a typical sCMOS) and
-the readout variance of noisy ("hot") pixels, whose w² is tens to hundreds of times the median —
-the pixels that make a fit overconfident. What it cannot: per-pixel gain, and readout variances
-small beside the background's shot noise g²·b.
+o_i = mean_i − g·b (offsets relative to the given one) and, where var_i − g²·b exceeds the given
+``camera.readout_var`` by :data:`NOISY_SE` standard errors, w_i² = var_i − g²·b (elsewhere the
+given value). What this recovers: the per-pixel offsets (to within g_i·b's spread, ≈ 5 % of g·b
+for a typical sCMOS) and the readout variance of noisy ("hot") pixels, whose w² is tens to
+hundreds of times the median — the pixels that put false emitters and overconfident fits in a
+table. What it cannot: per-pixel gain, and readout variances small beside the background's shot
+noise g²·b.
 """
 
 from __future__ import annotations
@@ -27,27 +29,32 @@ from bayes_smlm.forward.config import Task
 
 QUIET_RADIUS = 3.0  # PSF σ: pixels within this of a candidate are not quiet in that frame
 MIN_QUIET = 10  # quiet frames a pixel needs for its own estimate (else the given scalars)
+NOISY_SE = 4.0  # standard errors above the given readout variance that make a pixel noisy
 QUANTISATION_VAR = 1.0 / 12.0  # ADU²: the least readout variance a whole-ADU camera shows
 
 
 @dataclass(frozen=True)
 class MovieCamera:
-    """Camera maps estimated from a movie: ``offset`` (H, W) ADU, ``readout_var`` (H, W) ADU²,
+    """Camera maps estimated from a movie: ``offset`` (H, W) ADU, ``readout_var`` (H, W) ADU²
+    (the given scalar but at noisy pixels),
     ``gain`` the scalar assumed (ADU/photon), ``background`` the level assumed uniform
     (photons/px), ``quiet_frames`` (H, W) how many frames each pixel's estimate used (pixels with
-    fewer than :data:`MIN_QUIET` keep the given scalars)."""
+    fewer than :data:`MIN_QUIET` keep the given scalars), ``noisy`` (H, W) the pixels with a
+    readout variance of their own."""
 
     offset: np.ndarray
     readout_var: np.ndarray
     gain: float
     background: float
     quiet_frames: np.ndarray
+    noisy: np.ndarray
 
     def summary(self) -> str:
         """One line of what was estimated and what was assumed."""
         own = self.quiet_frames >= MIN_QUIET
-        return (f"camera from the movie: offset and readout variance of {own.mean():.0%} of "
-                f"pixels from their quiet frames (median {np.median(self.quiet_frames):.0f}); "
+        return (f"camera from the movie: offset of {own.mean():.0%} of pixels from their quiet "
+                f"frames (median {np.median(self.quiet_frames):.0f}), readout variance of "
+                f"{self.noisy.mean():.1%} (the noisy ones); "
                 f"assumed: gain {self.gain:g} ADU/photon in every pixel (a movie of constant "
                 f"background cannot tell gain from background) and a uniform background "
                 f"({self.background:.2f} photons/px); readout variance median "
@@ -89,8 +96,13 @@ def camera_from_movie(movie: Any, task: Task, *, chunk_frames: int = 500,
                                     "this movie has none (too short or too crowded)")
     background = max((float(np.nanmedian(mean)) - offset) / gain, 0.0)
     offset_map = np.where(own, mean - gain * background, offset)
-    readout_map = np.where(own, np.maximum(variance - gain**2 * background, QUANTISATION_VAR),
+    # a normal pixel's w² is small beside the background's shot noise g²b, and the gain's
+    # spread between pixels (unknown) moves g²b by more than w²: only a readout variance
+    # clearly above the given one (a noisy pixel) is the pixel's own
+    excess = variance - gain**2 * background - readout_var
+    noisy = own & (excess > NOISY_SE * variance * np.sqrt(2.0 / np.maximum(count - 1, 1)))
+    readout_map = np.where(noisy, np.maximum(variance - gain**2 * background, QUANTISATION_VAR),
                            readout_var)
     return MovieCamera(offset=offset_map.astype(np.float32),
                        readout_var=readout_map.astype(np.float32), gain=gain,
-                       background=background, quiet_frames=count.astype(int))
+                       background=background, quiet_frames=count.astype(int), noisy=noisy)
