@@ -86,15 +86,16 @@ def window_log_likelihood(omega: jax.Array, data: tuple[jax.Array, ...]) -> jax.
     return jnp.sum(fitted * poisson_kernel(counts, omega + pedestal))
 
 
-def _fit_one_window(small: Task, n_emitters: int, max_iter: int,
+def _fit_one_window(small: Task, n_emitters: int,
                     tol: float) -> Callable[..., tuple[jax.Array, ...]]:
-    """One window's fit; ``small`` is the :func:`window_task` of the window's shape."""
+    """One window's fit; ``small`` is the :func:`window_task` of the window's shape; its most
+    steps are an argument, so one program serves every cap."""
     layout = ParameterLayout(n_emitters, True, True)
     derivatives = layout.image_derivatives(small)
     lo, hi = window_box(small, n_emitters)
 
     def one(counts: jax.Array, pedestal: jax.Array, fitted: jax.Array, start: jax.Array,
-            active: jax.Array) -> tuple[jax.Array, ...]:
+            active: jax.Array, max_iter: jax.Array) -> tuple[jax.Array, ...]:
         free = free_parameters(active)
 
         def project(params: jax.Array) -> jax.Array:
@@ -139,19 +140,21 @@ def misfit(chi2: np.ndarray, dof: np.ndarray, chi2_var: np.ndarray, parameters: 
 
 
 SHARD_FROM = 256  # windows per call from which splitting them across devices pays (measured)
+BATCH = 2048  # most windows per compiled call; fewer are padded to a power of two (≥ 8)
+FIRST_STEPS = 12  # steps every window gets; the few that need more continue in a second call
 
 
 @lru_cache(maxsize=64)
-def _compiled(small: Task, n_emitters: int, max_iter: int, tol: float, shard: bool
+def _compiled(small: Task, n_emitters: int, tol: float, shard: bool
               ) -> tuple[Callable[..., tuple[jax.Array, ...]], int]:
-    fit = jax.vmap(_fit_one_window(small, n_emitters, max_iter, tol))
+    fit = jax.vmap(_fit_one_window(small, n_emitters, tol))
     # a few windows: one device (a sharded call costs ≈ 3 ms more than the fit itself)
     return device_parallel(fit) if shard else (jax.jit(fit), 1)
 
 
 def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.ndarray,
                 active: np.ndarray, fitted: np.ndarray | None = None, *, max_iter: int = 50,
-                tol: float = 1e-4, batch_size: int = 2048) -> WindowFits:
+                tol: float = 1e-4) -> WindowFits:
     """Mode and Laplace covariance of B windows of the same shape and number of emitter slots.
 
     Parameters
@@ -159,7 +162,8 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
     task : Task
         Optics (σ_psf) and the priors' ranges (``i0_range``, ``background_range``).
     counts, pedestal : (B, Sh, Sw) arrays
-        Photon counts ``(ADU − o)/g + w²/g²`` and pedestal ``w²/g²`` of each window.
+        Photon counts ``(ADU − o)/g + w²/g²`` and the rate's offset (the pedestal ``w²/g²``,
+        plus any photons known to come from elsewhere) of each window.
     start : (B, P) array
         Starting parameters (x0, y0, …, i0_0, …, b), window pixels and photons.
     active : (B, K) bool array
@@ -170,20 +174,43 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
         emitter of a window keeps neighbours outside it from biasing the fit.
     max_iter, tol
         As for :func:`bayes_smlm.methods.laplace.laplace_fit`.
-    batch_size : int
-        Windows per compiled call. Batches are padded to a power of two, so a movie compiles a
-        handful of programs per window shape, not one per batch length.
+
+    Windows run vmapped, and a vmapped loop runs until its slowest window is done: every window
+    gets :data:`FIRST_STEPS` steps, and only those still going continue, in a second call (the
+    same program: the cap is an argument). Calls are padded to a power of two windows, so a
+    movie compiles a handful of programs per window shape and emitter count.
     """
-    n_windows, height, width = counts.shape
-    n_emitters = (start.shape[1] - 1) // 3
-    size = min(batch_size, max(8, 1 << (n_windows - 1).bit_length()))
-    # keyed on the window's task, which has no camera maps: hashing those costs milliseconds
-    fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, int(max_iter),
-                              float(tol), size >= SHARD_FROM)
-    size = n_devices * -(-size // n_devices)
     fitted = np.ones(counts.shape, bool) if fitted is None else fitted
     arrays = [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, start)] + [
         np.asarray(active, bool)]
+    first = min(FIRST_STEPS, int(max_iter))
+    out = _fit_batches(task, arrays, first, float(tol))
+    late = ~out.converged & (out.iterations >= first)
+    if int(max_iter) > first and late.any():
+        counts_, pedestal_, fitted_, _, active_ = (a[late] for a in arrays)
+        more = _fit_batches(task, [counts_, pedestal_, fitted_,
+                                   np.asarray(out.mode[late], np.float32), active_],
+                            int(max_iter) - first, float(tol))
+        fields = [np.array(f) for f in out]
+        for field, value in zip(fields, more):
+            field[late] = value
+        fields[4][late] += first                                  # iterations over both calls
+        out = WindowFits(*fields)
+    return out
+
+
+def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
+                 ) -> WindowFits:
+    """:func:`fit_windows`'s compiled calls over ``arrays`` (counts, pedestal, fitted, start,
+    active) with at most ``max_iter`` steps each."""
+    n_windows, height, width = arrays[0].shape
+    n_emitters = (arrays[3].shape[1] - 1) // 3
+    size = min(BATCH, max(8, 1 << (n_windows - 1).bit_length()))
+    # keyed on the window's task, which has no camera maps: hashing those costs milliseconds
+    fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, tol,
+                              size >= SHARD_FROM)
+    size = n_devices * -(-size // n_devices)
+    arrays = arrays + [np.full(n_windows, max_iter, np.int32)]
     if n_windows < size:  # map_frame_batches pads only a last batch of several
         arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
     out = map_frame_batches(fn, arrays, size, multiple_of=n_devices)
