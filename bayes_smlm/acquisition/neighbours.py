@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayes_smlm.acquisition.regions import frames_apart
+from bayes_smlm.acquisition.regions import frames_apart, linked_groups
 from bayes_smlm.acquisition.spots import Spots
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
@@ -100,16 +100,10 @@ def mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.n
     (defocused, wider, elongated) is explained by a few narrow emitters around it — their
     evidence is real, since they fit — and no χ² catches it; sub-PSF clusters of three real
     emitters are rarer than such spots."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
     if len(table["x"]) < SPLIT_SIZE:
         return table
     link = SPLIT_LINK * task.optics.sigma_psf
-    points = frames_apart(table["frame"], table["x"], table["y"], task.height, 2 * link)
-    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
-    n = len(points)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    labels = linked_groups(frames_apart(table["frame"], table["x"], table["y"], task.height,
+                                        2 * link), link)
     split = np.bincount(labels)[labels] >= SPLIT_SIZE
     return dict(table, misfit=table["misfit"] | split, flagged=table["flagged"] | split)

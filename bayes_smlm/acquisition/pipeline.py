@@ -19,7 +19,7 @@ from bayes_smlm.acquisition.regions import WindowGroup, half_width, plan_windows
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
 from bayes_smlm.acquisition.window_counts import CountedWindows, count_emitters
-from bayes_smlm.acquisition.window_fit import fit_windows, misfit
+from bayes_smlm.acquisition.window_fit import fit_windows, misfit, quasi_dispersion
 from bayes_smlm.acquisition.window_sampling import WindowDraws, sample_windows
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
@@ -256,7 +256,7 @@ def _rows(group: WindowGroup, counted: CountedWindows, task: Task, window_base: 
                                                                           draws.covariance)
     chi2_dof = fit.chi2 / fit.dof
     # a window the model does not explain: the quasi-likelihood covariance φΣ, φ = χ²/dof
-    dispersion = np.maximum(chi2_dof, 1.0)
+    dispersion = quasi_dispersion(fit)
     sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 0.0)
                  * dispersion[:, None])
     x_index, y_index = 2 * np.arange(k), 2 * np.arange(k) + 1

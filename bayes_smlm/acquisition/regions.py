@@ -30,6 +30,15 @@ def frames_apart(frame: np.ndarray, x: np.ndarray, y: np.ndarray, height: int, g
     return np.stack([np.asarray(x, float), np.asarray(y, float) + stride * np.asarray(frame)], 1)
 
 
+def linked_groups(points: np.ndarray, reach: float, p: float = 2.0) -> np.ndarray:
+    """(M,) labels of the connected groups of points (M, 2) linked when within ``reach`` of each
+    other (Minkowski ``p``-distance: 2 Euclidean, inf the larger of |Δx|, |Δy|)."""
+    pairs = cKDTree(points).query_pairs(r=reach, p=p, output_type="ndarray")
+    m = len(points)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    return connected_components(graph, directed=False)[1]
+
+
 def half_width(sigma_psf: float) -> int:
     """Half-width h of one emitter's window, px (3 PSF σ, at least 2)."""
     return max(2, int(np.ceil(3.0 * sigma_psf)))
@@ -120,9 +129,7 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
     labels = components = np.arange(m)
     if joint and m > 1:
         points = frames_apart(frame, col, row, height, gap=4 * h + 1)   # frames never link
-        pairs = cKDTree(points).query_pairs(r=2 * h, p=np.inf, output_type="ndarray")
-        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
-        _, components = connected_components(graph, directed=False)
+        components = linked_groups(points, 2 * h, p=np.inf)
         labels = _split_large(components, np.stack([row, col], 1), min(max_emitters, SLOTS[-1]))
     order = np.argsort(labels, kind="stable")
     labels = labels[order]

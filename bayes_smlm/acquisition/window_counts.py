@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from bayes_smlm.acquisition.window_fit import WindowFits, fit_windows, window_box, window_task
+from bayes_smlm.acquisition.window_fit import (WindowFits, fit_windows, quasi_dispersion,
+                                               window_box, window_task)
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.laplace_evidence import log_box_mass
 
@@ -69,14 +70,16 @@ def window_log_evidence(task: Task, shape: tuple[int, int], fit: WindowFits, act
     covariance = np.where(free[:, :, None] & free[:, None, :], covariance,
                           np.eye(covariance.shape[-1]))
     dispersion = np.broadcast_to(np.asarray(dispersion, np.float64), (len(active),))
-    covariance = covariance * np.where(free[:, :, None] & free[:, None, :], dispersion[:, None, None], 1.0)
+    covariance = covariance * np.where(free[:, :, None] & free[:, None, :],
+                                       dispersion[:, None, None], 1.0)
     _, logdet = np.linalg.slogdet(covariance)
     sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 1e-30))
     mass = np.where(free, log_box_mass(np.asarray(fit.mode, np.float64), sd, lo, hi), 0.0)
     n = active.sum(1)
     i0_lo, i0_hi = task.prior.i0_range
     b_lo, b_hi = task.prior.background_range
-    return (np.asarray(fit.loglik, np.float64) / dispersion + n * (log_density - np.log(i0_hi - i0_lo))
+    return (np.asarray(fit.loglik, np.float64) / dispersion
+            + n * (log_density - np.log(i0_hi - i0_lo))
             - np.log(b_hi - b_lo) + 0.5 * free.sum(1) * np.log(2 * np.pi) + 0.5 * logdet
             + mass.sum(1))
 
@@ -191,7 +194,7 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
 
     # a window its full model does not explain (neighbours' photons, a PSF of another shape)
     # has every likelihood difference inflated: tempered by its χ²/dof (quasi-likelihood)
-    dispersion = np.maximum(np.asarray(fit.chi2) / np.maximum(np.asarray(fit.dof), 1), 1.0)
+    dispersion = quasi_dispersion(fit)
 
     def keep(which: np.ndarray, new: WindowFits, slots: np.ndarray) -> None:
         n = slots.sum(1)

@@ -119,6 +119,13 @@ def _fit_one_window(small: Task, n_emitters: int,
     return one
 
 
+def quasi_dispersion(fit: WindowFits) -> np.ndarray:
+    """(B,) φ = max(χ²/dof, 1) of window fits: the quasi-Poisson dispersion by which a window
+    the model does not explain has its likelihood tempered (L^{1/φ}) and its covariance widened
+    (φΣ)."""
+    return np.maximum(np.asarray(fit.chi2) / np.maximum(np.asarray(fit.dof), 1), 1.0)
+
+
 MISFIT_QUANTILE = 0.999  # of χ² under the fitted model, above which a window is a misfit
 
 
