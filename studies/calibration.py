@@ -39,7 +39,8 @@ from bayes_smlm.studies.calibration_report import render
 from bayes_smlm.studies.hard_frames import hard_frames
 from bayes_smlm.studies.registry import begin_study, fresh_seed
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-from bayes_smlm.surrogates.phi.evaluation import settings_from_config, tolerance_lr
+from bayes_smlm.localization.detection import settings_from_config
+from bayes_smlm.surrogates.phi.evaluation import tolerance_lr
 from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config
 from bayes_smlm.surrogates.psi.recalibration import recalibration_of
 

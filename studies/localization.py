@@ -25,7 +25,8 @@ from bayes_smlm.reporting.figures import new_figure, save_figure
 from bayes_smlm.reporting.markdown import markdown_table, write_report
 from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-from bayes_smlm.surrogates.phi.evaluation import settings_from_config, tolerance_lr
+from bayes_smlm.localization.detection import settings_from_config
+from bayes_smlm.surrogates.phi.evaluation import tolerance_lr
 
 NAME = "localization"
 PRESETS: dict[str, dict[str, Any]] = {

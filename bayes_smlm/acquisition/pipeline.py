@@ -76,16 +76,21 @@ def _start(group: WindowGroup, photons: np.ndarray, pedestal: np.ndarray, task: 
     return window_photons + window_pedestal, offset, fitted, start
 
 
-def frame_candidates(task: Task, adu: np.ndarray, threshold: float
+def frame_candidates(task: Task, adu: np.ndarray, settings: LocalizeSettings
                      ) -> tuple[np.ndarray, np.ndarray, Spots]:
     """The first step of ``localize``: frames (F, H, W) ADU → photons ``(ADU − o)/g`` with the
     task's camera maps, the read-noise pedestal ``w²/g²`` (H, W), and the candidates of
-    :func:`spots.find_spots` above signal-to-noise ``threshold``."""
+    ``settings.detector``: :func:`spots.find_spots` above signal-to-noise
+    ``settings.threshold``, or :func:`phi_spots.phi_spots`."""
     camera = physics.camera_arrays(task)
     offset, gain, readout_var = (np.asarray(a, np.float32) for a in camera)
     photons = (adu - offset) / gain
     pedestal = np.broadcast_to(readout_var / gain**2, task.shape).astype(np.float32)
-    return photons, pedestal, find_spots(photons, pedestal, task.optics.sigma_psf, threshold)
+    if settings.detector == "phi":
+        from bayes_smlm.acquisition.phi_spots import phi_spots
+        return photons, pedestal, phi_spots(photons, pedestal, task, settings.phi_checkpoint)
+    return photons, pedestal, find_spots(photons, pedestal, task.optics.sigma_psf,
+                                         settings.threshold)
 
 
 def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
@@ -101,7 +106,7 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     windows are then sampled, seeded by (``settings.seed``, ``first_frame`` = the movie index of
     ``adu[0]``, the window's number in this call).
     """
-    photons, pedestal, spots = frame_candidates(task, adu, settings.threshold)
+    photons, pedestal, spots = frame_candidates(task, adu, settings)
     sigma = task.optics.sigma_psf
     log_density = _log_density(settings, len(spots.frame), adu.shape)
     table, _ = _fit_candidates(task, photons, pedestal, spots, settings, log_density)

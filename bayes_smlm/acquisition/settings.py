@@ -11,6 +11,7 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import check_choice, check_int
 
 METHODS = ("laplace", "nuts")  # the window posterior: at the mode, or sampled
+DETECTORS = ("dog", "phi")  # the candidates: the DoG filter, or φ (:mod:`.phi_spots`)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,14 @@ class LocalizeSettings:
     Attributes
     ----------
     threshold : float
-        Least signal-to-noise ratio of a candidate (:func:`spots.find_spots`).
+        Least signal-to-noise ratio of a candidate (:func:`spots.find_spots`; with
+        ``detector="phi"``, of the residual search only).
+    detector : {"dog", "phi"}
+        What finds the candidates on each frame: the difference-of-Gaussians filter and its
+        signal-to-noise ``threshold``, or the φ network's KDE and the checkpoint's detector
+        (:mod:`~bayes_smlm.acquisition.phi_spots`).
+    phi_checkpoint : str or None
+        φ checkpoint directory for ``detector="phi"`` (None: the shipped ``widefield`` one).
     joint : bool
         Fit candidates whose windows overlap together (False: each alone).
     max_emitters : int
@@ -49,6 +57,8 @@ class LocalizeSettings:
     """
 
     threshold: float = 6.0
+    detector: str = "dog"
+    phi_checkpoint: str | None = None
     joint: bool = True
     max_emitters: int = 4
     chunk_frames: int = 500
@@ -65,6 +75,7 @@ class LocalizeSettings:
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("detector", self.detector, DETECTORS)
         check_int("chains", self.chains, lo=2)
         check_int("draws", self.draws, lo=10)
         check_int("warmup", self.warmup, lo=10)

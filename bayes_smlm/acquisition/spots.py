@@ -77,6 +77,16 @@ def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
         is a residual): their shot noise is still in the image. The shot-noise variance is the
         local level — ``photons`` smoothed over 3 PSF widths — plus these.
     """
+    snr = snr_image(photons, pedestal, sigma_psf, subtracted)
+    peaks = (snr >= threshold) & (snr == maximum_filter(snr, size=(1, 3, 3), mode="nearest"))
+    frame, row, col = np.nonzero(peaks)
+    return Spots(frame=frame, row=row, col=col, snr=snr[frame, row, col])
+
+
+def snr_image(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
+              subtracted: np.ndarray | None = None) -> np.ndarray:
+    """(F, H, W) DoG-filtered signal over its noise SD, every pixel: the arguments of
+    :func:`find_spots`."""
     photons = np.asarray(photons, np.float32)
     smooth = gaussian_filter(photons, (0.0, sigma_psf, sigma_psf), mode="nearest")
     wide = BACKGROUND_SCALE * sigma_psf
@@ -85,7 +95,4 @@ def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
     shot = local if subtracted is None else local + subtracted
     variance = np.maximum(shot, 0.0) + pedestal
     noise_sd = np.sqrt(np.maximum(_filtered_variance(variance, sigma_psf), 1e-12))
-    snr = signal / noise_sd
-    peaks = (snr >= threshold) & (snr == maximum_filter(snr, size=(1, 3, 3), mode="nearest"))
-    frame, row, col = np.nonzero(peaks)
-    return Spots(frame=frame, row=row, col=col, snr=snr[frame, row, col])
+    return signal / noise_sd

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_smlm.acquisition.settings import METHODS, LocalizeSettings
+from bayes_smlm.acquisition.settings import DETECTORS, METHODS, LocalizeSettings
 from bayes_smlm.cli.arguments import (chain_count, fraction_below_one, frame_range,
                                      non_negative_int, positive_float, positive_int,
                                      scheduler_address, seed_int)
@@ -58,12 +58,17 @@ def cmd_localize(args: argparse.Namespace) -> int:
         task = with_overrides(task, {"camera.offset": estimated.offset,
                                      "camera.readout_var": estimated.readout_var})
         print(estimated.summary())
-    settings = LocalizeSettings(threshold=args.threshold, joint=not args.separate,
+    settings = LocalizeSettings(threshold=args.threshold, detector=args.detector,
+                                phi_checkpoint=None if args.phi_checkpoint is None
+                                else str(args.phi_checkpoint), joint=not args.separate,
                                 chunk_frames=args.chunk_frames, method=args.method,
                                 residual_passes=args.residual_passes,
                                 min_p_exists=args.min_p_exists, density=args.density,
                                 chains=args.chains, draws=args.draws, warmup=args.warmup,
                                 seed=args.seed)
+    if settings.detector == "phi":  # refuse a φ for other optics or priors before any work
+        from bayes_smlm.acquisition.phi_spots import check_phi
+        check_phi(settings.phi_checkpoint, task)
     started = time.perf_counter()
     try:
         store = ChunkStore(partial_folder(args.out), run_description(task, settings))
@@ -195,6 +200,14 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=positive_float, default=defaults.threshold,
                    help="least signal-to-noise ratio of a candidate "
                         f"(default {defaults.threshold:g})")
+    p.add_argument("--detector", choices=DETECTORS, default=defaults.detector,
+                   help="what finds candidates: dog (default), the difference-of-Gaussians "
+                        "filter and --threshold; phi, the DeepSTORM network's super-resolved "
+                        "image (resolves closer pairs and dimmer spots; the shipped widefield "
+                        "checkpoint unless --phi-checkpoint)")
+    p.add_argument("--phi-checkpoint", type=Path, default=None, metavar="DIR",
+                   help="phi checkpoint for --detector phi, trained for the movie's optics, "
+                        "brightness and background ranges (frame size may differ)")
     p.add_argument("--separate", action="store_true",
                    help="fit every candidate alone, even where windows overlap")
     p.add_argument("--residual-passes", type=non_negative_int, default=defaults.residual_passes,

@@ -149,7 +149,7 @@ def cmd_detect_phi(args: argparse.Namespace) -> int:
     from bayes_smlm.io.frames import read_frames
     from bayes_smlm.localization.detection import detect
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-    from bayes_smlm.surrogates.phi.evaluation import settings_from_config
+    from bayes_smlm.localization.detection import settings_from_config
     check_output_file(args.out, ".csv")
     task, adu, _ = read_frames(args.file)
     model, config = load_phi(args.checkpoint, task)

@@ -62,6 +62,17 @@ class DetectionSettings:
         return asdict(self)
 
 
+def settings_from_config(config: dict[str, Any], detector: str | None = None
+                         ) -> DetectionSettings:
+    """Detection settings stored in a φ checkpoint (the default detector unless named)."""
+    stored = config.get("detection", {})
+    detector = detector or stored.get("default", "peaks")
+    check_choice("detector", detector, DETECTORS)
+    values = {k: v for k, v in stored.get(detector, {"detector": detector}).items()
+              if k != "val_jaccard"}
+    return DetectionSettings(**values)
+
+
 @dataclass
 class Detections:
     """Detections of F frames, flat: row i is a detection in frame ``frame[i]``.

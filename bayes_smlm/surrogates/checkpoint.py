@@ -71,14 +71,34 @@ def task_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> 
 
 
 def _short(value: Any) -> str:
-    return "a map" if isinstance(value, list) else repr(value)
+    """A constant as written in a difference: a per-pixel map by name, a range by its values."""
+    if isinstance(value, list) and any(isinstance(item, list) for item in value):
+        return "a map"
+    return repr(tuple(value)) if isinstance(value, list) else repr(value)
+
+
+def _only(task: dict[str, Any], keys: tuple[str, ...] | None) -> dict[str, Any]:
+    """The constants ``keys`` (dotted: ``"optics"``, ``"prior.i0_range"``) of a task dict, or all
+    of them (None)."""
+    if keys is None:
+        return task
+    out: dict[str, Any] = {}
+    for key in keys:
+        section, _, field = key.partition(".")
+        if field:
+            out.setdefault(section, {})[field] = task[section][field]
+        else:
+            out[section] = task[section]
+    return out
 
 
 def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path,
-               argument: str = "checkpoint") -> None:
-    """Refuse a checkpoint whose recorded task differs from ``task`` in any constant (a constant
-    added to the package after the checkpoint was written counts at its default)."""
-    diffs = task_differences(task_from_dict(config["task"]).to_dict(), task.to_dict())
+               argument: str = "checkpoint", keys: tuple[str, ...] | None = None) -> None:
+    """Refuse a checkpoint whose recorded task differs from ``task`` in any constant, or in any of
+    ``keys`` when given (a constant added to the package after the checkpoint was written counts
+    at its default)."""
+    diffs = task_differences(_only(task_from_dict(config["task"]).to_dict(), keys),
+                             _only(task.to_dict(), keys))
     if diffs:
         raise ConfigError(argument, f"{checkpoint} was trained for task "
                                           f"{config['task'].get('name')!r}, which differs from "
@@ -86,9 +106,13 @@ def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path,
 
 
 def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shipped: Path,
-                    payload: str, label: str, train_command: str) -> tuple[Path, dict[str, Any]]:
+                    payload: str, label: str, train_command: str,
+                    keys: tuple[str, ...] | None = None,
+                    argument: str = "checkpoint") -> tuple[Path, dict[str, Any]]:
     """Resolve a checkpoint directory (None: the ``shipped`` one), read its config, refuse it for
-    another task, and require its ``payload`` (weights file or folder) to exist.
+    another task (one differing in any constant, or in any of ``keys``: see :func:`check_task`),
+    and require its ``payload`` (weights file or folder) to exist. ``argument`` names the option
+    that chose the checkpoint in errors.
 
     Returns
     -------
@@ -97,15 +121,15 @@ def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shi
     if checkpoint is None:
         checkpoint = shipped
         if not (checkpoint / payload).exists():
-            raise ConfigError("checkpoint", f"no shipped {label} checkpoint for task "
-                                              f"{task.name!r}; train one with "
-                                              f"`bayes-smlm {train_command}`")
+            raise ConfigError(argument, f"no shipped {label} checkpoint for task "
+                                        f"{task.name!r}; train one with "
+                                        f"`bayes-smlm {train_command}`")
         verify_shipped(checkpoint)
     checkpoint = Path(checkpoint)
-    config = read_checkpoint_config(checkpoint, kind)
-    check_task(config, task, checkpoint)
+    config = read_checkpoint_config(checkpoint, kind, argument)
+    check_task(config, task, checkpoint, argument, keys)
     if not (checkpoint / payload).exists():
-        raise ConfigError("checkpoint", f"{checkpoint} has no {payload} yet")
+        raise ConfigError(argument, f"{checkpoint} has no {payload} yet")
     return checkpoint, config
 
 

@@ -81,8 +81,13 @@ def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[st
     return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
-def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict[str, Any]]:
-    """Load φ for ``task`` (the shipped checkpoint of its name when ``checkpoint`` is None).
+def load_phi(checkpoint: str | Path | None, task: Task, *, shipped_for: str | None = None,
+             keys: tuple[str, ...] | None = None, argument: str = "checkpoint"
+             ) -> tuple[DeepSTORM, dict[str, Any]]:
+    """Load φ for ``task`` (the shipped checkpoint of task ``shipped_for``, default ``task``'s
+    name, when ``checkpoint`` is None). ``keys``: compare only these task constants (see
+    :func:`~bayes_smlm.surrogates.checkpoint.check_task`); ``argument`` names the option in
+    errors.
 
     Raises
     ------
@@ -90,8 +95,9 @@ def load_phi(checkpoint: str | Path | None, task: Task) -> tuple[DeepSTORM, dict
         If there is no such checkpoint or it was trained for a different task configuration.
     """
     checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
-                                         shipped=shipped_checkpoint(task.name),
-                                         payload=WEIGHTS_FILE, label="φ", train_command="train-phi")
+                                         shipped=shipped_checkpoint(shipped_for or task.name),
+                                         payload=WEIGHTS_FILE, label="φ", train_command="train-phi",
+                                         keys=keys, argument=argument)
     architecture = architecture_from(DeepSTORMConfig, config.get("architecture"), checkpoint)
     model = build_network(lambda: DeepSTORM(architecture), checkpoint)
     load_weights(model, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)

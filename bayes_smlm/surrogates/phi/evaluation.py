@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_choice
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.localization.detection import (DETECTORS, DetectionSettings, Detections,
                                                LocalizationMetrics, detect, evaluate_detections,
-                                               match_frame)
+                                               match_frame, settings_from_config)
 from bayes_smlm.reporting.markdown import markdown_table
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 
@@ -60,17 +60,6 @@ def tune_detection(kdes: np.ndarray, theta: np.ndarray, task: Task) -> dict[str,
         chosen = DetectionSettings(detector=detector, threshold=tied[len(tied) // 2])
         tuned[detector] = {**chosen.to_dict(), "val_jaccard": best}
     return tuned
-
-
-def settings_from_config(config: dict[str, Any], detector: str | None = None
-                         ) -> DetectionSettings:
-    """Detection settings stored in a φ checkpoint (the default detector unless named)."""
-    stored = config.get("detection", {})
-    detector = detector or stored.get("default", "peaks")
-    check_choice("detector", detector, DETECTORS)
-    values = {k: v for k, v in stored.get(detector, {"detector": detector}).items()
-              if k != "val_jaccard"}
-    return DetectionSettings(**values)
 
 
 def evaluate_phi(checkpoint: str | Path | None, task: Task, frames: int, seed: int, *,
@@ -143,7 +132,7 @@ def _dog_detections(adu: np.ndarray, task: Task) -> Detections:
     threshold) as detections at their peak pixels: the baseline φ is compared with."""
     from bayes_smlm.acquisition.pipeline import frame_candidates
     from bayes_smlm.acquisition.settings import LocalizeSettings
-    _, _, spots = frame_candidates(task, adu, LocalizeSettings().threshold)
+    _, _, spots = frame_candidates(task, adu, LocalizeSettings())
     return Detections(frame=spots.frame, xy=np.stack([spots.col, spots.row], 1).astype(float),
                       response=spots.snr)
 
