@@ -13,6 +13,7 @@ import numpy as np
 from bayes_smlm.compare import schema, variance_ratio_map
 from bayes_smlm.compare.schema import format_cell
 from bayes_smlm.io.posteriors import load_posterior
+from bayes_smlm.reporting.diagnose import diagnose_section
 from bayes_smlm.io.study_files import METRICS, load_frames, posterior_path, read_json
 from bayes_smlm.reporting import figures
 from bayes_smlm.reporting.markdown import markdown_table, write_report
@@ -317,7 +318,8 @@ def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     if metrics.get("cost_by_emitters"):
         figures.cost_plot(metrics["cost_by_emitters"], out / "cost.png")
         text += "![cost](cost.png)\n\n"
-    return text
+    return text + diagnose_section(out, [ref, "nuts", *methods])
+
 
 
 def render(out: str | Path) -> Path:

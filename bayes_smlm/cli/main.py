@@ -18,8 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
-                                      flag_names, json_text, positive_int, report_errors,
-                                      scheduler_address, seed_int, task_from_args, torch_device)
+                                      flag_names, json_text, non_negative_int, positive_int,
+                                      report_errors, scheduler_address, seed_int, task_from_args,
+                                      torch_device)
 from bayes_smlm.cli.acquisition import add_acquisition_commands
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import (DEFAULT_SOLVER, DEFAULT_STEPS, SAMPLING_PRECISIONS,
@@ -199,6 +200,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from bayes_smlm.io.atomic import check_output_dir
+    from bayes_smlm.io.posteriors import load_posterior
+    from bayes_smlm.reporting.diagnose import write_diagnostics
+    check_output_dir(args.out)
+    summary = write_diagnostics(load_posterior(args.file), args.out, args.frame, args.file)
+    chosen = "" if args.frame is not None else " (the worst by R-hat)"
+    rhat = max(c["rhat"] for c in summary["coordinates"].values())
+    print(f"wrote {args.out}: rank, trace, ESS-evolution and pair plots of frame "
+          f"{summary['frame']}{chosen}, emitters {summary['closest_pair']} (closest pair) and "
+          f"{summary['worst_rhat_emitter']} (worst R-hat {rhat:.3f})")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bayes_smlm.studies.registry import rebuild_report
     print(f"wrote {rebuild_report(args.dir)}")
@@ -319,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(list_studies())}")
     add_study_arguments(p)
     p.set_defaults(handler=cmd_study)
+
+    p = sub.add_parser("diagnose", help="ArviZ rank, trace, ESS-evolution and pair plots of "
+                                        "one frame of a posterior with draws -> folder of PNGs")
+    p.add_argument("file", metavar="FILE", type=Path,
+                   help="output of `bayes-smlm posterior` (.nc or .zarr) of a sampler")
+    p.add_argument("--frame", type=non_negative_int, default=None,
+                   help="frame index (default: the worst, by R-hat then bulk ESS)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(handler=cmd_diagnose)
 
     p = sub.add_parser("report", help="rebuild a study's report.md and figures from its saved "
                                       "results, without recomputing")

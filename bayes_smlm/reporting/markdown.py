@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from bayes_smlm.io.atomic import write_text
 
 TRACKED_PACKAGES = ("bayes-smlm", "jax", "numpyro", "blackjax", "arviz-base", "arviz-stats",
-                    "torch", "diffusers", "numpy", "scipy", "scikit-image")
+                    "arviz-plots", "torch", "diffusers", "numpy", "scipy", "scikit-image")
 
 
 def git_commit(root: str | Path | None = None) -> str:
