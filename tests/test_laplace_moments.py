@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
@@ -12,6 +13,7 @@ from bayes_smlm.methods.laplace_moments import gaussian_kde_moments
 from bayes_smlm.methods.pushforward import kde_moments
 
 
+@pytest.mark.slow  # ≈ 1 min of draws
 def test_closed_form_matches_many_draws_on_dense_frames_away_from_the_edge():
     task = get_task("paper")
     batch = simulate(task, 10, seed=50)
@@ -43,6 +45,7 @@ def test_closed_form_of_one_emitter_is_exact_for_a_point_mass_limit():
     assert var.max() < 1e-5
 
 
+@pytest.mark.slow  # ≈ 2 min: 40 000 draws on each of 40 frames
 def test_closed_form_takes_the_disc_edge_into_account():
     """Frames whose Gaussian the disc cuts (edge mass 0.01–0.9): where the closed form says it
     holds, it matches 40 000 draws from the restricted Gaussian within their Monte Carlo error
@@ -71,6 +74,7 @@ def test_closed_form_takes_the_disc_edge_into_account():
     assert np.median(z_wide.max(axis=(1, 2))) > 10
 
 
+@pytest.mark.slow  # ≈ 1 min of draws
 def test_laplace_method_takes_its_moments_in_closed_form_and_matches_its_draws():
     task = get_task("paper")
     batch = simulate(task, 6, seed=51)
