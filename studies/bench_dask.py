@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.bench_speed import cli_wall_seconds
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_npz
 from bayes_smlm.io.posteriors import load_posterior
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
-from bayes_smlm.studies.bench_speed import cli_wall_seconds
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "bench-dask"
 PRESETS: dict[str, dict[str, Any]] = {

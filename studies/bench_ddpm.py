@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bayes_smlm.studies.registry import begin_study
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
@@ -20,7 +21,6 @@ from bayes_smlm.io.atomic import write_json
 from bayes_smlm.methods import get_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.registry import begin_study
 from bayes_smlm.surrogates.psi.pipeline import PsiPipeline
 
 NAME = "bench-ddpm"

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.compare.exactness import grid_agreement
 from bayes_smlm.forward.simulate import simulate
@@ -45,7 +46,6 @@ from bayes_smlm.io.atomic import write_npz
 from bayes_smlm.methods import get_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS, EARLIER_SAMPLER
 
 NAME = "bench-speed"

@@ -17,10 +17,14 @@ Run: ``bayes-smlm study calibration [--task paper] [--preset smoke|cpu|paper]``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.calibration_report import render
+from bayes_smlm.studies.hard_frames import hard_frames
+from bayes_smlm.studies.registry import begin_study, fresh_seed
 
 from bayes_smlm.compare import compare_methods
 from bayes_smlm.compare.crlb_gaps import detection_crlb_gap, sqrt_crlb_at
@@ -30,16 +34,12 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_json
 from bayes_smlm.io.posteriors import save_posterior
 from bayes_smlm.io.study_files import posterior_path, save_frames, write_study_config
-from bayes_smlm.localization.detection import detect
+from bayes_smlm.localization.detection import detect, settings_from_config
 from bayes_smlm.methods import get_method, list_methods
 from bayes_smlm.methods.ddpm import recalibrated_result
 from bayes_smlm.methods.reference import cached_reference, reference_method
 from bayes_smlm.reporting.markdown import provenance
-from bayes_smlm.studies.calibration_report import render
-from bayes_smlm.studies.hard_frames import hard_frames
-from bayes_smlm.studies.registry import begin_study, fresh_seed
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-from bayes_smlm.localization.detection import settings_from_config
 from bayes_smlm.surrogates.phi.evaluation import tolerance_lr
 from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config
 from bayes_smlm.surrogates.psi.recalibration import recalibration_of

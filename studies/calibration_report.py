@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.hard_frames import hard_frames_section
 
 from bayes_smlm.compare import schema, variance_ratio_map
 from bayes_smlm.compare.schema import format_cell
 from bayes_smlm.io.posteriors import load_posterior
-from bayes_smlm.reporting.diagnose import diagnose_section
 from bayes_smlm.io.study_files import METRICS, load_frames, posterior_path, read_json
 from bayes_smlm.reporting import figures
+from bayes_smlm.reporting.diagnose import diagnose_section
 from bayes_smlm.reporting.markdown import markdown_table, write_report
-from bayes_smlm.studies.hard_frames import hard_frames_section
 
 VAR_BARS = (0.8, 0.67, 1.5)  # median Pearson r ≥ 0.8, median Σvar ratio in [0.67, 1.5]
 SURROGATES = ("ddpm", "ddpm-recal")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed
 
 from bayes_smlm.compare import variance_agreement
 from bayes_smlm.compare.regions import region_variance_scores
@@ -26,7 +27,6 @@ from bayes_smlm.methods import get_method
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.reference import cached_reference, reference_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
-from bayes_smlm.studies.registry import begin_study, fresh_seed
 from bayes_smlm.surrogates.psi.pipeline import psi_shipped_checkpoint, read_config, weights_sha256
 
 NAME = "ddpm-check"

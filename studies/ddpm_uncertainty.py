@@ -12,18 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.compare import variance_agreement
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.posteriors import load_posterior, save_posterior
-from bayes_smlm.io.study_files import (METRICS, load_frames, posterior_path, read_json,
-                                       save_frames, write_study_config)
+from bayes_smlm.io.study_files import (
+    METRICS,
+    load_frames,
+    posterior_path,
+    read_json,
+    save_frames,
+    write_study_config,
+)
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.reference import cached_reference
 from bayes_smlm.reporting.figures import image_grid, peak_window
 from bayes_smlm.reporting.markdown import markdown_table, write_report
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "ddpm-uncertainty"
 TASK_ARGUMENT = True

@@ -8,10 +8,11 @@ per-pixel mean and variance. Run: ``bayes-smlm study forward-model [--preset smo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.fisher import fisher_information, mortensen_mle_sd
@@ -20,7 +21,6 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_json
 from bayes_smlm.reporting.figures import new_figure, save_figure
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
-from bayes_smlm.studies.registry import begin_study
 
 NAME = "forward-model"
 PRESETS = {

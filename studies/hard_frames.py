@@ -8,13 +8,14 @@ method's per-frame scores against the reference; :func:`hard_frames_section` ren
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from bayes_smlm.compare import schema
-from bayes_smlm.reporting.markdown import markdown_table
 from bayes_smlm.compare.schema import format_cell
+from bayes_smlm.reporting.markdown import markdown_table
 
 SCORES = (("var_pearson", "var r"), ("region_signal_ratio", "signal Σvar ratio"),
           (schema.KDE_COVERAGE[90].key, "cover 90 %"))

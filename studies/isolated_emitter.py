@@ -13,16 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.posteriors import load_posterior, save_posterior
-from bayes_smlm.io.study_files import (METRICS, load_frames, posterior_path, read_json,
-                                       save_frames, write_study_config)
+from bayes_smlm.io.study_files import (
+    METRICS,
+    load_frames,
+    posterior_path,
+    read_json,
+    save_frames,
+    write_study_config,
+)
 from bayes_smlm.methods import get_method
 from bayes_smlm.reporting.figures import image_grid, new_figure, peak_window, save_figure
 from bayes_smlm.reporting.markdown import markdown_table, write_report
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "isolated-emitter"
 METHODS = ("grid", "nuts", "rwmh", "rwmh_paper")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bayes_smlm.studies.agreement import agreement_with_grid
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.compare.crlb_gaps import normalised_rmse, sqrt_crlb_at
 from bayes_smlm.compare.sbc import sbc_ranks
@@ -19,8 +21,6 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.agreement import agreement_with_grid
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "laplace"
 PRESETS = {

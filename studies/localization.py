@@ -11,21 +11,21 @@ Run: ``bayes-smlm study localization [--preset smoke|cpu|paper]``; rebuild: ``ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.compare.crlb_gaps import detection_crlb_gap, sqrt_crlb_at
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.study_files import METRICS, read_json, write_study_config
-from bayes_smlm.localization.detection import detect, evaluate_detections
+from bayes_smlm.localization.detection import detect, evaluate_detections, settings_from_config
 from bayes_smlm.reporting.figures import new_figure, save_figure
 from bayes_smlm.reporting.markdown import markdown_table, write_report
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-from bayes_smlm.localization.detection import settings_from_config
 from bayes_smlm.surrogates.phi.evaluation import tolerance_lr
 
 NAME = "localization"

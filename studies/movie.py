@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.acquisition.camera_from_movie import camera_from_movie
 from bayes_smlm.acquisition.movie import Movie
@@ -30,7 +31,6 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "movie"
 PRESETS = {

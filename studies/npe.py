@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bayes_smlm.studies.agreement import agreement_with_grid
+from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 from bayes_smlm.compare.crlb_gaps import normalised_rmse, sqrt_crlb_at
 from bayes_smlm.compare.sbc import interval_coverage, sbc_ranks
@@ -18,8 +20,6 @@ from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.agreement import agreement_with_grid
-from bayes_smlm.studies.registry import begin_study, fresh_seed, write_metrics
 
 NAME = "npe"
 PRESETS = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bayes_smlm.studies.registry import begin_study
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
@@ -19,7 +20,6 @@ from bayes_smlm.io.atomic import write_json
 from bayes_smlm.io.posteriors import to_datatree, write_datatree
 from bayes_smlm.methods import get_method
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
-from bayes_smlm.studies.registry import begin_study
 
 NAME = "paper-diagnostics"
 PRESETS = {

@@ -14,15 +14,20 @@ import os
 from pathlib import Path
 
 import torch
+from bayes_smlm.studies.registry import begin_study, fresh_seed
 
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import write_json
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
-from bayes_smlm.studies.registry import begin_study, fresh_seed
-from bayes_smlm.surrogates.phi.estimator import (PhiPredictor, frames_to_photons, load_phi,
-                                                 read_config, shipped_checkpoint)
+from bayes_smlm.surrogates.phi.estimator import (
+    PhiPredictor,
+    frames_to_photons,
+    load_phi,
+    read_config,
+    shipped_checkpoint,
+)
 from bayes_smlm.surrogates.phi.evaluation import evaluate_phi, metrics_table
 
 NAME = "phi"

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
 
 from bayes_smlm.cli.arguments import OneLineErrorParser, flag_names, report_errors, seed_int
 from bayes_smlm.errors import ConfigError
@@ -26,8 +26,7 @@ from bayes_smlm.forward.config import check_choice
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.io.locks import hold_output
-from bayes_smlm.io.study_files import (CONFIG, METRICS, check_one_run, read_json,
-                                       run_in_fresh_folder)
+from bayes_smlm.io.study_files import CONFIG, METRICS, check_one_run, read_json, run_in_fresh_folder
 from bayes_smlm.reporting.markdown import provenance
 
 STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",

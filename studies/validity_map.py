@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bayes_smlm.studies.calibration_report import CALIBRATED
+from bayes_smlm.studies.registry import begin_study, fresh_seed
+from bayes_smlm.studies.validity_map_report import render
 
 from bayes_smlm.compare.kde_calibration import kde_coverage, signal_mask
 from bayes_smlm.compare.regions import region_variance_scores, separation_classes
@@ -36,9 +39,6 @@ from bayes_smlm.io.study_files import write_study_config
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.reference import cached_reference
 from bayes_smlm.reporting.markdown import provenance
-from bayes_smlm.studies.calibration_report import CALIBRATED
-from bayes_smlm.studies.registry import begin_study, fresh_seed
-from bayes_smlm.studies.validity_map_report import render
 
 NAME = "validity-map"
 REFERENCE = "smc"

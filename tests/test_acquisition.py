@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tifffile
 from scipy.ndimage import convolve, gaussian_filter
+from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.acquisition.render import render
 from bayes_smlm.acquisition.sample import MovieSettings, simulate_movie
 from bayes_smlm.acquisition.scoring import match_movie
 from bayes_smlm.acquisition.spots import _filtered_variance
 from bayes_smlm.acquisition.table import read_localizations
-from test_cli import assert_one_line_error, run_cli
 
 SMALL = ["--frames", "10", "--size", "32", "--emitters", "3", "--seed", "5"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_smc import evidence_frames, quadrature
 
 from bayes_smlm.compare.exactness import grid_agreement
 from bayes_smlm.errors import ConfigError
@@ -12,7 +13,6 @@ from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.auto import pareto_smoothed
-from test_smc import evidence_frames, quadrature
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ entry point — while extreme but valid frames pass it."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from test_cli import run_cli

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-
 from test_cli import assert_one_line_error, run_cli
 
 SHAPE = (48, 48)

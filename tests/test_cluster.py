@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.io.posteriors import load_posterior, to_datatree
-from test_cli import assert_one_line_error, run_cli
 
 
 def assert_same_posterior(expected, actual, skip=()):
@@ -36,9 +36,9 @@ def test_frame_keys_of_a_shard_are_the_whole_runs():
 def test_batches_never_shrink_to_one_frame_per_device():
     """XLA compiles a batch of one into other arithmetic: a frame's KDE moments must be the
     same alone and among others (bitwise), which is what chunked runs rely on."""
+    from bayes_smlm.forward.tasks import get_task
     from bayes_smlm.methods.batching import map_frame_batches
     from bayes_smlm.methods.pushforward import kde_moments
-    from bayes_smlm.forward.tasks import get_task
 
     for batch, n, devices, expected in ((32, 1, 1, [2]), (32, 7, 1, [7]), (1, 3, 2, [2, 2]),
                                         (16, 1, 2, [4]), (4, 1, 4, [4]), (64, 100, 1, [64, 64])):

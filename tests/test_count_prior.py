@@ -12,8 +12,12 @@ from scipy.special import softmax
 from bayes_smlm.cli.main import main
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
-from bayes_smlm.forward.count_prior import (count_log_prior, count_maximum, count_support,
-                                            emitter_counts)
+from bayes_smlm.forward.count_prior import (
+    count_log_prior,
+    count_maximum,
+    count_support,
+    emitter_counts,
+)
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods import get_method
@@ -143,8 +147,8 @@ def drawn_task(n: int):
 def quadrature_over_brightness(task, adu: np.ndarray, n: int, points: int, spacing: float):
     """log p(adu | n) with i0 ~ U(i0_range), b ~ U(background_range) by a midpoint rule over
     (i0, b) around tests/evidence_quadrature.py's positions quadrature at fixed i0 and b."""
-    from scipy.special import logsumexp
     from evidence_quadrature import log_evidence
+    from scipy.special import logsumexp
     c, p = task.camera, task.prior
     i0s = p.i0_range[0] + (np.arange(points) + 0.5) * np.diff(p.i0_range)[0] / points
     bs = p.background_range[0] + (np.arange(points) + 0.5) * np.diff(p.background_range)[0] / points

@@ -20,7 +20,6 @@ from bayes_smlm.surrogates import checkpoint as checkpoints
 from bayes_smlm.surrogates.phi.estimator import shipped_checkpoint
 
 
-
 @pytest.fixture
 def phi_copy(tmp_path):
     target = tmp_path / "phi"

@@ -7,8 +7,13 @@ import pytest
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
-from bayes_smlm.localization.detection import (Detections, DetectionSettings, detect,
-                                               evaluate_detections, match_frame)
+from bayes_smlm.localization.detection import (
+    Detections,
+    DetectionSettings,
+    detect,
+    evaluate_detections,
+    match_frame,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from scipy.spatial.distance import pdist, squareform
+from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.io.posteriors import load_posterior
 from bayes_smlm.reporting.diagnose import check_diagnosable, chosen_emitters, worst_frame
-from test_cli import assert_one_line_error, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

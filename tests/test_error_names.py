@@ -7,7 +7,6 @@ import json
 from test_cli import assert_one_line_error, run_cli
 
 
-
 def test_messages_name_what_the_user_typed(tmp_path, capsys):
     """Class 7: the argument named is the one that held the bad value."""
     status, _, err = run_cli(capsys, "tasks", "--show", "crowded")

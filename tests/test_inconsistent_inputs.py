@@ -4,8 +4,6 @@ real numbers, more frames than memory, a learning rate that makes training diver
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from test_cli import run_cli

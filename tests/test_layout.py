@@ -8,9 +8,10 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from bayes_smlm.studies.registry import STUDIES, study_module_name
+
 import bayes_smlm
 from bayes_smlm.compare.schema import SCALARS
-from bayes_smlm.studies.registry import STUDIES, study_module_name
 
 ROOT = Path(bayes_smlm.__file__).parent
 STUDIES_DIR = ROOT.parent / "studies"

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
-
-from bayes_smlm.acquisition.resume import ChunkStore, frames_digest
 from test_acquisition import maps_of, small_movie  # noqa: F401  (the fixture)
 from test_cli import run_cli
+
+from bayes_smlm.acquisition.resume import ChunkStore, frames_digest
 
 
 def localize_command(folder, out) -> list[str]:
@@ -24,7 +24,7 @@ def localize_command(folder, out) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_uninterrupted_csv(small_movie, tmp_path, capsys):  # noqa: F811
+def test_a_killed_run_resumes_to_the_uninterrupted_csv(small_movie, tmp_path, capsys):
     whole = tmp_path / "whole.csv"
     status, _, err = run_cli(capsys, *localize_command(small_movie, whole))
     assert status == 0, err

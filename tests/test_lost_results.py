@@ -9,7 +9,6 @@ import errno
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 from pathlib import Path
 

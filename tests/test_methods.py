@@ -10,8 +10,13 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.simulate import simulate, simulate_fixed
 from bayes_smlm.forward.tasks import get_task
-from bayes_smlm.methods import (PosteriorResult, get_method, list_methods, register_method,
-                                unregister_method)
+from bayes_smlm.methods import (
+    PosteriorResult,
+    get_method,
+    list_methods,
+    register_method,
+    unregister_method,
+)
 
 
 @pytest.fixture(scope="module")

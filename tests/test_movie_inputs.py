@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from test_acquisition import maps_of
-from test_acquisition import small_movie  # noqa: F401  (a module-scoped fixture: one movie)
+from test_acquisition import (
+    maps_of,
+    small_movie,  # noqa: F401  (a module-scoped fixture: one movie)
+)
 from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.acquisition.table import read_localizations

@@ -11,8 +11,12 @@ from safetensors.torch import load_file
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.simulate import simulate
-from bayes_smlm.surrogates.phi.estimator import (PhiPredictor, architecture_for, frames_to_photons,
-                                                 load_phi)
+from bayes_smlm.surrogates.phi.estimator import (
+    PhiPredictor,
+    architecture_for,
+    frames_to_photons,
+    load_phi,
+)
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.phi.training import train_phi
 from bayes_smlm.surrogates.settings import LoopSettings, PhiTraining

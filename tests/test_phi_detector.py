@@ -4,6 +4,7 @@ size-free check, and what the detector gives on a dim movie against the DoG filt
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 
 from bayes_smlm.acquisition.movie import Movie
 from bayes_smlm.acquisition.phi_spots import _tiles, tiled_kde
@@ -13,7 +14,6 @@ from bayes_smlm.acquisition.scoring import match_movie
 from bayes_smlm.acquisition.table import read_localizations
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.surrogates.checkpoint import SHIPPED_DIR
-from test_cli import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("size", [20, 32, 33, 47, 64, 100])

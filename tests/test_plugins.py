@@ -8,10 +8,10 @@ import sys
 import warnings
 
 import pytest
+from test_cli import run_cli
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.methods import registry
-from test_cli import run_cli
 
 ENTRY_POINTS = """[bayes_smlm.methods]
 good_plugin = fakeplug_good:method

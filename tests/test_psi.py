@@ -14,8 +14,13 @@ from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.methods import get_method
 from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, load_psi
 from bayes_smlm.surrogates.psi.sampling import sample_kdes
-from bayes_smlm.surrogates.psi.schedule import (alpha_bar_final, from_model_space, make_scheduler,
-                                                noise_loss, to_model_space)
+from bayes_smlm.surrogates.psi.schedule import (
+    alpha_bar_final,
+    from_model_space,
+    make_scheduler,
+    noise_loss,
+    to_model_space,
+)
 from bayes_smlm.surrogates.psi.training import train_psi
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS, PsiTraining
 

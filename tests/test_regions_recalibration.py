@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_smlm.compare.regions import (coverage_by_class, crowding, region_variance_scores,
-                                        separation)
+from bayes_smlm.compare.regions import (
+    coverage_by_class,
+    crowding,
+    region_variance_scores,
+    separation,
+)
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.surrogates.psi.recalibration import SpreadRecalibration, fit_spread_recalibration
 from bayes_smlm.surrogates.settings import LoopSettings

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from evidence_quadrature import log_evidence, log_evidence_extrapolated
 from scipy.special import softmax
 
 from bayes_smlm.cli.main import main
@@ -15,7 +16,6 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.posteriors import load_posterior, result_from_datatree, save_posterior
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.evidence import parse_counts
-from evidence_quadrature import log_evidence, log_evidence_extrapolated
 
 DIM = {"height": 12, "width": 12, "prior.radius": 2.0, "prior.i0": 40.0,
        "prior.background": 3.0}

@@ -16,9 +16,9 @@ median |error| ≈ 4.3 %); a 2 % median needs ≈ 450 frames per level.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -39,8 +39,8 @@ def _phi(checkpoint: str | None, task_json: str):
     """φ's predictor and detection settings, loaded once per process (a chunk of a movie on a
     Dask worker reuses them)."""
     from bayes_smlm.forward.config import task_from_json
-    from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
     from bayes_smlm.localization.detection import settings_from_config
+    from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 
     task = task_from_json(task_json)
     model, config = load_phi(checkpoint, task, shipped_for=SHIPPED_TASK, keys=SIZE_FREE,

@@ -13,8 +13,14 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.acquisition.movie import Movie
-from bayes_smlm.acquisition.neighbours import (away_from, emitter_image, mark_split_spots, nearest,
-                                              take_rows, without_repeats)
+from bayes_smlm.acquisition.neighbours import (
+    away_from,
+    emitter_image,
+    mark_split_spots,
+    nearest,
+    take_rows,
+    without_repeats,
+)
 from bayes_smlm.acquisition.regions import WindowGroup, half_width, plan_windows
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots

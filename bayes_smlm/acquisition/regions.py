@@ -64,7 +64,7 @@ class WindowGroup:
     members: np.ndarray
     component: np.ndarray
 
-    def take(self, which: np.ndarray) -> "WindowGroup":
+    def take(self, which: np.ndarray) -> WindowGroup:
         """The windows ``which`` (mask or indices) of this group."""
         return WindowGroup(self.shape, self.frame[which], self.origin[which], self.peaks[which],
                            self.members[which], self.component[which])

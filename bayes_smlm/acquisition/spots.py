@@ -10,6 +10,7 @@ peak stands ``threshold`` noise SDs above the local background.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 from scipy.ndimage import gaussian_filter, maximum_filter
 
@@ -26,16 +27,16 @@ class Spots:
     col: np.ndarray
     snr: np.ndarray
 
-    def take(self, which: np.ndarray) -> "Spots":
+    def take(self, which: np.ndarray) -> Spots:
         """The candidates ``which`` (mask or indices)."""
         return Spots(self.frame[which], self.row[which], self.col[which], self.snr[which])
 
-    def joined(self, other: "Spots") -> "Spots":
+    def joined(self, other: Spots) -> Spots:
         """These candidates, then ``other``'s."""
         return Spots(*(np.concatenate([getattr(self, f), getattr(other, f)])
                        for f in ("frame", "row", "col", "snr")))
 
-    def first_per_pixel(self) -> tuple["Spots", np.ndarray]:
+    def first_per_pixel(self) -> tuple[Spots, np.ndarray]:
         """The first candidate on each (frame, row, col) — later ones on the same pixel (two
         fitted emitters rounding to one pixel) repeat it — and (M,) the index among those of
         each candidate's pixel."""

@@ -32,8 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from bayes_smlm.acquisition.window_fit import (WindowFits, fit_windows, quasi_dispersion,
-                                               window_box, window_task)
+from bayes_smlm.acquisition.window_fit import (
+    WindowFits,
+    fit_windows,
+    quasi_dispersion,
+    window_box,
+    window_task,
+)
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.laplace_evidence import log_box_mass
 

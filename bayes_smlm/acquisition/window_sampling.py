@@ -12,16 +12,22 @@ keep their values; their u's are standard normal dummies that the likelihood ign
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from arviz_stats.base import array_stats
 
-from bayes_smlm.acquisition.window_fit import (WindowFits, free_parameters, window_box,
-                                               window_log_likelihood, window_task)
+from bayes_smlm.acquisition.window_fit import (
+    WindowFits,
+    free_parameters,
+    window_box,
+    window_log_likelihood,
+    window_task,
+)
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.parameters import ParameterLayout

@@ -11,17 +11,24 @@ from pathlib import Path
 import numpy as np
 
 from bayes_smlm.acquisition.settings import DETECTORS, METHODS, LocalizeSettings
-from bayes_smlm.cli.arguments import (chain_count, fraction_below_one, frame_range,
-                                     non_negative_int, positive_float, positive_int,
-                                     scheduler_address, seed_int)
+from bayes_smlm.cli.arguments import (
+    chain_count,
+    fraction_below_one,
+    frame_range,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    scheduler_address,
+    seed_int,
+)
 
 
 def _movie_task(args: argparse.Namespace, movie):
     """The task of a movie: the .npz's own, or ``--task`` at the movie's frame size; then the
     ``--set`` overrides (camera maps must have the movie's frame shape)."""
+    from bayes_smlm.errors import ConfigError
     from bayes_smlm.forward.config import parse_override, task_from_json, with_overrides
     from bayes_smlm.forward.tasks import get_task
-    from bayes_smlm.errors import ConfigError
     overrides = dict(parse_override(item) for item in args.set or [])
     _, height, width = movie.shape
     for key, size in (("height", height), ("width", width)):
@@ -42,10 +49,9 @@ def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.movie import Movie
     from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_movie
     from bayes_smlm.acquisition.resume import ChunkStore, partial_folder, run_description
-    from bayes_smlm.io.atomic import OutputError, os_reason
     from bayes_smlm.acquisition.table import write_localizations
     from bayes_smlm.cluster.client import dask_client
-    from bayes_smlm.io.atomic import check_output_file
+    from bayes_smlm.io.atomic import OutputError, check_output_file, os_reason
     check_output_file(args.out, ".csv")
     movie = Movie(args.movie, argument="movie", frames=args.frames)
     task = _movie_task(args, movie)
@@ -96,8 +102,11 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate_camera(args: argparse.Namespace) -> int:
-    from bayes_smlm.acquisition.camera_calibration import (calibrate, stack_moments,
-                                                           write_camera_maps)
+    from bayes_smlm.acquisition.camera_calibration import (
+        calibrate,
+        stack_moments,
+        write_camera_maps,
+    )
     from bayes_smlm.io.atomic import check_output_dir
     check_output_dir(args.out)
     dark = stack_moments(args.dark, "dark")

@@ -7,7 +7,8 @@ import contextlib
 import json
 import math
 import sys
-from typing import Iterator, Mapping, NoReturn
+from collections.abc import Iterator, Mapping
+from typing import NoReturn
 
 from bayes_smlm.errors import BayesSMLMError, ConfigError
 from bayes_smlm.forward.config import parse_override

@@ -12,19 +12,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from bayes_smlm.cli.arguments import (OneLineErrorParser, add_task_arguments, finite_float,
-                                      flag_names, json_text, non_negative_int, positive_int,
-                                      report_errors, scheduler_address, seed_int, task_from_args,
-                                      torch_device)
 from bayes_smlm.cli.acquisition import add_acquisition_commands
+from bayes_smlm.cli.arguments import (
+    OneLineErrorParser,
+    add_task_arguments,
+    finite_float,
+    flag_names,
+    json_text,
+    non_negative_int,
+    positive_int,
+    report_errors,
+    scheduler_address,
+    seed_int,
+    task_from_args,
+    torch_device,
+)
 from bayes_smlm.cli.nets import add_network_commands
-from bayes_smlm.surrogates.settings import (DEFAULT_SOLVER, DEFAULT_STEPS, SAMPLING_PRECISIONS,
-                                            SOLVERS, STARTS)
+from bayes_smlm.surrogates.settings import (
+    DEFAULT_SOLVER,
+    DEFAULT_STEPS,
+    SAMPLING_PRECISIONS,
+    SOLVERS,
+    STARTS,
+)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -12,13 +12,30 @@ import shlex
 import sys
 from pathlib import Path
 
-from bayes_smlm.cli.arguments import (add_task_arguments, fraction_below_one, json_text,
-                                      non_negative_float,
-                                      positive_float, positive_int, seed_int, task_from_args,
-                                      torch_device)
-from bayes_smlm.surrogates.settings import (CONDITIONS, LOSSES, PRECISIONS, PREDICTIONS, SCHEDULES,
-                                            UNET_PRESETS, FLOWS, NpeArchitecture,
-                                            NpeTraining, PhiTraining, PsiTraining)
+from bayes_smlm.cli.arguments import (
+    add_task_arguments,
+    fraction_below_one,
+    json_text,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed_int,
+    task_from_args,
+    torch_device,
+)
+from bayes_smlm.surrogates.settings import (
+    CONDITIONS,
+    FLOWS,
+    LOSSES,
+    PRECISIONS,
+    PREDICTIONS,
+    SCHEDULES,
+    UNET_PRESETS,
+    NpeArchitecture,
+    NpeTraining,
+    PhiTraining,
+    PsiTraining,
+)
 
 
 def _command_line() -> str:
@@ -147,9 +164,8 @@ def cmd_detect_phi(args: argparse.Namespace) -> int:
 
     from bayes_smlm.io.atomic import check_output_file, write_text
     from bayes_smlm.io.frames import read_frames
-    from bayes_smlm.localization.detection import detect
+    from bayes_smlm.localization.detection import detect, settings_from_config
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
-    from bayes_smlm.localization.detection import settings_from_config
     check_output_file(args.out, ".csv")
     task, adu, _ = read_frames(args.file)
     model, config = load_phi(args.checkpoint, task)
@@ -169,8 +185,7 @@ def cmd_detect_phi(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_phi(args: argparse.Namespace) -> int:
-    from bayes_smlm.surrogates.phi.evaluation import (brightness_table, evaluate_phi,
-                                                      metrics_table)
+    from bayes_smlm.surrogates.phi.evaluation import brightness_table, evaluate_phi, metrics_table
     task = task_from_args(args)
     result = evaluate_phi(args.checkpoint, task, args.frames, args.seed, precision=args.precision)
     if args.json:

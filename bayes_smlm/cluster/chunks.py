@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker thread: busy workers, bounded memory
 

@@ -10,8 +10,9 @@ in the last bit), so workers laid out like this process give the draws this proc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from typing import Any
 
 from bayes_smlm.errors import ConfigError
 

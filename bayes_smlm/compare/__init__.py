@@ -8,8 +8,12 @@
 """
 
 from bayes_smlm.compare.kde_calibration import KDECoverage, kde_coverage, signal_mask
-from bayes_smlm.compare.maps import (VarianceAgreement, variance_agreement,
-                                     variance_difference_map, variance_ratio_map)
+from bayes_smlm.compare.maps import (
+                                     VarianceAgreement,
+                                     variance_agreement,
+                                     variance_difference_map,
+                                     variance_ratio_map,
+)
 from bayes_smlm.compare.summary import compare_methods, comparison_dataset
 
 __all__ = ["KDECoverage", "VarianceAgreement", "compare_methods", "comparison_dataset",

@@ -18,8 +18,8 @@ uncertainty comes from the spread of per-frame coverage over independent frames.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 

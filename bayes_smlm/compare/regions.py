@@ -14,13 +14,18 @@ emitters within 2 LR px of the pixel centre (1, 2, ≥ 3; 0 is counted apart). A
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from bayes_smlm.compare import schema
-from bayes_smlm.compare.kde_calibration import (LEVELS, SIGNAL_THRESHOLD, order_statistic_interval,
-                                                pixel_coverage)
+from bayes_smlm.compare.kde_calibration import (
+    LEVELS,
+    SIGNAL_THRESHOLD,
+    order_statistic_interval,
+    pixel_coverage,
+)
 from bayes_smlm.compare.maps import variance_agreement
 
 BACKGROUND_THRESHOLD = 0.01  # KDE units: below this reference mean a pixel is background

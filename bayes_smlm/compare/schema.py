@@ -8,8 +8,9 @@ key is typed once. :data:`SCALARS` lists them all (the report's glossary and the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

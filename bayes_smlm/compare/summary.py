@@ -8,14 +8,19 @@ thin xarray layer (dims ``method`` × ``frame``) for interactive work.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from bayes_smlm.compare import schema
 from bayes_smlm.compare.crlb_gaps import posterior_crlb_gaps, sqrt_crlb_at, truth_order
-from bayes_smlm.compare.entropy import (draws_covariance, gaussian_entropy, knn_entropy,
-                                        total_gaussian_entropy)
+from bayes_smlm.compare.entropy import (
+    draws_covariance,
+    gaussian_entropy,
+    knn_entropy,
+    total_gaussian_entropy,
+)
 from bayes_smlm.compare.kde_calibration import LEVELS, kde_coverage, signal_mask, theta_kde_samples
 from bayes_smlm.compare.maps import variance_agreement
 from bayes_smlm.compare.regions import region_summary

@@ -8,7 +8,7 @@ from the task. Two likelihoods: ``"poisson"`` (Poisson approximation) and ``"poi
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +19,14 @@ from numpyro.infer.util import log_density as numpyro_log_density
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task, check_choice
+from bayes_smlm.forward.distributions import (
+    PoissonApproxADU,
+    PoissonGaussianADU,
+    UniformDisc,
+    poisson_gaussian_n_max,
+    poisson_kernel,
+)
 from bayes_smlm.forward.frames import validate_frames
-from bayes_smlm.forward.distributions import (PoissonApproxADU, PoissonGaussianADU, UniformDisc,
-                                              poisson_gaussian_n_max, poisson_kernel)
 
 LIKELIHOODS = ("poisson", "poisson_gaussian")
 

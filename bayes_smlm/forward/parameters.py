@@ -5,8 +5,9 @@ and the background b (photons/px).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ class ParameterLayout:
 
     @classmethod
     def of(cls, task: Task, infer_intensity: bool = False,
-           infer_background: bool = False) -> "ParameterLayout":
+           infer_background: bool = False) -> ParameterLayout:
         return cls(task.prior.n_emitters, bool(infer_intensity), bool(infer_background))
 
     @property
@@ -94,7 +95,7 @@ class ParameterLayout:
                                             task.optics.sigma_psf, task.shape)
         return omega
 
-    def image_derivatives(self, task: Task) -> Callable[[jax.Array], "ImageDerivatives"]:
+    def image_derivatives(self, task: Task) -> Callable[[jax.Array], ImageDerivatives]:
         """``params (P,) -> ImageDerivatives``: ω and its Jacobian, analytic (no autodiff), for
         optimisers that evaluate them thousands of times per frame batch."""
         sigma, shape = task.optics.sigma_psf, task.shape
@@ -114,7 +115,7 @@ class ParameterLayout:
             return ImageDerivatives(omega, jnp.concatenate(rows), prof, i0)
         return derivatives
 
-    def curvature(self, d: "ImageDerivatives", weights: jax.Array) -> jax.Array:
+    def curvature(self, d: ImageDerivatives, weights: jax.Array) -> jax.Array:
         """(P, P) ``Σ_pixels weights · ∂²ω/∂p∂pᵀ`` (weights (H, W)); ω is linear in i0 and b, and
         emitters do not interact, so only each emitter's (x, y, i0) block is non-zero."""
         prof, i0, n = d.profiles, d.intensity, self.n_emitters

@@ -8,8 +8,9 @@ on every run. :func:`stream` yields fresh batches indefinitely for on-the-fly tr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Camera, Optics, ScenePrior, Task, validate, with_overrides

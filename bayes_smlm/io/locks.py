@@ -14,8 +14,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.io.atomic import check_writable_folder, hidden_sibling

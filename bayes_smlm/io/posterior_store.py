@@ -71,7 +71,7 @@ class PosteriorStore:
 
     @classmethod
     def open(cls, path: str | Path, identity: dict[str, Any], argument: str = "out"
-             ) -> "PosteriorStore":
+             ) -> PosteriorStore:
         path = check_suffix(path, STORE_SUFFIX, argument)
         if path.exists() and not path.is_dir():
             raise ConfigError(argument, f"{path} is a file, not a zarr store")
@@ -181,7 +181,6 @@ class PosteriorStore:
     def _lay_out(self, tree: xr.DataTree) -> None:
         """Create every group for all frames from the first finished chunk's tree."""
         import dask.array as da
-
         import zarr
 
         n, size = self.identity["n_frames"], self.identity["chunk_frames"]

@@ -23,7 +23,6 @@ from bayes_smlm.methods.diagnostics import diagnostics_dataset
 from bayes_smlm.methods.evidence import Evidence
 from bayes_smlm.methods.result import PosteriorResult
 
-
 SINGLE_CHAIN_NOTE = "not computed: R-hat needs at least 2 chains (this run has 1)"
 
 

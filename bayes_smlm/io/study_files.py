@@ -11,14 +11,21 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import (OutputError, hidden_sibling, os_reason, read_npz, write_json,
-                                 write_npz)
+from bayes_smlm.io.atomic import (
+    OutputError,
+    hidden_sibling,
+    os_reason,
+    read_npz,
+    write_json,
+    write_npz,
+)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"

@@ -5,8 +5,9 @@
 True
 """
 
-from bayes_smlm.methods import (auto, chees, ddpm, grid, laplace, network_spread,  # noqa: F401
-                                npe, nuts, rwmh, smc)  # (importing registers the built-ins)
+# importing the modules registers the built-in methods
+from bayes_smlm.methods import auto, chees, ddpm, grid, laplace  # noqa: F401
+from bayes_smlm.methods import network_spread, npe, nuts, rwmh, smc  # noqa: F401
 from bayes_smlm.methods.registry import get_method, list_methods, register_method, unregister_method
 from bayes_smlm.methods.result import PosteriorResult
 

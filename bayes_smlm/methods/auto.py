@@ -31,8 +31,11 @@ from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
 from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.laplace import laplace_fit
 from bayes_smlm.methods.pushforward import kde_moments
-from bayes_smlm.methods.registry import (register_method, reject_unknown_options,
-                                         require_fixed_brightness)
+from bayes_smlm.methods.registry import (
+    register_method,
+    reject_unknown_options,
+    require_fixed_brightness,
+)
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.methods.smc import smc_count
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ def frame_keys(seed: int, n_frames: int, first_frame: int = 0) -> np.ndarray:
     whole run draws for its frames (what :mod:`bayes_smlm.cluster` relies on).
     """
     import jax
+
     from bayes_smlm.forward.config import check_int
     first_frame = check_int("first_frame", first_frame, lo=0)
     keys = jax.random.split(jax.random.PRNGKey(seed), first_frame + n_frames)

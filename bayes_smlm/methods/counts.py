@@ -8,8 +8,9 @@ per count n ≥ 1; :func:`posterior_over_counts` does the rest.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,6 +15,7 @@ from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
+
 @register_method("ddpm")
 def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, samples: int = 64,

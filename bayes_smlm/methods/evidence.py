@@ -25,7 +25,6 @@ from bayes_smlm.forward.config import Task, with_overrides
 from bayes_smlm.forward.count_prior import MAX_COUNT, count_is_drawn, count_support
 
 
-
 @dataclass
 class Evidence:
     """Log evidence per frame and count.
@@ -68,7 +67,7 @@ class Evidence:
         """(F,) log p(x) with the count summed out."""
         return logsumexp(self.log_evidence + self.log_prior, axis=-1)
 
-    def select(self, frames: np.ndarray) -> "Evidence":
+    def select(self, frames: np.ndarray) -> Evidence:
         return Evidence(self.counts, self.log_evidence[frames], self.log_evidence_se[frames],
                         self.log_prior)
 

@@ -10,8 +10,9 @@ are exact sums over the grid, made cheap by separability: for one emitter
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,16 +21,18 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.count_prior import require_fixed_count
-from bayes_smlm.forward.model import make_log_density
 from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.forward.model import make_log_density
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
-from bayes_smlm.methods.pushforward import kde_axis_factors
 from bayes_smlm.methods.model_fit import misfit_frames
-from bayes_smlm.methods.registry import (register_method, reject_unknown_options,
-                                         require_fixed_brightness)
+from bayes_smlm.methods.pushforward import kde_axis_factors
+from bayes_smlm.methods.registry import (
+    register_method,
+    reject_unknown_options,
+    require_fixed_brightness,
+)
 from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.parallel import device_parallel
-
 
 MIN_CELLS_PER_SD = 2.0  # fine-grid cells per posterior SD below which a frame is flagged
 

@@ -23,9 +23,10 @@ little is left inside that the truncated draws say little).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

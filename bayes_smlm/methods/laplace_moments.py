@@ -34,7 +34,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.scipy.special import ndtr
 
 from bayes_smlm.forward import physics

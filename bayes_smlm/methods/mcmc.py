@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,12 @@ from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import require_fixed_brightness
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.methods.whitening import (laplace_starts, laplace_whitening, unwhiten,
-                                          whitened_target)
+from bayes_smlm.methods.whitening import (
+    laplace_starts,
+    laplace_whitening,
+    unwhiten,
+    whitened_target,
+)
 from bayes_smlm.parallel import device_parallel
 
 ChainSampler = Callable[[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]],

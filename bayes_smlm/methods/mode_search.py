@@ -13,7 +13,8 @@ pixels (its per-pixel slopes come from autodiff: pixels are independent).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import warnings
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 

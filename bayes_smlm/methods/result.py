@@ -104,7 +104,7 @@ class PosteriorResult:
         c, d, f, n, _ = self.theta.shape
         return np.moveaxis(self.theta, 2, 0).reshape(f, c * d, n, 2)
 
-    def select_frames(self, frames: np.ndarray) -> "PosteriorResult":
+    def select_frames(self, frames: np.ndarray) -> PosteriorResult:
         """The result restricted to ``frames`` (indices or a boolean mask over its frames), e.g.
         to drop frames whose reference failed its diagnostics. ``seconds`` is scaled to the
         frames kept, so seconds per frame is unchanged; per-frame ``extra`` and

@@ -9,7 +9,8 @@ posterior √5 ≈ 2.24× too wide (docs/conventions.md §3.1). It is kept to sh
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import blackjax
 import jax

@@ -28,6 +28,7 @@ from scipy.special import logsumexp
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_choice, check_int
 from bayes_smlm.forward.frames import validate_frames
+from bayes_smlm.forward.model import LIKELIHOODS, frame_constant
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches
 from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
 from bayes_smlm.methods.evidence import parse_counts, task_with_count
@@ -35,7 +36,6 @@ from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.relabel import align_labels
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.forward.model import LIKELIHOODS, frame_constant
 from bayes_smlm.methods.tempered_smc import resample_draws, smc_run
 from bayes_smlm.parallel import device_parallel
 

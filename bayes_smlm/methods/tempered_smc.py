@@ -20,7 +20,8 @@ and frames.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import blackjax
 import jax

@@ -7,7 +7,7 @@ are redrawn — as sbi does for a flow's "leakage".
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

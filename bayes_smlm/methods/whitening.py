@@ -13,7 +13,8 @@ efficiency depends on how good the Laplace fit is.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

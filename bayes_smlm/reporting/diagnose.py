@@ -90,7 +90,7 @@ def _arviz_plots():
     import matplotlib
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import matplotlib.style.core  # noqa: F401
+        import matplotlib.style.core
     matplotlib.use("Agg")
     import arviz_plots
     return arviz_plots

@@ -7,8 +7,9 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bayes_smlm.io.atomic import write_text
 
@@ -66,7 +67,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
     ``extra``."""
     return {
         "git_commit": git_commit(),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

@@ -11,12 +11,13 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
-from torch import nn
 from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_dict

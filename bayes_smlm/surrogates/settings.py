@@ -72,7 +72,7 @@ class UNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -150,7 +150,7 @@ class NpeArchitecture:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NpeArchitecture":
+    def from_dict(cls, data: dict[str, Any]) -> NpeArchitecture:
         return cls(**data)
 
 

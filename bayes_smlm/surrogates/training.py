@@ -18,9 +18,10 @@ import errno
 import json
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -28,8 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.io.atomic import os_reason, write_with_rescue
 from bayes_smlm.forward.config import Task
+from bayes_smlm.io.atomic import os_reason, write_with_rescue
 from bayes_smlm.surrogates.checkpoint import check_task, read_checkpoint_config, read_safetensors
 from bayes_smlm.surrogates.settings import LoopSettings
 

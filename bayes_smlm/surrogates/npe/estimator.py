@@ -18,9 +18,14 @@ from torch import nn
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, check_int
-from bayes_smlm.surrogates.checkpoint import (architecture_from, build_network, load_weights,
-                                              open_checkpoint, read_safetensors,
-                                              shipped_checkpoint)
+from bayes_smlm.surrogates.checkpoint import (
+    architecture_from,
+    build_network,
+    load_weights,
+    open_checkpoint,
+    read_safetensors,
+    shipped_checkpoint,
+)
 from bayes_smlm.surrogates.npe.features import frame_features
 from bayes_smlm.surrogates.npe.network import build_estimator
 from bayes_smlm.surrogates.settings import NpeArchitecture

@@ -19,8 +19,8 @@ Pure JAX, jitted and vmapped over frames; nothing here depends on torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -25,16 +25,19 @@ class WindowEmbedding(nn.Module):
         super().__init__()
         k, c = arch.crop, arch.conv_channels
         self.crop = k
-        self.conv = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
+        )
         self.head = nn.Sequential(
-            nn.Linear(c * k * k + POSITION_FEATURES, arch.embedding_hidden), nn.ReLU(),
-            nn.Linear(arch.embedding_hidden, arch.embedding_features))
+            nn.Linear(c * k * k + POSITION_FEATURES, arch.embedding_hidden),
+            nn.ReLU(),
+            nn.Linear(arch.embedding_hidden, arch.embedding_features),
+        )
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         k = self.crop
-        window = condition[:, :k * k].reshape(-1, 1, k, k)
-        return self.head(torch.cat([self.conv(window).flatten(1), condition[:, k * k:]], 1))
+        window = condition[:, : k * k].reshape(-1, 1, k, k)
+        return self.head(torch.cat([self.conv(window).flatten(1), condition[:, k * k :]], 1))
 
 
 def build_estimator(arch: NpeArchitecture) -> nn.Module:
@@ -43,10 +46,17 @@ def build_estimator(arch: NpeArchitecture) -> nn.Module:
     is Anscombe-scaled, so the estimator is a pure function of its weights (the state dict
     rebuilds it)."""
     from sbi.neural_nets import posterior_nn
-    build = posterior_nn(model=arch.flow, embedding_net=WindowEmbedding(arch),
-                         hidden_features=arch.hidden_features,
-                         num_transforms=arch.num_transforms, num_bins=arch.num_bins,
-                         tail_bound=arch.tail_bound, z_score_theta="none", z_score_x="none")
+
+    build = posterior_nn(
+        model=arch.flow,
+        embedding_net=WindowEmbedding(arch),
+        hidden_features=arch.hidden_features,
+        num_transforms=arch.num_transforms,
+        num_bins=arch.num_bins,
+        tail_bound=arch.tail_bound,
+        z_score_theta="none",
+        z_score_x="none",
+    )
     shapes = (torch.zeros(2, 2), torch.zeros(2, feature_length(arch.crop)))
     with warnings.catch_warnings():  # sbi's notes on building from a tiny batch
         warnings.simplefilter("ignore")

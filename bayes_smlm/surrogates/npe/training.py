@@ -4,10 +4,10 @@ never saw."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -8,8 +8,9 @@ checks that the checkpoint was trained for the task at hand and never unpickles 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +21,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from bayes_smlm.forward.config import Task, check_choice, check_int
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
-from bayes_smlm.surrogates.checkpoint import (architecture_from, build_network, load_weights,
-                                              open_checkpoint, read_checkpoint_config,
-                                              read_safetensors)
+from bayes_smlm.surrogates.checkpoint import (
+    architecture_from,
+    build_network,
+    load_weights,
+    open_checkpoint,
+    read_checkpoint_config,
+    read_safetensors,
+)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.compiled import compile_for_inference
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig, anscombe

@@ -16,9 +16,16 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.simulate import simulate
-from bayes_smlm.localization.detection import (DETECTORS, DetectionSettings, Detections,
-                                               LocalizationMetrics, detect, evaluate_detections,
-                                               match_frame, settings_from_config)
+from bayes_smlm.localization.detection import (
+    DETECTORS,
+    Detections,
+    DetectionSettings,
+    LocalizationMetrics,
+    detect,
+    evaluate_detections,
+    match_frame,
+    settings_from_config,
+)
 from bayes_smlm.reporting.markdown import markdown_table
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 

@@ -3,9 +3,10 @@ each detector's threshold tuned on the validation frames and stored in the check
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,13 +16,17 @@ from bayes_smlm.forward.config import Task, check_int
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, architecture_from, kept_sections
-from bayes_smlm.surrogates.phi.estimator import (CHECKPOINT_KIND, PhiPredictor, architecture_for,
-                                                 frames_to_photons, load_phi)
+from bayes_smlm.surrogates.phi.estimator import (
+    CHECKPOINT_KIND,
+    PhiPredictor,
+    architecture_for,
+    frames_to_photons,
+    load_phi,
+)
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PhiTraining
-from bayes_smlm.surrogates.training import (LoopState, check_batch_memory, resumed_settings,
-                                            train)
+from bayes_smlm.surrogates.training import LoopState, check_batch_memory, resumed_settings, train
 
 
 def _batches(task: Task, settings: PhiTraining):

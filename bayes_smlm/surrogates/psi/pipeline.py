@@ -21,9 +21,14 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task, task_from_dict
-from bayes_smlm.surrogates.checkpoint import (build_network, load_weights, open_checkpoint,
-                                              read_checkpoint_config,
-                                              read_safetensors, weights_sha256)
+from bayes_smlm.surrogates.checkpoint import (
+    build_network,
+    load_weights,
+    open_checkpoint,
+    read_checkpoint_config,
+    read_safetensors,
+    weights_sha256,
+)
 from bayes_smlm.surrogates.checkpoint import shipped_checkpoint as shipped_network_checkpoint
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 from bayes_smlm.surrogates.psi.conditioning import conditioning
@@ -138,7 +143,7 @@ class PsiPipeline:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path | None = None, task: Task | None = None,
-                        device: str = "cpu") -> "PsiPipeline":
+                        device: str = "cpu") -> PsiPipeline:
         """Load a Ψ checkpoint directory onto ``device``.
 
         Parameters

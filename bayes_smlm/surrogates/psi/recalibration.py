@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-
 from bayes_smlm.surrogates.settings import EARLIER_SAMPLER
 
 # Bin edges over the surrogate's per-pixel mean, KDE units (one kernel peaks at 1).
@@ -59,7 +58,7 @@ class SpreadRecalibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SpreadRecalibration":
+    def from_dict(cls, data: dict[str, Any]) -> SpreadRecalibration:
         """The recalibration a checkpoint's config records, checked: increasing finite bin
         edges, one finite positive scale per bin; a one-line ConfigError otherwise (NaN scales
         would turn every variance map into NaN)."""

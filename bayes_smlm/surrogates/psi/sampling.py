@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -23,8 +23,12 @@ while y_0-prediction only has to say "background" (−1), which the conditioning
 from __future__ import annotations
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       UniPCMultistepScheduler)
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
 
 from bayes_smlm.forward.config import check_choice
 from bayes_smlm.surrogates.settings import LOSSES, PREDICTIONS, SCHEDULES, SOLVERS

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -29,18 +29,30 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, give_usual_modes, write_json
-from bayes_smlm.surrogates.checkpoint import (CONFIG_FILE, kept_sections,
-                                              read_safetensors)
+from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, kept_sections, read_safetensors
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi, shipped_checkpoint
 from bayes_smlm.surrogates.psi.conditioning import conditioning
-from bayes_smlm.surrogates.psi.pipeline import (CHECKPOINT_KIND, SCHEDULER_DIR, UNET_DIR,
-                                                weights_sha256)
-from bayes_smlm.surrogates.psi.schedule import (make_scheduler, noise_loss, to_model_space,
-                                                training_target)
+from bayes_smlm.surrogates.psi.pipeline import (
+    CHECKPOINT_KIND,
+    SCHEDULER_DIR,
+    UNET_DIR,
+    weights_sha256,
+)
+from bayes_smlm.surrogates.psi.schedule import (
+    make_scheduler,
+    noise_loss,
+    to_model_space,
+    training_target,
+)
 from bayes_smlm.surrogates.psi.unet import build_unet
 from bayes_smlm.surrogates.settings import UNET_PRESETS, PsiTraining, UNetConfig, condition_channels
-from bayes_smlm.surrogates.training import (WEIGHTS_FILE, LoopState, resumed_settings,
-                                          step_generator, train)
+from bayes_smlm.surrogates.training import (
+    WEIGHTS_FILE,
+    LoopState,
+    resumed_settings,
+    step_generator,
+    train,
+)
 
 
 def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
