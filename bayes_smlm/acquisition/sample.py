@@ -186,3 +186,32 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
                           readout_var=readout_var + QUANTISATION_VAR,
                           theta=theta.astype(np.float32),
                           i0=i0.astype(np.float32), settings=settings)
+
+
+CALIBRATION_LEVELS = (50.0, 150.0, 400.0, 1000.0, 2500.0)  # photons/px of the flat stacks
+
+
+def calibration_stacks(simulated: SimulatedMovie, seed: int, dark_frames: int = 200,
+                       flat_frames: int = 100,
+                       levels: tuple[float, ...] = CALIBRATION_LEVELS) -> dict[str, np.ndarray]:
+    """What a user records to calibrate the movie's camera: a dark stack (shutter closed) and
+    flat stacks of uniform light, ``levels`` photons per pixel, as uint16 ADU like the movie.
+
+    Returns
+    -------
+    dict
+        ``"dark"``: (dark_frames, H, W); ``"flat1"`` … : (flat_frames, H, W) per level.
+    """
+    rng = np.random.default_rng(seed)
+    shape = simulated.offset.shape
+    read_sd = np.sqrt(simulated.readout_var - QUANTISATION_VAR)  # rounding adds it back
+
+    def stack(photons: float, frames: int) -> np.ndarray:
+        counts = rng.poisson(photons, (frames,) + shape) if photons else 0.0
+        adu = simulated.gain * counts + simulated.offset + read_sd * rng.standard_normal(
+            (frames,) + shape)
+        return np.clip(np.rint(adu), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+    stacks = {"dark": stack(0.0, dark_frames)}
+    stacks.update({f"flat{k + 1}": stack(level, flat_frames) for k, level in enumerate(levels)})
+    return stacks
