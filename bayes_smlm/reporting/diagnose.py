@@ -154,7 +154,9 @@ def write_diagnostics(tree: xr.DataTree, out: str | Path, frame: int | None = No
 def diagnose_section(out: Path, candidates: list[str]) -> str:
     """A study report's Markdown section: :func:`write_diagnostics` of the worst frame of the
     first of ``candidates`` (method names: the reference, then the others) whose posterior saved
-    in ``out`` has chains of draws, its figures in ``out/diagnose-METHOD/``; "" if none has."""
+    in ``out`` holds Markov chains (draws with sampler statistics: i.i.d. draws, as ``grid``'s
+    or ``laplace``'s, have nothing to mix), its figures in ``out/diagnose-METHOD/``; "" if
+    none has."""
     from bayes_smlm.io.posteriors import load_posterior
     from bayes_smlm.io.study_files import posterior_path
     for name in dict.fromkeys(candidates):
@@ -162,18 +164,22 @@ def diagnose_section(out: Path, candidates: list[str]) -> str:
         if not path.is_file():
             continue
         tree = load_posterior(path)
-        if "diagnostics" not in tree.children or tree["posterior"].sizes.get("chain", 0) < 2:
+        if ("diagnostics" not in tree.children or "sample_stats" not in tree.children
+                or tree["posterior"].sizes.get("chain", 0) < 2):
             continue
         folder = f"diagnose-{name}"
         summary = write_diagnostics(tree, out / folder, file=path)
         rhat = max(c["rhat"] for c in summary["coordinates"].values())
         ess = min(c["ess_bulk"] for c in summary["coordinates"].values())
         images = " ".join(f"![{plot}]({folder}/{plot}.png)" for plot in PLOTS)
+        first, second = summary["closest_pair"]
+        chosen = (f"its only emitter ({first})" if first == second else
+                  f"emitters {first} and {second} (the closest pair by posterior mean) and "
+                  f"{summary['worst_rhat_emitter']} (the worst R-hat)")
         return (f"### ArviZ diagnostics of `{name}`'s worst frame\n\n"
                 f"`bayes-smlm diagnose posteriors/{name}.nc --out {folder}`: frame "
-                f"{summary['frame']} (the largest R-hat), emitters {summary['closest_pair']} "
-                f"(the closest pair by posterior mean) and {summary['worst_rhat_emitter']} (the "
-                f"worst R-hat); over their x and y R-hat ≤ {rhat:.3f}, bulk ESS ≥ {ess:.0f}, "
-                f"{summary['divergences']} divergences. Rank, trace, ESS-evolution and pair "
+                f"{summary['frame']} (the largest R-hat), {chosen}; over the x and y plotted "
+                f"R-hat ≤ {rhat:.3f}, bulk ESS ≥ {ess:.0f}, "
+                f"{summary['divergences'] or 0} divergences. Rank, trace, ESS-evolution and pair "
                 f"plots (arviz-plots):\n\n{images}\n\n")
     return ""
