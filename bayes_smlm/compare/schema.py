@@ -80,7 +80,9 @@ def _family(members, key: str, label: str, fmt: str, doc: str) -> dict:
 
 # cost
 FRAMES = _metric("frames", "frames", "d", "frames the method was scored on")
-SECONDS_PER_FRAME = _metric("seconds_per_frame", "s/frame", ".3f", "wall time per frame, s")
+SECONDS_PER_FRAME = _metric("seconds_per_frame", "s/frame", ".3f",
+                            "wall time per frame, s: PosteriorResult.seconds (checkpoint loading "
+                            "and compilation in, imports and frame reading out) / frames")
 
 # variance maps, whole frame
 VAR_PEARSON = _metric("var_pearson_median", "var map r (median)", ".3f",

@@ -79,8 +79,8 @@ def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: in
     reject_unknown_options("ensemble", unknown)
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
     adu = validate_frames(task, adu)
+    started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
     members = ensemble_members(checkpoint, task)
-    started = time.perf_counter()
     estimates = np.stack([PhiPredictor(load_phi(member, task)[0], task, batch_size=batch_size,
                                        precision=precision, device=device)(adu)
                           for member in members], axis=1)              # (F, M, uH, uW)
@@ -119,6 +119,7 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, frames_to_photons, load_phi
     adu = validate_frames(task, adu)
     passes = check_int("passes", passes, lo=2)
+    started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
     folder = _checkpoint_folder(checkpoint, "phi-dropout", task,
                                 "`bayes-smlm train-phi --dropout 0.1`")
     model, config = load_phi(folder, task)
@@ -126,7 +127,6 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     if rate <= 0:
         raise ConfigError("checkpoint", f"{folder} is a φ without dropout; MC dropout needs one "
                                         "trained with --dropout")
-    started = time.perf_counter()
     predictor = PhiPredictor(model, task, batch_size=batch_size, precision=precision,
                              device=device)
     predictor.model.dropout.train()          # dropout on; BatchNorm stays in evaluation mode

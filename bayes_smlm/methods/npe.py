@@ -71,8 +71,8 @@ def npe_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
     from bayes_smlm.surrogates.npe.estimator import load_npe, npe_position_draws
     chains, draws = check_int("chains", chains), check_int("draws", draws)
     adu = validate_frames(task, adu)
+    started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
     estimator, config = load_npe(checkpoint, task)
-    started = time.perf_counter()
     points, inside = npe_position_draws(estimator, config, task, adu, chains * draws, seed)
     at_edge = edge_disagreement(task, adu, points, seed)
     f = len(adu)

@@ -36,7 +36,10 @@ class PosteriorResult:
     settings : dict
         Resolved method settings (JSON-ready).
     seconds : float
-        Wall time of the run, s (compile time included).
+        Wall time of the method's call from its validated frames to its result, s — the same
+        for every method, so cost ratios compare like with like: checkpoint loading (networks)
+        and compilation (JAX programs not in the persistent cache) are in; importing the
+        method's libraries and reading the frames are out.
     theta_true : (F, N, 2) ndarray or None
         True positions when known (simulated data).
     extra : dict
