@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run_cli
+from test_cli import assert_one_line_error, run_cli
 from test_cluster import assert_same_posterior
 
 from bayes_smlm.forward.simulate import simulate
@@ -88,3 +88,24 @@ def test_the_calibration_smoke_runs_the_example_plugin(installed, tmp_path, caps
     assert main(["study", "calibration", "--preset", "smoke", "--out", str(tmp_path / "c")]) == 0
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert "laplace_t" in metrics["methods"]
+
+
+def test_methods_lists_the_plugin_and_option_hands_it_its_own_options(installed, frames_file,
+                                                                     tmp_path, capsys):
+    status, listed, _ = run_cli(capsys, "methods")
+    assert status == 0 and "laplace_t" in listed and "nuts" in listed
+    status, shown, _ = run_cli(capsys, "methods", "--show", "laplace_t")
+    options = shown.split("options (")[1].split("\n\n")[0]
+    assert status == 0 and "nu = 4.0" in options and "theta_true" not in options
+    out = tmp_path / "t8.nc"
+    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace_t",
+                             "--option", "nu=8", "--draws", "100", "--quiet", "--out", str(out))
+    assert status == 0, err
+    assert '"nu": 8.0' in load_posterior(out).attrs["settings"]
+    for option, words in (("nu=1", ("nu", "must be > 2")), ("nus=8", ("nus",)),
+                          ("8", ("--option", "KEY=VALUE")), ("draws=5", ("draws", "twice"))):
+        status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace_t",
+                                 "--option", option, "--draws", "100", "--quiet", "--out",
+                                 str(tmp_path / "bad.nc"))
+        assert_one_line_error(status, err, *words)
+    assert not (tmp_path / "bad.nc").exists()

@@ -32,6 +32,7 @@ from bayes_smlm.cli.arguments import (
     task_from_args,
     torch_device,
 )
+from bayes_smlm.cli.methods import add_method_commands, merge_options, method_option
 from bayes_smlm.cli.nets import add_network_commands
 from bayes_smlm.surrogates.settings import (
     DEFAULT_SOLVER,
@@ -137,6 +138,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
              "device": args.device, "recalibrate": args.recalibrate,
              "n_emitters": args.n_emitters}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
+    options = merge_options(options, args.option)
     if args.full_chain:
         if args.steps is not None:
             raise ConfigError("--full-chain", "cannot be combined with --steps")
@@ -325,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per compiled call (default: the method's)")
+    p.add_argument("--option", action="append", type=method_option, metavar="KEY=VALUE",
+                   help="any option of the method, a plug-in's too (`bayes-smlm methods --show "
+                        "NAME` lists them; VALUE read as JSON where it is: 8, 0.5, true)")
     p.add_argument("--scheduler", type=scheduler_address, default=None,
                    help="run chunks of frames on Dask workers: a scheduler address "
                         "(tcp://host:8786) or local:N (N worker processes here); needs --out "
@@ -342,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
     p.set_defaults(handler=cmd_tasks)
 
+    add_method_commands(sub)
     add_network_commands(sub)
     add_acquisition_commands(sub)
 
