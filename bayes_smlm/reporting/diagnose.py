@@ -23,9 +23,14 @@ PLOTS = ("rank", "trace", "ess_evolution", "pair")
 STYLE = "arviz-variat"  # arviz-plots' own style: its colour cycle is what its aesthetics expect
 
 
+def _group(tree: xr.DataTree, name: str) -> xr.Dataset:
+    """One group of a posterior DataTree as a Dataset."""
+    return tree.children[name].to_dataset()
+
+
 def worst_frame(tree: xr.DataTree) -> int:
     """The frame with the largest R-hat over its coordinates (ties: the smallest bulk ESS)."""
-    diagnostics = tree["diagnostics"]
+    diagnostics = _group(tree, "diagnostics")
     rhat = np.nan_to_num(diagnostics["rhat"].values, nan=np.inf)
     ess = np.nan_to_num(diagnostics["ess_bulk"].values, nan=0.0)
     frames = rhat.shape[0]
@@ -37,7 +42,7 @@ def worst_frame(tree: xr.DataTree) -> int:
 def chosen_emitters(tree: xr.DataTree, frame: int) -> tuple[tuple[int, int], int]:
     """The closest pair of emitters by posterior mean (a frame of one emitter: that one twice)
     and the emitter with the worst R-hat, in ``frame``."""
-    theta = tree["posterior"]["theta"].isel(frame=frame).values  # chain, draw, emitter, axis
+    theta = _group(tree, "posterior")["theta"].isel(frame=frame).values  # chain, draw, N, axis
     means = theta.mean(axis=(0, 1))
     n = len(means)
     if n < 2:
@@ -47,7 +52,8 @@ def chosen_emitters(tree: xr.DataTree, frame: int) -> tuple[tuple[int, int], int
         distance[np.eye(n, dtype=bool)] = np.inf
         i, j = np.unravel_index(int(np.nanargmin(distance)), distance.shape)
         pair = (int(min(i, j)), int(max(i, j)))
-    rhat = np.nan_to_num(tree["diagnostics"]["rhat"].isel(frame=frame).values, nan=np.inf)
+    rhat = np.nan_to_num(_group(tree, "diagnostics")["rhat"].isel(frame=frame).values,
+                         nan=np.inf)
     return pair, int(np.argmax(rhat.max(axis=1)))
 
 
