@@ -51,6 +51,11 @@ def test_maps_match_the_truth_within_their_standard_errors(calibration, capsys):
                                    "--out", str(out))
     assert status == 0, err
     assert "camera.gain=" in printed and "5 flat levels" in printed
+    # 100 frames a level: a 6.4 % gain SE, which makes localize overconfident (z SD ≈ 1.17):
+    # the user is told, with the frames per level that would bring it to 3.5 % (≈ 330)
+    warning = next(line for line in printed.splitlines() if line.startswith("warning:"))
+    frames = int(warning.split("record about ")[1].split()[0])
+    assert "too small" in warning and 250 < frames < 450, warning
     found = {name: tifffile.imread(out / f"{name}.tif") for name in
              ("offset", "readout_var", "gain", "offset_se", "readout_var_se", "gain_se")}
     # the bars where the frame counts allow them
