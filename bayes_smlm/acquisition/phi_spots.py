@@ -87,10 +87,11 @@ def tiled_kde(predictor, photons: np.ndarray, tile: tuple[int, int], upsampling:
     return out[:, :height * u, :width * u]
 
 
-def check_phi(checkpoint: str | Path | None, task: Task) -> None:
-    """Load (and cache) φ for ``task``, refusing in one line a checkpoint that is missing,
-    damaged, or trained for other optics, brightness or background."""
-    _phi(None if checkpoint is None else str(checkpoint), task.to_json())
+def check_phi(checkpoint: str | Path | None, task: Task):
+    """φ's predictor, detection settings and tile for ``task`` (loaded once per process),
+    refusing in one line a checkpoint that is missing, damaged, or trained for other optics,
+    brightness or background."""
+    return _phi(None if checkpoint is None else str(checkpoint), task.to_json())
 
 
 def phi_spots(photons: np.ndarray, pedestal: np.ndarray, task: Task,
@@ -116,8 +117,7 @@ def phi_spots(photons: np.ndarray, pedestal: np.ndarray, task: Task,
     """
     from bayes_smlm.localization.detection import detect
 
-    predictor, settings, tile = _phi(None if checkpoint is None else str(checkpoint),
-                                     task.to_json())
+    predictor, settings, tile = check_phi(checkpoint, task)
     photons = np.asarray(photons, np.float32)
     kde = tiled_kde(predictor, photons, tile, task.optics.upsampling)
     found = detect(kde, task.optics.sigma_kde, task.optics.upsampling, settings)

@@ -51,24 +51,28 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from bayes_smlm.methods import get_method, list_methods
     if args.show:
         fn = get_method(args.show)
-        doc = inspect.getdoc(fn) or ""
-        print(f"{args.show}: {doc.split(chr(10) + chr(10))[0]}\n\noptions (--option KEY=VALUE, "
-              "or the flag of the same name):")
+        first, *rest = _paragraphs(fn)
+        print(f"{args.show}: {first}\n\noptions (--option KEY=VALUE, or the flag of the same "
+              "name):")
         for name, default in method_options(fn):
             shown = "required" if default is inspect.Parameter.empty else repr(default)
             print(f"  {name} = {shown}")
-        rest = doc.split("\n\n", 1)[1] if "\n\n" in doc else ""
         if rest:
-            print(f"\n{rest}")
+            print("\n" + "\n\n".join(rest))
         return 0
     for name in list_methods():
         print(f"{name:14s} {_summary(get_method(name))}")
     return 0
 
 
+def _paragraphs(fn) -> list[str]:
+    """A method's docstring, paragraph by paragraph (at least one, maybe empty)."""
+    return (inspect.getdoc(fn) or "").split("\n\n")
+
+
 def _summary(fn, width: int = 100) -> str:
     """The first sentence of a method's docstring, on one line of at most ``width`` characters."""
-    first = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
+    first = " ".join(_paragraphs(fn)[0].split())
     sentence = re.split(r"(?<=\.)\s+(?=[A-Z`(])", first)[0]
     return sentence if len(sentence) <= width - 15 else sentence[:width - 16] + "…"
 

@@ -143,7 +143,7 @@ def write_diagnostics(tree: xr.DataTree, out: str | Path, frame: int | None = No
             with atomic_path(out / f"{name}.png") as tmp:
                 collection.savefig(tmp, format="png", dpi=80)
             plt.close("all")
-    diagnostics = tree["diagnostics"].to_dataset().isel(frame=frame)
+    diagnostics = _group(tree, "diagnostics").isel(frame=frame)
     coordinates = {f"{axis}{e}": {key: float(diagnostics[key].sel(emitter=e, axis=axis))
                                   for key in ("rhat", "ess_bulk", "ess_tail")}
                    for e in emitters for axis in ("x", "y")}
