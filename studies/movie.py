@@ -52,10 +52,15 @@ RENDER_NM, SIGMA_NM = 10.0, 20.0
 
 def _calibrated_maps(folder: Path, simulated, seed: int) -> tuple[dict, dict]:
     """``calibrate-camera``'s maps from a dark stack and flat stacks of the movie's camera (as
-    TIFFs, read back as a user's would be), and their median errors against the truth."""
+    TIFFs, read back as a user's would be), and their median errors against the truth with the
+    gain's relative SE (``localize --gain-se``) beside them."""
     import tifffile
 
-    from bayes_smlm.acquisition.camera_calibration import calibrate, stack_moments
+    from bayes_smlm.acquisition.camera_calibration import (
+        calibrate,
+        relative_gain_se,
+        stack_moments,
+    )
     paths = {}
     for name, frames in calibration_stacks(simulated, seed).items():
         paths[name] = folder / f"{name}.tif"
@@ -65,7 +70,8 @@ def _calibrated_maps(folder: Path, simulated, seed: int) -> tuple[dict, dict]:
     errors = {"offset_adu": float(np.median(np.abs(found.offset - simulated.offset))),
               "gain_relative": float(np.median(np.abs(found.gain / simulated.gain - 1))),
               "readout_var_relative": float(np.median(np.abs(
-                  found.readout_var / simulated.readout_var - 1)))}
+                  found.readout_var / simulated.readout_var - 1))),
+              "gain_se": relative_gain_se(found)}
     return {"camera.offset": found.offset, "camera.gain": found.gain,
             "camera.readout_var": found.readout_var}, errors
 
@@ -74,7 +80,8 @@ def _localize(folder: Path, settings: MovieSettings, seed: int, joint: bool, rep
               method: str = "laplace", camera: str = "maps", detector: str = "dog"
               ) -> tuple[dict, dict]:
     """Localize a fresh movie and score it; ``camera``: ``maps`` (the simulator's), ``calibrated``
-    (``calibrate-camera``'s from 200 dark and 5 × 100 flat frames), ``means`` (only the true
+    (``calibrate-camera``'s from 200 dark and 5 × 100 flat frames, with their ``--gain-se``;
+    ``calibrated-exact-gain``: the same maps, the gain taken as exact), ``means`` (only the true
     maps' medians, as scalars) or ``from-movie`` (the medians of offset and gain, and the offset
     and readout-variance maps estimated from the movie's quiet pixels); ``detector``: ``dog`` or
     ``phi`` (``localize --detector``)."""
@@ -84,7 +91,7 @@ def _localize(folder: Path, settings: MovieSettings, seed: int, joint: bool, rep
     if camera == "maps":
         maps = {"camera.offset": simulated.offset, "camera.gain": simulated.gain,
                 "camera.readout_var": simulated.readout_var}
-    elif camera == "calibrated":
+    elif camera.startswith("calibrated"):
         maps, calibration_errors = _calibrated_maps(folder, simulated, seed + 1)
     else:
         maps = {f"camera.{name}": float(np.median(getattr(simulated, name)))
@@ -99,7 +106,8 @@ def _localize(folder: Path, settings: MovieSettings, seed: int, joint: bool, rep
         task = with_overrides(task, {"camera.offset": estimated.offset,
                                      "camera.readout_var": estimated.readout_var})
     # the usual single-spot fit: each candidate alone, no search of the residual
-    options = LocalizeSettings(joint=joint, method=method, detector=detector,
+    gain_se = calibration_errors["gain_se"] if camera == "calibrated" else 0.0
+    options = LocalizeSettings(joint=joint, method=method, detector=detector, gain_se=gain_se,
                                residual_passes=LocalizeSettings.residual_passes if joint else 0)
 
     def run_once() -> dict:
@@ -167,7 +175,7 @@ def _run_movies(scratch: Path, settings: dict, base: int, scores: dict, maps: di
                 maps[name] = sd_map
     # without calibration maps: their medians alone, or the maps estimated from the movie
     movie = MovieSettings(frames=settings["frames"], **MOVIES["sparse"])
-    for camera in ("calibrated", "means", "from-movie"):
+    for camera in ("calibrated", "calibrated-exact-gain", "means", "from-movie"):
         score, _ = _localize(scratch / f"sparse-{camera}", movie, base, True,
                              settings["repeats"], camera=camera)
         scores[f"sparse, camera {camera}"] = score
@@ -250,7 +258,10 @@ precision ≥ 0.99; wide-psf: ≥ 90 % of rows misfit, the correct movies ≤ 0.
   as uint16 TIFFs; their median errors over pixels: offset {errors['offset_adu']:.3f} ADU, gain
   {100 * errors['gain_relative']:.1f} %, readout variance
   {100 * errors['readout_var_relative']:.1f} % (what these frame counts allow per pixel:
-  ≈ 4.3 % and 6.8 %, `docs/acquisitions.md`).
+  ≈ 4.3 % and 6.8 %, `docs/acquisitions.md`), localized with the `--gain-se
+  {errors['gain_se']:.4f}` that `calibrate-camera` prints (the gain map's RMS relative SE, taken
+  into each window's covariance); *camera calibrated-exact-gain*: the same maps with the gain
+  taken as exact (no `--gain-se`).
 - *dim / crowded, φ detector*: fresh dim and crowded movies localized with
   `localize --detector phi` (the shipped `widefield` φ on 32 × 32 tiles); loc/s is one run's.
 - crowded-separate: every candidate fitted alone and no search of the residual

@@ -265,12 +265,21 @@ def test_localize_with_nuts_writes_diagnostics_and_agrees_with_laplace(small_mov
 @pytest.mark.parametrize("option, value, words", [
     ("--method", "gibbs", ["--method", "laplace", "nuts"]),
     ("--chains", "1", ["--chains", ">= 2"]),
-    ("--residual-passes", "-1", ["--residual-passes", ">= 0"])])
+    ("--residual-passes", "-1", ["--residual-passes", ">= 0"]),
+    ("--gain-se", "1.5", ["--gain-se", "[0, 1)"])])
 def test_localize_refuses_bad_sampler_options(small_movie, tmp_path, capsys, option, value,
                                               words):
     status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), option, value,
                              "--out", str(tmp_path / "l.csv"))
     assert_one_line_error(status, err, *words)
+
+
+def test_localize_refuses_gain_se_with_nuts(small_movie, tmp_path, capsys):
+    """NUTS samples a likelihood that treats the gain as known: --gain-se is refused with it,
+    not silently ignored."""
+    status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), "--gain-se",
+                             "0.05", "--method", "nuts", "--out", str(tmp_path / "l.csv"))
+    assert_one_line_error(status, err, "--gain-se", "Laplace", "nuts")
 
 
 def test_localize_writes_each_rows_probability_and_misfit(localized):

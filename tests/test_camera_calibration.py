@@ -51,13 +51,17 @@ def test_maps_match_the_truth_within_their_standard_errors(calibration, capsys):
                                    "--out", str(out))
     assert status == 0, err
     assert "camera.gain=" in printed and "5 flat levels" in printed
-    # 100 frames a level: a 6.4 % gain SE, which makes localize overconfident (z SD ≈ 1.17):
-    # the user is told, with the frames per level that would bring it to 3.5 % (≈ 330)
+    # 100 frames a level: a 6.4 % gain SE, which costs localize precision: the user is told,
+    # with the frames per level that would bring it to 3.5 % (≈ 330)
     warning = next(line for line in printed.splitlines() if line.startswith("warning:"))
     frames = int(warning.split("record about ")[1].split()[0])
-    assert "too small" in warning and 250 < frames < 450, warning
+    assert "precision" in warning and 250 < frames < 450, warning
     found = {name: tifffile.imread(out / f"{name}.tif") for name in
              ("offset", "readout_var", "gain", "offset_se", "readout_var_se", "gain_se")}
+    # and the value for localize --gain-se: the RMS relative SE of the gain map it wrote
+    gain_se = float(printed.rsplit("--gain-se ", 1)[1].split()[0])
+    assert gain_se == pytest.approx(np.sqrt(np.mean((found["gain_se"] / found["gain"]) ** 2)),
+                                    abs=1e-4)
     # the bars where the frame counts allow them
     assert np.median(np.abs(found["offset"] - offset)) < 0.5                      # ADU
     # each map's error is its stated standard error: z SD ≈ 1 over 2304 pixels (SE of an SD

@@ -297,12 +297,15 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     nuts, laplace = "sparse, 3 frames, nuts", "sparse, 3 frames, laplace"
     assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate", "crowded-bg30",
                                       "dim", "wide-psf", "sparse, camera calibrated",
+                                      "sparse, camera calibrated-exact-gain",
                                       "sparse, camera means", "sparse, camera from-movie",
                                       "dim, φ detector", "crowded, φ detector", nuts, laplace}
     errors = metrics["movies"]["sparse, camera calibrated"]["calibration_errors"]
     # 200 dark and 5 × 100 flat frames: median errors ≈ 0.1 ADU, 4.3 % and 6.8 % (per pixel)
     assert errors["offset_adu"] < 0.5 and errors["gain_relative"] < 0.06
     assert errors["readout_var_relative"] < 0.09
+    # what calibrate-camera prints for --gain-se: the RMS relative SE, ≈ 6.4 % at these counts
+    assert 0.05 < errors["gain_se"] < 0.08
     # NUTS per window: every localization passes its diagnostics on these bright spots
     assert metrics["movies"][nuts]["diagnostics_pass_rate"] == 1.0
     assert metrics["movies"][nuts]["matched"] == metrics["movies"][laplace]["matched"]

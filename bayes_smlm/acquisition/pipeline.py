@@ -8,6 +8,7 @@ jointly), one compiled fit per window shape and emitter count, rows in frame ord
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,12 @@ from bayes_smlm.acquisition.regions import WindowGroup, half_width, plan_windows
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
 from bayes_smlm.acquisition.window_counts import CountedWindows, count_emitters
-from bayes_smlm.acquisition.window_fit import fit_windows, misfit, quasi_dispersion
+from bayes_smlm.acquisition.window_fit import (
+    fit_windows,
+    gain_error_widened,
+    misfit,
+    quasi_dispersion,
+)
 from bayes_smlm.acquisition.window_sampling import WindowDraws, sample_windows
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
@@ -34,6 +40,10 @@ from bayes_smlm.methods.diagnostics import ESS_MIN, RHAT_MAX
 RESIDUAL_MIN_DISTANCE = 1.5  # px: residual peaks nearer a fitted emitter are its own misfit
 RESIDUAL_CHI2 = 2.0  # χ²/dof of a window above which its frame is searched for missed emitters
 MISSED_THRESHOLD = 4.0  # least SNR of a residual peak offered to a misfit window (evidence decides)
+# a refit splits a window's candidates into new windows, each of which knew only the old fits of
+# the others' emitters: a second pass refits those still unexplained with the new fits known
+# (tuning seed, crowded: misfit rows 2.6 % -> 1.8 %, RMSE/CRLB x 1.30 -> 1.15)
+MISFIT_REFITS = 2
 
 
 COLUMNS = {"frame": int, "x": float, "y": float, "sd_x": float, "sd_y": float,
@@ -142,7 +152,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
         refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
         table = _concat([take_rows(table, ~again),
                          take_rows(old, ~fitted_again[pixel[:len(old["x"])]]), refit])
-    table = _refit_misfits(task, photons, pedestal, table, settings, log_density)
+    for _ in range(MISFIT_REFITS):
+        table = _refit_misfits(task, photons, pedestal, table, settings, log_density)
     table = mark_split_spots(without_repeats(table, task.height), task)
     if settings.method == "nuts":
         table, _ = _fit_candidates(task, photons, pedestal, _candidates_of(table, task),
@@ -155,7 +166,8 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
                    ) -> dict[str, np.ndarray]:
     """The windows the model does not explain (χ²/dof > :data:`RESIDUAL_CHI2`) fitted again
     with every other window's emitters in their rates as known: a window cut from a crowded
-    patch, or one beside it, otherwise fits its neighbours' photons with its own emitters."""
+    patch, or one beside it, otherwise fits its neighbours' photons with its own emitters.
+    Called :data:`MISFIT_REFITS` times: each pass knows the previous pass's refits."""
     bad = np.unique(table["window"][table["chi2_dof"] > RESIDUAL_CHI2])
     if not len(bad):
         return table
@@ -234,6 +246,10 @@ def _fit_candidates(task: Task, photons: np.ndarray, pedestal: np.ndarray, spots
                           max_iter=settings.max_iter, tol=settings.tol)
         counted = _counted(task, counts, window_pedestal, fitted, fit, group.active, settings,
                            log_density)
+        if settings.gain_se > 0:
+            counted = dataclasses.replace(counted, fit=gain_error_widened(
+                task, counted.fit, counts, window_pedestal, fitted, counted.active,
+                settings.gain_se))
         draws = None if sample_first_frame is None else sample_windows(
             task, counts, window_pedestal, counted.fit, counted.active, fitted,
             seed=settings.seed, first_frame=sample_first_frame, first_window=window_base,

@@ -45,6 +45,12 @@ class LocalizeSettings:
     density : float or None
         The count prior's emitters per px² (a Poisson point process); None: the chunk's
         candidates per px².
+    gain_se : float
+        Relative standard error of the camera's gain map per pixel (0.05: 5 %; 0: the gain is
+        known). A calibrated gain map's error acts as extra noise ``gain_se² · ω²`` in each
+        pixel: the Laplace covariances and χ² take it in
+        (:func:`~bayes_smlm.acquisition.window_fit.gain_error_widened`). ``bayes-smlm
+        calibrate-camera`` prints the value of its maps.
     max_iter, tol
         Of the mode search (:func:`bayes_smlm.methods.laplace.laplace_fit`).
     method : {"laplace", "nuts"}
@@ -65,6 +71,7 @@ class LocalizeSettings:
     residual_passes: int = 3
     min_p_exists: float = 0.5
     density: float | None = None
+    gain_se: float = 0.0
     max_iter: int = 50
     tol: float = 1e-4
     method: str = "laplace"
@@ -87,5 +94,12 @@ class LocalizeSettings:
         check_int("residual_passes", self.residual_passes, lo=0)
         if not 0.0 <= self.min_p_exists < 1.0:
             raise ConfigError("min_p_exists", f"must be in [0, 1) (got {self.min_p_exists})")
+        if not (np.isfinite(self.gain_se) and 0.0 <= self.gain_se < 0.5):
+            raise ConfigError("gain_se", f"must be in [0, 0.5), a relative standard error "
+                                         f"(got {self.gain_se})")
+        if self.gain_se > 0 and self.method != "laplace":
+            raise ConfigError("gain_se", "is taken into the Laplace window posterior only; "
+                                         f"method {self.method!r} samples the likelihood, which "
+                                         "treats the gain as known")
         if self.density is not None and not (np.isfinite(self.density) and self.density > 0):
             raise ConfigError("density", f"must be > 0 emitters per px² (got {self.density})")

@@ -147,6 +147,50 @@ def misfit(chi2: np.ndarray, dof: np.ndarray, chi2_var: np.ndarray, parameters: 
     return np.asarray(chi2) > limit
 
 
+def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal: np.ndarray,
+                       fitted: np.ndarray, active: np.ndarray, gain_se: float) -> WindowFits:
+    """``fit`` with a gain map's calibration error taken into its covariance and χ².
+
+    Photons are ``(ADU − o)/ĝ``: where the gain map ĝ is off by a relative error ε_i (SD
+    ``gain_se``, independent per pixel), pixel i holds ω_i(1 − ε_i) — extra variance
+    ``gain_se² · ω_i²`` the Poisson likelihood does not know. The mode stays the Poisson MLE; its
+    covariance under the true noise is the sandwich ``Σ + Σ K Σ`` with Σ the Laplace covariance
+    and ``K = Σ_i ∇ω_i ∇ω_iᵀ · gain_se² ω_i² / λ_i²`` (λ = ω + pedestal) over the fitted pixels;
+    Pearson's χ² divides by the total variance ``λ_i + gain_se² ω_i²``. ω is the window's own
+    model (emitters and background): photons known to come from neighbours are left out of the
+    extra variance.
+    """
+    n_windows, height, width = counts.shape
+    n_emitters = active.shape[1]
+    size = max(8, 1 << (n_windows - 1).bit_length())
+    program = _gain_error_program(window_task(task, (height, width)), n_emitters)
+    arrays = [np.asarray(a, np.float32) for a in (fit.mode, fit.covariance, counts, pedestal,
+                                                   fitted)] + [np.asarray(active, bool)]
+    arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
+    covariance, chi2 = program(*arrays, np.float32(gain_se) ** 2)
+    return fit._replace(covariance=np.asarray(covariance)[:n_windows],
+                        chi2=np.asarray(chi2)[:n_windows])
+
+
+@lru_cache(maxsize=64)
+def _gain_error_program(small: Task, n_emitters: int) -> Callable[..., tuple[jax.Array, ...]]:
+    derivatives = ParameterLayout(n_emitters, True, True).image_derivatives(small)
+
+    def one(mode: jax.Array, covariance: jax.Array, counts: jax.Array, pedestal: jax.Array,
+            fitted: jax.Array, active: jax.Array, rel_var: jax.Array) -> tuple[jax.Array, ...]:
+        d = derivatives(mode)
+        # held parameters (empty slots) keep their covariance: their rows of ∇ω are zeroed
+        gradient = jnp.where(free_parameters(active)[:, None, None], d.jacobian, 0.0)
+        rate = d.omega + pedestal
+        extra = rel_var * d.omega**2
+        weighted = gradient * (fitted * extra / rate**2)
+        k = jnp.sum(weighted[:, None] * gradient[None, :], axis=(-2, -1))       # (P, P)
+        chi2 = jnp.sum(fitted * (counts - rate) ** 2 / (rate + extra))
+        return covariance + covariance @ k @ covariance, chi2
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, None)))
+
+
 SHARD_FROM = 256  # windows per call from which splitting them across devices pays (measured)
 BATCH = 2048  # most windows per compiled call; fewer are padded to a power of two (≥ 8)
 FIRST_STEPS = 12  # steps every window gets; the few that need more continue in a second call
