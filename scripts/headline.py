@@ -1,16 +1,12 @@
-"""The README's headline table, written from the reports' metrics.json (never typed by hand).
-
-    scripts/venv-run python scripts/headline.py          # print the table
-    scripts/venv-run python scripts/headline.py --check  # exit 1 if README.md's copy differs
-
-The table sits in README.md between the markers ``<!-- headline:start -->`` and
-``<!-- headline:end -->``; ``--write`` replaces it there.
+"""The README's headline table, built from reports/calibration-paper/metrics.json (never typed
+by hand). It sits in README.md between the markers ``<!-- headline:start -->`` and
+``<!-- headline:end -->``; ``scripts/quoted_numbers.py`` checks and writes it with the other
+quoted numbers.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,21 +35,3 @@ def replace_in(text: str, table: str) -> str:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{table}\n{END}{tail}"
-
-
-def main(argv: list[str]) -> int:
-    table = headline_table()
-    readme = ROOT / "README.md"
-    if "--check" in argv:
-        ok = replace_in(readme.read_text(), table) == readme.read_text()
-        print("README headline table matches the reports" if ok else
-              "README headline table differs from the reports: run scripts/headline.py --write")
-        return 0 if ok else 1
-    if "--write" in argv:
-        readme.write_text(replace_in(readme.read_text(), table))
-    print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -26,12 +26,36 @@ def test_readme_python_example_runs(capsys):
     assert "(4, 80, 80)" in printed
 
 
-def test_readme_links_exist_and_its_headline_is_the_reports():
+def test_readme_links_exist_and_its_numbers_are_the_reports():
+    """The README's links resolve, and every number README.md and docs/ quote with a source
+    (and the headline table) equals what that report's metrics.json gives."""
     for target in re.findall(r"\]\(((?:docs|reports)/[^)#]+)\)", README):
         assert (ROOT / target).exists(), target
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "headline.py"), "--check"],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "quoted_numbers.py"),
+                           "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+    quoted = int(done.stdout.split("quoted numbers")[0].split()[-1])
+    assert quoted >= 20, done.stdout
+
+
+def test_a_quoted_number_that_differs_from_its_report_is_caught(tmp_path):
+    """quoted_numbers.py on a tree with one quote off: it is listed beside the report's value,
+    and rewriting puts that value back."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import quoted_numbers
+    finally:
+        sys.path.pop(0)
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    (tmp_path / "reports" / "r").mkdir(parents=True)
+    (tmp_path / "reports" / "r" / "metrics.json").write_text(
+        '{"speed": [{"seconds": 80.94}], "rate": 0.8907}')
+    page.write_text("took 81.0<!-- r / speed / 0 / seconds | .1f --> s, covers "
+                    "89<!-- r / rate | 100 .0f --> %\n")
+    found = list(quoted_numbers.quotes(tmp_path))
+    assert [(q[2], q[4]) for q in found] == [("81.0", "80.9"), ("89", "89")]
+    assert "80.9<!--" in quoted_numbers.rewritten(page.read_text(), tmp_path)
 
 
 def test_docs_link_only_to_files_that_exist():
