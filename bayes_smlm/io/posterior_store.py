@@ -26,7 +26,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -36,7 +36,7 @@ from bayes_smlm.io.atomic import check_free_space, check_suffix, hidden_sibling
 
 STORE_SUFFIX = ".zarr"
 PROGRESS_GROUP = "chunks"
-ZARR_FORMAT = 2  # widest reader support; zarr 3 also reads it
+ZARR_FORMAT: Literal[2] = 2  # widest reader support; zarr 3 also reads it
 
 
 def run_identity(method: str, options: dict[str, Any], adu: np.ndarray, task_json: str,
@@ -55,6 +55,26 @@ def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     """``(first, stop)`` frame ranges of consecutive chunks."""
     return [(a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
 
+
+
+if TYPE_CHECKING:
+    import zarr
+
+
+def _open(path: str | Path, mode: Literal["r", "r+", "w"]) -> zarr.Group:
+    """The zarr group at ``path`` in the store's format."""
+    import zarr
+    return zarr.open_group(str(path), mode=mode, zarr_format=ZARR_FORMAT)
+
+
+def _array(group: zarr.Group, key: str) -> zarr.Array:
+    """Member ``key`` of ``group``, an array (zarr types members as either)."""
+    return cast("zarr.Array", group[key])
+
+
+def _subgroup(group: zarr.Group, key: str) -> zarr.Group:
+    """Member ``key`` of ``group``, a group."""
+    return cast("zarr.Group", group[key])
 
 class PosteriorStore:
     """A zarr posterior of ``identity["n_frames"]`` frames being written chunk by chunk.
@@ -96,31 +116,28 @@ class PosteriorStore:
         done = self.done
         if not done.any():
             return done
-        import zarr
-        progress = zarr.open_group(str(self.path / PROGRESS_GROUP), mode="r+",
-                                   zarr_format=ZARR_FORMAT)
-        stored = np.asarray(progress["digest"][:], np.uint8)
+        progress = _open(self.path / PROGRESS_GROUP, "r+")
+        stored = np.asarray(_array(progress, "digest")[:], np.uint8)
         for index in np.flatnonzero(done):
-            if self._digest(index) != bytes(stored[index]):
+            if self._digest(int(index)) != bytes(stored[index]):
                 warnings.warn(f"{self.path}: chunk {index} (frames {self.ranges[index][0]}–"
                               f"{self.ranges[index][1] - 1}) does not match its digest; it is "
                               "computed again", stacklevel=2)
-                progress["done"][index] = 0
+                _array(progress, "done")[int(index)] = 0
                 done[index] = False
         return done
 
     def _digest(self, index: int) -> bytes:
         """SHA-256 of chunk ``index``'s data in the store: every per-frame variable of every
         group over the chunk's frames, in a fixed order."""
-        import zarr
         first, stop = self.ranges[index]
-        root = zarr.open_group(str(self.path), mode="r", zarr_format=ZARR_FORMAT)
+        root = _open(self.path, "r")
         digest = hashlib.sha256()
         for group_name in sorted(k for k in root.group_keys() if k != PROGRESS_GROUP):
-            group = root[group_name]
+            group = _subgroup(root, group_name)
             for name in sorted(group.array_keys()):
-                array = group[name]
-                dims = array.attrs.get("_ARRAY_DIMENSIONS", [])
+                array = _array(group, name)
+                dims = list(cast("list[str]", array.attrs.get("_ARRAY_DIMENSIONS", [])))
                 if "frame" not in dims or name == "frame":
                     continue
                 where = tuple(slice(first, stop) if d == "frame" else slice(None) for d in dims)
@@ -150,12 +167,10 @@ class PosteriorStore:
                 part = part.drop_vars([k for k, v in part.coords.items() if "frame" not in v.dims])
                 _to_zarr(part.drop_attrs(), self.path, group=name,
                          region={"frame": slice(first, stop)})
-        import zarr
-        progress = zarr.open_group(str(self.path / PROGRESS_GROUP), mode="r+",
-                                   zarr_format=ZARR_FORMAT)
-        progress["seconds"][index] = float(tree.attrs["seconds"])
-        progress["digest"][index] = np.frombuffer(self._digest(index), np.uint8)
-        progress["done"][index] = 1  # last: the chunk is done only once all of it is there
+        progress = _open(self.path / PROGRESS_GROUP, "r+")
+        _array(progress, "seconds")[index] = float(tree.attrs["seconds"])
+        _array(progress, "digest")[index] = np.frombuffer(self._digest(index), np.uint8)
+        _array(progress, "done")[index] = 1  # last: the chunk is done only once all of it is there
 
     def finish(self) -> Path:
         """Write the run's totals (seconds over chunks, the diagnostics' pass rate over all
@@ -165,23 +180,21 @@ class PosteriorStore:
         if not done.all():
             raise ConfigError("out", f"{self.path}: {int((~done).sum())} of {len(done)} chunks "
                                      "are not finished")
-        root = zarr.open_group(str(self.path), mode="r+", zarr_format=ZARR_FORMAT)
-        seconds = np.asarray(root[PROGRESS_GROUP]["seconds"][:], float)
+        root = _open(self.path, "r+")
+        seconds = np.asarray(_array(_subgroup(root, PROGRESS_GROUP), "seconds")[:], float)
         root.attrs["seconds"] = float(seconds.sum())
         if "diagnostics" in root:
-            flagged = np.asarray(root["diagnostics"]["flagged"][:], bool)
-            root["diagnostics"].attrs["pass_rate"] = float(1.0 - flagged.mean())
+            flagged = np.asarray(_array(_subgroup(root, "diagnostics"), "flagged")[:], bool)
+            _subgroup(root, "diagnostics").attrs["pass_rate"] = float(1.0 - flagged.mean())
         zarr.consolidate_metadata(str(self.path), zarr_format=ZARR_FORMAT)
         return self.path
 
     def _root_attrs(self) -> dict[str, Any]:
-        import zarr
-        return dict(zarr.open_group(str(self.path), mode="r", zarr_format=ZARR_FORMAT).attrs)
+        return dict(_open(self.path, "r").attrs)
 
     def _lay_out(self, tree: xr.DataTree) -> None:
         """Create every group for all frames from the first finished chunk's tree."""
         import dask.array as da
-        import zarr
 
         n, size = self.identity["n_frames"], self.identity["chunk_frames"]
         frames = tree["observed_data"].sizes["frame"]
@@ -193,7 +206,7 @@ class PosteriorStore:
         _to_zarr(root, staging, mode="w")
         for name, node in tree.children.items():
             ds = node.to_dataset(inherit=False)
-            variables = {}
+            variables: dict[Any, Any] = {}
             for key, var in ds.data_vars.items():
                 if "frame" in var.dims:
                     shape = tuple(n if d == "frame" else s for d, s in zip(var.dims, var.shape))
@@ -207,19 +220,19 @@ class PosteriorStore:
                 coords["frame"] = np.arange(n)
             _to_zarr(xr.Dataset(variables, coords=coords, attrs=ds.attrs), staging, group=name,
                      mode="a", compute=False)
-        chunks = len(self.ranges)
-        progress = zarr.open_group(str(staging / PROGRESS_GROUP), mode="w",
-                                   zarr_format=ZARR_FORMAT)
+        n_chunks = len(self.ranges)
+        progress = _open(staging / PROGRESS_GROUP, "w")
         progress.attrs["description"] = ("chunks of frames finished (1) or not (0), the SHA-256 "
                                          "of each finished chunk's data, and the method's "
                                          "seconds for each")
-        for key, dtype, shape, fill in (("done", "int8", (chunks,), 0),
-                                        ("seconds", "float64", (chunks,), 0.0),
-                                        ("digest", "uint8", (chunks, 32), 0)):
-            array = progress.create_array(key, shape=shape, chunks=(1,) + shape[1:], dtype=dtype,
-                                          fill_value=fill)
+        layout: list[tuple[str, str, tuple[int, ...], float]] = [
+            ("done", "int8", (n_chunks,), 0), ("seconds", "float64", (n_chunks,), 0.0),
+            ("digest", "uint8", (n_chunks, 32), 0)]
+        for key, dtype, array_shape, fill in layout:
+            array = progress.create_array(key, shape=array_shape, chunks=(1,) + array_shape[1:],
+                                          dtype=dtype, fill_value=fill)
             array[...] = fill  # written, not left to the fill value
-            array.attrs["_ARRAY_DIMENSIONS"] = ["chunk"] + ["byte"] * (len(shape) - 1)
+            array.attrs["_ARRAY_DIMENSIONS"] = ["chunk"] + ["byte"] * (len(array_shape) - 1)
         if self.path.exists():
             shutil.rmtree(self.path)  # an empty folder, or a store of this run laid out anew
         os.replace(staging, self.path)
@@ -232,10 +245,9 @@ def _to_zarr(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
 
 
 def _stored_identity(path: Path, argument: str) -> dict[str, Any]:
-    import zarr
     try:
-        attrs = zarr.open_group(str(path), mode="r", zarr_format=ZARR_FORMAT).attrs
-        return json.loads(attrs["run"])
+        attrs = _open(path, "r").attrs
+        return json.loads(str(attrs["run"]))
     except (KeyError, ValueError, OSError, FileNotFoundError) as err:
         raise ConfigError(argument, f"{path} exists and is not a bayes-smlm posterior store "
                                     f"({type(err).__name__}); give another --out") from None
@@ -244,11 +256,9 @@ def _stored_identity(path: Path, argument: str) -> dict[str, Any]:
 def read_done(path: Path, chunks: int) -> np.ndarray:
     """(chunks,) done flags of the store at ``path`` as booleans: flag == 1, read with the zarr
     API (through xarray, the array's fill value would be decoded as NaN, and NaN as True)."""
-    import zarr
     try:
-        progress = zarr.open_group(str(Path(path) / PROGRESS_GROUP), mode="r",
-                                   zarr_format=ZARR_FORMAT)
-        flags = np.asarray(progress["done"][:])
+        progress = _open(Path(path) / PROGRESS_GROUP, "r")
+        flags = np.asarray(_array(progress, "done")[:])
     except (FileNotFoundError, KeyError, OSError, ValueError):
         return np.zeros(chunks, bool)
     if flags.shape != (chunks,) or flags.dtype.kind not in "iu":
