@@ -185,7 +185,7 @@ def check_writable_folder(folder: Path, argument: str) -> None:
         raise ConfigError(argument, f"cannot write in {existing} ({err.strerror})") from None
 
 
-def write_with_rescue(path: str | Path, write: Callable[[Path], None],
+def write_with_rescue(path: str | Path, write: Callable[[Path], object],
                       nbytes: int | None = None) -> Path:
     """``write(tmp)`` then rename ``tmp`` over ``path``; if that fails, write to a file in the
     system's temporary folder instead and raise :class:`OutputError` naming both.

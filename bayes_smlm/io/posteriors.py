@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -136,6 +137,11 @@ def load_posterior(path: str | Path) -> xr.DataTree:
     return tree
 
 
+def _node(tree: xr.DataTree, group: str) -> xr.Dataset:
+    """Group ``group`` of ``tree`` as a Dataset of its own variables."""
+    return cast(xr.DataTree, tree[group]).to_dataset(inherit=False)
+
+
 def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
     """The :class:`PosteriorResult` a DataTree of :func:`to_datatree` was built from (arrays as
     saved; scalar ``extra`` values are not stored, per-frame ones are)."""
@@ -143,21 +149,24 @@ def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
     groups = tree.children
 
     def variables(group: str) -> dict[str, np.ndarray]:
-        return ({k: v.values for k, v in tree[group].data_vars.items()} if group in groups
-                else {})
+        return ({str(k): v.values for k, v in _node(tree, group).data_vars.items()}
+                if group in groups else {})
+
+    def values(group: str, name: str) -> np.ndarray:
+        return np.asarray(_node(tree, group)[name].values)
 
     return PosteriorResult(
-        method=tree.attrs["method"], task=task_of(tree), adu=tree["observed_data"]["adu"].values,
-        kde_mean=tree["kde"]["mean"].values, kde_var=tree["kde"]["var"].values,
-        theta=tree["posterior"]["theta"].values if "posterior" in groups else None,
+        method=tree.attrs["method"], task=task_of(tree), adu=values("observed_data", "adu"),
+        kde_mean=values("kde", "mean"), kde_var=values("kde", "var"),
+        theta=values("posterior", "theta") if "posterior" in groups else None,
         sample_stats=variables("sample_stats"), settings=json.loads(tree.attrs["settings"]),
         seconds=float(tree.attrs["seconds"]),
-        theta_true=constant["theta_true"].values if "theta_true" in constant.data_vars else None,
+        theta_true=(values("constant_data", "theta_true")
+                    if "theta_true" in constant.data_vars else None),
         extra=variables("extra"),
-        evidence=(Evidence(tree["evidence"]["n_emitters"].values,
-                           tree["evidence"]["log_evidence"].values,
-                           tree["evidence"]["log_evidence_se"].values,
-                           tree["evidence"]["log_prior_n"].values)
+        evidence=(Evidence(values("evidence", "n_emitters"), values("evidence", "log_evidence"),
+                           values("evidence", "log_evidence_se"),
+                           values("evidence", "log_prior_n"))
                   if "evidence" in groups else None))
 
 
