@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -94,33 +93,30 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     samples = check_int("samples", samples, lo=2)  # a variance needs two samples
     first_frame = check_int("first_frame", first_frame, lo=0)
     batch_size = check_int("batch_size", batch_size)
-    # diffusers' schedulers take their attributes from their config at run time: typed as Any
-    schedule: Any = scheduler
-    denoiser: Any = unet
     if steps is None:
-        schedule = DDPMScheduler.from_config(schedule.config)  # a copy: set_timesteps mutates
-        schedule.set_timesteps(schedule.config.num_train_timesteps)
+        scheduler = DDPMScheduler.from_config(scheduler.config)  # a copy: set_timesteps mutates
+        scheduler.set_timesteps(scheduler.config.num_train_timesteps)
         step_kwargs = {}
     else:
         steps = check_int("steps", steps)
         if solver != "ddim" and eta != 0.0:
             raise ConfigError("eta", f"is a DDIM option; the {solver} solver is deterministic "
                                      f"(got eta={eta})")
-        schedule = fast_scheduler_of(scheduler, solver)
-        if steps > schedule.config.num_train_timesteps:
-            raise ConfigError("steps", f"must be <= {schedule.config.num_train_timesteps} "
+        scheduler = fast_scheduler_of(scheduler, solver)
+        if steps > scheduler.config.num_train_timesteps:
+            raise ConfigError("steps", f"must be <= {scheduler.config.num_train_timesteps} "
                                          f"(got {steps})")
-        schedule.set_timesteps(steps)
+        scheduler.set_timesteps(steps)
         step_kwargs = {"eta": float(eta)} if solver == "ddim" else {}
     # the per-sample generators reach the schedulers that draw noise (DDPM, DDIM with η > 0);
     # UniPC's step takes none
-    takes_generator = "generator" in inspect.signature(schedule.step).parameters
-    alpha_bar_T = float(schedule.alphas_cumprod[int(schedule.timesteps[0])])
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    alpha_bar_T = float(scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
     n_frames, _, h, w = cond.shape
     device = cond.device
     precision = resolve_precision(precision, device)
     out = np.empty((n_frames, samples, h, w), dtype=np.float32)
-    fresh_state = copy.deepcopy(schedule)  # multistep solvers keep state between steps
+    fresh_state = copy.deepcopy(scheduler)  # multistep solvers keep state between steps
     cond_model = cond.float()
     with tqdm(total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress,
               leave=False) as bar:
@@ -132,14 +128,14 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
             guess = c[:, :1]
             z = noise if start == "noise" else (alpha_bar_T**0.5 * guess
                                                 + (1 - alpha_bar_T)**0.5 * noise)
-            schedule = copy.deepcopy(fresh_state)
+            scheduler = copy.deepcopy(fresh_state)
             noise_kwargs = {"generator": gens} if takes_generator else {}
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
-                for t in schedule.timesteps:
+                for t in scheduler.timesteps:
                     x = torch.cat([z, c], dim=1).contiguous(memory_format=torch.channels_last)
-                    eps = denoiser(x, t).sample.float().contiguous()
-                    z = schedule.step(eps, t, z, **step_kwargs, **noise_kwargs).prev_sample
+                    eps = unet(x, t).sample.float().contiguous()
+                    z = scheduler.step(eps, t, z, **step_kwargs, **noise_kwargs).prev_sample
             out[frames] = from_model_space(z).reshape(len(frames), samples, h, w).cpu().numpy()
             bar.update(len(frames))
     return out
