@@ -97,6 +97,8 @@ def test_methods_lists_the_plugin_and_option_hands_it_its_own_options(installed,
     status, shown, _ = run_cli(capsys, "methods", "--show", "laplace_t")
     options = shown.split("options (")[1].split("\n\n")[0]
     assert status == 0 and "nu = 4.0" in options and "theta_true" not in options
+    # its own declaration (describe_method), its option's help from its docstring
+    assert "flags a frame when: no converged mode" in shown and "Degrees of freedom" in options
     out = tmp_path / "t8.nc"
     status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace_t",
                              "--option", "nu=8", "--draws", "100", "--quiet", "--out", str(out))

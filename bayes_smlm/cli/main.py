@@ -130,13 +130,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     method = get_method(args.method)
     task, adu, theta = read_frames(args.file)
     options = {"seed": args.seed, "progress": not args.quiet and not chunked}
-    given = {"chains": args.chains, "draws": args.draws, "batch_size": args.batch_size,
-             "samples": args.samples, "start": args.start, "steps": args.steps,
-             "solver": args.solver, "init": args.init, "warmup": args.warmup,
-             "max_leapfrog": args.max_leapfrog,
-             "checkpoint": args.checkpoint, "precision": args.precision,
-             "device": args.device, "recalibrate": args.recalibrate,
-             "n_emitters": args.n_emitters}
+    given = {name: getattr(args, name) for name in args.method_flags}
     options.update({k: v for k, v in given.items() if v is not None})  # else the method's default
     options = merge_options(options, args.option)
     if args.full_chain:
@@ -150,7 +144,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     write_datatree(tree, args.out)
     print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
           f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
-    _announce_flags(stored_flags(tree))
+    _announce_flags(stored_flags(tree), args.method)
     _announce_counts(result)
     return 0
 
@@ -188,14 +182,16 @@ def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: di
     print(f"wrote {path}: method {args.method}, {adu.shape[0]} frames in {chunks} chunks "
           f"({computed} computed {where}{resumed}), {wall:.1f} s wall, "
           f"{float(tree.attrs['seconds']):.1f} s of the method's time over all chunks")
-    _announce_flags(stored_flags(tree))
+    _announce_flags(stored_flags(tree), args.method)
     return 0
 
 
-def _announce_flags(flagged: np.ndarray | None) -> None:
-    """Say on screen what the file records: frames not to be trusted (``flagged``, (F,)), or
-    why none were checked (None: θ draws of a single chain)."""
+def _announce_flags(flagged: np.ndarray | None, method: str) -> None:
+    """Say on screen what the file records: frames not to be trusted (``flagged``, (F,)) and
+    the method's rule for them (its :class:`~bayes_smlm.methods.spec.MethodSpec`), or why none
+    were checked (None: θ draws of a single chain)."""
     from bayes_smlm.io.posteriors import SINGLE_CHAIN_NOTE
+    from bayes_smlm.methods.registry import method_spec
     if flagged is None:
         print(f"note: diagnostics {SINGLE_CHAIN_NOTE}")
         return
@@ -203,11 +199,9 @@ def _announce_flags(flagged: np.ndarray | None) -> None:
     flagged = np.flatnonzero(flagged)
     if flagged.size:
         shown = ", ".join(map(str, flagged[:20])) + (" …" if flagged.size > 20 else "")
-        print(f"warning: {flagged.size} of {n_frames} frames are flagged by the method's "
-              f"own checks (MCMC: R-hat > 1.01, bulk ESS < 400 or divergences; grid: grid too "
-              f"coarse for the posterior; laplace: no converged mode or a Hessian that is not "
-              f"positive definite; npe: under half the flow's mass on the prior's support): "
-              f"frames {shown}; see the file's diagnostics or extra group")
+        print(f"warning: {flagged.size} of {n_frames} frames are flagged by {method}'s own "
+              f"checks ({method_spec(method).flags}): frames {shown}; see the file's "
+              "diagnostics or extra group")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -280,53 +274,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
     p.add_argument("--method", required=True,
                    help="name of a registered posterior method (an unknown name prints the list)")
-    p.add_argument("--chains", type=positive_int, default=None,
-                   help="MCMC chains per frame (default: the method's, 4)")
-    p.add_argument("--draws", type=positive_int, default=None,
-                   help="retained draws per chain (default: the method's, 1000)")
-    p.add_argument("--samples", type=positive_int, default=None,
-                   help="ddpm: KDE samples per frame (default 64)")
-    p.add_argument("--start", choices=STARTS, default=None,
-                   help="ddpm: start of the reverse process (default guess)")
-    p.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
-                   help=f"ddpm: denoising steps of the solver (default {DEFAULT_STEPS})")
-    p.add_argument("--solver", choices=SOLVERS, default=None,
-                   help=f"ddpm: few-step sampler, {' | '.join(SOLVERS)} (DDIM, DPM-Solver++ 2M, "
-                        f"UniPC; default {DEFAULT_SOLVER})")
-    p.add_argument("--init", default=None,
-                   help="nuts: detect | laplace: chains start at the detections (default) or "
-                        "sample coordinates whitened by each frame's Laplace fit (laplace; "
-                        "chees always)")
-    p.add_argument("--warmup", type=positive_int, default=None,
-                   help="nuts, chees: adaptation steps per chain (default: the method's)")
-    p.add_argument("--max-leapfrog", type=positive_int, default=None,
-                   help="chees: cap on leapfrog steps per draw (default 100; 2 suits "
-                        "one-emitter, near-Gaussian posteriors)")
-    p.add_argument("--full-chain", action="store_true",
-                   help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
-    p.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
-                   help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="ddpm, npe, ensemble, mc_dropout: network checkpoint directory (default: "
-                        "the shipped one for the task)")
-    p.add_argument("--device", type=torch_device, default=None,
-                   help="ddpm: torch device, cpu (default) | cuda | cuda:N")
-    p.add_argument("--n-emitters", metavar="COUNTS", default=None,
-                   help="smc, laplace, auto: emitter counts to weigh by their evidence, a list "
-                        "or range (0,1,2 or 0-3; default: the task's count, or every count its "
-                        "prior.count allows); writes log "
-                        "p(x | n) and P(n | x) to the file's evidence group and, with several "
-                        "counts, the KDE mixture over n")
-    spread = p.add_mutually_exclusive_group()
+    # each flag of this group is handed to the method as the option of its name (when given);
+    # `bayes-smlm methods --show NAME` lists a method's options, `--option` sets any of them
+    options = p.add_argument_group("method options", "passed to the method that takes them; "
+                                   "bayes-smlm methods --show NAME lists a method's options")
+    options.add_argument("--chains", type=positive_int, default=None,
+                         help="MCMC chains per frame (default: the method's, 4)")
+    options.add_argument("--draws", type=positive_int, default=None,
+                         help="retained draws per chain (default: the method's, 1000)")
+    options.add_argument("--samples", type=positive_int, default=None,
+                         help="ddpm: KDE samples per frame (default 64)")
+    options.add_argument("--start", choices=STARTS, default=None,
+                         help="ddpm: start of the reverse process (default guess)")
+    options.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
+                         help=f"ddpm: denoising steps of the solver (default {DEFAULT_STEPS})")
+    options.add_argument("--solver", choices=SOLVERS, default=None,
+                         help=f"ddpm: few-step sampler, {' | '.join(SOLVERS)} (DDIM, DPM-Solver++ 2M, "
+                              f"UniPC; default {DEFAULT_SOLVER})")
+    options.add_argument("--init", default=None,
+                         help="nuts: detect | laplace: chains start at the detections (default) or "
+                              "sample coordinates whitened by each frame's Laplace fit (laplace; "
+                              "chees always)")
+    options.add_argument("--warmup", type=positive_int, default=None,
+                         help="nuts, chees: adaptation steps per chain (default: the method's)")
+    options.add_argument("--max-leapfrog", type=positive_int, default=None,
+                         help="chees: cap on leapfrog steps per draw (default 100; 2 suits "
+                              "one-emitter, near-Gaussian posteriors)")
+    options.add_argument("--full-chain", action="store_true",
+                         help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
+    options.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
+                         help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
+    options.add_argument("--checkpoint", type=Path, default=None,
+                         help="ddpm, npe, ensemble, mc_dropout: network checkpoint directory (default: "
+                              "the shipped one for the task)")
+    options.add_argument("--device", type=torch_device, default=None,
+                         help="ddpm: torch device, cpu (default) | cuda | cuda:N")
+    options.add_argument("--n-emitters", metavar="COUNTS", default=None,
+                         help="smc, laplace, auto: emitter counts to weigh by their evidence, a list "
+                              "or range (0,1,2 or 0-3; default: the task's count, or every count its "
+                              "prior.count allows); writes log "
+                              "p(x | n) and P(n | x) to the file's evidence group and, with several "
+                              "counts, the KDE mixture over n")
+    spread = options.add_mutually_exclusive_group()
     spread.add_argument("--recalibrate", dest="recalibrate", action="store_true", default=None,
                         help="ddpm: require the checkpoint's post-hoc spread recalibration "
                              "(fitted on separate simulated frames; by default applied where the "
                              "checkpoint has one for the sampler used)")
     spread.add_argument("--raw", dest="recalibrate", action="store_false",
                         help="ddpm: Ψ's samples as drawn, without the recalibration")
+    options.add_argument("--batch-size", type=positive_int, default=None,
+                         help="frames per compiled call (default: the method's)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="frames per compiled call (default: the method's)")
     p.add_argument("--option", action="append", type=method_option, metavar="KEY=VALUE",
                    help="any option of the method, a plug-in's too (`bayes-smlm methods --show "
                         "NAME` lists them; VALUE read as JSON where it is: 8, 0.5, true)")
@@ -341,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output FILE.nc (ArviZ DataTree), or FILE.zarr: written chunk by chunk, "
                         "and a rerun of the same command resumes it")
-    p.set_defaults(handler=cmd_posterior)
+    p.set_defaults(handler=cmd_posterior, method_flags=tuple(dict.fromkeys(
+        action.dest for action in options._group_actions if action.dest != "full_chain")))
 
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")

@@ -1,25 +1,16 @@
-"""``bayes-smlm methods``: the registered posterior methods (built-in and plug-in) and the options
-each takes, read from the method's own signature and docstring; and ``posterior --option
-KEY=VALUE``, which hands any of those options to the method — a plug-in's too."""
+"""``bayes-smlm methods``: the registered posterior methods (built-in and plug-in), what each is
+and the options it takes, from its :class:`~bayes_smlm.methods.spec.MethodSpec`; and
+``posterior --option KEY=VALUE``, which hands any of those options to the method — a plug-in's
+too."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import re
+import textwrap
 from typing import Any
 
 from bayes_smlm.errors import ConfigError
-
-# what every method receives from `posterior` itself, not from the user's options
-CALL_ARGUMENTS = ("task", "adu", "progress", "first_frame", "theta_true")
-
-
-def method_options(fn) -> list[tuple[str, Any]]:
-    """(name, default) of each keyword option of a method, in its signature's order."""
-    return [(name, p.default) for name, p in inspect.signature(fn).parameters.items()
-            if name not in CALL_ARGUMENTS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def method_option(text: str) -> tuple[str, Any]:
@@ -48,33 +39,45 @@ def merge_options(options: dict[str, Any], given: list[tuple[str, Any]] | None) 
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from bayes_smlm.methods import get_method, list_methods
+    from bayes_smlm.methods import list_methods
+    from bayes_smlm.methods.registry import method_spec
     if args.show:
-        fn = get_method(args.show)
-        first, *rest = _paragraphs(fn)
-        print(f"{args.show}: {first}\n\noptions (--option KEY=VALUE, or the flag of the same "
-              "name):")
-        for name, default in method_options(fn):
-            shown = "required" if default is inspect.Parameter.empty else repr(default)
-            print(f"  {name} = {shown}")
+        spec = method_spec(args.show)
+        first, *rest = spec.paragraphs
+        print(f"{args.show}: {first}\n")
+        print(f"returns: {RETURNS_SAID[spec.returns]}")
+        print(f"emitter count: {COUNT_SAID[spec.emitter_count]}")
+        print(f"i0 and background: {BRIGHTNESS_SAID[spec.brightness]}")
+        print(f"flags a frame when: {spec.flags}")
+        print(f"chunked runs (--out FILE.zarr, --scheduler): "
+              f"{'yes' if spec.chunkable else 'no (it seeds its frames as one batch)'}")
+        print("\noptions (--option KEY=VALUE, or the flag of the same name):")
+        for option in spec.options:
+            shown = "required" if option.required else repr(option.default)
+            print(f"  {option.name} = {shown}")
+            if option.help:
+                print(textwrap.fill(option.help, 96, initial_indent="      ",
+                                    subsequent_indent="      "))
         if rest:
-            print("\n" + "\n\n".join(rest))
+            print("\n" + "\n\n".join(p for p in rest if not p.startswith("Parameters\n")))
         return 0
+    print(f"{'name':12s} {'θ?':5s} {'count':8s} {'i0, b':7s} what it is "
+          "(`bayes-smlm methods --show NAME`: options and flags)")
     for name in list_methods():
-        print(f"{name:14s} {_summary(get_method(name))}")
+        spec = method_spec(name)
+        print(f"{name:12s} {spec.returns:5s} {spec.emitter_count:8s} {spec.brightness:7s} "
+              f"{spec.summary(70)}")
     return 0
 
 
-def _paragraphs(fn) -> list[str]:
-    """A method's docstring, paragraph by paragraph (at least one, maybe empty)."""
-    return (inspect.getdoc(fn) or "").split("\n\n")
-
-
-def _summary(fn, width: int = 100) -> str:
-    """The first sentence of a method's docstring, on one line of at most ``width`` characters."""
-    first = " ".join(_paragraphs(fn)[0].split())
-    sentence = re.split(r"(?<=\.)\s+(?=[A-Z`(])", first)[0]
-    return sentence if len(sentence) <= width - 15 else sentence[:width - 16] + "…"
+RETURNS_SAID = {"draws": "θ draws (chains × draws per frame) and the KDE's moments",
+                "kde": "the KDE's moments (and samples) only, no θ"}
+COUNT_SAID = {"given": "the task's, given", "evidence": "weighed by evidence over the counts "
+                                                        "of --n-emitters (P(n | x))",
+              "trained": "as the network learned it from the task"}
+BRIGHTNESS_SAID = {"fixed": "held at the task's values (a task that draws them is refused)",
+                   "as_task": "latent where the task draws them, the task's values otherwise",
+                   "trained": "as the network learned them from the task"}
 
 
 def add_method_commands(sub: argparse._SubParsersAction) -> None:

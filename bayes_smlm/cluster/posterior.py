@@ -9,7 +9,6 @@ chunks already in the store.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,8 @@ def run_chunk(method: str, task_json: str, adu: np.ndarray, theta_true: np.ndarr
 def check_shardable(method: str) -> None:
     """A one-line error unless the method takes ``first_frame`` (seeds each frame by its index
     in the run, so that chunks reproduce one call)."""
-    from bayes_smlm.methods import get_method
-    if "first_frame" not in inspect.signature(get_method(method)).parameters:
+    from bayes_smlm.methods.registry import method_spec
+    if not method_spec(method).chunkable:
         raise ConfigError("method", f"{method} seeds its frames as one batch (it takes no "
                                     "first_frame option), so chunks would not reproduce one run; "
                                     "run it without --scheduler into an .nc file")

@@ -150,7 +150,8 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
     return CountPosterior(n, kde_mean, kde_var, log_z, se, flagged, result, position_draws)
 
 
-@register_method("auto")
+@register_method("auto", emitter_count="evidence",
+                 flags=("as smc on the frames handed to it (Pareto k̂ above k_max); never on the others"))
 def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, n_emitters: Any = None,
                    k_max: float = K_MAX, likelihood: str = "poisson",

@@ -16,7 +16,8 @@ from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
 
-@register_method("ddpm")
+@register_method("ddpm", returns="kde", emitter_count="trained", brightness="trained",
+                 flags=("never: K samples of a network carry no check of their own"))
 def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, samples: int = 64,
                    start: str = "guess", solver: str = DEFAULT_SOLVER,

@@ -92,7 +92,9 @@ def _batched(task: Task, coarse_step: float, fine: int, window: float, likelihoo
     return device_parallel(jax.vmap(lambda adu, key: one(adu, key, n_draws)))
 
 
-@register_method("grid")
+@register_method("grid",
+                 flags=("a posterior narrower than two cells of its grid (extra/under_resolved, e.g. i0 ="
+                        " 1e7) or a frame the model does not explain (extra/misfit)"))
 def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                    draws: int = 1000, progress: bool = False, fine: int = 201,
                    coarse_step: float = 0.1, window: float = 30.0, likelihood: str = "poisson",

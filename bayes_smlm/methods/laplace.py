@@ -265,7 +265,9 @@ def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, s
     return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
 
 
-@register_method("laplace")
+@register_method("laplace", emitter_count="evidence", brightness="as_task",
+                 flags=("no converged mode, an information matrix that is not positive definite, or a "
+                        "Gaussian with 99 % of its mass outside the prior"))
 def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                       draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
                       infer_intensity: bool | None = None, infer_background: bool | None = None,

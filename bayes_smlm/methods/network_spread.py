@@ -56,7 +56,8 @@ def ensemble_members(checkpoint: str | Path | None, task: Task) -> list[Path]:
     return members
 
 
-@register_method("ensemble")
+@register_method("ensemble", returns="kde", emitter_count="trained", brightness="trained",
+                 flags=("never: the networks' spread carries no check of its own"))
 def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                        draws: int = 1000, progress: bool = False,
                        checkpoint: str | Path | None = None, batch_size: int = 256,
@@ -93,7 +94,8 @@ def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: in
         extra={"kde_samples": estimates} if keep_samples else {})
 
 
-@register_method("mc_dropout")
+@register_method("mc_dropout", returns="kde", emitter_count="trained", brightness="trained",
+                 flags=("never: the passes' spread carries no check of its own"))
 def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                          draws: int = 1000, progress: bool = False, passes: int = 64,
                          checkpoint: str | Path | None = None, batch_size: int = 64,

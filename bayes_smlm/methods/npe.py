@@ -51,7 +51,9 @@ def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int
     return flagged
 
 
-@register_method("npe")
+@register_method("npe", emitter_count="trained", brightness="trained",
+                 flags=("under half the flow's mass on the prior's support, or flow and likelihood "
+                        "disagree at the disc's edge"))
 def npe_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                   draws: int = 1000, progress: bool = False,
                   checkpoint: str | Path | None = None,

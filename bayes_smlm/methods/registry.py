@@ -18,6 +18,7 @@ import numpy as np
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.methods.spec import MCMC_FLAGS, Brightness, EmitterCount, MethodSpec, Returns
 
 
 class PluginWarning(UserWarning):
@@ -30,17 +31,25 @@ class PosteriorMethod(Protocol):
 
 
 _METHODS: dict[str, PosteriorMethod] = {}
+_SPECS: dict[str, MethodSpec] = {}  # what register_method was told; plug-ins without: defaults
 _PLUGINS: dict[str, importlib.metadata.EntryPoint] = {}  # found, not yet imported
 _BROKEN: dict[str, str] = {}  # plug-ins whose import failed: why
 _ENTRY_POINTS_LOADED = False
 ENTRY_POINT_GROUP = "bayes_smlm.methods"
 
 
-def register_method(name: str, *, replace: bool = False) -> Callable[[PosteriorMethod], PosteriorMethod]:
-    """Decorator adding ``fn`` to the registry under ``name``."""
+def register_method(name: str, *, replace: bool = False, returns: Returns = "draws",
+                    emitter_count: EmitterCount = "given", brightness: Brightness = "fixed",
+                    flags: str = MCMC_FLAGS) -> Callable[[PosteriorMethod], PosteriorMethod]:
+    """Decorator adding ``fn`` to the registry under ``name``, with what it is
+    (:class:`~bayes_smlm.methods.spec.MethodSpec`: ``returns`` θ draws or only the KDE,
+    ``emitter_count`` given or weighed by evidence, ``brightness`` fixed or inferred, how it
+    ``flags`` a frame); its options are read from its signature and docstring."""
     def decorate(fn: PosteriorMethod) -> PosteriorMethod:
         if name in _METHODS and not replace:
             raise ValueError(f"posterior method {name!r} is already registered")
+        _SPECS[name] = MethodSpec(name, fn, returns=returns, emitter_count=emitter_count,
+                                  brightness=brightness, flags=flags)
         _METHODS[name] = fn
         return fn
     return decorate
@@ -65,6 +74,7 @@ def require_fixed_brightness(task: Task, method: str) -> None:
 def unregister_method(name: str) -> None:
     """Remove a method (for tests and interactive sessions)."""
     _METHODS.pop(name, None)
+    _SPECS.pop(name, None)
 
 
 def _distribution(ep: importlib.metadata.EntryPoint) -> str:
@@ -120,3 +130,14 @@ def get_method(name: str) -> PosteriorMethod:
         raise ConfigError("method", f"unknown method {name!r}{why}; choose from "
                                     f"{', '.join(list_methods())}")
     return _METHODS[name]
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The :class:`~bayes_smlm.methods.spec.MethodSpec` of method ``name``: as registered, or a
+    plug-in's from its :func:`~bayes_smlm.methods.spec.describe_method` traits (without them:
+    θ draws, the count given, i0 and b fixed, MCMC flags)."""
+    fn = get_method(name)
+    spec = _SPECS.get(name)
+    if spec is not None and spec.fn is fn:
+        return spec
+    return MethodSpec(name, fn, **getattr(fn, "method_traits", {}))

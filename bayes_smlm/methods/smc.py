@@ -119,7 +119,10 @@ def smc_count(task: Task, adu: np.ndarray, n: int, *, seed: int, runs: int, draw
     return CountPosterior(n, kde_mean, kde_var, log_evidence, se, flagged, result, theta)
 
 
-@register_method("smc")
+@register_method("smc", emitter_count="evidence", brightness="as_task",
+                 flags=("its runs disagree or one failed: a run that did not reach the posterior, log Z "
+                        "or summed KDE variance spread over runs above its limit, or a run whose final "
+                        "weights keep too few particles"))
 def smc_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
                   draws: int = 512, progress: bool = False, n_emitters: Any = None,
                   mcmc_steps: int = MCMC_STEPS, integration_steps: int = INTEGRATION_STEPS,

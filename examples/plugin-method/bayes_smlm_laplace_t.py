@@ -22,11 +22,14 @@ from bayes_smlm.methods.laplace import laplace_fit
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import reject_unknown_options, require_fixed_brightness
 from bayes_smlm.methods.result import PosteriorResult
+from bayes_smlm.methods.spec import describe_method
 from bayes_smlm.methods.truncation import draws_in_disc
 
 NAME = "laplace_t"
 
 
+@describe_method(flags="no converged mode, or an information matrix that is not positive "
+                       "definite (as laplace)")
 def laplace_t(task, adu, *, seed: int = 0, chains: int = 4, draws: int = 1000,
               progress: bool = False, nu: float = 4.0, first_frame: int = 0,
               theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
