@@ -94,6 +94,7 @@ def stack_moments(path: str | Path, argument: str) -> StackMoments:
     if total < MIN_FRAMES:
         raise ConfigError(argument, f"{Path(path).name} has {total} frames; a per-pixel variance "
                                     f"needs at least {MIN_FRAMES}")
+    assert mean is not None and m2 is not None  # a stack of MIN_FRAMES or more had chunks
     return StackMoments(mean, m2 / (total - 1), total, at_max / (total * mean.size))
 
 

@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class Movie:
         self.argument = argument
         self.task_json: str | None = None
         self.saturation: float | None = None
-        self._tiff = None
+        self._tiff: Any = None  # tifffile.TiffFile once opened (imported only for TIFFs)
         self._array: np.ndarray | None = None
         if not self.path.is_file():
             raise ConfigError(argument, f"file not found: {self.path}")

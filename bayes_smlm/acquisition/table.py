@@ -62,7 +62,7 @@ def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
     """The CSV's columns (name → values) of ``localize`` rows of ``task``'s pixel size and PSF."""
     nm = task.optics.pixel_size_nm
     out: dict[str, np.ndarray] = {"id": np.arange(1, len(rows["x"]) + 1)}
-    columns = dict(CSV_COLUMNS)
+    columns: dict[str, tuple[str, str | None]] = dict(CSV_COLUMNS)
     if "r_hat" in rows and np.isfinite(rows["r_hat"]).any():
         columns.update(MCMC_CSV_COLUMNS)
     for name, (source, scale) in columns.items():

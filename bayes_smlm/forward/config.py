@@ -275,14 +275,14 @@ def validate(task: Task) -> Task:
     ConfigError
         Naming the first offending field (``section.field``) and its allowed range.
     """
-    height = _check_number("height", task.height, lo=4, hi=1024, integer=True)
-    width = _check_number("width", task.width, lo=4, hi=1024, integer=True)
+    height = int(_check_number("height", task.height, lo=4, hi=1024, integer=True))
+    width = int(_check_number("width", task.width, lo=4, hi=1024, integer=True))
     shape = (height, width)
     o, c, p = task.optics, task.camera, task.prior
     optics = Optics(
         sigma_psf=_check_number("optics.sigma_psf", o.sigma_psf, lo=0.0, lo_open=True, hi=50.0),
         sigma_kde=_check_number("optics.sigma_kde", o.sigma_kde, lo=0.0, lo_open=True, hi=200.0),
-        upsampling=_check_number("optics.upsampling", o.upsampling, lo=1, hi=16, integer=True),
+        upsampling=int(_check_number("optics.upsampling", o.upsampling, lo=1, hi=16, integer=True)),
         pixel_size_nm=_check_number("optics.pixel_size_nm", o.pixel_size_nm, lo=0.0, lo_open=True),
     )
     camera = Camera(
@@ -293,7 +293,7 @@ def validate(task: Task) -> Task:
     )
     max_radius = min(height, width) / 2.0
     prior = ScenePrior(
-        n_emitters=_check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True),
+        n_emitters=int(_check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True)),
         radius=_check_number("prior.radius", p.radius, lo=0.0, lo_open=True, hi=max_radius),
         i0=_check_number("prior.i0", p.i0, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
         background=_check_map("prior.background", p.background, shape, lo=0.0, hi=COUNT_LIMIT),

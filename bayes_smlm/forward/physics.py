@@ -7,13 +7,17 @@ likelihood and the Fisher information. Conventions (docs/conventions.md §2): ar
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erfc
 
 from bayes_smlm.forward.config import Task
+
+# what the pure functions accept where jnp broadcasts it: a JAX or NumPy array, or a number
+Numeric: TypeAlias = "jax.Array | np.ndarray | float"
 
 
 class CameraArrays(NamedTuple):
@@ -47,7 +51,7 @@ def scene_arrays(task: Task) -> SceneArrays:
                        jnp.asarray(task.prior.background, jnp.float32))
 
 
-def pixel_integrated_gaussian(centres: jax.Array, mean: jax.Array, sigma: float) -> jax.Array:
+def pixel_integrated_gaussian(centres: Numeric, mean: Numeric, sigma: float) -> jax.Array:
     """ΔE of eq. 2: mass of a 1-D Gaussian N(mean, sigma²) inside unit pixels at ``centres``.
 
     Written with ``erfc`` of the absolute offset (ΔE is even in ``centres - mean``) so that the far
@@ -141,7 +145,7 @@ def axis_profiles_with_slopes(theta: jax.Array, sigma: float, shape: tuple[int, 
     return AxisProfiles(ey, dey, d2ey, ex, dex, d2ex)
 
 
-def emitter_image(theta: jax.Array, i0: jax.Array, sigma: float,
+def emitter_image(theta: jax.Array, i0: Numeric, sigma: float,
                   shape: tuple[int, int]) -> jax.Array:
     """Expected photons from emitters alone, ``Σ_n i0_n ΔE(c; x_n, σ) ΔE(r; y_n, σ)``.
 
@@ -165,7 +169,7 @@ def emitter_image(theta: jax.Array, i0: jax.Array, sigma: float,
     return jnp.einsum("n,nh,nw->hw", weights, ey, ex)
 
 
-def expected_photons(theta: jax.Array, i0: jax.Array, background: jax.Array, sigma_psf: float,
+def expected_photons(theta: jax.Array, i0: Numeric, background: Numeric, sigma_psf: float,
                      shape: tuple[int, int]) -> jax.Array:
     """ω of eq. 1: expected photons per LR pixel from N emitters plus background.
 
