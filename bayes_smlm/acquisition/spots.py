@@ -59,7 +59,7 @@ def _filtered_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
+def find_spots(photons: np.ndarray, pedestal: np.ndarray | float, sigma_psf: float,
                threshold: float, subtracted: np.ndarray | None = None) -> Spots:
     """Local maxima of the DoG signal-to-noise image above ``threshold``.
 
@@ -84,7 +84,7 @@ def find_spots(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
     return Spots(frame=frame, row=row, col=col, snr=snr[frame, row, col])
 
 
-def snr_image(photons: np.ndarray, pedestal: np.ndarray, sigma_psf: float,
+def snr_image(photons: np.ndarray, pedestal: np.ndarray | float, sigma_psf: float,
               subtracted: np.ndarray | None = None) -> np.ndarray:
     """(F, H, W) DoG-filtered signal over its noise SD, every pixel: the arguments of
     :func:`find_spots`."""

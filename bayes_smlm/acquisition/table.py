@@ -32,7 +32,8 @@ from bayes_smlm.forward.config import Task
 from bayes_smlm.io.atomic import write_json, write_text
 
 # CSV column -> (pipeline column, scale: "nm" for LR px → nm, "nm_position" adds ½ px first)
-CSV_COLUMNS = {
+# CSV column -> (the rows' column it is made of, or None: a constant; how it is scaled)
+CSV_COLUMNS: dict[str, tuple[str | None, str | None]] = {
     "frame": ("frame", "frame"),
     "x [nm]": ("x", "nm_position"),
     "y [nm]": ("y", "nm_position"),
@@ -54,19 +55,20 @@ CSV_COLUMNS = {
     "converged": ("converged", None),
     "flagged": ("flagged", None),
 }
-MCMC_CSV_COLUMNS = {"r_hat": ("r_hat", None), "ess_bulk": ("ess_bulk", None),
-                    "divergences": ("divergences", None)}  # written when NUTS ran
+MCMC_CSV_COLUMNS: dict[str, tuple[str | None, str | None]] = {
+    "r_hat": ("r_hat", None), "ess_bulk": ("ess_bulk", None),
+    "divergences": ("divergences", None)}  # written when NUTS ran
 
 
 def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
     """The CSV's columns (name → values) of ``localize`` rows of ``task``'s pixel size and PSF."""
     nm = task.optics.pixel_size_nm
     out: dict[str, np.ndarray] = {"id": np.arange(1, len(rows["x"]) + 1)}
-    columns: dict[str, tuple[str, str | None]] = dict(CSV_COLUMNS)
+    columns = dict(CSV_COLUMNS)
     if "r_hat" in rows and np.isfinite(rows["r_hat"]).any():
         columns.update(MCMC_CSV_COLUMNS)
     for name, (source, scale) in columns.items():
-        if scale == "sigma":
+        if source is None:  # the PSF's σ, the same on every row
             out[name] = np.full(len(rows["x"]), task.optics.sigma_psf * nm)
         elif scale == "frame":
             out[name] = rows[source].astype(int) + 1

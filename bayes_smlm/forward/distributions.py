@@ -20,7 +20,7 @@ from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.transforms import Transform, biject_to
 from scipy import stats
 
-from bayes_smlm.forward.physics import CameraArrays, readout_photon_var, sample_adu
+from bayes_smlm.forward.physics import CameraArrays, Numeric, readout_photon_var, sample_adu
 
 
 class _Disc(constraints.Constraint):
@@ -107,7 +107,7 @@ def uniform_disc_points(key: jax.Array, shape: tuple[int, ...], centre, radius) 
                      axis=-1)
 
 
-def project_into_disc(points: jax.Array, centre, limit: float) -> jax.Array:
+def project_into_disc(points: Numeric, centre, limit: float) -> jax.Array:
     """``points`` (..., 2) farther than ``limit`` from ``centre`` moved radially to that
     distance; the others unchanged."""
     centre = jnp.asarray(centre)
@@ -124,7 +124,7 @@ class UniformDisc(Distribution):
     """
 
     arg_constraints = {"centre": constraints.real_vector, "radius": constraints.positive}
-    reparametrized_params = []
+    reparametrized_params: list[str] = []
 
     def __init__(self, centre, radius, *, validate_args=None):
         self.centre = jnp.asarray(centre, dtype=jnp.result_type(float))

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bayes_smlm.forward import physics
 from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.distributions import project_into_disc
+
+ArrayT = TypeVar("ArrayT", jax.Array, np.ndarray)  # NumPy in, NumPy out (float64 kept)
 
 
 class ImageDerivatives(NamedTuple):
@@ -62,7 +65,7 @@ class ParameterLayout:
             names.append("background")
         return tuple(names)
 
-    def theta(self, params: jax.Array) -> jax.Array:
+    def theta(self, params: ArrayT) -> ArrayT:
         """(…, N, 2) positions of (…, P) vectors."""
         return params[..., :2 * self.n_emitters].reshape(params.shape[:-1] + (self.n_emitters, 2))
 
@@ -77,8 +80,8 @@ class ParameterLayout:
         """Background photons per pixel: latent scalar or the task's (map or scalar)."""
         return params[..., -1] if self.infer_background else physics.scene_arrays(task).background
 
-    def pack(self, theta: jax.Array, i0: jax.Array | None = None,
-             background: jax.Array | None = None) -> jax.Array:
+    def pack(self, theta: jax.Array, i0: physics.Numeric | None = None,
+             background: physics.Numeric | None = None) -> jax.Array:
         """The (P,) vector of one frame's positions (N, 2) and, when latent, i0 (N,) and b."""
         parts = [jnp.reshape(theta, (-1,))]
         if self.infer_intensity:

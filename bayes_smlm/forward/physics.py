@@ -207,10 +207,10 @@ def readout_photon_var(camera: CameraArrays) -> jax.Array:
     return camera.readout_var / camera.gain**2
 
 
-def adu_to_photons(adu: jax.Array, camera: CameraArrays) -> jax.Array:
+def adu_to_photons(adu: Numeric, camera: CameraArrays) -> jax.Array:
     """Offset-subtracted, gain-corrected counts ``n = (ADU − o)/g + w²/g²`` of the Poisson
     approximation, whose mean and variance are both ``ω + w²/g²``."""
-    return (adu - camera.offset) / camera.gain + readout_photon_var(camera)
+    return (jnp.asarray(adu) - camera.offset) / camera.gain + readout_photon_var(camera)
 
 
 def lr_to_hr(theta: jax.Array, upsampling: int) -> jax.Array:

@@ -43,7 +43,7 @@ class Evidence:
     counts: np.ndarray
     log_evidence: np.ndarray
     log_evidence_se: np.ndarray
-    log_prior: np.ndarray = field(default=None)  # type: ignore[assignment]
+    log_prior: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, int)

@@ -52,7 +52,7 @@ def _cholesky(a: jax.Array) -> list[list[jax.Array]]:
     arithmetic: vmapped over thousands of pixels and pairs, LAPACK calls per tiny matrix cost
     more than the arithmetic (and have hung XLA's CPU runtime here)."""
     d = a.shape[-1]
-    low = [[None] * d for _ in range(d)]
+    low: list[list[Any]] = [[None] * d for _ in range(d)]
     for i in range(d):
         for j in range(i + 1):
             total = a[..., i, j] - sum(low[i][k] * low[j][k] for k in range(j))
@@ -85,7 +85,9 @@ def _gaussian_overlap(points: jax.Array, mean: jax.Array, cov: jax.Array, width2
     d = mean.shape[-1]
     low = _cholesky(cov + width2 * jnp.eye(d))
     diff = points - mean
-    z, quad, log_det = [], 0.0, 0.0
+    z: list[jax.Array] = []
+    quad: Any = 0.0
+    log_det: Any = 0.0
     for i in range(d):  # forward substitution L z = diff
         zi = (diff[..., i] - sum(low[i][k] * z[k] for k in range(i))) / low[i][i]
         z.append(zi)

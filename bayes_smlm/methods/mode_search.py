@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 
 def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvature: Callable,
-                  loglik: Callable, project: Callable[[jax.Array], jax.Array], max_iter: int,
+                  loglik: Callable, project: Callable[[jax.Array], jax.Array], max_iter: int | jax.Array,
                   tol: float, free: jax.Array | None = None
                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Mode of ℓ from the start ``params`` (P,).

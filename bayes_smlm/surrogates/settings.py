@@ -73,7 +73,9 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
+        return cls(**values)
 
 
 UNET_PRESETS = {
