@@ -3,6 +3,8 @@ Cramér–Rao bound, calibration of the stated uncertainties, and of the rendere
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bayes_smlm.acquisition.render import render
@@ -76,7 +78,9 @@ def score_sd_map(rows: dict[str, np.ndarray], theta: np.ndarray, pixel_nm: float
     (the image's fluctuation alone); ``z_sd`` against the truth includes the bias.
     """
     found, true = match_movie(rows, theta)
-    shape = tuple(int(np.ceil(s * pixel_nm / render_nm)) for s in shape_px)
+    rows_px, cols_px = shape_px
+    shape = (int(np.ceil(rows_px * pixel_nm / render_nm)),
+             int(np.ceil(cols_px * pixel_nm / render_nm)))
     nm = lambda v: (v + 0.5) * pixel_nm  # noqa: E731  (LR px, centres at integers → nm)
     estimate = render(nm(rows["x"][found]), nm(rows["y"][found]), rows["sd_x"][found] * pixel_nm,
                       rows["sd_y"][found] * pixel_nm, rows["corr_xy"][found],
@@ -89,7 +93,7 @@ def score_sd_map(rows: dict[str, np.ndarray], theta: np.ndarray, pixel_nm: float
                      np.sqrt(2) * rows["sd_y"][found] * pixel_nm, rows["corr_xy"][found],
                      pixel_nm=render_nm, sigma_nm=sigma_nm, shape=shape)
     signal = exact.mean >= 0.05
-    out = {"pixels": int(signal.sum())}
+    out: dict[str, Any] = {"pixels": int(signal.sum())}
     for name, reference in (("truth", exact.mean), ("expected", blurred.mean)):
         z = (reference[signal] - estimate.mean[signal]) / np.maximum(estimate.sd[signal], 1e-12)
         out[name] = _z_summary(z)

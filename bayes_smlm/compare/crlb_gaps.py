@@ -68,13 +68,14 @@ def detection_crlb_gap(found_xy: list[np.ndarray], theta_true: np.ndarray, sqrt_
     ``found_xy[f]`` holds frame f's detections (K_f, 2); unmatched ones are false positives and do
     not enter the RMSE (the recall is returned beside it).
     """
-    errors, scales, tp = [], [], 0
+    error_rows, scale_rows, tp = [], [], 0
     for f, found in enumerate(found_xy):
         i_found, i_true = match_frame(found, theta_true[f], tolerance)
         tp += len(i_found)
-        errors.append(found[i_found] - theta_true[f][i_true])
-        scales.append(sqrt_crlb[f][i_true])
-    errors, scales = np.concatenate(errors).reshape(-1, 2), np.concatenate(scales).reshape(-1, 2)
+        error_rows.append(found[i_found] - theta_true[f][i_true])
+        scale_rows.append(sqrt_crlb[f][i_true])
+    errors = np.concatenate(error_rows).reshape(-1, 2)
+    scales = np.concatenate(scale_rows).reshape(-1, 2)
     n_true = theta_true.shape[0] * theta_true.shape[1]
     return {"rmse_ratio": normalised_rmse(errors, scales) if tp else np.full(2, np.nan),
             "recall": tp / n_true, "matched": tp}

@@ -73,6 +73,7 @@ def grid_agreement(result: PosteriorResult, grid: PosteriorResult) -> GridAgreem
     grid_mean, cov = grid.extra["theta_mean"], grid.extra["theta_cov"]   # (F, 2), (F, 2, 2)
     grid_sd = np.sqrt(np.stack([cov[:, 0, 0], cov[:, 1, 1]], -1))
     ess = np.asarray(diag.ess_bulk)[:, 0]
+    assert result.theta is not None  # diagnostics exist only for θ draws
     by_chain = np.moveaxis(result.theta[:, :, :, 0], (0, 1), (-2, -1))   # (F, 2, C, D)
     sd = draws.std(1)
     return GridAgreement(z=np.abs(draws.mean(1) - grid_mean) / np.asarray(diag.mcse_mean)[:, 0],

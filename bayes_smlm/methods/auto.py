@@ -134,6 +134,7 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
         kde_mean[idx], kde_var[idx] = exact.kde_mean, exact.kde_var
         log_z[idx], se[idx], flagged[idx] = (exact.log_evidence, exact.log_evidence_se,
                                              exact.flagged)
+        assert exact.draws is not None  # smc_count keeps its draws
         per_frame = np.moveaxis(exact.draws, 2, 0).reshape(len(idx), -1, n, 2)
         spread = np.floor(np.arange(samples) * per_frame.shape[1] / samples).astype(int)
         theta[idx] = per_frame[:, spread]

@@ -75,6 +75,7 @@ def mixture_kde_samples(task: Task, parts: Sequence[CountPosterior], p_n: np.nda
             chosen = np.flatnonzero(which == k)
             if part.n == 0 or not chosen.size:
                 continue
+            assert part.draws is not None  # kept for every count with a share of the mixture
             draws = part.draws[:, :, i].reshape(-1, part.n, 2)
             out[i, chosen] = kde_images(draws[rng.choice(len(draws), chosen.size)], task)
     return out

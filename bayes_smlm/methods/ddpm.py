@@ -95,21 +95,21 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         else:
             why = "applied"
     recalibrate = why == "applied"
-    draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
+    kde_draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
                        batch_size=batch_size, precision=precision, progress=progress,
                        first_frame=first_frame)
     if recalibrate:
-        draws = recalibration.apply(draws)
+        kde_draws = recalibration.apply(kde_draws)
     seconds = time.perf_counter() - started
     extra = {"phi_kde": psi.phi(adu)}
     if keep_samples:
-        extra["kde_samples"] = draws
+        extra["kde_samples"] = kde_draws
     settings = {"samples": samples, "start": start, "solver": solver, "steps": steps, "eta": eta,
                 **psi.settings, "loss": psi.config["loss"], "precision": precision,
                 "checkpoint": str(checkpoint or "shipped"), "seed": seed,
                 "recalibrated": recalibrate, "recalibration": why}
-    return PosteriorResult(method="ddpm", task=task, adu=adu, kde_mean=draws.mean(axis=1),
-                           kde_var=draws.var(axis=1, ddof=1), settings=settings, seconds=seconds,
+    return PosteriorResult(method="ddpm", task=task, adu=adu, kde_mean=kde_draws.mean(axis=1),
+                           kde_var=kde_draws.var(axis=1, ddof=1), settings=settings, seconds=seconds,
                            theta_true=theta_true, extra=extra)
 
 

@@ -198,7 +198,7 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
     save_component(scheduler, out_dir, SCHEDULER_DIR)
     phi_record = {"checkpoint": os.path.relpath(phi_dir.resolve(), out_dir.resolve()),
                   "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)}
-    exported = {"best_step": None}
+    exported: dict[str, int | None] = {"best_step": None}
 
     def write_config(loop: LoopState) -> None:
         write_json(out_dir / CONFIG_FILE, {
