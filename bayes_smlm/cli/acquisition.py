@@ -153,8 +153,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         keep = table["flagged"] == 0
     correlation = table.get("uncertainty_xy_correlation")
     extent = args.size_nm or read_field_of_view(args.locs)  # (width, height) nm
-    shape = None if extent is None else tuple(int(np.ceil(v / args.pixel_nm))
-                                              for v in extent[::-1])
+    shape = None if extent is None else (int(np.ceil(extent[1] / args.pixel_nm)),
+                                         int(np.ceil(extent[0] / args.pixel_nm)))
     rendering = render(table["x [nm]"][keep], table["y [nm]"][keep],
                        table["uncertainty_x [nm]"][keep], table["uncertainty_y [nm]"][keep],
                        None if correlation is None else correlation[keep],

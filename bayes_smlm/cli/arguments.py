@@ -130,12 +130,13 @@ def flag_names(parser: argparse.ArgumentParser, **aliases: str) -> dict[str, str
     """How the user wrote each argument of ``parser``, by the name the library uses: the long
     option for options (``batch_size`` → ``--batch-size``), the metavar for positionals.
     ``aliases`` map library names that differ from the option's (``steps="--ddim-steps"``)."""
-    names = {}
+    names: dict[str, str] = {}
     for action in parser._actions:  # argparse keeps no public list of its actions
         if action.option_strings:  # the first flag of a dest (--recalibrate, not --raw)
             names.setdefault(action.dest, max(action.option_strings, key=len))
         elif action.dest not in ("help", argparse.SUPPRESS):
-            names.setdefault(action.dest, action.metavar or action.dest.upper())
+            metavar = action.metavar if isinstance(action.metavar, str) else None
+            names.setdefault(action.dest, metavar or action.dest.upper())
     return {**names, **aliases}
 
 

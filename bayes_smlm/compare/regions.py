@@ -145,8 +145,10 @@ def coverage_by_class(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray,
     ``frames`` says how many frames had any. Coverage uses the same order-statistic intervals as
     :func:`.kde_calibration.kde_coverage`, so an exact posterior attains the same levels.
     """
-    inside = {s: {c: [[] for _ in levels] for c in names} for s, (_, names) in strata.items()}
-    zs = {s: {c: [] for c in names} for s, (_, names) in strata.items()}
+    inside: dict[str, dict[str, list[list[np.ndarray]]]] = {
+        s: {c: [[] for _ in levels] for c in names} for s, (_, names) in strata.items()}
+    zs: dict[str, dict[str, list[np.ndarray]]] = {
+        s: {c: [] for c in names} for s, (_, names) in strata.items()}
     frames_with = {s: {c: 0 for c in names} for s, (_, names) in strata.items()}
     n_samples = None
     for f, samples in enumerate(kde_samples):
@@ -212,7 +214,7 @@ def region_summary(var: np.ndarray, reference_var: np.ndarray, reference_mean: n
                  "pearson": whole["pearson"].tolist(), "ratio": whole["ratio"].tolist()}
     if kde_samples is not None:
         mask = np.asarray(reference_mean[:f]) >= SIGNAL_THRESHOLD
-        strata = {schema.BY_CROWDING.key: (
+        strata: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {schema.BY_CROWDING.key: (
             crowding_class(crowding(theta_true[:f], hr_shape, upsampling)),
             schema.CROWDING_CLASSES)}
         if sigma_psf is not None:

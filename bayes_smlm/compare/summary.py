@@ -57,7 +57,7 @@ def _theta_metrics(result: PosteriorResult, theta_true: np.ndarray,
     truth = theta_true.reshape(f, 2 * n)
     gauss = gaussian_entropy(draws_covariance(flat))
     knn = knn_entropy(flat)
-    scalars = {
+    scalars: dict[str, Any] = {
         schema.SD_RATIO["x"].key: float(gaps["sd_ratio_median"][0]),
         schema.SD_RATIO["y"].key: float(gaps["sd_ratio_median"][1]),
         schema.RMSE_RATIO["x"].key: float(gaps["rmse_ratio"][0]),

@@ -17,7 +17,9 @@ count are absent (θ and i0 NaN, no photons, no KDE).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -92,7 +94,7 @@ def count_log_prior(prior, counts) -> np.ndarray:
     return log_p - np.logaddexp.reduce(log_p[inside])
 
 
-def count_sampler(prior):
+def count_sampler(prior) -> Callable[[Any], Any]:
     """Pure ``key -> N`` (int32 scalar) drawing a frame's emitter count from the prior."""
     import jax  # here, not at import: the config must load before the CLI configures JAX
     import jax.numpy as jnp

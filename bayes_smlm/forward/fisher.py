@@ -122,12 +122,12 @@ def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray 
         return physics.expected_photons(pos, photons, jnp.asarray(background) + extra_b,
                                         sigma, shape)
 
-    phi0 = [theta.reshape(-1)]
+    parts = [theta.reshape(-1)]
     if include_intensity:
-        phi0.append(i0)
+        parts.append(i0)
     if include_background:
-        phi0.append(np.zeros(1))
-    phi0 = jnp.asarray(np.concatenate(phi0), dtype=jnp.float32)
+        parts.append(np.zeros(1))
+    phi0 = jnp.asarray(np.concatenate(parts), dtype=jnp.float32)
 
     jac = np.asarray(jax.jacfwd(omega_of)(phi0), np.float64).reshape(-1, phi0.size)
     rate = np.asarray(omega_of(phi0) + physics.readout_photon_var(camera), np.float64)

@@ -35,7 +35,7 @@ def _check_likelihood(likelihood: str) -> str:
     return check_choice("likelihood", likelihood, LIKELIHOODS)
 
 
-def exact_sum_length(task: Task, adu: np.ndarray | None = None, tol: float = 1e-10,
+def exact_sum_length(task: Task, adu: jax.Array | np.ndarray | None = None, tol: float = 1e-10,
                      infer_intensity: bool = False, infer_background: bool = False) -> int:
     """``n_max`` of the exact likelihood for ``task`` (and data ``adu``, if given)."""
     p, c = task.prior, physics.camera_arrays(task)
@@ -99,6 +99,8 @@ def camera_distribution(omega: jax.Array, camera: physics.CameraArrays, likeliho
     omega = jnp.maximum(omega, 0.0)
     if likelihood == "poisson":
         return PoissonApproxADU(omega, camera, validate_args=False)
+    if n_max is None:
+        raise ValueError("the exact likelihood needs n_max (exact_sum_length gives it)")
     return PoissonGaussianADU(omega, camera, n_max, validate_args=False)
 
 

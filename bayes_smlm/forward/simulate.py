@@ -73,9 +73,7 @@ def make_brightness_sampler(task: Task) -> Callable[[jax.Array], tuple[jax.Array
     return drawn if prior.brightness == "drawn" else fixed
 
 
-def make_frame_renderer(task: Task
-                        ) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array],
-                                      tuple[jax.Array, jax.Array]]:
+def make_frame_renderer(task: Task) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """Pure function ``(key, theta, i0, background, present=None) -> (adu, kde)`` for one frame;
     ``present`` (N,) bool leaves the other emitters out of both (no photons, no kernel)."""
     camera = physics.camera_arrays(task)
@@ -207,8 +205,9 @@ def simulate_fixed(task: Task, theta: np.ndarray, n_frames: int, seed: int,
     """
     n_frames = check_int("n_frames", n_frames)
     key = jax.random.PRNGKey(_check_seed(seed))
-    theta = jnp.asarray(theta, jnp.float32)
+    positions = jnp.asarray(theta, jnp.float32)
     sim = _fixed_simulator(task)
-    parts = [np.asarray(sim(key, jnp.arange(i, min(i + chunk, n_frames), dtype=jnp.uint32), theta))
+    parts = [np.asarray(sim(key, jnp.arange(i, min(i + chunk, n_frames), dtype=jnp.uint32),
+                            positions))
              for i in range(0, n_frames, chunk)]
     return np.concatenate(parts).astype(np.float32)

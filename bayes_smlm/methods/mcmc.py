@@ -101,7 +101,7 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
     shape = (task.prior.n_emitters, 2)
     fit_frame = position_fit(task) if init == "laplace" else None
 
-    def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, ...]:
+    def one_frame(key: jax.Array, frame: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         k_init, k_run = jax.random.split(key)
         data = prepare(frame)
         if transform is None:

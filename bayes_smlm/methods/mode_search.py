@@ -71,7 +71,8 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
 
     value = loglik(derivatives(params).omega, data)
     eye = jnp.eye(params.shape[-1], dtype=params.dtype)
-    state = (params, value, jnp.asarray(1e-3, params.dtype), jnp.int32(0), jnp.bool_(False), eye)
+    state: tuple[jax.Array, ...] = (params, value, jnp.asarray(1e-3, params.dtype), jnp.int32(0),
+                                    jnp.bool_(False), eye)
     # a converged start stops without moving, so the information of its last step is the one at
     # the mode; a run out of steps (flagged by the caller) keeps that of its last point
     mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)

@@ -131,12 +131,13 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
                                         "trained with --dropout")
     predictor = PhiPredictor(model, task, batch_size=batch_size, precision=precision,
                              device=device)
-    predictor.model.dropout.train()          # dropout on; BatchNorm stays in evaluation mode
+    network: Any = predictor.model          # a DeepSTORM (torch types its parts as Tensors)
+    network.dropout.train()                 # dropout on; BatchNorm stays in evaluation mode
     torch.manual_seed(seed)
 
     def passes_of(photons: torch.Tensor) -> torch.Tensor:
-        features = predictor.model.features(photons)
-        return torch.stack([predictor.model.readout(features)[:, 0] for _ in range(passes)], 1)
+        features = network.features(photons)
+        return torch.stack([network.readout(features)[:, 0] for _ in range(passes)], 1)
 
     def moments(photons: torch.Tensor) -> torch.Tensor:
         draws = passes_of(photons)

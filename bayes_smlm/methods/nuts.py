@@ -59,7 +59,7 @@ def crlb_inverse_mass(task: Task) -> jax.Array:
     """Diagonal inverse mass (2N,) in the sampler's unconstrained coordinates: the CRLB variance
     of an isolated emitter at the frame centre, divided by R² (the transform's slope there), so
     adaptation starts near its answer."""
-    var = float(np.max(fisher_information(task, [task.centre]).sd) ** 2) / task.prior.radius**2
+    var = float(np.max(fisher_information(task, np.asarray([task.centre])).sd) ** 2) / task.prior.radius**2
     return jnp.full((2 * task.prior.n_emitters,), var, jnp.float32)
 
 

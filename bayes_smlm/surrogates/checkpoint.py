@@ -196,7 +196,8 @@ def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path
     where = f"{checkpoint}: {CONFIG_FILE} {section}"
     if not isinstance(data, dict):
         raise ConfigError("checkpoint", f"{where} must be a JSON object (got {type(data).__name__})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    settings: Any = cls  # a dataclass with from_dict (a TypeVar cannot say so)
+    fields = {f.name: f for f in dataclasses.fields(settings)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError("checkpoint", f"{where} has unknown fields {unknown}")
@@ -211,7 +212,7 @@ def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path
             raise ConfigError("checkpoint", f"{where}.{name} must be {_kind(default)} "
                                             f"(got {value!r:.60})")
     try:
-        return cls.from_dict(data)
+        return settings.from_dict(data)
     except ConfigError as err:
         raise ConfigError("checkpoint", f"{where}.{err.argument}: {err.message}") from None
     except (TypeError, ValueError) as err:

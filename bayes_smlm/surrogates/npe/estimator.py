@@ -55,7 +55,7 @@ def load_npe(checkpoint: str | Path | None, task: Task) -> tuple[nn.Module, dict
     return estimator.eval(), config
 
 
-def sample_offsets(estimator: nn.Module, condition: np.ndarray, n_draws: int,
+def sample_offsets(estimator: Any, condition: np.ndarray, n_draws: int,
                    generator_seed: int, batch_size: int = 256) -> np.ndarray:
     """(F, S, 2) draws of the offset u for F condition vectors, S per frame, seeded by
     ``generator_seed``."""
@@ -72,7 +72,7 @@ def sample_offsets(estimator: nn.Module, condition: np.ndarray, n_draws: int,
     return np.concatenate(out).astype(np.float32)
 
 
-def npe_position_draws(estimator: nn.Module, config: dict[str, Any], task: Task,
+def npe_position_draws(estimator: Any, config: dict[str, Any], task: Task,
                        adu: np.ndarray, n_draws: int, seed: int
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(F, S, 2) position draws (LR px) for validated frames, restricted to the prior disc, and

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def train_npe(task: Task, out_dir: str | Path, settings: NpeTraining, *,
         raise ConfigError("batch_size", f"must be <= simulations = {settings.simulations} "
                                         f"(got {settings.batch_size})")
     torch.manual_seed(settings.seed)
-    estimator = build_estimator(architecture)
+    estimator: Any = build_estimator(architecture)  # an sbi flow (torch types its parts as Tensors)
     train_x, train_u = simulated_pairs(task, settings.simulations, settings.seed, 0,
                                        architecture)
     val_x, val_u = simulated_pairs(task, settings.validation_frames, settings.seed,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ def load_phi(checkpoint: str | Path | None, task: Task, *, shipped_for: str | No
     architecture = architecture_from(DeepSTORMConfig, config.get("architecture"), checkpoint)
     model = build_network(lambda: DeepSTORM(architecture), checkpoint)
     load_weights(model, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)
-    return model.eval(), config
+    return cast(DeepSTORM, model.eval()), config
 
 
 # -- inference ------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def fuse_for_inference(model: DeepSTORM) -> nn.Module:
                 and isinstance(block[0], nn.Conv2d) and isinstance(block[1], nn.BatchNorm2d)):
             block[0] = fuse_conv_bn_eval(block[0], block[1])
             block[1] = nn.Identity()
-    return fused.to(memory_format=torch.channels_last)
+    return cast(Any, fused).to(memory_format=torch.channels_last)  # torch's stubs lack it
 
 
 class PhiPredictor:

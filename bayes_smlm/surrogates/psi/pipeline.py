@@ -173,13 +173,13 @@ class PsiPipeline:
         return recalibration_of(self.config)
 
     @property
-    def settings(self) -> dict[str, str]:
+    def settings(self) -> dict[str, str | None]:
         """Schedule, prediction type and conditioning of the checkpoint."""
         return sampling_settings(self.config)
 
     def conditioning(self, adu: np.ndarray) -> torch.Tensor:
         """Model-space conditioning (F, C, u·H, u·W) of ADU frames (F, H, W)."""
-        return conditioning(self.phi, adu, self.task, self.settings["condition"])
+        return conditioning(self.phi, adu, self.task, str(self.settings["condition"]))
 
     def sample(self, adu: np.ndarray, samples: int, *, start: str = "guess",
                steps: int | None = DEFAULT_STEPS, solver: str = DEFAULT_SOLVER,
