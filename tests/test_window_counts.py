@@ -118,8 +118,10 @@ def test_a_duplicate_candidate_is_dropped_and_a_close_pair_kept():
     starts = np.array([[[4.8, 5.0, 700.0], [5.4, 5.5, 700.0]],
                        [[4.0, 5.0, 1000.0], [6.0, 5.0, 1000.0]]])
     fit, pedestal, fitted, active = _fits(task, counts, starts)
+    given = np.array(fit.mode)
     counted = count_emitters(task, counts, pedestal, fitted, fit, active,
                              log_density=np.log(0.003), min_p_exists=0.5, max_iter=50, tol=1e-4)
+    np.testing.assert_array_equal(fit.mode, given)  # the caller's fit is left as it was
     assert counted.active.sum(1).tolist() == [1, 2]
     assert counted.count_probability[0, 2] < 0.05
     assert np.all(counted.p_exists[1] > 0.99)

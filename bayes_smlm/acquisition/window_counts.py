@@ -223,7 +223,7 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
                 field[which[pick]] = np.asarray(values)[pick]
 
     keep(rows, fit, active)
-    mode, current = np.asarray(fit.mode), active.copy()
+    mode, current = np.array(fit.mode), active.copy()  # a copy: the caller's fit stays as given
     significance = _significance(fit, active)
     going = count > 0
     while going.any():
