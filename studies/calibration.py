@@ -38,6 +38,7 @@ from bayes_smlm.localization.detection import detect, settings_from_config
 from bayes_smlm.methods import get_method, list_methods
 from bayes_smlm.methods.ddpm import recalibrated_result
 from bayes_smlm.methods.reference import cached_reference, reference_method
+from bayes_smlm.methods.registry import method_spec
 from bayes_smlm.reporting.markdown import provenance
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 from bayes_smlm.surrogates.phi.evaluation import tolerance_lr
@@ -53,10 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "frame_limits": {"ddpm": 2},
               "method_options": {"nuts": {"warmup": 100}, "rwmh": {"steps": 2000, "burn_in": 200},
                                  "rwmh_paper": {"steps": 2000, "burn_in": 200},
-                                 "ddpm": {"samples": 16, "keep_samples": True,
-                                          "recalibrate": False},
-                                 "ensemble": {"keep_samples": True},
-                                 "mc_dropout": {"passes": 16, "keep_samples": True}},
+                                 "ddpm": {"samples": 16, "recalibrate": False},
+                                 "mc_dropout": {"passes": 16}},
               "cost_emitters": [2], "cost_frames": 1},
     "cpu": {"frames": 200, "dense_frames": 64, "chains": 4, "draws": 1000, "kde_samples": 64,
             "frame_limits": {"ddpm": 32},
@@ -64,19 +63,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             # 2-core CPUs measured; half the frames
             "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
             # the ddpm method's default sampler, which the shipped recalibrations were fitted on
-            "method_options": {"ddpm": {"samples": 64, "precision": "auto", "keep_samples": True,
-                                        "recalibrate": False},
-                               "ensemble": {"keep_samples": True},
-                               "mc_dropout": {"keep_samples": True}},
+            "method_options": {"ddpm": {"samples": 64, "precision": "auto",
+                                        "recalibrate": False}},
             # the DDPM's s/frame is measured on its 32 frames above; not again here (CPU time).
             # 32 frames per count: on fewer, compiling the sampler dominates its s/frame
             "cost_emitters": [1, 2, 5, 10], "cost_frames": 32, "ddpm_cost_frames": 0},
     "paper": {"frames": 1000, "dense_frames": 500, "chains": 4, "draws": 1000, "kde_samples": 64,
               "frame_limits": {},
-              "method_options": {"ddpm": {"samples": 64, "keep_samples": True,
-                                          "recalibrate": False},
-                                 "ensemble": {"keep_samples": True},
-                                 "mc_dropout": {"keep_samples": True}},
+              "method_options": {"ddpm": {"samples": 64, "recalibrate": False}},
               "cost_emitters": [1, 2, 3, 5, 7, 10], "cost_frames": 20},
 }
 
@@ -106,8 +100,12 @@ def _options(name: str, settings: dict[str, Any], seed: int, dense: bool = False
     """The registry's common options plus the preset's options for ``name`` (``dense_draws``,
     where a preset has it, on frames of several emitters: NUTS needs bulk ESS ≥ 400 there)."""
     draws = settings.get("dense_draws", settings["draws"]) if dense else settings["draws"]
-    return {"seed": seed, "chains": settings["chains"], "draws": draws,
-            **settings["method_options"].get(name, {})}
+    options = {"seed": seed, "chains": settings["chains"], "draws": draws,
+               **settings["method_options"].get(name, {})}
+    spec = method_spec(name)
+    if spec.returns == "kde" and any(o.name == "keep_samples" for o in spec.options):
+        options.setdefault("keep_samples", True)  # no θ: interval coverage needs its KDE samples
+    return options
 
 
 def _run_method(name: str, task, adu: np.ndarray, theta: np.ndarray, seed: int,
