@@ -117,3 +117,15 @@ def test_posterior_names_the_methods_own_flag_rule(tmp_path, capsys):
                                str(tmp_path / "g.nc"))
     assert status == 0, err
     assert method_spec("grid").flags in out and "1 of 1 frames are flagged by grid" in out
+
+
+def test_every_module_that_registers_a_method_is_imported_with_the_package():
+    """Adding a method in the tree is one module: each ``@register_method("name")`` written in
+    bayes_smlm/methods/ is registered by importing the package (nothing lists the modules)."""
+    import re
+    from pathlib import Path
+
+    import bayes_smlm.methods as methods
+    names = {m for path in Path(methods.__file__).parent.glob("*.py")
+             for m in re.findall(r'@register_method\("(\w+)"', path.read_text())}
+    assert names == set(BUILT_IN) and names <= set(list_methods())
