@@ -35,6 +35,7 @@ _SPECS: dict[str, MethodSpec] = {}  # what register_method was told; plug-ins wi
 _PLUGINS: dict[str, importlib.metadata.EntryPoint] = {}  # found, not yet imported
 _BROKEN: dict[str, str] = {}  # plug-ins whose import failed: why
 _ENTRY_POINTS_LOADED = False
+_BUILTINS_LOADED = False
 ENTRY_POINT_GROUP = "bayes_smlm.methods"
 
 
@@ -46,6 +47,8 @@ def register_method(name: str, *, replace: bool = False, returns: Returns = "dra
     ``emitter_count`` given or weighed by evidence, ``brightness`` fixed or inferred, how it
     ``flags`` a frame); its options are read from its signature and docstring."""
     def decorate(fn: PosteriorMethod) -> PosteriorMethod:
+        if not getattr(fn, "__module__", "").startswith(f"{__package__}."):
+            builtin_methods()  # a user's method: the built-ins' names are taken first
         if name in _METHODS and not replace:
             raise ValueError(f"posterior method {name!r} is already registered")
         _SPECS[name] = MethodSpec(name, fn, returns=returns, emitter_count=emitter_count,
@@ -82,11 +85,28 @@ def _distribution(ep: importlib.metadata.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
 
 
+def builtin_methods() -> None:
+    """Import every module of :mod:`bayes_smlm.methods` once, registering the methods written
+    there (at first use rather than with the package: the methods import the I/O modules that
+    import the package's helpers)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+    import pkgutil
+
+    import bayes_smlm.methods as package
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
 def _load_entry_points() -> None:
     """Find the plug-ins (``bayes_smlm.methods`` entry points) without importing them: each is
     imported when it is first asked for, so a broken one costs only itself. A plug-in whose name
     a built-in or registered method already has is not loaded (one warning naming both)."""
     global _ENTRY_POINTS_LOADED
+    builtin_methods()  # first: a plug-in may not take a built-in's name
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
