@@ -160,16 +160,14 @@ def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal
     model (emitters and background): photons known to come from neighbours are left out of the
     extra variance.
     """
-    n_windows, height, width = counts.shape
-    n_emitters = active.shape[1]
-    size = max(8, 1 << (n_windows - 1).bit_length())
-    program = _gain_error_program(window_task(task, (height, width)), n_emitters)
+    _, height, width = counts.shape
+    program = _gain_error_program(window_task(task, (height, width)), active.shape[1])
+    rel_var = np.float32(gain_se) ** 2
     arrays = [np.asarray(a, np.float32) for a in (fit.mode, fit.covariance, counts, pedestal,
                                                    fitted)] + [np.asarray(active, bool)]
-    arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
-    covariance, chi2 = program(*arrays, np.float32(gain_se) ** 2)
-    return fit._replace(covariance=np.asarray(covariance)[:n_windows],
-                        chi2=np.asarray(chi2)[:n_windows])
+    covariance, chi2 = _over_windows(lambda *batch: program(*batch, rel_var), arrays,
+                                     _batch_size(len(counts)))
+    return fit._replace(covariance=covariance, chi2=chi2)
 
 
 @lru_cache(maxsize=64)
@@ -251,19 +249,33 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
     return out
 
 
+def _batch_size(n_windows: int) -> int:
+    """Windows per compiled call: a power of two (≥ 8, at most :data:`BATCH`), so a movie
+    compiles a handful of programs per window shape."""
+    return min(BATCH, max(8, 1 << (n_windows - 1).bit_length()))
+
+
+def _over_windows(fn: Callable[..., tuple[jax.Array, ...]], arrays: list[np.ndarray], size: int,
+                  n_devices: int = 1) -> list[np.ndarray]:
+    """``fn`` over the windows of ``arrays`` (leading axis B) in calls of ``size`` windows (a
+    multiple of ``n_devices``), fewer padded by repeating the last; its outputs for the B."""
+    n_windows = len(arrays[0])
+    if n_windows < size:  # map_frame_batches pads only a last batch of several
+        arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
+    out = map_frame_batches(fn, arrays, size, multiple_of=n_devices)
+    return [np.asarray(o)[:n_windows] for o in out]
+
+
 def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
                  ) -> WindowFits:
     """:func:`fit_windows`'s compiled calls over ``arrays`` (counts, pedestal, fitted, start,
     active) with at most ``max_iter`` steps each."""
     n_windows, height, width = arrays[0].shape
     n_emitters = (arrays[3].shape[1] - 1) // 3
-    size = min(BATCH, max(8, 1 << (n_windows - 1).bit_length()))
+    size = _batch_size(n_windows)
     # keyed on the window's task, which has no camera maps: hashing those costs milliseconds
     fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, tol,
                               size >= SHARD_FROM)
     size = n_devices * -(-size // n_devices)
     arrays = arrays + [np.full(n_windows, max_iter, np.int32)]
-    if n_windows < size:  # map_frame_batches pads only a last batch of several
-        arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
-    out = map_frame_batches(fn, arrays, size, multiple_of=n_devices)
-    return WindowFits(*(np.asarray(o)[:n_windows] for o in out))
+    return WindowFits(*_over_windows(fn, arrays, size, n_devices))
