@@ -41,6 +41,7 @@ def device_parallel(fn: Callable[..., Any]) -> tuple[Callable[..., Any], int]:
     local devices; returns (wrapped function, device count). The batch must be a multiple of
     the device count (``map_frame_batches`` pads it)."""
     import jax
+    import numpy as np
 
     n = jax.local_device_count()
     if n == 1:
@@ -50,7 +51,9 @@ def device_parallel(fn: Callable[..., Any]) -> tuple[Callable[..., Any], int]:
     def sharded(*arrays: Any) -> Any:
         split = [a.reshape((n, a.shape[0] // n) + a.shape[1:]) for a in arrays]
         out = mapped(*split)
-        return jax.tree_util.tree_map(lambda o: o.reshape((-1,) + o.shape[2:]), out)
+        # joined on the host: a reshape of a device-sharded array is an eager JAX dispatch
+        # (≈ 2 ms per output, 12 % of a crowded movie's localize)
+        return jax.tree_util.tree_map(lambda o: np.asarray(o).reshape((-1,) + o.shape[2:]), out)
 
     return sharded, n
 

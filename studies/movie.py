@@ -105,10 +105,8 @@ def _localize(folder: Path, settings: MovieSettings, seed: int, joint: bool, rep
             movie.close()
         task = with_overrides(task, {"camera.offset": estimated.offset,
                                      "camera.readout_var": estimated.readout_var})
-    # the usual single-spot fit: each candidate alone, no search of the residual
     gain_se = calibration_errors["gain_se"] if camera == "calibrated" else 0.0
-    options = LocalizeSettings(joint=joint, method=method, detector=detector, gain_se=gain_se,
-                               residual_passes=LocalizeSettings.residual_passes if joint else 0)
+    options = LocalizeSettings(joint=joint, method=method, detector=detector, gain_se=gain_se)
 
     def run_once() -> dict:
         movie = Movie(paths["movie"])
@@ -246,7 +244,7 @@ precision ≥ 0.99; wide-psf: ≥ 90 % of rows misfit, the correct movies ≤ 0.
   frame's Fisher information with every emitter's i0 and the background unknown, the camera maps
   included.
 - loc/s: localizations / wall time of `localize_movie` on the TIFF (reading, detection, fits,
-  residual search), compilation excluded, median of {settings['repeats']} runs, on 2 cores;
+  refits of misfit windows), compilation excluded, median of {settings['repeats']} runs, on 2 cores;
   *first run*: the same with compilation (once per window shape and emitter count; the
   `bayes-smlm localize` command keeps the compiled programs on disk for the next run).
 - *sparse, camera means*: the sparse movie (the same frames) localized with only the medians of
@@ -264,8 +262,8 @@ precision ≥ 0.99; wide-psf: ≥ 90 % of rows misfit, the correct movies ≤ 0.
   taken as exact (no `--gain-se`).
 - *dim / crowded, φ detector*: fresh dim and crowded movies localized with
   `localize --detector phi` (the shipped `widefield` φ on 32 × 32 tiles); loc/s is one run's.
-- crowded-separate: every candidate fitted alone and no search of the residual
-  (`localize --separate --residual-passes 0`), the usual single-spot fit.
+- crowded-separate: every candidate fitted alone (`localize --separate`), the usual single-spot
+  fit.
 - *unflagged precision / recall*: of the localizations `localize` does not flag — what a user
   keeps who drops the flagged rows.
 - *sparse, {settings['nuts_frames']} frames*: a shorter sparse movie localized with the

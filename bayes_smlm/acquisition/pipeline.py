@@ -115,10 +115,12 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     :data:`COLUMNS` arrays; ``frame`` is the index in ``adu``, positions in LR px (pixel centres
     at integers), photons and photons/px, ``window`` numbers the windows of this call.
 
-    After the first fit, the fitted emitters are subtracted and candidates searched again in
-    the residual (``settings.residual_passes`` times): two emitters closer than the filter
-    resolves leave a residual peak beside the one fitted between them, and the frames where one
-    appears are fitted again with it. With ``settings.method == "nuts"`` the final emitters'
+    After the first fit, windows the model does not explain are fitted again
+    (:data:`MISFIT_REFITS` passes of :func:`_refit_misfits`) with the other windows' emitters
+    known and the residual's strongest peak near them offered: two emitters closer than the
+    filter resolves leave a residual peak beside the one fitted between them. Before that,
+    ``settings.residual_passes`` searches of the whole residual of such frames (default none:
+    the refits find the same peaks). With ``settings.method == "nuts"`` the final emitters'
     windows are then sampled, seeded by (``settings.seed``, ``first_frame`` = the movie index of
     ``adu[0]``, the window's number in this call).
     """
@@ -184,8 +186,10 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
     neighbours = np.maximum(everyone[frame_of] - own, 0.0)
     candidates = _candidates_of(dict(old, frame=slot), task)
     # and the residual's strongest peak near the window's emitters: an emitter the fit missed
-    residual = find_spots(photons[frame_of] - everyone[frame_of], pedestal, sigma,
-                          MISSED_THRESHOLD, subtracted=everyone[frame_of])
+    # (searched once per frame, its peaks offered to each of the frame's windows to refit)
+    frames, slot_frame = np.unique(frame_of, return_inverse=True)
+    residual = _per_slot(find_spots(photons[frames] - everyone[frames], pedestal, sigma,
+                                    MISSED_THRESHOLD, subtracted=everyone[frames]), slot_frame)
     near, _ = nearest(residual.frame, residual.col, residual.row, candidates, task.height)
     residual = residual.take(near <= 2 * half_width(sigma))
     strongest = np.lexsort((-residual.snr, residual.frame))
@@ -197,6 +201,19 @@ def _refit_misfits(task: Task, photons: np.ndarray, pedestal: np.ndarray,
     refit["frame"] = frame_of[refit["frame"]]
     refit["window"] = refit["window"] + (table["window"].max(initial=-1) + 1)
     return _concat([take_rows(table, ~again), refit])
+
+
+def _per_slot(spots: Spots, slot_frame: np.ndarray) -> Spots:
+    """``spots`` of frames ``0 … U − 1`` repeated for every slot (a window to refit, its own
+    "frame") whose frame is ``slot_frame`` (S,): their ``frame`` becomes the slot."""
+    order = np.argsort(slot_frame, kind="stable")
+    per_frame = np.bincount(slot_frame, minlength=spots.frame.max(initial=-1) + 1)
+    first = np.concatenate([[0], np.cumsum(per_frame)[:-1]])
+    copies = per_frame[spots.frame]
+    spot = np.repeat(np.arange(len(spots.frame)), copies)
+    within = np.arange(len(spot)) - np.repeat(np.cumsum(copies) - copies, copies)
+    slot = order[first[spots.frame[spot]] + within]
+    return Spots(frame=slot, row=spots.row[spot], col=spots.col[spot], snr=spots.snr[spot])
 
 
 def _log_density(settings: LocalizeSettings, candidates: int, shape: tuple[int, ...]) -> float:

@@ -68,7 +68,7 @@ class LocalizeSettings:
     joint: bool = True
     max_emitters: int = 4
     chunk_frames: int = 500
-    residual_passes: int = 3
+    residual_passes: int = 0
     min_p_exists: float = 0.5
     density: float | None = None
     gain_se: float = 0.0

@@ -27,7 +27,6 @@ import numpy as np
 from bayes_smlm.forward.config import Camera, Task
 from bayes_smlm.forward.distributions import poisson_kernel
 from bayes_smlm.forward.parameters import ParameterLayout
-from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
 from bayes_smlm.parallel import device_parallel
 
@@ -165,8 +164,8 @@ def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal
     rel_var = np.float32(gain_se) ** 2
     arrays = [np.asarray(a, np.float32) for a in (fit.mode, fit.covariance, counts, pedestal,
                                                    fitted)] + [np.asarray(active, bool)]
-    covariance, chi2 = _over_windows(lambda *batch: program(*batch, rel_var), arrays,
-                                     _batch_size(len(counts)))
+    covariance, chi2 = _over_windows(
+        lambda size: ((lambda *batch: program(*batch, rel_var)), 1), arrays)
     return fit._replace(covariance=covariance, chi2=chi2)
 
 
@@ -190,8 +189,9 @@ def _gain_error_program(small: Task, n_emitters: int) -> Callable[..., tuple[jax
 
 
 SHARD_FROM = 256  # windows per call from which splitting them across devices pays (measured)
-BATCH = 2048  # most windows per compiled call; fewer are padded to a power of two (≥ 8)
-FIRST_STEPS = 12  # steps every window gets; the few that need more continue in a second call
+# a vmapped loop runs until its slowest window is done: every window gets the first stage's
+# steps, and only those still going continue, to the next stage's total, then to max_iter
+STEP_STAGES = (6, 12)
 
 
 @lru_cache(maxsize=64)
@@ -226,44 +226,69 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
         As for :func:`bayes_smlm.methods.laplace.laplace_fit`.
 
     Windows run vmapped, and a vmapped loop runs until its slowest window is done: every window
-    gets :data:`FIRST_STEPS` steps, and only those still going continue, in a second call (the
-    same program: the cap is an argument). Calls are padded to a power of two windows, so a
-    movie compiles a handful of programs per window shape and emitter count.
+    gets the first of :data:`STEP_STAGES` steps (most converge in 4–6), and only those still
+    going continue, in further calls, to the next stage's total and then to ``max_iter`` (the
+    same program: the cap is an argument). Calls hold one of :data:`CALL_SIZES` windows
+    (padded), so a movie compiles a handful of programs per window shape and emitter count.
     """
     fitted = np.ones(counts.shape, bool) if fitted is None else fitted
     arrays = [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, start)] + [
         np.asarray(active, bool)]
-    first = min(FIRST_STEPS, int(max_iter))
-    out = _fit_batches(task, arrays, first, float(tol))
-    late = ~out.converged & (out.iterations >= first)
-    if int(max_iter) > first and late.any():
-        counts_, pedestal_, fitted_, _, active_ = (a[late] for a in arrays)
-        more = _fit_batches(task, [counts_, pedestal_, fitted_,
-                                   np.asarray(out.mode[late], np.float32), active_],
-                            int(max_iter) - first, float(tol))
-        fields = [np.array(f) for f in out]
-        for field, value in zip(fields, more):
-            field[late] = value
-        fields[4][late] += first                                  # iterations over both calls
-        out = WindowFits(*fields)
+    out = None
+    going = np.arange(len(arrays[0]))         # windows still short of convergence
+    done = 0                                  # steps every window in `going` has had
+    for cap in (*STEP_STAGES, int(max_iter)):
+        steps = min(cap, int(max_iter)) - done
+        if steps <= 0 or not len(going):
+            continue
+        start_ = arrays[3][going] if out is None else np.asarray(out.mode[going], np.float32)
+        part = _fit_batches(task, [arrays[0][going], arrays[1][going], arrays[2][going], start_,
+                                   arrays[4][going]], steps, float(tol))
+        if out is None:
+            out = WindowFits(*(np.array(f) for f in part))
+        else:
+            for field, value in zip(out, part):
+                field[going] = value
+            out.iterations[going] += done                          # steps over every call
+        late = ~part.converged & (np.asarray(part.iterations) >= steps)
+        going, done = going[late], done + steps
+    assert out is not None
     return out
 
 
-def _batch_size(n_windows: int) -> int:
-    """Windows per compiled call: a power of two (≥ 8, at most :data:`BATCH`), so a movie
-    compiles a handful of programs per window shape."""
-    return min(BATCH, max(8, 1 << (n_windows - 1).bit_length()))
+CALL_SIZES = (8, 32, 128, 512)  # windows per compiled call: few programs, little padding
 
 
-def _over_windows(fn: Callable[..., tuple[jax.Array, ...]], arrays: list[np.ndarray], size: int,
-                  n_devices: int = 1) -> list[np.ndarray]:
-    """``fn`` over the windows of ``arrays`` (leading axis B) in calls of ``size`` windows (a
-    multiple of ``n_devices``), fewer padded by repeating the last; its outputs for the B."""
-    n_windows = len(arrays[0])
-    if n_windows < size:  # map_frame_batches pads only a last batch of several
-        arrays = [np.concatenate([a, np.repeat(a[-1:], size - n_windows, 0)]) for a in arrays]
-    out = map_frame_batches(fn, arrays, size, multiple_of=n_devices)
-    return [np.asarray(o)[:n_windows] for o in out]
+def _calls(n_windows: int) -> list[tuple[int, int, int]]:
+    """(start, stop, size) of the compiled calls over ``n_windows``: full calls of the largest
+    of :data:`CALL_SIZES`, the rest in one call of the smallest size that holds it (padded).
+    Four programs per window shape and slot count, and at most a quarter of a call padded
+    beyond the smallest (powers of two up to 2048 compiled nine, and padded up to half)."""
+    largest = CALL_SIZES[-1]
+    calls = [(start, start + largest, largest)
+             for start in range(0, n_windows - largest + 1, largest)]
+    done = len(calls) * largest
+    if done < n_windows:
+        rest = n_windows - done
+        calls.append((done, n_windows, next(s for s in CALL_SIZES if s >= rest)))
+    return calls
+
+
+def _over_windows(program: Callable[[int], tuple[Callable[..., tuple[jax.Array, ...]], int]],
+                  arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The compiled ``program(size) -> (fn, devices)`` over the windows of ``arrays`` (leading
+    axis B) in the calls of :func:`_calls`, each padded by repeating its last window; the
+    outputs for the B."""
+    parts = []
+    for start, stop, size in _calls(len(arrays[0])):
+        fn, n_devices = program(size)
+        size = n_devices * -(-size // n_devices)
+        batch = [a[start:stop] for a in arrays]
+        if stop - start < size:
+            batch = [np.concatenate([a, np.repeat(a[-1:], size - (stop - start), 0)])
+                     for a in batch]
+        parts.append([np.asarray(o)[:stop - start] for o in fn(*batch)])
+    return [np.concatenate(field) for field in zip(*parts)]
 
 
 def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
@@ -272,10 +297,8 @@ def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
     active) with at most ``max_iter`` steps each."""
     n_windows, height, width = arrays[0].shape
     n_emitters = (arrays[3].shape[1] - 1) // 3
-    size = _batch_size(n_windows)
     # keyed on the window's task, which has no camera maps: hashing those costs milliseconds
-    fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, tol,
-                              size >= SHARD_FROM)
-    size = n_devices * -(-size // n_devices)
+    small = window_task(task, (height, width))
     arrays = arrays + [np.full(n_windows, max_iter, np.int32)]
-    return WindowFits(*_over_windows(fn, arrays, size, n_devices))
+    return WindowFits(*_over_windows(
+        lambda size: _compiled(small, n_emitters, tol, size >= SHARD_FROM), arrays))

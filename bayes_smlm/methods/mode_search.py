@@ -31,7 +31,11 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
     Stops when the Newton decrement ∇ℓᵀδ < ``tol`` at small damping (converged) or after
     ``max_iter`` steps. Parameters where ``free`` (P,) bool is False stay at their start: their
     gradient is zeroed and their rows and columns of the information replaced by the identity's
-    (so one compiled program serves windows with fewer emitters than it has slots).
+    (so one compiled program serves windows with fewer emitters than it has slots). A free
+    parameter that ``project`` holds at its bound while ∇ℓ pushes it outward is held the same
+    way for that step (the active set of projected Newton, Bertsekas 1982): its step would be
+    clipped away, and counted in the decrement it would keep a mode on the prior's edge from
+    ever converging.
 
     Returns
     -------
@@ -51,12 +55,19 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
         p, value, damping, it, _, _ = state
         d = derivatives(p)
         grad = jnp.where(free, jnp.sum(d.jacobian * slope(d.omega, data), (1, 2)), 0.0)
-        gauss_newton, information = (jnp.where(both, m, held) for m in
-                                     observed_information(d, curvature, slope, data))
+        moving = free & ~pinned(p, grad)
+        gauss_newton, whole = observed_information(d, curvature, slope, data)
+        information = jnp.where(both, whole, held)
+        both_moving = moving[:, None] & moving[None, :]
+        still = jnp.diag((~moving).astype(p.dtype))
+        grad = jnp.where(moving, grad, 0.0)
+        gauss_newton, moving_information = (jnp.where(both_moving, m, still)
+                                            for m in (gauss_newton, whole))
         # Newton where −∇²ℓ is positive definite (quadratic convergence); elsewhere — e.g. two
         # emitters drifting onto one spot, a saddle of the exchange symmetry that Newton would
         # be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
-        curv = jnp.where(is_positive_definite(information), information, gauss_newton)
+        curv = jnp.where(is_positive_definite(moving_information), moving_information,
+                         gauss_newton)
         delta = solve_positive_definite(curv + damping * jnp.diag(jnp.diag(curv)), grad)
         # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
         converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
@@ -68,6 +79,11 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
         return (jnp.where(better, candidate, p), jnp.where(better, new_value, value),
                 jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0), it + 1,
                 converged, information)
+
+    def pinned(p: jax.Array, grad: jax.Array) -> jax.Array:
+        # at a bound when a nudge along the gradient is clipped back to where it started
+        nudge = p + jnp.sign(grad) * 1e-3 * (1.0 + jnp.abs(p))
+        return (grad != 0) & (project(nudge) == p)
 
     value = loglik(derivatives(params).omega, data)
     eye = jnp.eye(params.shape[-1], dtype=params.dtype)
@@ -107,30 +123,39 @@ def observed_information(d: Any, curvature: Callable, slope: Callable, data: Any
 # Small dense linear algebra written out in jax.numpy. XLA's CPU LAPACK calls (cholesky, solve)
 # inside a while loop, pmapped over host devices, deadlocked here for ≥ 32 frames per device of
 # 20×20 systems (ten emitters; every device thread idle); these loops of vector operations
-# cannot, and for P ≤ 31 they cost no more.
+# cannot, and for P ≤ 31 they cost no more. They are rolled (fori_loop), not unrolled in
+# Python: a 13-parameter window fit then compiled in 1.8 s instead of 5.5 s, and ran 10 % faster
+# (AMD EPYC, 512 windows).
 
 def cholesky(matrix: jax.Array) -> jax.Array:
     """Lower Cholesky factor of a (P, P) symmetric matrix; NaN where it is not positive
     definite."""
-    size = matrix.shape[-1]
-    lower = jnp.zeros_like(matrix)
-    for j in range(size):
-        pivot = jnp.sqrt(matrix[j, j] - jnp.sum(lower[j, :j] ** 2))
-        column = (matrix[j + 1:, j] - jnp.sum(lower[j + 1:, :j] * lower[j, :j], -1)) / pivot
-        lower = lower.at[j, j].set(pivot).at[j + 1:, j].set(column)
-    return lower
+    index = jnp.arange(matrix.shape[-1])
+
+    def column(j: jax.Array, lower: jax.Array) -> jax.Array:
+        remaining = matrix[:, j] - lower @ jnp.where(index < j, lower[j], 0.0)
+        return lower.at[:, j].set(jnp.where(index >= j, remaining / jnp.sqrt(remaining[j]), 0.0))
+
+    return jax.lax.fori_loop(0, matrix.shape[-1], column, jnp.zeros_like(matrix))
 
 
 def cholesky_solve(lower: jax.Array, rhs: jax.Array) -> jax.Array:
     """Solve (L Lᵀ) x = rhs for rhs (P,) or (P, K) by forward and back substitution."""
     size = lower.shape[-1]
-    y = jnp.zeros_like(rhs)
-    for i in range(size):
-        y = y.at[i].set((rhs[i] - jnp.tensordot(lower[i, :i], y[:i], 1)) / lower[i, i])
-    x = jnp.zeros_like(rhs)
-    for i in reversed(range(size)):
-        x = x.at[i].set((y[i] - jnp.tensordot(lower[i + 1:, i], x[i + 1:], 1)) / lower[i, i])
-    return x
+    index = jnp.arange(size)
+
+    def forward(i: jax.Array, y: jax.Array) -> jax.Array:
+        known = jnp.tensordot(jnp.where(index < i, lower[i], 0.0), y, 1)
+        return y.at[i].set((rhs[i] - known) / lower[i, i])
+
+    y = jax.lax.fori_loop(0, size, forward, jnp.zeros_like(rhs))
+
+    def backward(k: jax.Array, x: jax.Array) -> jax.Array:
+        i = size - 1 - k
+        known = jnp.tensordot(jnp.where(index > i, lower[:, i], 0.0), x, 1)
+        return x.at[i].set((y[i] - known) / lower[i, i])
+
+    return jax.lax.fori_loop(0, size, backward, jnp.zeros_like(rhs))
 
 
 def solve_positive_definite(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
