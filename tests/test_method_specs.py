@@ -129,3 +129,46 @@ def test_every_module_that_registers_a_method_is_imported_with_the_package():
     names = {m for path in Path(methods.__file__).parent.glob("*.py")
              for m in re.findall(r'@register_method\("(\w+)"', path.read_text())}
     assert names == set(BUILT_IN) and names <= set(list_methods())
+
+
+def test_posterior_flags_name_the_methods_that_take_them_from_their_specs(capsys):
+    """Each method-option flag of ``posterior`` sets an option some registered method takes,
+    and its help names exactly those methods — read from the specs, never written by hand (the
+    hand-written list had gone stale: --precision named ddpm alone)."""
+    import re
+
+    from bayes_smlm.cli.methods import method_flags, methods_taking
+    flags = method_flags()
+    for option in flags:
+        assert methods_taking(option), f"{flags[option]} sets {option}, which no method takes"
+    assert methods_taking("precision") == sorted(
+        name for name in list_methods()
+        if "precision" in {o.name for o in method_spec(name).options})
+    assert methods_taking("steps=None") == ["ddpm"]  # rwmh's steps cannot be None
+    status, out, err = run_cli(capsys, "posterior", "--help")
+    assert status == 0, err
+    text = " ".join(out.split())
+    group = text[text.index("method options:"):]  # the last group of the help
+    for option, flag in flags.items():
+        if flag == "--seed":
+            continue
+        help_of_flag = re.search(re.escape(flag) + r"\b.*?\[([^\]]*)\]", group)
+        assert help_of_flag, flag
+        assert help_of_flag.group(1).split(", ") == methods_taking(option), flag
+    # the hand-written help names no methods, as the old "ddpm, npe: …" did (it went stale)
+    import argparse
+
+    from bayes_smlm.cli.methods import add_method_flags
+    probe = argparse.ArgumentParser(add_help=False)
+    add_method_flags(probe)
+    names = "|".join(map(re.escape, list_methods()))
+    for action in probe._actions:
+        assert not re.match(rf"({names})(, ({names}))*:", action.help or ""), action.help
+
+
+def test_methods_show_gives_the_flag_or_option_that_sets_each_option(capsys):
+    status, out, err = run_cli(capsys, "methods", "--show", "ddpm")
+    assert status == 0, err
+    assert "solver = 'dpmpp'    (--solver)" in out
+    assert "eta = 0.0    (--option eta=…)" in out
+    assert "seed = 0    (--seed)" in out

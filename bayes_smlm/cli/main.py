@@ -30,17 +30,15 @@ from bayes_smlm.cli.arguments import (
     scheduler_address,
     seed_int,
     task_from_args,
-    torch_device,
 )
-from bayes_smlm.cli.methods import add_method_commands, merge_options, method_option
+from bayes_smlm.cli.methods import (
+    MethodOptionsHelp,
+    add_method_commands,
+    add_method_flags,
+    merge_options,
+    method_option,
+)
 from bayes_smlm.cli.nets import add_network_commands
-from bayes_smlm.surrogates.settings import (
-    DEFAULT_SOLVER,
-    DEFAULT_STEPS,
-    SAMPLING_PRECISIONS,
-    SOLVERS,
-    STARTS,
-)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -270,60 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_crlb)
 
-    p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF")
+    p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF",
+                       formatter_class=MethodOptionsHelp)
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
     p.add_argument("--method", required=True,
                    help="name of a registered posterior method (an unknown name prints the list)")
-    # each flag of this group is handed to the method as the option of its name (when given);
-    # `bayes-smlm methods --show NAME` lists a method's options, `--option` sets any of them
-    options = p.add_argument_group("method options", "passed to the method that takes them; "
-                                   "bayes-smlm methods --show NAME lists a method's options")
-    options.add_argument("--chains", type=positive_int, default=None,
-                         help="MCMC chains per frame (default: the method's, 4)")
-    options.add_argument("--draws", type=positive_int, default=None,
-                         help="retained draws per chain (default: the method's, 1000)")
-    options.add_argument("--samples", type=positive_int, default=None,
-                         help="ddpm: KDE samples per frame (default 64)")
-    options.add_argument("--start", choices=STARTS, default=None,
-                         help="ddpm: start of the reverse process (default guess)")
-    options.add_argument("--steps", "--ddim-steps", dest="steps", type=positive_int, default=None,
-                         help=f"ddpm: denoising steps of the solver (default {DEFAULT_STEPS})")
-    options.add_argument("--solver", choices=SOLVERS, default=None,
-                         help=f"ddpm: few-step sampler, {' | '.join(SOLVERS)} (DDIM, DPM-Solver++ 2M, "
-                              f"UniPC; default {DEFAULT_SOLVER})")
-    options.add_argument("--init", default=None,
-                         help="nuts: detect | laplace: chains start at the detections (default) or "
-                              "sample coordinates whitened by each frame's Laplace fit (laplace; "
-                              "chees always)")
-    options.add_argument("--warmup", type=positive_int, default=None,
-                         help="nuts, chees: adaptation steps per chain (default: the method's)")
-    options.add_argument("--max-leapfrog", type=positive_int, default=None,
-                         help="chees: cap on leapfrog steps per draw (default 100; 2 suits "
-                              "one-emitter, near-Gaussian posteriors)")
-    options.add_argument("--full-chain", action="store_true",
-                         help="ddpm: run every step of the DDPM reverse chain (as published; slow on CPU)")
-    options.add_argument("--precision", choices=SAMPLING_PRECISIONS, default=None,
-                         help="ddpm: UNet arithmetic (default auto: bf16 where the hardware has it, else fp32)")
-    options.add_argument("--checkpoint", type=Path, default=None,
-                         help="ddpm, npe, ensemble, mc_dropout: network checkpoint directory (default: "
-                              "the shipped one for the task)")
-    options.add_argument("--device", type=torch_device, default=None,
-                         help="ddpm: torch device, cpu (default) | cuda | cuda:N")
-    options.add_argument("--n-emitters", metavar="COUNTS", default=None,
-                         help="smc, laplace, auto: emitter counts to weigh by their evidence, a list "
-                              "or range (0,1,2 or 0-3; default: the task's count, or every count its "
-                              "prior.count allows); writes log "
-                              "p(x | n) and P(n | x) to the file's evidence group and, with several "
-                              "counts, the KDE mixture over n")
-    spread = options.add_mutually_exclusive_group()
-    spread.add_argument("--recalibrate", dest="recalibrate", action="store_true", default=None,
-                        help="ddpm: require the checkpoint's post-hoc spread recalibration "
-                             "(fitted on separate simulated frames; by default applied where the "
-                             "checkpoint has one for the sampler used)")
-    spread.add_argument("--raw", dest="recalibrate", action="store_false",
-                        help="ddpm: Ψ's samples as drawn, without the recalibration")
-    options.add_argument("--batch-size", type=positive_int, default=None,
-                         help="frames per compiled call (default: the method's)")
+    add_method_flags(p)
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--option", action="append", type=method_option, metavar="KEY=VALUE",
                    help="any option of the method, a plug-in's too (`bayes-smlm methods --show "
@@ -339,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output FILE.nc (ArviZ DataTree), or FILE.zarr: written chunk by chunk, "
                         "and a rerun of the same command resumes it")
-    p.set_defaults(handler=cmd_posterior, method_flags=tuple(dict.fromkeys(
-        action.dest for action in options._group_actions if action.dest != "full_chain")))
+    p.set_defaults(handler=cmd_posterior)
 
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
     p.add_argument("--show", metavar="NAME", help="print the config of task NAME as JSON")
