@@ -42,7 +42,7 @@ def installed(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_PLUGINS", {})
     monkeypatch.setattr(registry, "_BROKEN", {})
     yield
-    registry._METHODS.pop("laplace_t", None)
+    registry.unregister_method("laplace_t")
     sys.modules.pop("bayes_smlm_laplace_t", None)
 
 

@@ -16,6 +16,7 @@ from bayes_smlm.methods import registry
 ENTRY_POINTS = """[bayes_smlm.methods]
 good_plugin = fakeplug_good:method
 broken_plugin = fakeplug_missing_module:method
+odd_plugin = fakeplug_good:odd
 nuts = fakeplug_good:method
 """
 GOOD = '''
@@ -27,6 +28,13 @@ def method(task, adu, **options):
     result = get_method("laplace")(task, adu, **options)
     result.method = "good_plugin"
     return result
+
+
+def odd(task, adu, **options):
+    """A plug-in declaring a trait no method can have."""
+
+
+odd.method_traits = {"returns": "images"}
 '''
 
 
@@ -44,7 +52,7 @@ def fake_distribution(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_PLUGINS", {})
     monkeypatch.setattr(registry, "_BROKEN", {})
     yield
-    registry._METHODS.pop("good_plugin", None)
+    registry.unregister_method("good_plugin")
     sys.modules.pop("fakeplug_good", None)
 
 
@@ -59,8 +67,8 @@ def test_plugins_load_when_asked_and_a_broken_one_costs_only_itself(fake_distrib
     assert "'nuts' of fakeplug 0.1" in clash and "not loaded" in clash
     assert registry.get_method("nuts").__module__ == "bayes_smlm.methods.nuts"  # built-in kept
     with pytest.warns(registry.PluginWarning, match="'broken_plugin' of fakeplug 0.1 .* failed "
-                                                    "to import: ModuleNotFoundError"):
-        with pytest.raises(ConfigError, match="broken_plugin.*fakeplug 0.1 failed to import"):
+                                                    "to load: ModuleNotFoundError"):
+        with pytest.raises(ConfigError, match="broken_plugin.*fakeplug 0.1 failed to load"):
             registry.get_method("broken_plugin")
     status, printed, err = run_cli(capsys, "posterior", str(frames_file), "--method",
                                    "good_plugin", "--draws", "50", "--quiet", "--out",
@@ -70,3 +78,8 @@ def test_plugins_load_when_asked_and_a_broken_one_costs_only_itself(fake_distrib
     status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace",
                              "--draws", "50", "--quiet", "--out", str(tmp_path / "q.nc"))
     assert status == 0, err                          # the broken plug-in costs nothing else
+    # one declaring an impossible trait is reported like one that fails to import
+    with pytest.warns(registry.PluginWarning, match="'odd_plugin' of fakeplug 0.1 .* failed to "
+                                                    "load: ValueError: .*returns must be one"):
+        with pytest.raises(ConfigError, match="odd_plugin.*fakeplug 0.1 failed to load"):
+            registry.method_spec("odd_plugin")

@@ -119,8 +119,8 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     (:data:`MISFIT_REFITS` passes of :func:`_refit_misfits`) with the other windows' emitters
     known and the residual's strongest peak near them offered: two emitters closer than the
     filter resolves leave a residual peak beside the one fitted between them. Before that,
-    ``settings.residual_passes`` searches of the whole residual of such frames (default none:
-    the refits find the same peaks). With ``settings.method == "nuts"`` the final emitters'
+    ``settings.residual_searches`` searches of the whole residual of such frames (by default
+    only after the φ detector: the refits find the filter's missed peaks themselves). With ``settings.method == "nuts"`` the final emitters'
     windows are then sampled, seeded by (``settings.seed``, ``first_frame`` = the movie index of
     ``adu[0]``, the window's number in this call).
     """
@@ -128,7 +128,7 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     sigma = task.optics.sigma_psf
     log_density = _log_density(settings, len(spots.frame), adu.shape)
     table, _ = _fit_candidates(task, photons, pedestal, spots, settings, log_density)
-    for _ in range(settings.residual_passes):
+    for _ in range(settings.residual_searches):
         # only frames with a window the model does not explain hide a missed emitter
         suspect = np.unique(table["frame"][table["chi2_dof"] > RESIDUAL_CHI2])
         if not len(suspect):

@@ -228,11 +228,11 @@ def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
                         "brightness and background ranges (frame size may differ)")
     p.add_argument("--separate", action="store_true",
                    help="fit every candidate alone, even where windows overlap")
-    p.add_argument("--residual-passes", type=non_negative_int, default=defaults.residual_passes,
-                   help="searches of the whole residual for emitters the filter merged, in "
+    p.add_argument("--residual-passes", type=non_negative_int, default=None,
+                   help="searches of the whole residual for emitters the detector merged, in "
                         "frames with a window the fit does not explain, before the misfit "
-                        "windows' refits (which search near them anyway; default "
-                        f"{defaults.residual_passes})")
+                        "windows' refits (which search near them anyway; default 3 with "
+                        "--detector phi, 0 with dog)")
     p.add_argument("--camera", choices=("given", "from-movie"), default="given",
                    help="given (default): the camera.* values or maps of --set; from-movie: "
                         "estimate per-pixel offset and readout variance from the movie's quiet "

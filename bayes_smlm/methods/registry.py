@@ -30,8 +30,7 @@ class PosteriorMethod(Protocol):
                  draws: int = 1000, progress: bool = False, **options: Any) -> PosteriorResult: ...
 
 
-_METHODS: dict[str, PosteriorMethod] = {}
-_SPECS: dict[str, MethodSpec] = {}  # what register_method was told; plug-ins without: defaults
+_SPECS: dict[str, MethodSpec] = {}  # every loaded method: its function and what it is
 _PLUGINS: dict[str, importlib.metadata.EntryPoint] = {}  # found, not yet imported
 _BROKEN: dict[str, str] = {}  # plug-ins whose import failed: why
 _ENTRY_POINTS_LOADED = False
@@ -49,11 +48,10 @@ def register_method(name: str, *, replace: bool = False, returns: Returns = "dra
     def decorate(fn: PosteriorMethod) -> PosteriorMethod:
         if not getattr(fn, "__module__", "").startswith(f"{__package__}."):
             builtin_methods()  # a user's method: the built-ins' names are taken first
-        if name in _METHODS and not replace:
+        if name in _SPECS and not replace:
             raise ValueError(f"posterior method {name!r} is already registered")
         _SPECS[name] = MethodSpec(name, fn, returns=returns, emitter_count=emitter_count,
                                   brightness=brightness, flags=flags)
-        _METHODS[name] = fn
         return fn
     return decorate
 
@@ -76,7 +74,6 @@ def require_fixed_brightness(task: Task, method: str) -> None:
 
 def unregister_method(name: str) -> None:
     """Remove a method (for tests and interactive sessions)."""
-    _METHODS.pop(name, None)
     _SPECS.pop(name, None)
 
 
@@ -111,7 +108,7 @@ def _load_entry_points() -> None:
         return
     _ENTRY_POINTS_LOADED = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _METHODS or ep.name in _PLUGINS:
+        if ep.name in _SPECS or ep.name in _PLUGINS:
             warnings.warn(f"plug-in method {ep.name!r} of {_distribution(ep)} ({ep.value}) not "
                           f"loaded: the name is taken by the method already registered as "
                           f"{ep.name!r}", PluginWarning, stacklevel=3)
@@ -120,16 +117,19 @@ def _load_entry_points() -> None:
 
 
 def _load_plugin(name: str) -> PosteriorMethod | None:
-    """Import plug-in ``name``; None (and one warning naming it) where that fails."""
+    """Import plug-in ``name`` and make its spec from its
+    :func:`~bayes_smlm.methods.spec.describe_method` traits (without them: θ draws, the count
+    given, i0 and b fixed, MCMC flags); None (and one warning naming it) where either fails."""
     ep = _PLUGINS.pop(name)
     try:
         method = ep.load()
+        spec = MethodSpec(name, method, **getattr(method, "method_traits", {}))
     except Exception as err:  # whatever a third-party import raises: report it, go on
         warnings.warn(f"plug-in method {name!r} of {_distribution(ep)} ({ep.value}) failed to "
-                      f"import: {type(err).__name__}: {err}", PluginWarning, stacklevel=3)
-        _BROKEN[name] = f"{_distribution(ep)} failed to import it ({type(err).__name__})"
+                      f"load: {type(err).__name__}: {err}", PluginWarning, stacklevel=3)
+        _BROKEN[name] = f"{_distribution(ep)} failed to load it ({type(err).__name__})"
         return None
-    _METHODS[name] = method
+    _SPECS[name] = spec
     return method
 
 
@@ -137,27 +137,22 @@ def list_methods() -> list[str]:
     """Names of all registered methods (built-in, user-registered, entry points not yet
     imported; not those whose import failed)."""
     _load_entry_points()
-    return sorted({*_METHODS, *_PLUGINS})
+    return sorted({*_SPECS, *_PLUGINS})
 
 
 def get_method(name: str) -> PosteriorMethod:
     """The method registered as ``name``; a one-line error lists the choices otherwise."""
-    _load_entry_points()
-    if name in _PLUGINS:
-        _load_plugin(name)
-    if name not in _METHODS:
-        why = f" ({_BROKEN[name]})" if name in _BROKEN else ""
-        raise ConfigError("method", f"unknown method {name!r}{why}; choose from "
-                                    f"{', '.join(list_methods())}")
-    return _METHODS[name]
+    return method_spec(name).fn
 
 
 def method_spec(name: str) -> MethodSpec:
-    """The :class:`~bayes_smlm.methods.spec.MethodSpec` of method ``name``: as registered, or a
-    plug-in's from its :func:`~bayes_smlm.methods.spec.describe_method` traits (without them:
-    θ draws, the count given, i0 and b fixed, MCMC flags)."""
-    fn = get_method(name)
-    spec = _SPECS.get(name)
-    if spec is not None and spec.fn is fn:
-        return spec
-    return MethodSpec(name, fn, **getattr(fn, "method_traits", {}))
+    """The :class:`~bayes_smlm.methods.spec.MethodSpec` of method ``name`` (a plug-in's is
+    made when it is first asked for); a one-line error lists the choices otherwise."""
+    _load_entry_points()
+    if name in _PLUGINS:
+        _load_plugin(name)
+    if name not in _SPECS:
+        why = f" ({_BROKEN[name]})" if name in _BROKEN else ""
+        raise ConfigError("method", f"unknown method {name!r}{why}; choose from "
+                                    f"{', '.join(list_methods())}")
+    return _SPECS[name]
