@@ -120,9 +120,10 @@ def localize_frames(task: Task, adu: np.ndarray, settings: LocalizeSettings,
     known and the residual's strongest peak near them offered: two emitters closer than the
     filter resolves leave a residual peak beside the one fitted between them. Before that,
     ``settings.residual_searches`` searches of the whole residual of such frames (by default
-    only after the φ detector: the refits find the filter's missed peaks themselves). With ``settings.method == "nuts"`` the final emitters'
-    windows are then sampled, seeded by (``settings.seed``, ``first_frame`` = the movie index of
-    ``adu[0]``, the window's number in this call).
+    only after the φ detector: the refits find the filter's missed peaks themselves). With
+    ``settings.method == "nuts"`` the final emitters' windows are then sampled, seeded by
+    (``settings.seed``, ``first_frame`` = the movie index of ``adu[0]``, the window's number in
+    this call).
     """
     photons, pedestal, spots = frame_candidates(task, adu, settings)
     sigma = task.optics.sigma_psf

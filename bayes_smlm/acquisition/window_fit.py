@@ -262,8 +262,9 @@ CALL_SIZES = (8, 32, 128, 512)  # windows per compiled call: few programs, littl
 def _calls(n_windows: int) -> list[tuple[int, int, int]]:
     """(start, stop, size) of the compiled calls over ``n_windows``: full calls of the largest
     of :data:`CALL_SIZES`, the rest in one call of the smallest size that holds it (padded).
-    Four programs per window shape and slot count, and at most a quarter of a call padded
-    beyond the smallest (powers of two up to 2048 compiled nine, and padded up to half)."""
+    Four programs per window shape and slot count; only the last call is padded (up to three
+    quarters of it, sizes stepping ×4), never the full ones (powers of two up to 2048 compiled
+    nine programs and padded up to half of a whole group)."""
     largest = CALL_SIZES[-1]
     calls = [(start, start + largest, largest)
              for start in range(0, n_windows - largest + 1, largest)]
