@@ -18,16 +18,23 @@ METHODS = ("smc", "nuts", "laplace", "auto", "chees", "ddpm")  # the exact refer
 def headline_table(root: Path = ROOT) -> str:
     metrics = json.loads((root / "reports" / REPORT / "metrics.json").read_text())
     prov = metrics["provenance"]
-    rows = ["| method | 90 % KDE interval covers | z SD | share of \\|z\\| > 3 | signal Σvar ÷ "
-            "exact | s/frame |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| method | 90 % KDE interval covers | z SD | share of \\|z\\| > 3 | signal Σvar ÷ "
+        "exact | s/frame |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in METHODS:
         s = metrics["methods"][name]["scalars"]
-        rows.append(f"| `{name}`{' (reference)' if name == metrics['reference'] else ''} "
-                    f"| {s['kde_coverage_90']:.3f} | {s['z_sd']:.2f} | {s['z_abs_gt_3']:.3f} "
-                    f"| {s['signal_ratio_median']:.2f} | {s['seconds_per_frame']:.2f} |")
-    note = (f"`paper` task (10 emitters of 200 photons per 20 × 20 px frame), "
-            f"{metrics['methods']['smc']['scalars']['frames']} fresh frames, "
-            f"reports/{REPORT} (commit {prov['git_commit']}, {prov['cpu']}).")
+        rows.append(
+            f"| `{name}`{' (reference)' if name == metrics['reference'] else ''} "
+            f"| {s['kde_coverage_90']:.3f} | {s['z_sd']:.2f} | {s['z_abs_gt_3']:.3f} "
+            f"| {s['signal_ratio_median']:.2f} | {s['seconds_per_frame']:.2f} |"
+        )
+    note = (
+        f"`paper` task (10 emitters of 200 photons per 20 × 20 px frame), "
+        f"{metrics['methods']['smc']['scalars']['frames']} fresh frames, "
+        f"reports/{REPORT} (commit {prov['git_commit']}, {prov['cpu']})."
+    )
     return "\n".join(rows) + "\n\n" + note
 
 

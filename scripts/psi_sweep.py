@@ -59,9 +59,9 @@ SAMPLERS = {  # name -> (start, solver, steps or None for the full chain, eta)
 
 def _coverage_scalars(samples, kde_true, mask):
     from bayes_smlm.compare.kde_calibration import kde_coverage
+
     cov = kde_coverage(samples, kde_true, mask)
-    out = {f"coverage_{int(level * 100)}": float(c)
-           for level, c in zip(cov.levels, cov.coverage)}
+    out = {f"coverage_{int(level * 100)}": float(c) for level, c in zip(cov.levels, cov.coverage)}
     out[Z_SD.key] = cov.z_summary()[Z_SD.key]
     out["attained"] = cov.attained.tolist()
     return out
@@ -69,6 +69,7 @@ def _coverage_scalars(samples, kde_true, mask):
 
 def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> None:
     from bayes_smlm.parallel import request_host_devices
+
     request_host_devices()
     from bayes_smlm.compare.kde_calibration import signal_mask
     from bayes_smlm.compare.summary import kde_samples_of
@@ -86,15 +87,23 @@ def reference(task_name: str, n: int, out: Path, seed: int = SELECTION_SEED) -> 
     mask = signal_mask(result.kde_mean)
     kept_samples = (s for s, k in zip(kde_samples_of(result, K), keep) if k)
     scalars = _coverage_scalars(kept_samples, frames.kde[keep], mask[keep])
-    write_npz(out, adu=frames.adu[keep], kde=frames.kde[keep], theta=frames.theta[keep],
-              ref_mean=result.kde_mean[keep], ref_var=result.kde_var[keep],
-              ref_scores=np.asarray(json.dumps({"method": method, "flagged": int((~keep).sum()),
-                                                **scalars})))
+    write_npz(
+        out,
+        adu=frames.adu[keep],
+        kde=frames.kde[keep],
+        theta=frames.theta[keep],
+        ref_mean=result.kde_mean[keep],
+        ref_var=result.kde_var[keep],
+        ref_scores=np.asarray(
+            json.dumps({"method": method, "flagged": int((~keep).sum()), **scalars})
+        ),
+    )
     print(f"{task_name}: {keep.sum()} of {n} frames kept; reference {method}: {scalars}")
 
 
-def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
-          samplers: list[str]) -> None:
+def score(
+    out: Path, ref_path: Path, checkpoints: list[Path], device: str, samplers: list[str]
+) -> None:
     import torch
 
     from bayes_smlm.compare.kde_calibration import signal_mask
@@ -114,38 +123,72 @@ def score(out: Path, ref_path: Path, checkpoints: list[Path], device: str,
             if device != "cpu":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            samples = psi.sample(ref["adu"], K, start=start, solver=solver, steps=steps,
-                                 eta=eta, seed=1,
-                                 batch_size=1024 if device != "cpu" else 64, precision="fp32")
+            samples = psi.sample(
+                ref["adu"],
+                K,
+                start=start,
+                solver=solver,
+                steps=steps,
+                eta=eta,
+                seed=1,
+                batch_size=1024 if device != "cpu" else 64,
+                precision="fp32",
+            )
             seconds = (time.perf_counter() - t0) / len(samples)
             var = samples.var(axis=1, ddof=1)
             scalars, per_frame = region_summary(
-                var, ref["ref_var"], ref["ref_mean"], ref["kde"], ref["theta"], task.hr_shape,
-                task.optics.upsampling, kde_samples=iter(samples))
-            row = {"checkpoint": ckpt.name, "sampler": name, SECONDS_PER_FRAME.key: seconds,
-                   "pearson_median": float(np.median(per_frame["pearson"])),
-                   "ratio_median": float(np.median(per_frame["ratio"])),
-                   **scalars, **_coverage_scalars(iter(samples), ref["kde"], mask)}
+                var,
+                ref["ref_var"],
+                ref["ref_mean"],
+                ref["kde"],
+                ref["theta"],
+                task.hr_shape,
+                task.optics.upsampling,
+                kde_samples=iter(samples),
+            )
+            row = {
+                "checkpoint": ckpt.name,
+                "sampler": name,
+                SECONDS_PER_FRAME.key: seconds,
+                "pearson_median": float(np.median(per_frame["pearson"])),
+                "ratio_median": float(np.median(per_frame["ratio"])),
+                **scalars,
+                **_coverage_scalars(iter(samples), ref["kde"], mask),
+            }
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != BY_CROWDING.key}), flush=True)
     write_json(out, {"reference": json.loads(str(ref["ref_scores"])), "rows": rows})
 
 
-def moments(out: Path, ref_path: Path, checkpoint: Path, device: str, solver: str,
-            steps: int) -> None:
+def moments(
+    out: Path, ref_path: Path, checkpoint: Path, device: str, solver: str, steps: int
+) -> None:
     """Per-pixel mean and variance of K = 64 samples (`guess` start, fp32, ``steps`` steps of
     ``solver``: the ``ddpm`` method's default sampler unless told) on the frames of
     ``ref_path``; the sampler is stored beside them for ``fit``."""
     from bayes_smlm.forward.config import task_from_dict
     from bayes_smlm.io.atomic import read_npz, write_npz
     from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, read_config
+
     ref = read_npz(ref_path, ("adu",))
     task = task_from_dict(read_config(checkpoint)["task"])
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
-    samples = psi.sample(ref["adu"], K, solver=solver, steps=steps, seed=1, precision="fp32",
-                         batch_size=1024 if device != "cpu" else 64)
-    write_npz(out, mean=samples.mean(axis=1), var=samples.var(axis=1, ddof=1),
-              solver=np.asarray(solver), steps=np.asarray(steps))
+    samples = psi.sample(
+        ref["adu"],
+        K,
+        solver=solver,
+        steps=steps,
+        seed=1,
+        precision="fp32",
+        batch_size=1024 if device != "cpu" else 64,
+    )
+    write_npz(
+        out,
+        mean=samples.mean(axis=1),
+        var=samples.var(axis=1, ddof=1),
+        solver=np.asarray(solver),
+        steps=np.asarray(steps),
+    )
     print(f"wrote {out}")
 
 
@@ -154,14 +197,19 @@ def fit(checkpoint: Path, ref_path: Path, moments_path: Path, seed: int) -> None
     from bayes_smlm.io.atomic import read_npz, write_json
     from bayes_smlm.surrogates.psi.pipeline import read_config
     from bayes_smlm.surrogates.psi.recalibration import fit_spread_recalibration
+
     ref = read_npz(ref_path, ("ref_var", "ref_scores"))
     mom = read_npz(moments_path, ("mean", "var", "solver", "steps"))
     solver, steps = str(mom["solver"]), int(mom["steps"])
-    fitted_on = {"frames": int(len(mom["mean"])), "seed": seed,
-                 "reference": json.loads(str(ref["ref_scores"]))["method"],
-                 "solver": solver, "steps": steps,
-                 "sampler": f"{steps} {solver} steps, guess start, K = {K}, fp32",
-                 "command": f"python scripts/psi_sweep.py reference/moments/fit (seed {seed})"}
+    fitted_on = {
+        "frames": int(len(mom["mean"])),
+        "seed": seed,
+        "reference": json.loads(str(ref["ref_scores"]))["method"],
+        "solver": solver,
+        "steps": steps,
+        "sampler": f"{steps} {solver} steps, guess start, K = {K}, fp32",
+        "command": f"python scripts/psi_sweep.py reference/moments/fit (seed {seed})",
+    }
     recal = fit_spread_recalibration(mom["mean"], mom["var"], ref["ref_var"], fitted_on)
     config = read_config(checkpoint)
     config["recalibration"] = recal.to_dict()
@@ -183,49 +231,88 @@ LABELS = {  # variant name -> (schedule, loss, prediction, conditioning, UNet)
 
 
 SWEEPS = {  # --sweep -> (title, where the scores came from, the machine of the s/frame column)
-    "levers": ("Ψ sweep: which lever calibrates the surrogate (selection frames only)",
-               "the `score` results of `scripts/psi-sweep-gpu` (one NVIDIA H200; every variant "
-               "trained 4.5 min, seed 0, batch 32 — the paper-size UNet batch 16 —, then scored "
-               "with K = 64 samples per frame, fp32)", "H200"),
-    "samplers": ("Ψ samplers: how few steps keep the shipped Ψ calibrated (selection frames only)",
-                 "`score` of the shipped checkpoints with each few-step sampler on the 2-core "
-                 "CPU (K = 64 samples per frame, fp32; `reference paper 24`, `reference "
-                 "isolated 16`; s/frame taken while other jobs shared the cores: a rough "
-                 "guide, `reports/bench-speed/` has the timings)", "CPU"),
+    "levers": (
+        "Ψ sweep: which lever calibrates the surrogate (selection frames only)",
+        "the `score` results of `scripts/psi-sweep-gpu` (one NVIDIA H200; every variant "
+        "trained 4.5 min, seed 0, batch 32 — the paper-size UNet batch 16 —, then scored "
+        "with K = 64 samples per frame, fp32)",
+        "H200",
+    ),
+    "samplers": (
+        "Ψ samplers: how few steps keep the shipped Ψ calibrated (selection frames only)",
+        "`score` of the shipped checkpoints with each few-step sampler on the 2-core "
+        "CPU (K = 64 samples per frame, fp32; `reference paper 24`, `reference "
+        "isolated 16`; s/frame taken while other jobs shared the cores: a rough "
+        "guide, `reports/bench-speed/` has the timings)",
+        "CPU",
+    ),
 }
 
 
 def report(out: Path, scores: list[Path], sweep: str = "levers") -> None:
     """The lever table of a sweep (markdown) from its ``scores-*.json`` files."""
     from bayes_smlm.reporting.markdown import markdown_table
+
     title, source, machine = SWEEPS[sweep]
-    lines = [f"# {title}", "",
-             f"Written by `python scripts/psi_sweep.py report --sweep {sweep}` from {source}. "
-             "Selection frames: seed 2000 + task index, disjoint from the "
-             "recalibration frames (2200) and from every acceptance frame (calibration 3000, "
-             "ddpm-check 2500). Medians over frames; *signal* = reference mean ≥ 0.05; the "
-             "background floor is the median SD where the reference mean < 0.01 (the exact "
-             "one is 0).", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Written by `python scripts/psi_sweep.py report --sweep {sweep}` from {source}. "
+        "Selection frames: seed 2000 + task index, disjoint from the "
+        "recalibration frames (2200) and from every acceptance frame (calibration 3000, "
+        "ddpm-check 2500). Medians over frames; *signal* = reference mean ≥ 0.05; the "
+        "background floor is the median SD where the reference mean < 0.01 (the exact "
+        "one is 0).",
+        "",
+    ]
     for path in scores:
         data = json.loads(Path(path).read_text())
         ref = data["reference"]
-        lines += [f"## {Path(path).stem.split('-', 1)[-1]}", "",
-                  f"Reference `{ref['method']}` ({ref['flagged']} frames flagged): KDE cover "
-                  f"{ref['coverage_50']:.3f} / {ref['coverage_90']:.3f} / {ref['coverage_95']:.3f}"
-                  f", z SD {Z_SD.of(ref):.2f}.", ""]
+        lines += [
+            f"## {Path(path).stem.split('-', 1)[-1]}",
+            "",
+            f"Reference `{ref['method']}` ({ref['flagged']} frames flagged): KDE cover "
+            f"{ref['coverage_50']:.3f} / {ref['coverage_90']:.3f} / {ref['coverage_95']:.3f}"
+            f", z SD {Z_SD.of(ref):.2f}.",
+            "",
+        ]
         rows = []
         for r in data["rows"]:
             label = LABELS.get(r["checkpoint"], ("?",) * 5)
-            rows.append((r["checkpoint"], *label, r["sampler"], f"{r['pearson_median']:.3f}",
-                         f"{SIGNAL_RATIO.of(r):.2f}",
-                         f"{BACKGROUND_FLOOR.of(r):.1e}",
-                         f"{r['coverage_50']:.3f} / {r['coverage_90']:.3f} / "
-                         f"{r['coverage_95']:.3f}", f"{Z_SD.of(r):.2f}",
-                         f"{SECONDS_PER_FRAME.of(r):.2f}"))
-        lines += [markdown_table(["variant", "schedule", "loss", "target", "conditioning",
-                                  "UNet", "sampler", "r", "signal Σvar ratio",
-                                  "background floor", "KDE cover 50/90/95", "z SD",
-                                  f"s/frame ({machine})"], rows), ""]
+            rows.append(
+                (
+                    r["checkpoint"],
+                    *label,
+                    r["sampler"],
+                    f"{r['pearson_median']:.3f}",
+                    f"{SIGNAL_RATIO.of(r):.2f}",
+                    f"{BACKGROUND_FLOOR.of(r):.1e}",
+                    f"{r['coverage_50']:.3f} / {r['coverage_90']:.3f} / {r['coverage_95']:.3f}",
+                    f"{Z_SD.of(r):.2f}",
+                    f"{SECONDS_PER_FRAME.of(r):.2f}",
+                )
+            )
+        lines += [
+            markdown_table(
+                [
+                    "variant",
+                    "schedule",
+                    "loss",
+                    "target",
+                    "conditioning",
+                    "UNet",
+                    "sampler",
+                    "r",
+                    "signal Σvar ratio",
+                    "background floor",
+                    "KDE cover 50/90/95",
+                    "z SD",
+                    f"s/frame ({machine})",
+                ],
+                rows,
+            ),
+            "",
+        ]
     Path(out).write_text("\n".join(lines))
     print(f"wrote {out}")
 
@@ -237,9 +324,13 @@ def main(argv=None) -> int:
     p.add_argument("task")
     p.add_argument("frames", type=int)
     p.add_argument("out", type=Path)
-    p.add_argument("--seed", type=int, default=SELECTION_SEED,
-                   help=f"simulation seed (default {SELECTION_SEED}, selection; "
-                        f"{RECALIBRATION_SEED} for recalibration frames)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=SELECTION_SEED,
+        help=f"simulation seed (default {SELECTION_SEED}, selection; "
+        f"{RECALIBRATION_SEED} for recalibration frames)",
+    )
     p = sub.add_parser("score")
     p.add_argument("out", type=Path)
     p.add_argument("reference", type=Path)

@@ -31,7 +31,9 @@ from headline import headline_table, replace_in
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/*.md")
-QUOTE = re.compile(r"(?P<value>[-+−]?\d[\d,]*(?:\.\d+)?)<!--(?P<source>[^|>]+)\|(?P<spec>[^>]*?)-->")
+QUOTE = re.compile(
+    r"(?P<value>[-+−]?\d[\d,]*(?:\.\d+)?)<!--(?P<source>[^|>]+)\|(?P<spec>[^>]*?)-->"
+)
 
 
 @cache
@@ -51,8 +53,9 @@ def source_value(root: Path, source: str, spec: str) -> str:
         try:
             value = value[int(key)] if isinstance(value, list) else value[key]
         except (KeyError, IndexError, ValueError):
-            raise KeyError(f"reports/{report}/metrics.json has no {' / '.join(keys)} "
-                           f"(stopped at {key!r})") from None
+            raise KeyError(
+                f"reports/{report}/metrics.json has no {' / '.join(keys)} (stopped at {key!r})"
+            ) from None
     *factor, fmt = spec.split()
     number = float(value) * (float(factor[0]) if factor else 1.0)
     if fmt.startswith("sig"):  # sigN: N significant digits, thousands grouped ("26,000")
@@ -72,15 +75,22 @@ def quotes(root: Path = ROOT):
                         expected = source_value(root, match["source"], match["spec"])
                     except KeyError as err:
                         expected = f"<{err.args[0]}>"
-                    yield (page.relative_to(root), number, match["value"],
-                           match["source"].strip(), expected)
+                    yield (
+                        page.relative_to(root),
+                        number,
+                        match["value"],
+                        match["source"].strip(),
+                        expected,
+                    )
 
 
 def rewritten(text: str, root: Path = ROOT) -> str:
     """``text`` with every quote replaced by what its source gives."""
+
     def one(match: re.Match) -> str:
         value = source_value(root, match["source"], match["spec"])
         return f"{value}<!--{match['source']}|{match['spec']}-->"
+
     return QUOTE.sub(one, text)
 
 
@@ -96,7 +106,7 @@ def main(argv: list[str]) -> int:
         readme.write_text(replace_in(readme.read_text(), headline_table()))
         print(f"wrote {len(found)} quoted numbers and the headline table")
         return 0
-    for page, line, quoted, source, expected in (wrong if "--check" in argv else found):
+    for page, line, quoted, source, expected in wrong if "--check" in argv else found:
         print(f"{page}:{line}: {quoted} <- {source} = {expected}")
     if not table_ok:
         print("README.md: the headline table differs from reports/calibration-paper")

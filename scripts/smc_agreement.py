@@ -42,10 +42,14 @@ def main(folder: str) -> int:
         z = abs(lz[0] - lz[1]) / se
         ok = r >= 0.99 and abs(ratio - 1) <= 0.05 and z <= 3
         passed += ok
-        print(f"| {frame} | {r:.4f} | {ratio:.3f} | {z:.2f} | "
-              f"{bool(runs[0].flagged[i])}, {bool(runs[1].flagged[i])} |")
-    print(f"\n{passed} of {frames.size} NUTS-flagged frames meet all three bars; smc "
-          f"{runs[0].seconds / frames.size:.2f} s/frame")
+        print(
+            f"| {frame} | {r:.4f} | {ratio:.3f} | {z:.2f} | "
+            f"{bool(runs[0].flagged[i])}, {bool(runs[1].flagged[i])} |"
+        )
+    print(
+        f"\n{passed} of {frames.size} NUTS-flagged frames meet all three bars; smc "
+        f"{runs[0].seconds / frames.size:.2f} s/frame"
+    )
     return 0 if passed == frames.size else 1
 
 

@@ -41,8 +41,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"frames": 256, "draws": 1000, "chunk_frames": 64, "repeats": 3},
     "paper": {"frames": 1024, "draws": 1000, "chunk_frames": 128, "repeats": 3},
 }
-RUNS = (("one process (.nc)", None), ("Dask, 1 local worker (.zarr)", "local:1"),
-        ("Dask, 2 local workers (.zarr)", "local:2"))
+RUNS = (
+    ("one process (.nc)", None),
+    ("Dask, 1 local worker (.zarr)", "local:1"),
+    ("Dask, 2 local workers (.zarr)", "local:2"),
+)
 
 
 def differing_variables(expected, actual) -> list[str]:
@@ -50,8 +53,11 @@ def differing_variables(expected, actual) -> list[str]:
     differ = []
     for group in expected.children:
         for name, var in expected[group].data_vars.items():
-            if (group not in actual.children or name not in actual[group].data_vars
-                    or not np.array_equal(var.values, actual[group][name].values)):
+            if (
+                group not in actual.children
+                or name not in actual[group].data_vars
+                or not np.array_equal(var.values, actual[group][name].values)
+            ):
                 differ.append(f"{group}/{name}")
     return differ
 
@@ -63,8 +69,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        npz = write_npz(work / "frames.npz", config=task.to_json(), adu=frames.adu,
-                        theta=frames.theta)
+        npz = write_npz(
+            work / "frames.npz", config=task.to_json(), adu=frames.adu, theta=frames.theta
+        )
         cache = work / "jax-cache"
         cli_wall_seconds(npz, "nuts", [], cache, s["draws"], None, work / "warm.nc")
         reference = None
@@ -73,45 +80,80 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
             for _ in range(s["repeats"]):
                 target = work / ("one.nc" if scheduler is None else "run.zarr")
                 shutil.rmtree(target, ignore_errors=True)
-                extra = [] if scheduler is None else ["--scheduler", scheduler, "--chunk-frames",
-                                                      str(s["chunk_frames"])]
-                wall, inside = cli_wall_seconds(npz, "nuts", extra, cache, s["draws"], None,
-                                                target)
+                extra = (
+                    []
+                    if scheduler is None
+                    else ["--scheduler", scheduler, "--chunk-frames", str(s["chunk_frames"])]
+                )
+                wall, inside = cli_wall_seconds(npz, "nuts", extra, cache, s["draws"], None, target)
                 walls.append(wall)
                 method_seconds.append(inside)
             tree = load_posterior(target)
             if reference is None:
                 reference = tree
             differ = differing_variables(reference, tree)
-            rows.append({"run": label, "scheduler": scheduler, "frames": s["frames"],
-                         "wall_seconds": float(np.median(walls)), "walls": walls,
-                         "method_seconds": float(np.median(method_seconds)),
-                         "differing_variables": differ,
-                         "variables": sum(len(reference[g].data_vars)
-                                          for g in reference.children)})
-            print(f"  {label}: {rows[-1]['wall_seconds']:.1f} s wall, "
-                  f"{len(differ)} variables differ", flush=True)
+            rows.append(
+                {
+                    "run": label,
+                    "scheduler": scheduler,
+                    "frames": s["frames"],
+                    "wall_seconds": float(np.median(walls)),
+                    "walls": walls,
+                    "method_seconds": float(np.median(method_seconds)),
+                    "differing_variables": differ,
+                    "variables": sum(len(reference[g].data_vars) for g in reference.children),
+                }
+            )
+            print(
+                f"  {label}: {rows[-1]['wall_seconds']:.1f} s wall, {len(differ)} variables differ",
+                flush=True,
+            )
     one = rows[0]["wall_seconds"]
     for row in rows:
         row["per_one_process"] = row["wall_seconds"] / one
     write_metrics(out, NAME, preset, seed, runs=rows, settings=s)
     tables = [
-        markdown_table(["run", "frames", "wall (s, median)", "÷ one process",
-                        "method's seconds (sum over chunks)"],
-                       [(r["run"], r["frames"], f"{r['wall_seconds']:.1f}",
-                         f"{r['per_one_process']:.2f}", f"{r['method_seconds']:.1f}")
-                        for r in rows]),
-        markdown_table(["run", "variables compared", "bitwise equal to one process"],
-                       [(r["run"], r["variables"],
-                         "all" if not r["differing_variables"]
-                         else "not: " + ", ".join(r["differing_variables"])) for r in rows[1:]]),
+        markdown_table(
+            [
+                "run",
+                "frames",
+                "wall (s, median)",
+                "÷ one process",
+                "method's seconds (sum over chunks)",
+            ],
+            [
+                (
+                    r["run"],
+                    r["frames"],
+                    f"{r['wall_seconds']:.1f}",
+                    f"{r['per_one_process']:.2f}",
+                    f"{r['method_seconds']:.1f}",
+                )
+                for r in rows
+            ],
+        ),
+        markdown_table(
+            ["run", "variables compared", "bitwise equal to one process"],
+            [
+                (
+                    r["run"],
+                    r["variables"],
+                    "all"
+                    if not r["differing_variables"]
+                    else "not: " + ", ".join(r["differing_variables"]),
+                )
+                for r in rows[1:]
+            ],
+        ),
     ]
     for table in tables:
         print(table)
     prov = provenance(study=NAME, preset=preset, seed=seed)
-    body = ("# `posterior` on Dask workers against one process\n\n"
-            f"Preset `{preset}`, seed {seed}: `nuts` on {s['frames']} isolated frames, 4 chains × "
-            f"{s['draws']} draws, chunks of {s['chunk_frames']} frames, every run a fresh "
-            f"`bayes-smlm` process with the same filled compilation cache, median of "
-            f"{s['repeats']}.\n\n" + "\n\n".join(tables))
+    body = (
+        "# `posterior` on Dask workers against one process\n\n"
+        f"Preset `{preset}`, seed {seed}: `nuts` on {s['frames']} isolated frames, 4 chains × "
+        f"{s['draws']} draws, chunks of {s['chunk_frames']} frames, every run a fresh "
+        f"`bayes-smlm` process with the same filled compilation cache, median of "
+        f"{s['repeats']}.\n\n" + "\n\n".join(tables)
+    )
     return write_report(out, body, prov)

@@ -36,37 +36,54 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     task = get_task("isolated")
     frames = simulate(task, max(s["repeats"], s["nuts_frames"]), 7000 + seed)
     psi = PsiPipeline.from_pretrained(None, task)
-    single_frames = [frames.adu[i:i + 1] for i in range(s["repeats"])]
+    single_frames = [frames.adu[i : i + 1] for i in range(s["repeats"])]
     rows = []
     for label, steps, precision, repeats in (
-            (f"DDPM, {s['ddim_steps']} DDIM steps, bf16 (default)", s["ddim_steps"], "bf16",
-             s["repeats"]),
-            (f"DDPM, {s['ddim_steps']} DDIM steps, fp32", s["ddim_steps"], "fp32", s["repeats"]),
-            ("DDPM, full 100-step chain, bf16", None, "bf16", s["full_repeats"])):
+        (
+            f"DDPM, {s['ddim_steps']} DDIM steps, bf16 (default)",
+            s["ddim_steps"],
+            "bf16",
+            s["repeats"],
+        ),
+        (f"DDPM, {s['ddim_steps']} DDIM steps, fp32", s["ddim_steps"], "fp32", s["repeats"]),
+        ("DDPM, full 100-step chain, bf16", None, "bf16", s["full_repeats"]),
+    ):
         if repeats == 0:
             continue
         it = iter(single_frames * 2)
-        seconds = median_seconds(lambda: psi.sample(
-            next(it), s["samples"], start="guess", solver="ddim", steps=steps,
-            precision=precision), repeats)
+        seconds = median_seconds(
+            lambda: psi.sample(
+                next(it),
+                s["samples"],
+                start="guess",
+                solver="ddim",
+                steps=steps,
+                precision=precision,
+            ),
+            repeats,
+        )
         rows.append({"method": label, "seconds_per_frame": seconds, "repeats": repeats})
         print(f"  {label}: {seconds:.2f} s/frame", flush=True)
     nuts = get_method("nuts")
     nuts(task, frames.adu[:2], seed=seed)  # compile for this batch shape family
     result = nuts(task, frames.adu[: s["nuts_frames"]], seed=seed)
-    rows.append({"method": f"NUTS 4 × 1000 (exact), batch of {s['nuts_frames']} frames, "
-                           "compiled", "seconds_per_frame": result.seconds / result.n_frames,
-                 "repeats": 1})
-    prov = provenance(study=NAME, preset=preset, seed=seed,
-                      torch_threads=torch.get_num_threads())
+    rows.append(
+        {
+            "method": f"NUTS 4 × 1000 (exact), batch of {s['nuts_frames']} frames, compiled",
+            "seconds_per_frame": result.seconds / result.n_frames,
+            "repeats": 1,
+        }
+    )
+    prov = provenance(study=NAME, preset=preset, seed=seed, torch_threads=torch.get_num_threads())
     write_json(out / "metrics.json", {"rows": rows, "samples": s["samples"], "provenance": prov})
-    table = markdown_table(["sampler", "s / frame (median)", "repeats"],
-                           [(r["method"], f"{r['seconds_per_frame']:.2f}", r["repeats"])
-                            for r in rows])
+    table = markdown_table(
+        ["sampler", "s / frame (median)", "repeats"],
+        [(r["method"], f"{r['seconds_per_frame']:.2f}", r["repeats"]) for r in rows],
+    )
     print(table)
     body = f"""# Cost of one variance map: DDPM (shipped Ψ) against NUTS
 
-Preset `{preset}`: K = {s['samples']} samples per frame, one frame per call, `guess` start,
+Preset `{preset}`: K = {s["samples"]} samples per frame, one frame per call, `guess` start,
 {torch.get_num_threads()} torch threads; NUTS per frame within a batch, after compilation.
 
 {table}

@@ -35,11 +35,16 @@ def ess_row(name: str, task, adu: np.ndarray, draws: int, seed: int) -> dict:
     diag = result.diagnostics
     ess = diag.smallest_ess_bulk
     per_frame = result.seconds / result.n_frames
-    row = {"method": name, "frames": result.n_frames, "seconds": result.seconds,
-           "seconds_per_frame": per_frame, "median_ess_bulk": float(np.median(ess)),
-           "ess_per_second": float(np.median(ess) / per_frame),
-           "pass_rate": diag.pass_rate,
-           "acceptance": float(result.sample_stats["acceptance_rate"].mean())}
+    row = {
+        "method": name,
+        "frames": result.n_frames,
+        "seconds": result.seconds,
+        "seconds_per_frame": per_frame,
+        "median_ess_bulk": float(np.median(ess)),
+        "ess_per_second": float(np.median(ess) / per_frame),
+        "pass_rate": diag.pass_rate,
+        "acceptance": float(result.sample_stats["acceptance_rate"].mean()),
+    }
     if "diverging" in result.sample_stats:
         row["divergent_fraction"] = float(result.sample_stats["diverging"].mean())
     return row
@@ -52,28 +57,66 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     rows = []
     for name in ESS_METHODS:
         rows.append(ess_row(name, task, adu, settings["draws"], seed))
-        print(f"  {name}: {rows[-1]['seconds_per_frame']:.4f} s/frame, "
-              f"ESS/s {rows[-1]['ess_per_second']:.0f}", flush=True)
+        print(
+            f"  {name}: {rows[-1]['seconds_per_frame']:.4f} s/frame, "
+            f"ESS/s {rows[-1]['ess_per_second']:.0f}",
+            flush=True,
+        )
     big = simulate(task, settings["wall_frames"], seed + 1).adu
     walls = []
-    for name, kwargs in (("nuts", {"chains": 4, "draws": settings["draws"]}),
-                         ("grid", {"chains": 4, "draws": settings["draws"]})):
+    for name, kwargs in (
+        ("nuts", {"chains": 4, "draws": settings["draws"]}),
+        ("grid", {"chains": 4, "draws": settings["draws"]}),
+    ):
         result = get_method(name)(task, big, seed=seed, **kwargs)
-        walls.append({"method": name, "frames": result.n_frames, "seconds": result.seconds,
-                      "chains": kwargs["chains"], "draws": kwargs["draws"]})
+        walls.append(
+            {
+                "method": name,
+                "frames": result.n_frames,
+                "seconds": result.seconds,
+                "chains": kwargs["chains"],
+                "draws": kwargs["draws"],
+            }
+        )
         print(f"  {name}: {result.n_frames} frames in {result.seconds:.1f} s", flush=True)
     prov = provenance(study=NAME, preset=preset, seed=seed)
     write_json(out / "metrics.json", {"ess": rows, "wall": walls, "provenance": prov})
     ess_table = markdown_table(
-        ["method", "frames", "s/frame", "median bulk ESS (min of x, y)", "ESS/s", "acceptance",
-         "frames passing R-hat ≤ 1.01 & ESS ≥ 400"],
-        [(r["method"], r["frames"], f"{r['seconds_per_frame']:.4f}", f"{r['median_ess_bulk']:.0f}",
-          f"{r['ess_per_second']:.0f}", f"{r['acceptance']:.2f}", f"{r['pass_rate']:.2f}")
-         for r in rows])
+        [
+            "method",
+            "frames",
+            "s/frame",
+            "median bulk ESS (min of x, y)",
+            "ESS/s",
+            "acceptance",
+            "frames passing R-hat ≤ 1.01 & ESS ≥ 400",
+        ],
+        [
+            (
+                r["method"],
+                r["frames"],
+                f"{r['seconds_per_frame']:.4f}",
+                f"{r['median_ess_bulk']:.0f}",
+                f"{r['ess_per_second']:.0f}",
+                f"{r['acceptance']:.2f}",
+                f"{r['pass_rate']:.2f}",
+            )
+            for r in rows
+        ],
+    )
     wall_table = markdown_table(
         ["method", "frames", "chains × draws", "wall time (s)", "s/frame"],
-        [(w["method"], w["frames"], f"{w['chains']} × {w['draws']}", f"{w['seconds']:.1f}",
-          f"{w['seconds'] / w['frames']:.4f}") for w in walls])
+        [
+            (
+                w["method"],
+                w["frames"],
+                f"{w['chains']} × {w['draws']}",
+                f"{w['seconds']:.1f}",
+                f"{w['seconds'] / w['frames']:.4f}",
+            )
+            for w in walls
+        ],
+    )
     print(ess_table)
     print(wall_table)
     text = f"""# Exact posteriors: cost on this machine
@@ -84,11 +127,11 @@ ESS is arviz-stats' rank-normalised bulk ESS, the smaller of x and y, median ove
 ESS/s divides it by the method's seconds per frame. `rwmh_paper` samples the tempered
 p(θ | x)^0.2 (a different, √5× wider target), so its ESS/s is not a like-for-like comparison.
 
-## ESS per second ({settings['ess_frames']} frames, 4 chains × {settings['draws']} draws)
+## ESS per second ({settings["ess_frames"]} frames, 4 chains × {settings["draws"]} draws)
 
 {ess_table}
 
-## Exact posteriors of {settings['wall_frames']} frames
+## Exact posteriors of {settings["wall_frames"]} frames
 
 {wall_table}
 """

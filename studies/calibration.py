@@ -50,28 +50,53 @@ COST_METHODS = ("nuts", "chees", "ddpm")  # timed against emitters per frame
 TASK_ARGUMENT = True
 DEFAULT_TASK = "isolated"
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"frames": 6, "dense_frames": 4, "chains": 2, "draws": 200, "dense_draws": 600, "kde_samples": 16,
-              "frame_limits": {"ddpm": 2},
-              "method_options": {"nuts": {"warmup": 100}, "rwmh": {"steps": 2000, "burn_in": 200},
-                                 "rwmh_paper": {"steps": 2000, "burn_in": 200},
-                                 "ddpm": {"samples": 16, "recalibrate": False},
-                                 "mc_dropout": {"passes": 16}},
-              "cost_emitters": [2], "cost_frames": 1},
-    "cpu": {"frames": 200, "dense_frames": 64, "chains": 4, "draws": 1000, "kde_samples": 64,
-            "frame_limits": {"ddpm": 32},
-            # random-walk MH in 20 dimensions: 0.3 s/frame (Intel, AMX) to 5 (AMD, AVX2) on the
-            # 2-core CPUs measured; half the frames
-            "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
-            # the ddpm method's default sampler, which the shipped recalibrations were fitted on
-            "method_options": {"ddpm": {"samples": 64, "precision": "auto",
-                                        "recalibrate": False}},
-            # the DDPM's s/frame is measured on its 32 frames above; not again here (CPU time).
-            # 32 frames per count: on fewer, compiling the sampler dominates its s/frame
-            "cost_emitters": [1, 2, 5, 10], "cost_frames": 32, "ddpm_cost_frames": 0},
-    "paper": {"frames": 1000, "dense_frames": 500, "chains": 4, "draws": 1000, "kde_samples": 64,
-              "frame_limits": {},
-              "method_options": {"ddpm": {"samples": 64, "recalibrate": False}},
-              "cost_emitters": [1, 2, 3, 5, 7, 10], "cost_frames": 20},
+    "smoke": {
+        "frames": 6,
+        "dense_frames": 4,
+        "chains": 2,
+        "draws": 200,
+        "dense_draws": 600,
+        "kde_samples": 16,
+        "frame_limits": {"ddpm": 2},
+        "method_options": {
+            "nuts": {"warmup": 100},
+            "rwmh": {"steps": 2000, "burn_in": 200},
+            "rwmh_paper": {"steps": 2000, "burn_in": 200},
+            "ddpm": {"samples": 16, "recalibrate": False},
+            "mc_dropout": {"passes": 16},
+        },
+        "cost_emitters": [2],
+        "cost_frames": 1,
+    },
+    "cpu": {
+        "frames": 200,
+        "dense_frames": 64,
+        "chains": 4,
+        "draws": 1000,
+        "kde_samples": 64,
+        "frame_limits": {"ddpm": 32},
+        # random-walk MH in 20 dimensions: 0.3 s/frame (Intel, AMX) to 5 (AMD, AVX2) on the
+        # 2-core CPUs measured; half the frames
+        "dense_frame_limits": {"ddpm": 32, "rwmh": 32, "rwmh_paper": 32},
+        # the ddpm method's default sampler, which the shipped recalibrations were fitted on
+        "method_options": {"ddpm": {"samples": 64, "precision": "auto", "recalibrate": False}},
+        # the DDPM's s/frame is measured on its 32 frames above; not again here (CPU time).
+        # 32 frames per count: on fewer, compiling the sampler dominates its s/frame
+        "cost_emitters": [1, 2, 5, 10],
+        "cost_frames": 32,
+        "ddpm_cost_frames": 0,
+    },
+    "paper": {
+        "frames": 1000,
+        "dense_frames": 500,
+        "chains": 4,
+        "draws": 1000,
+        "kde_samples": 64,
+        "frame_limits": {},
+        "method_options": {"ddpm": {"samples": 64, "recalibrate": False}},
+        "cost_emitters": [1, 2, 3, 5, 7, 10],
+        "cost_frames": 20,
+    },
 }
 
 
@@ -81,8 +106,9 @@ def add_recalibrated(results: dict[str, Any], out: Path, failures: dict[str, str
     skipped where it was fitted on another sampler than the preset's."""
     raw = results["ddpm"]
     checkpoint = raw.settings["checkpoint"]
-    config = read_config(psi_shipped_checkpoint(raw.task.name) if checkpoint == "shipped"
-                         else checkpoint)  # the table only: no need to load Ψ and φ again
+    config = read_config(
+        psi_shipped_checkpoint(raw.task.name) if checkpoint == "shipped" else checkpoint
+    )  # the table only: no need to load Ψ and φ again
     recalibration = recalibration_of(config)
     if recalibration is None or "kde_samples" not in raw.extra:
         return
@@ -95,21 +121,31 @@ def add_recalibrated(results: dict[str, Any], out: Path, failures: dict[str, str
     save_posterior(results["ddpm-recal"], posterior_path(out, "ddpm-recal"))
 
 
-def _options(name: str, settings: dict[str, Any], seed: int, dense: bool = False
-             ) -> dict[str, Any]:
+def _options(name: str, settings: dict[str, Any], seed: int, dense: bool = False) -> dict[str, Any]:
     """The registry's common options plus the preset's options for ``name`` (``dense_draws``,
     where a preset has it, on frames of several emitters: NUTS needs bulk ESS ≥ 400 there)."""
     draws = settings.get("dense_draws", settings["draws"]) if dense else settings["draws"]
-    options = {"seed": seed, "chains": settings["chains"], "draws": draws,
-               **settings["method_options"].get(name, {})}
+    options = {
+        "seed": seed,
+        "chains": settings["chains"],
+        "draws": draws,
+        **settings["method_options"].get(name, {}),
+    }
     spec = method_spec(name)
     if spec.returns == "kde" and any(o.name == "keep_samples" for o in spec.options):
         options.setdefault("keep_samples", True)  # no θ: interval coverage needs its KDE samples
     return options
 
 
-def _run_method(name: str, task, adu: np.ndarray, theta: np.ndarray, seed: int,
-                settings: dict[str, Any], frames_seed: int):
+def _run_method(
+    name: str,
+    task,
+    adu: np.ndarray,
+    theta: np.ndarray,
+    seed: int,
+    settings: dict[str, Any],
+    frames_seed: int,
+):
     limits = settings["frame_limits"]
     if task.prior.n_emitters > 1:
         limits = settings.get("dense_frame_limits", limits)
@@ -127,15 +163,21 @@ def _phi_log_gap(task, adu: np.ndarray, theta: np.ndarray) -> dict[str, Any]:
     """φ + LoG detection (the paper's point estimate) against √CRLB."""
     model, config = load_phi(None, task)
     kdes = PhiPredictor(model, task)(adu)
-    found = detect(kdes, task.optics.sigma_kde, task.optics.upsampling,
-                   settings_from_config(config, "log"))
-    gap = detection_crlb_gap([found.of_frame(f) for f in range(len(adu))], theta,
-                             sqrt_crlb_at(task, theta), tolerance_lr(task))
+    found = detect(
+        kdes, task.optics.sigma_kde, task.optics.upsampling, settings_from_config(config, "log")
+    )
+    gap = detection_crlb_gap(
+        [found.of_frame(f) for f in range(len(adu))],
+        theta,
+        sqrt_crlb_at(task, theta),
+        tolerance_lr(task),
+    )
     return {"rmse_ratio": np.asarray(gap["rmse_ratio"]).tolist(), "recall": gap["recall"]}
 
 
-def cost_by_emitters(settings: dict[str, Any], seed: int, methods: Sequence[str],
-                     psi_task) -> list[dict[str, Any]]:
+def cost_by_emitters(
+    settings: dict[str, Any], seed: int, methods: Sequence[str], psi_task
+) -> list[dict[str, Any]]:
     """s/frame of the exact samplers and the DDPM on frames of 1…10 emitters at the `paper`
     density.
 
@@ -146,23 +188,38 @@ def cost_by_emitters(settings: dict[str, Any], seed: int, methods: Sequence[str]
         task = get_task("paper", {"n_emitters": n})
         batch = simulate(task, settings["cost_frames"], fresh_seed(NAME, seed) + 500)
         for name in methods:
-            if name == "ddpm" and n not in (settings["cost_emitters"][0],
-                                            settings["cost_emitters"][-1]):
+            if name == "ddpm" and n not in (
+                settings["cost_emitters"][0],
+                settings["cost_emitters"][-1],
+            ):
                 continue  # its cost does not depend on n: time it at the ends only
-            adu = batch.adu[:settings.get("ddpm_cost_frames", 1)] if name == "ddpm" else batch.adu
+            adu = batch.adu[: settings.get("ddpm_cost_frames", 1)] if name == "ddpm" else batch.adu
             if not len(adu):
                 continue
-            result = get_method(name)(psi_task if name == "ddpm" else task, adu,
-                                      **_options(name, settings, seed))
-            rows.append({"method": name, "emitters": n, "frames": result.n_frames,
-                         "seconds_per_frame": result.seconds / result.n_frames})
-            print(f"  cost: {name}, {n} emitters: {rows[-1]['seconds_per_frame']:.2f} s/frame",
-                  flush=True)
+            result = get_method(name)(
+                psi_task if name == "ddpm" else task, adu, **_options(name, settings, seed)
+            )
+            rows.append(
+                {
+                    "method": name,
+                    "emitters": n,
+                    "frames": result.n_frames,
+                    "seconds_per_frame": result.seconds / result.n_frames,
+                }
+            )
+            print(
+                f"  cost: {name}, {n} emitters: {rows[-1]['seconds_per_frame']:.2f} s/frame",
+                flush=True,
+            )
     return rows
 
 
-def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
-        task: str = DEFAULT_TASK) -> Path:
+def run(
+    preset: str = "cpu",
+    seed: int = 0,
+    out: Path | str = Path("reports") / NAME,
+    task: str = DEFAULT_TASK,
+) -> Path:
     settings, out = begin_study(preset, PRESETS, out)
     started = time.perf_counter()
     task_name, task = task, get_task(task)
@@ -174,8 +231,9 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     results, failures = {}, {}
     for name in methods:
         try:
-            results[name] = _run_method(name, task, frames.adu, frames.theta, seed, settings,
-                                        fresh_seed(NAME, seed))
+            results[name] = _run_method(
+                name, task, frames.adu, frames.theta, seed, settings, fresh_seed(NAME, seed)
+            )
         except ConfigError as err:  # e.g. grid on many emitters, a user method for one task
             if name == reference:
                 raise
@@ -183,29 +241,52 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
             print(f"  {name}: skipped ({err})", flush=True)
             continue
         save_posterior(results[name], posterior_path(out, name))
-        print(f"  {name}: {results[name].n_frames} frames, "
-              f"{results[name].seconds / results[name].n_frames:.3f} s/frame", flush=True)
+        print(
+            f"  {name}: {results[name].n_frames} frames, "
+            f"{results[name].seconds / results[name].n_frames:.3f} s/frame",
+            flush=True,
+        )
     if "ddpm" in results:
         add_recalibrated(results, out, failures)
     flagged = results[reference].flagged
     keep = ~flagged
     if not keep.any():
-        raise ConfigError("preset", f"every frame failed the {reference} reference's "
-                          "own checks; run more draws")
-    scored = {name: r.select_frames(keep[:r.n_frames]) for name, r in results.items()}
-    metrics = compare_methods(scored, reference, task, frames.kde[keep], frames.theta[keep],
-                              kde_samples=settings["kde_samples"])
-    metrics["reference_flagged"] = {"frames": int(flagged.sum()), "of": int(n_frames),
-                                    "indices": np.flatnonzero(flagged).tolist()}
+        raise ConfigError(
+            "preset", f"every frame failed the {reference} reference's own checks; run more draws"
+        )
+    scored = {name: r.select_frames(keep[: r.n_frames]) for name, r in results.items()}
+    metrics = compare_methods(
+        scored,
+        reference,
+        task,
+        frames.kde[keep],
+        frames.theta[keep],
+        kde_samples=settings["kde_samples"],
+    )
+    metrics["reference_flagged"] = {
+        "frames": int(flagged.sum()),
+        "of": int(n_frames),
+        "indices": np.flatnonzero(flagged).tolist(),
+    }
     if task.prior.n_emitters > 1:
         metrics["hard_frames"] = hard_frames(results, metrics, keep)
     metrics["phi_log"] = _phi_log_gap(task, frames.adu[keep], frames.theta[keep])
     metrics["failures"] = failures
     metrics["cost_by_emitters"] = cost_by_emitters(
-        settings, seed, [m for m in COST_METHODS if m in results], task)
+        settings, seed, [m for m in COST_METHODS if m in results], task
+    )
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["provenance"] = provenance(study=NAME, preset=preset, seed=seed)
-    write_study_config(out, NAME, preset, seed, settings, task=task.to_dict(), task_name=task_name,
-                       fresh_seed=fresh_seed(NAME, seed), methods=list(results))
+    write_study_config(
+        out,
+        NAME,
+        preset,
+        seed,
+        settings,
+        task=task.to_dict(),
+        task_name=task_name,
+        fresh_seed=fresh_seed(NAME, seed),
+        methods=list(results),
+    )
     write_json(out / "metrics.json", metrics)
     return render(out)

@@ -30,12 +30,20 @@ def _coverage_verdict(s: dict[str, Any]) -> str:
         return "no samples kept: KDE coverage not measured"
     words, signs = [], []
     for level in LEVELS:
-        cov, att, se = (schema.KDE_COVERAGE[level].of(s), schema.KDE_COVERAGE_ATTAINED[level].of(s),
-                        schema.KDE_COVERAGE_SE[level].of(s))
+        cov, att, se = (
+            schema.KDE_COVERAGE[level].of(s),
+            schema.KDE_COVERAGE_ATTAINED[level].of(s),
+            schema.KDE_COVERAGE_SE[level].of(s),
+        )
         tol = max(3 * se, 0.02)
         signs.append(np.sign(cov - att))
-        state = ("within 3 SE" if abs(cov - att) <= tol else
-                 "over-covers (too wide)" if cov > att else "under-covers (too narrow)")
+        state = (
+            "within 3 SE"
+            if abs(cov - att) <= tol
+            else "over-covers (too wide)"
+            if cov > att
+            else "under-covers (too narrow)"
+        )
         words.append(f"{level} %: {cov:.3f} vs {att:.3f} ({state})")
     text = "; ".join(words)
     if all(sg < 0 for sg in signs):
@@ -62,8 +70,7 @@ def verdicts(metrics: dict[str, Any]) -> list[str]:
         s = m["scalars"]
         r, ratio = schema.VAR_PEARSON.of(s), schema.VAR_RATIO.of(s)
         shape = "follows" if r >= r_min else "does not follow"
-        size = ("matches" if lo <= ratio <= hi else
-                "overstates" if ratio > hi else "understates")
+        size = "matches" if lo <= ratio <= hi else "overstates" if ratio > hi else "understates"
         lines.append(
             f"- **{name}** ({schema.FRAMES.of(s)} frames): its variance map {shape} the exact "
             f"one's shape "
@@ -74,54 +81,110 @@ def verdicts(metrics: dict[str, Any]) -> list[str]:
             f"its Gaussian KDE entropy is above the exact one on "
             f"{100 * schema.KDE_ENTROPY_ABOVE.of(s):.0f} % of frames "
             f"(median difference {schema.KDE_ENTROPY_GAP.of(s):+.1f} nats; the paper's "
-            f"data-processing argument expects above).")
+            f"data-processing argument expects above)."
+        )
     return lines
 
 
-TABLE_VARIANCE = (schema.FRAMES, schema.SECONDS_PER_FRAME, schema.VAR_PEARSON, schema.VAR_RATIO,
-                  schema.KDE_ENTROPY, schema.KDE_ENTROPY_GAP, schema.THETA_ENTROPY_GAUSS,
-                  schema.THETA_ENTROPY_KNN)
+TABLE_VARIANCE = (
+    schema.FRAMES,
+    schema.SECONDS_PER_FRAME,
+    schema.VAR_PEARSON,
+    schema.VAR_RATIO,
+    schema.KDE_ENTROPY,
+    schema.KDE_ENTROPY_GAP,
+    schema.THETA_ENTROPY_GAUSS,
+    schema.THETA_ENTROPY_KNN,
+)
 TABLE_CALIBRATION = (schema.Z_SD, schema.Z_ABS_GT_3, schema.SBC_MIN_P, schema.THETA_COVERAGE[90])
-TABLE_CRLB = (schema.SD_RATIO["x"], schema.SD_RATIO["y"], schema.RMSE_RATIO["x"],
-              schema.RMSE_RATIO["y"], schema.RHAT_MAX, schema.ESS_BULK_MIN, schema.ESS_TAIL_MIN,
-              schema.MCSE_MEAN_MAX, schema.DIVERGENCES)
-TABLE_REGIONS = (schema.FRAMES, schema.VAR_PEARSON, schema.VAR_RATIO, schema.SIGNAL_PEARSON,
-                 schema.SIGNAL_RATIO, schema.BACKGROUND_FLOOR, schema.REFERENCE_FLOOR,
-                 schema.BACKGROUND_SHARE)
+TABLE_CRLB = (
+    schema.SD_RATIO["x"],
+    schema.SD_RATIO["y"],
+    schema.RMSE_RATIO["x"],
+    schema.RMSE_RATIO["y"],
+    schema.RHAT_MAX,
+    schema.ESS_BULK_MIN,
+    schema.ESS_TAIL_MIN,
+    schema.MCSE_MEAN_MAX,
+    schema.DIVERGENCES,
+)
+TABLE_REGIONS = (
+    schema.FRAMES,
+    schema.VAR_PEARSON,
+    schema.VAR_RATIO,
+    schema.SIGNAL_PEARSON,
+    schema.SIGNAL_RATIO,
+    schema.BACKGROUND_FLOOR,
+    schema.REFERENCE_FLOOR,
+    schema.BACKGROUND_SHARE,
+)
 
 
 def _metric_table(methods: dict[str, Any], columns, extra=lambda s: ()) -> list[tuple]:
     """One row per method: its name, ``extra(scalars)`` cells, then the ``columns`` metrics."""
-    return [(name, *extra(m["scalars"]), *(c.cell(m["scalars"]) for c in columns))
-            for name, m in methods.items()]
+    return [
+        (name, *extra(m["scalars"]), *(c.cell(m["scalars"]) for c in columns))
+        for name, m in methods.items()
+    ]
 
 
 def _tables(metrics: dict[str, Any]) -> str:
     methods = _ordered(metrics)
 
     def coverage(s):
-        return tuple(f"{schema.KDE_COVERAGE[lv].cell(s)} ± {schema.KDE_COVERAGE_SE[lv].cell(s)}"
-                     for lv in LEVELS)
+        return tuple(
+            f"{schema.KDE_COVERAGE[lv].cell(s)} ± {schema.KDE_COVERAGE_SE[lv].cell(s)}"
+            for lv in LEVELS
+        )
 
     rows3 = _metric_table(methods, TABLE_CRLB)
     phi = metrics["phi_log"]
-    rows3.append(("φ + LoG (point estimate)", "—", "—", format_cell(phi["rmse_ratio"][0], ".2f"),
-                  format_cell(phi["rmse_ratio"][1], ".2f"), "—", "—", "—", "—", "—"))
-    attained = next((m["scalars"] for m in methods.values()
-                     if schema.KDE_COVERAGE_ATTAINED[50].of(m["scalars"]) is not None), None)
-    att = ("an exact posterior attains " + " / ".join(
-        f"{schema.KDE_COVERAGE_ATTAINED[lv].of(attained):.3f}" for lv in LEVELS)
-        if attained else "")
-    t1 = markdown_table(["method", *(c.label for c in TABLE_VARIANCE)],
-                        _metric_table(methods, TABLE_VARIANCE))
-    t2 = markdown_table(["method", *(schema.KDE_COVERAGE[lv].label for lv in LEVELS),
-                         *(c.label for c in TABLE_CALIBRATION)],
-                        _metric_table(methods, TABLE_CALIBRATION, coverage))
+    rows3.append(
+        (
+            "φ + LoG (point estimate)",
+            "—",
+            "—",
+            format_cell(phi["rmse_ratio"][0], ".2f"),
+            format_cell(phi["rmse_ratio"][1], ".2f"),
+            "—",
+            "—",
+            "—",
+            "—",
+            "—",
+        )
+    )
+    attained = next(
+        (
+            m["scalars"]
+            for m in methods.values()
+            if schema.KDE_COVERAGE_ATTAINED[50].of(m["scalars"]) is not None
+        ),
+        None,
+    )
+    att = (
+        "an exact posterior attains "
+        + " / ".join(f"{schema.KDE_COVERAGE_ATTAINED[lv].of(attained):.3f}" for lv in LEVELS)
+        if attained
+        else ""
+    )
+    t1 = markdown_table(
+        ["method", *(c.label for c in TABLE_VARIANCE)], _metric_table(methods, TABLE_VARIANCE)
+    )
+    t2 = markdown_table(
+        [
+            "method",
+            *(schema.KDE_COVERAGE[lv].label for lv in LEVELS),
+            *(c.label for c in TABLE_CALIBRATION),
+        ],
+        _metric_table(methods, TABLE_CALIBRATION, coverage),
+    )
     t3 = markdown_table(["method", *(c.label for c in TABLE_CRLB)], rows3)
-    return (f"### Variance maps, entropy and cost\n\n{t1}\n\n"
-            f"### Calibration\n\nKDE coverage: mean over frames ± SE; with "
-            f"S = {metrics['kde_samples']} samples per pixel {att} (50 / 90 / 95 %).\n\n{t2}\n\n"
-            f"### CRLB gaps and MCMC diagnostics\n\n{t3}\n")
+    return (
+        f"### Variance maps, entropy and cost\n\n{t1}\n\n"
+        f"### Calibration\n\nKDE coverage: mean over frames ± SE; with "
+        f"S = {metrics['kde_samples']} samples per pixel {att} (50 / 90 / 95 %).\n\n{t2}\n\n"
+        f"### CRLB gaps and MCMC diagnostics\n\n{t3}\n"
+    )
 
 
 def _region_tables(metrics: dict[str, Any]) -> str:
@@ -131,32 +194,61 @@ def _region_tables(metrics: dict[str, Any]) -> str:
         for cls in CROWDING:
             c = schema.BY_CROWDING.of(m["scalars"], {}).get(cls)
             if c:
-                crowd_rows.append((name, cls, c[schema.CROWD_PIXELS],
-                                   *(format_cell(c[schema.CROWD_COVERAGE[lv]])
-                                     for lv in LEVELS),
-                                   format_cell(c[schema.CROWD_Z_SD], ".2f")))
-    t1 = markdown_table(["method", *(c.label for c in TABLE_REGIONS)],
-                        _metric_table(methods, TABLE_REGIONS))
-    t2 = markdown_table(["method", "true emitters within 2 px", "signal pixels",
-                         *(f"cover {lv} %" for lv in LEVELS), schema.Z_SD.label], crowd_rows)
+                crowd_rows.append(
+                    (
+                        name,
+                        cls,
+                        c[schema.CROWD_PIXELS],
+                        *(format_cell(c[schema.CROWD_COVERAGE[lv]]) for lv in LEVELS),
+                        format_cell(c[schema.CROWD_Z_SD], ".2f"),
+                    )
+                )
+    t1 = markdown_table(
+        ["method", *(c.label for c in TABLE_REGIONS)], _metric_table(methods, TABLE_REGIONS)
+    )
+    t2 = markdown_table(
+        [
+            "method",
+            "true emitters within 2 px",
+            "signal pixels",
+            *(f"cover {lv} %" for lv in LEVELS),
+            schema.Z_SD.label,
+        ],
+        crowd_rows,
+    )
     separation_rows = [
-        (name, cls, c[schema.CROWD_PIXELS],
-         *(format_cell(c[schema.CROWD_COVERAGE[lv]]) for lv in LEVELS),
-         format_cell(c[schema.CROWD_Z_SD], ".2f"))
-        for name, m in methods.items() for cls in schema.SEPARATION_CLASSES
-        if (c := schema.BY_SEPARATION.of(m["scalars"], {}).get(cls))]
-    t3 = markdown_table(["method", "nearest neighbour (σ_psf)", "signal pixels",
-                         *(f"cover {lv} %" for lv in LEVELS), schema.Z_SD.label],
-                        separation_rows)
-    return (f"### Where the signal is, and where it is not\n\nMedians over frames. *Signal*: "
-            f"reference mean ≥ 0.05; *background*: reference mean < 0.01, where the exact "
-            f"variance is ≈ 0; its *floor* is the median posterior SD there (KDE units); the last "
-            f"column is the share of a method's summed variance that lies on the background.\n\n"
-            f"{t1}\n\n### Calibration by crowding\n\nSignal pixels pooled over frames by how "
-            f"many true emitters lie within 2 LR px of the pixel centre.\n\n{t2}\n\n"
-            f"### Calibration by separation\n\nSignal pixels pooled by the distance from "
-            f"their nearest true emitter to that emitter's nearest neighbour, in units of "
-            f"σ_psf.\n\n{t3}\n")
+        (
+            name,
+            cls,
+            c[schema.CROWD_PIXELS],
+            *(format_cell(c[schema.CROWD_COVERAGE[lv]]) for lv in LEVELS),
+            format_cell(c[schema.CROWD_Z_SD], ".2f"),
+        )
+        for name, m in methods.items()
+        for cls in schema.SEPARATION_CLASSES
+        if (c := schema.BY_SEPARATION.of(m["scalars"], {}).get(cls))
+    ]
+    t3 = markdown_table(
+        [
+            "method",
+            "nearest neighbour (σ_psf)",
+            "signal pixels",
+            *(f"cover {lv} %" for lv in LEVELS),
+            schema.Z_SD.label,
+        ],
+        separation_rows,
+    )
+    return (
+        f"### Where the signal is, and where it is not\n\nMedians over frames. *Signal*: "
+        f"reference mean ≥ 0.05; *background*: reference mean < 0.01, where the exact "
+        f"variance is ≈ 0; its *floor* is the median posterior SD there (KDE units); the last "
+        f"column is the share of a method's summed variance that lies on the background.\n\n"
+        f"{t1}\n\n### Calibration by crowding\n\nSignal pixels pooled over frames by how "
+        f"many true emitters lie within 2 LR px of the pixel centre.\n\n{t2}\n\n"
+        f"### Calibration by separation\n\nSignal pixels pooled by the distance from "
+        f"their nearest true emitter to that emitter's nearest neighbour, in units of "
+        f"σ_psf.\n\n{t3}\n"
+    )
 
 
 def acceptance(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -169,12 +261,15 @@ def acceptance(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in metrics["methods"]:
             continue
         s = metrics["methods"][name]["scalars"]
-        checks = {"r ≥ 0.9": schema.VAR_PEARSON.of(s) >= 0.9,
-                  "signal Σvar ratio in [0.8, 1.25]": 0.8 <= schema.SIGNAL_RATIO.of(s) <= 1.25}
+        checks = {
+            "r ≥ 0.9": schema.VAR_PEARSON.of(s) >= 0.9,
+            "signal Σvar ratio in [0.8, 1.25]": 0.8 <= schema.SIGNAL_RATIO.of(s) <= 1.25,
+        }
         for lv in LEVELS:
             if schema.KDE_COVERAGE[lv].of(s) is not None:
-                checks[f"cover {lv} % ± 0.05"] = abs(schema.KDE_COVERAGE[lv].of(s)
-                                                     - schema.KDE_COVERAGE[lv].of(ref)) <= 0.05
+                checks[f"cover {lv} % ± 0.05"] = (
+                    abs(schema.KDE_COVERAGE[lv].of(s) - schema.KDE_COVERAGE[lv].of(ref)) <= 0.05
+                )
         if schema.Z_SD.of(s) is not None:
             checks["z SD ± 10 %"] = abs(schema.Z_SD.of(s) / schema.Z_SD.of(ref) - 1) <= 0.10
         floor, ref_floor = schema.BACKGROUND_FLOOR.of(s), schema.REFERENCE_FLOOR.of(ref)
@@ -188,12 +283,15 @@ def _acceptance_table(metrics: dict[str, Any]) -> str:
     if not rows:
         return ""
     names = list(rows[0]["checks"])
-    table = markdown_table(["method", *names],
-                           [(r["method"], *("pass" if r["checks"][n] else "**fail**"
-                                            for n in names)) for r in rows])
-    return (f"### Surrogate bars against `{metrics['reference']}`\n\n{table}\n\nThe exact "
-            f"posterior's background variance is 0 to float precision (its floor reads 0), so "
-            f"\"within 2×\" asks a sampler for an exactly noiseless background.\n")
+    table = markdown_table(
+        ["method", *names],
+        [(r["method"], *("pass" if r["checks"][n] else "**fail**" for n in names)) for r in rows],
+    )
+    return (
+        f"### Surrogate bars against `{metrics['reference']}`\n\n{table}\n\nThe exact "
+        f"posterior's background variance is 0 to float precision (its floor reads 0), so "
+        f'"within 2×" asks a sampler for an exactly noiseless background.\n'
+    )
 
 
 CALIBRATED = (0.05, 0.10)  # mean |coverage − attained| over 50/90/95 %; |z SD / exact − 1|
@@ -209,38 +307,73 @@ def ranking(metrics: dict[str, Any]) -> str:
     rows = []
     for name in (n for n in _ordered(metrics) if n != ref_name):
         s = metrics["methods"][name]["scalars"]
-        gaps = [abs(schema.KDE_COVERAGE[lv].of(s) - schema.KDE_COVERAGE_ATTAINED[lv].of(s))
-                for lv in LEVELS if schema.KDE_COVERAGE[lv].of(s) is not None]
+        gaps = [
+            abs(schema.KDE_COVERAGE[lv].of(s) - schema.KDE_COVERAGE_ATTAINED[lv].of(s))
+            for lv in LEVELS
+            if schema.KDE_COVERAGE[lv].of(s) is not None
+        ]
         gap = float(np.mean(gaps)) if gaps else float("nan")
         z_ratio = schema.Z_SD.of(s, float("nan")) / ref_z
-        rows.append({"name": name, "gap": gap, "z": z_ratio,
-                     "cost": schema.SECONDS_PER_FRAME.of(s),
-                     "calibrated": gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1]})
+        rows.append(
+            {
+                "name": name,
+                "gap": gap,
+                "z": z_ratio,
+                "cost": schema.SECONDS_PER_FRAME.of(s),
+                "calibrated": gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1],
+            }
+        )
     if not rows:
         return ""
     rows.sort(key=lambda r: (np.nan_to_num(r["gap"], nan=np.inf), abs(r["z"] - 1)))
     table = markdown_table(
-        ["rank", "method", "mean coverage gap", "z SD / exact", "s/frame", f"cost / {ref_name}",
-         "calibrated"],
-        [(k + 1, r["name"], format_cell(r["gap"], ".3f"), format_cell(r["z"], ".2f"),
-          format_cell(r["cost"], ".4f"), format_cell(r["cost"] / ref_cost, ".3g"),
-          "yes" if r["calibrated"] else "no") for k, r in enumerate(rows)])
+        [
+            "rank",
+            "method",
+            "mean coverage gap",
+            "z SD / exact",
+            "s/frame",
+            f"cost / {ref_name}",
+            "calibrated",
+        ],
+        [
+            (
+                k + 1,
+                r["name"],
+                format_cell(r["gap"], ".3f"),
+                format_cell(r["z"], ".2f"),
+                format_cell(r["cost"], ".4f"),
+                format_cell(r["cost"] / ref_cost, ".3g"),
+                "yes" if r["calibrated"] else "no",
+            )
+            for k, r in enumerate(rows)
+        ],
+    )
     good = [r for r in rows if r["calibrated"]]
     if good:
         best = min(good, key=lambda r: r["cost"])
-        advice = (f"The cheapest calibrated method here is **{best['name']}** at "
-                  f"{best['cost'] / ref_cost:.3g}× the cost of the exact `{ref_name}`"
-                  + (" — cheaper than the exact answer: use it when many frames need an answer "
-                     "and its coverage gap is tolerable." if best["cost"] < ref_cost else
-                     " — no cheaper than the exact answer, which is then the one to use."))
+        advice = (
+            f"The cheapest calibrated method here is **{best['name']}** at "
+            f"{best['cost'] / ref_cost:.3g}× the cost of the exact `{ref_name}`"
+            + (
+                " — cheaper than the exact answer: use it when many frames need an answer "
+                "and its coverage gap is tolerable."
+                if best["cost"] < ref_cost
+                else " — no cheaper than the exact answer, which is then the one to use."
+            )
+        )
     else:
-        advice = (f"No method other than the exact `{ref_name}` is calibrated by this bar: use "
-                  f"`{ref_name}` where uncertainty matters; the others' maps show where spread "
-                  "is, not how much.")
-    return (f"### Ranking by calibration and cost\n\nMean gap over 50/90/95 % between a method's "
-            f"KDE coverage and the coverage the exact posterior attains, then z SD over the "
-            f"exact one's; *calibrated* = gap ≤ {CALIBRATED[0]} and z SD within "
-            f"{100 * CALIBRATED[1]:.0f} % of the exact one's.\n\n{table}\n\n{advice}\n")
+        advice = (
+            f"No method other than the exact `{ref_name}` is calibrated by this bar: use "
+            f"`{ref_name}` where uncertainty matters; the others' maps show where spread "
+            "is, not how much."
+        )
+    return (
+        f"### Ranking by calibration and cost\n\nMean gap over 50/90/95 % between a method's "
+        f"KDE coverage and the coverage the exact posterior attains, then z SD over the "
+        f"exact one's; *calibrated* = gap ≤ {CALIBRATED[0]} and z SD within "
+        f"{100 * CALIBRATED[1]:.0f} % of the exact one's.\n\n{table}\n\n{advice}\n"
+    )
 
 
 def crowding_words(metrics: dict[str, Any]) -> list[str]:
@@ -257,63 +390,105 @@ def crowding_words(metrics: dict[str, Any]) -> list[str]:
                 continue
             cover90, z_sd = schema.CROWD_COVERAGE[90], schema.CROWD_Z_SD
             gap = c[cover90] - r[cover90]
-            state = ("coverage agrees" if abs(gap) <= 0.05 else
-                     "intervals too narrow" if gap < 0 else "intervals too wide")
+            state = (
+                "coverage agrees"
+                if abs(gap) <= 0.05
+                else "intervals too narrow"
+                if gap < 0
+                else "intervals too wide"
+            )
             z_ratio = c[z_sd] / r[z_sd]
-            state += ("" if abs(z_ratio - 1) <= 0.1 else
-                      ", z-scores wider" if z_ratio > 1 else ", z-scores narrower")
+            state += (
+                ""
+                if abs(z_ratio - 1) <= 0.1
+                else ", z-scores wider"
+                if z_ratio > 1
+                else ", z-scores narrower"
+            )
             label = {"1": "one emitter near", "2": "close pairs", ">=3": "three or more"}[cls]
-            parts.append(f"{label}: {state} (90 % cover {c[cover90]:.3f} vs "
-                         f"{r[cover90]:.3f}, z SD {c[z_sd]:.2f} vs {r[z_sd]:.2f}, "
-                         f"{c[schema.CROWD_PIXELS]} px)")
+            parts.append(
+                f"{label}: {state} (90 % cover {c[cover90]:.3f} vs "
+                f"{r[cover90]:.3f}, z SD {c[z_sd]:.2f} vs {r[z_sd]:.2f}, "
+                f"{c[schema.CROWD_PIXELS]} px)"
+            )
         cost = schema.SECONDS_PER_FRAME.of(s) / schema.SECONDS_PER_FRAME.of(ref)
-        lines.append(f"- **{name}** by crowding — {'; '.join(parts)}. Its background floor is "
-                     f"{schema.BACKGROUND_FLOOR.of(s):.1e} (reference "
-                     f"{schema.REFERENCE_FLOOR.of(ref):.1e}). Cost: "
-                     f"{schema.SECONDS_PER_FRAME.of(s):.2f} s/frame, {cost:.1f}× `{ref_name}`'s "
-                     f"{schema.SECONDS_PER_FRAME.of(ref):.2f} s/frame on this machine.")
+        lines.append(
+            f"- **{name}** by crowding — {'; '.join(parts)}. Its background floor is "
+            f"{schema.BACKGROUND_FLOOR.of(s):.1e} (reference "
+            f"{schema.REFERENCE_FLOOR.of(ref):.1e}). Cost: "
+            f"{schema.SECONDS_PER_FRAME.of(s):.2f} s/frame, {cost:.1f}× `{ref_name}`'s "
+            f"{schema.SECONDS_PER_FRAME.of(ref):.2f} s/frame on this machine."
+        )
     if lines:
-        lines.append(f"- The reference's rows are over all its {schema.FRAMES.of(ref)} scored "
-                     f"frames; a "
-                     f"surrogate run on fewer frames is compared with that estimate of what an "
-                     f"exact posterior attains.")
+        lines.append(
+            f"- The reference's rows are over all its {schema.FRAMES.of(ref)} scored "
+            f"frames; a "
+            f"surrogate run on fewer frames is compared with that estimate of what an "
+            f"exact posterior attains."
+        )
     return lines
 
 
 def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     from scipy import stats
+
     methods, ref = _ordered(metrics), metrics["reference"]
     frames = load_frames(out)
-    maps = {name: load_posterior(posterior_path(out, name))["kde"].dataset
-            for name in methods if posterior_path(out, name).is_file()}
+    maps = {
+        name: load_posterior(posterior_path(out, name))["kde"].dataset
+        for name in methods
+        if posterior_path(out, name).is_file()
+    }
     ref_var = maps[ref]["var"].values[0]
     zoom = figures.peak_window(maps[ref]["mean"].values[0])
-    panels = [[("frame 0 (ADU)", frames["adu"][0], "gray"),
-               ("true KDE y0 (zoom)", zoom(frames["kde"][0]), "magma")]]
+    panels = [
+        [
+            ("frame 0 (ADU)", frames["adu"][0], "gray"),
+            ("true KDE y0 (zoom)", zoom(frames["kde"][0]), "magma"),
+        ]
+    ]
     for name, kde in maps.items():
         var = kde["var"].values[0]
-        panels.append([(f"{name}: mean", zoom(kde["mean"].values[0]), "magma"),
-                       (f"{name}: SD", zoom(np.sqrt(var)), "viridis"),
-                       (f"{name}: log10 var / {ref}", zoom(variance_ratio_map(var, ref_var)),
-                        "RdBu_r")])
+        panels.append(
+            [
+                (f"{name}: mean", zoom(kde["mean"].values[0]), "magma"),
+                (f"{name}: SD", zoom(np.sqrt(var)), "viridis"),
+                (f"{name}: log10 var / {ref}", zoom(variance_ratio_map(var, ref_var)), "RdBu_r"),
+            ]
+        )
     figures.image_grid(panels, out / "maps.png")
-    ranks = {n: np.asarray(schema.SBC_RANKS.of(m["scalars"])) for n, m in methods.items()
-             if schema.SBC_RANKS.of(m["scalars"]) is not None}
+    ranks = {
+        n: np.asarray(schema.SBC_RANKS.of(m["scalars"]))
+        for n, m in methods.items()
+        if schema.SBC_RANKS.of(m["scalars"]) is not None
+    }
     text = "![maps](maps.png)\n\n"
     if ranks:
         figures.rank_histograms(ranks, 99, 10, out / "sbc_ranks.png")
         text += "![SBC ranks](sbc_ranks.png)\n\n"
-    cov = {n: tuple(np.array([metric[lv].of(m["scalars"]) for lv in LEVELS])
-                    for metric in (schema.KDE_COVERAGE_ATTAINED, schema.KDE_COVERAGE,
-                                   schema.KDE_COVERAGE_SE))
-           for n, m in methods.items() if schema.KDE_COVERAGE[50].of(m["scalars"]) is not None}
+    cov = {
+        n: tuple(
+            np.array([metric[lv].of(m["scalars"]) for lv in LEVELS])
+            for metric in (
+                schema.KDE_COVERAGE_ATTAINED,
+                schema.KDE_COVERAGE,
+                schema.KDE_COVERAGE_SE,
+            )
+        )
+        for n, m in methods.items()
+        if schema.KDE_COVERAGE[50].of(m["scalars"]) is not None
+    }
     if cov:
-        figures.coverage_plot(cov, out / "coverage.png",
-                              xlabel="level an exact posterior attains with S samples")
-        figures.histograms({n: schema.Z_HISTOGRAM.of(methods[n]["scalars"]) for n in cov},
-                           np.linspace(-6, 6, 49), out / "z_scores.png",
-                           xlabel="z = (y0 − mean) / SD over signal pixels",
-                           reference_pdf=stats.norm.pdf)
+        figures.coverage_plot(
+            cov, out / "coverage.png", xlabel="level an exact posterior attains with S samples"
+        )
+        figures.histograms(
+            {n: schema.Z_HISTOGRAM.of(methods[n]["scalars"]) for n in cov},
+            np.linspace(-6, 6, 49),
+            out / "z_scores.png",
+            xlabel="z = (y0 − mean) / SD over signal pixels",
+            reference_pdf=stats.norm.pdf,
+        )
         text += "![coverage](coverage.png) ![z-scores](z_scores.png)\n\n"
     if metrics.get("cost_by_emitters"):
         figures.cost_plot(metrics["cost_by_emitters"], out / "cost.png")
@@ -321,48 +496,73 @@ def _figures(out: Path, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     return text + diagnose_section(out, [ref, "nuts", *methods])
 
 
-
 def render(out: str | Path) -> Path:
     """Write ``out/report.md`` and its figures from ``metrics.json``, ``config.json``, the frames
     and the saved posteriors."""
     out = Path(out)
-    metrics = read_json(out, METRICS, required=("methods", "reference", "phi_log", "failures",
-                                                "kde_samples", "wall_seconds", "provenance"))
+    metrics = read_json(
+        out,
+        METRICS,
+        required=(
+            "methods",
+            "reference",
+            "phi_log",
+            "failures",
+            "kde_samples",
+            "wall_seconds",
+            "provenance",
+        ),
+    )
     config = read_json(out, "config.json", required=("settings", "task", "preset", "seed"))
     settings = config["settings"]
-    rows = [(r["method"], r["emitters"], r["frames"], format_cell(r["seconds_per_frame"], ".2f"))
-            for r in metrics.get("cost_by_emitters", [])]
+    rows = [
+        (r["method"], r["emitters"], r["frames"], format_cell(r["seconds_per_frame"], ".2f"))
+        for r in metrics.get("cost_by_emitters", [])
+    ]
     for name in SURROGATES[:1]:  # a surrogate not re-timed in the sweep: its main-run cost
         if name in metrics["methods"] and not any(r[0] == name for r in rows):
             m = metrics["methods"][name]["scalars"]
-            rows.append((f"{name} (the frames above)", config["task"]["prior"]["n_emitters"],
-                         schema.FRAMES.of(m),
-                         format_cell(schema.SECONDS_PER_FRAME.of(m), ".2f")))
+            rows.append(
+                (
+                    f"{name} (the frames above)",
+                    config["task"]["prior"]["n_emitters"],
+                    schema.FRAMES.of(m),
+                    format_cell(schema.SECONDS_PER_FRAME.of(m), ".2f"),
+                )
+            )
     cost_rows = markdown_table(["method", "emitters / frame", "frames", "s/frame"], rows)
     failures = "".join(f"- `{k}` was skipped: {v}\n" for k, v in metrics["failures"].items())
     task = config["task"]
     n_emitters = task["prior"]["n_emitters"]
     flagged = metrics.get("reference_flagged", {"frames": 0, "of": len(load_frames(out)["adu"])})
     dense = n_emitters > 1
-    checks = ("its runs disagree (log Z or summed variance) or one did not reach the posterior"
-              if metrics["reference"] == "smc" else "R-hat > 1.01 or bulk ESS < 400")
+    checks = (
+        "its runs disagree (log Z or summed variance) or one did not reach the posterior"
+        if metrics["reference"] == "smc"
+        else "R-hat > 1.01 or bulk ESS < 400"
+    )
     reference_words = (
         f"`{metrics['reference']}` (exact up to Monte Carlo error); "
         f"**{flagged['frames']} of {flagged['of']} frames failed its own checks** ({checks}) "
-        f"and are left out of every score" if dense else
-        f"`{metrics['reference']}`, the exact grid posterior")
-    limits = settings.get("dense_frame_limits", settings["frame_limits"]) if dense else \
-        settings["frame_limits"]
+        f"and are left out of every score"
+        if dense
+        else f"`{metrics['reference']}`, the exact grid posterior"
+    )
+    limits = (
+        settings.get("dense_frame_limits", settings["frame_limits"])
+        if dense
+        else settings["frame_limits"]
+    )
     draws = settings.get("dense_draws", settings["draws"]) if dense else settings["draws"]
-    body = f"""# Calibration of every posterior method (`{config.get('task_name', 'isolated')}` task)
+    body = f"""# Calibration of every posterior method (`{config.get("task_name", "isolated")}` task)
 
-Preset `{config['preset']}`, seed {config['seed']}: {flagged['of']} fresh frames (simulation
-seed {config['fresh_seed']}) of {n_emitters} emitter(s), i0 = {task['prior']['i0']:g} photons.
-Reference: {reference_words}. θ methods draw {settings['chains']} chains × {draws}; methods with
+Preset `{config["preset"]}`, seed {config["seed"]}: {flagged["of"]} fresh frames (simulation
+seed {config["fresh_seed"]}) of {n_emitters} emitter(s), i0 = {task["prior"]["i0"]:g} photons.
+Reference: {reference_words}. θ methods draw {settings["chains"]} chains × {draws}; methods with
 a frame limit ({limits}) run on the first frames only and are compared on those. Method options:
-`{settings['method_options']}`; `ddpm-recal` is the same DDPM samples with the checkpoint's
+`{settings["method_options"]}`; `ddpm-recal` is the same DDPM samples with the checkpoint's
 post-hoc spread recalibration (fitted on separate frames;
-`bayes_smlm.surrogates.psi.recalibration`). Wall time of the whole study: {metrics['wall_seconds']:.0f} s.
+`bayes_smlm.surrogates.psi.recalibration`). Wall time of the whole study: {metrics["wall_seconds"]:.0f} s.
 
 How to read it. *Variance maps*: per frame, the Pearson correlation over the 80×80 KDE pixels of
 a method's per-pixel posterior variance with the reference's, and the ratio of their sums
@@ -398,7 +598,7 @@ p(θ|x)^0.2, √5 ≈ 2.24 times wider). Diagnostics are arviz-stats rank R-hat,
 {_figures(out, metrics, config)}
 ## Cost against emitters per frame
 
-NUTS and ChEES on `paper`-density frames with {', '.join(map(str, settings['cost_emitters']))} emitters; the DDPM's
+NUTS and ChEES on `paper`-density frames with {", ".join(map(str, settings["cost_emitters"]))} emitters; the DDPM's
 network pass does not depend on the number of emitters (it is timed at the two ends with this
 task's shipped Ψ, or, where a preset skips that, on the frames above).
 

@@ -42,8 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME,
-        task: str = DEFAULT_TASK) -> Path:
+def run(
+    preset: str = "cpu",
+    seed: int = 0,
+    out: Path | str = Path("reports") / NAME,
+    task: str = DEFAULT_TASK,
+) -> Path:
     s, out = begin_study(preset, PRESETS, out)
     task_name, task = task, get_task(task)
     batch = simulate(task, s["frames"], fresh_seed(NAME, seed))
@@ -52,18 +56,40 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     save_posterior(grid, posterior_path(out, "reference"))
     rows = []
     for start in STARTS:
-        result = get_method("ddpm")(task, batch.adu, seed=seed, samples=s["samples"],
-                                    start=start, solver="ddim", steps=s["steps"],
-                                    precision=s["precision"], recalibrate=False)
+        result = get_method("ddpm")(
+            task,
+            batch.adu,
+            seed=seed,
+            samples=s["samples"],
+            start=start,
+            solver="ddim",
+            steps=s["steps"],
+            precision=s["precision"],
+            recalibrate=False,
+        )
         save_posterior(result, posterior_path(out, f"ddpm-{start}"))
         a = variance_agreement(result.kde_var, grid.kde_var)
-        rows += [{"start": start, "frame": f, "pearson": float(a.pearson[f]),
-                  "summed_ratio": float(a.summed_ratio[f]),
-                  "seconds_per_frame": result.seconds / result.n_frames}
-                 for f in range(result.n_frames)]
-    write_study_config(out, NAME, preset, seed, s, fresh_seed=fresh_seed(NAME, seed),
-                       task_name=task_name, reference=grid.method,
-                       reference_flagged=np.flatnonzero(grid.flagged).tolist())
+        rows += [
+            {
+                "start": start,
+                "frame": f,
+                "pearson": float(a.pearson[f]),
+                "summed_ratio": float(a.summed_ratio[f]),
+                "seconds_per_frame": result.seconds / result.n_frames,
+            }
+            for f in range(result.n_frames)
+        ]
+    write_study_config(
+        out,
+        NAME,
+        preset,
+        seed,
+        s,
+        fresh_seed=fresh_seed(NAME, seed),
+        task_name=task_name,
+        reference=grid.method,
+        reference_flagged=np.flatnonzero(grid.flagged).tolist(),
+    )
     write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
 
@@ -80,28 +106,41 @@ def render(out: str | Path) -> Path:
     for f in range(frames["adu"].shape[0]):
         zoom = peak_window(frames["kde"][f])
         exact = np.sqrt(grid["var"].values[f])
-        row = [(f"frame {f}: x (ADU)", frames["adu"][f], "gray"),
-               ("φ estimate ŷ", zoom(ddpm["noise"]["extra"]["phi_kde"].values[f]), "magma"),
-               (f"exact SD ({reference})", zoom(exact), "viridis")]
+        row = [
+            (f"frame {f}: x (ADU)", frames["adu"][f], "gray"),
+            ("φ estimate ŷ", zoom(ddpm["noise"]["extra"]["phi_kde"].values[f]), "magma"),
+            (f"exact SD ({reference})", zoom(exact), "viridis"),
+        ]
         for start in STARTS:
             sd = np.sqrt(ddpm[start]["kde"]["var"].values[f])
-            row += [(f"DDPM SD, {start} start", zoom(sd), "viridis"),
-                    (f"{start} − exact", zoom(sd - exact), "RdBu_r")]
+            row += [
+                (f"DDPM SD, {start} start", zoom(sd), "viridis"),
+                (f"{start} − exact", zoom(sd - exact), "RdBu_r"),
+            ]
         panels.append(row)
     image_grid(panels, out / "sd_maps.png")
     rows = metrics["rows"]
     table = markdown_table(
         ["start", "frame", "Pearson r (var maps)", "Σvar ratio", "s/frame"],
-        [(r["start"], r["frame"], f"{r['pearson']:.3f}", f"{r['summed_ratio']:.2f}",
-          f"{r['seconds_per_frame']:.1f}") for r in rows])
+        [
+            (
+                r["start"],
+                r["frame"],
+                f"{r['pearson']:.3f}",
+                f"{r['summed_ratio']:.2f}",
+                f"{r['seconds_per_frame']:.1f}",
+            )
+            for r in rows
+        ],
+    )
     s = config["settings"]
     sampler = "the full DDPM chain" if s["steps"] is None else f"{s['steps']} DDIM steps"
     body = f"""# DDPM uncertainty maps against the exact posterior (paper Fig. 4)
 
-Preset `{config['preset']}`, seed {config['seed']}: {s['frames']} fresh
-`{config.get('task_name', 'isolated')}` frames (simulation seed {config['fresh_seed']}), reference
-`{reference}`; the shipped Ψ with K = {s['samples']} samples per frame,
-{sampler}, {s['precision']}. Maps are cut to 24 × 24 KDE px around the brightest emitter. Differences are
+Preset `{config["preset"]}`, seed {config["seed"]}: {s["frames"]} fresh
+`{config.get("task_name", "isolated")}` frames (simulation seed {config["fresh_seed"]}), reference
+`{reference}`; the shipped Ψ with K = {s["samples"]} samples per frame,
+{sampler}, {s["precision"]}. Maps are cut to 24 × 24 KDE px around the brightest emitter. Differences are
 DDPM SD − exact SD (KDE units): red where the DDPM is too uncertain, blue where too sure.
 
 {table}

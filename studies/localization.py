@@ -32,13 +32,17 @@ NAME = "localization"
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"frames": 6, "i0": [200, 1000], "tasks": ["isolated", "paper"]},
     "cpu": {"frames": 200, "i0": [50, 100, 200, 500, 1000, 2000], "tasks": ["isolated", "paper"]},
-    "paper": {"frames": 1000, "i0": [50, 100, 200, 500, 1000, 2000, 5000],
-              "tasks": ["isolated", "paper"]},
+    "paper": {
+        "frames": 1000,
+        "i0": [50, 100, 200, 500, 1000, 2000, 5000],
+        "tasks": ["isolated", "paper"],
+    },
 }
 
 
-def sweep_task(task_name: str, frames: int, i0_values: Sequence[float],
-               seed: int) -> list[dict[str, Any]]:
+def sweep_task(
+    task_name: str, frames: int, i0_values: Sequence[float], seed: int
+) -> list[dict[str, Any]]:
     """Detection and CRLB-gap metrics of the shipped φ + LoG at each i0."""
     base = get_task(task_name)
     model, config = load_phi(None, base)
@@ -49,24 +53,41 @@ def sweep_task(task_name: str, frames: int, i0_values: Sequence[float],
         task = get_task(task_name, {"i0": float(i0)})
         batch = simulate(task, frames, fresh_seed(NAME, seed) + 100 * k)
         found = detect(phi(batch.adu), task.optics.sigma_kde, task.optics.upsampling, settings)
-        m = evaluate_detections(found, batch.theta, tolerance=tolerance_lr(task),
-                                pixel_size_nm=task.optics.pixel_size_nm)
+        m = evaluate_detections(
+            found,
+            batch.theta,
+            tolerance=tolerance_lr(task),
+            pixel_size_nm=task.optics.pixel_size_nm,
+        )
         crlb = sqrt_crlb_at(task, batch.theta)
-        gap = detection_crlb_gap([found.of_frame(f) for f in range(frames)], batch.theta, crlb,
-                                 tolerance_lr(task))
-        rows.append({"task": task_name, "i0": float(i0), **m.to_dict(),
-                     "rmse_ratio_x": float(gap["rmse_ratio"][0]),
-                     "rmse_ratio_y": float(gap["rmse_ratio"][1]),
-                     "sqrt_crlb_nm": float(np.median(crlb) * task.optics.pixel_size_nm)})
-        print(f"  {task_name} i0={i0:g}: recall {m.recall:.3f}, RMSE/√CRLB "
-              f"{rows[-1]['rmse_ratio_x']:.2f}/{rows[-1]['rmse_ratio_y']:.2f}", flush=True)
+        gap = detection_crlb_gap(
+            [found.of_frame(f) for f in range(frames)], batch.theta, crlb, tolerance_lr(task)
+        )
+        rows.append(
+            {
+                "task": task_name,
+                "i0": float(i0),
+                **m.to_dict(),
+                "rmse_ratio_x": float(gap["rmse_ratio"][0]),
+                "rmse_ratio_y": float(gap["rmse_ratio"][1]),
+                "sqrt_crlb_nm": float(np.median(crlb) * task.optics.pixel_size_nm),
+            }
+        )
+        print(
+            f"  {task_name} i0={i0:g}: recall {m.recall:.3f}, RMSE/√CRLB "
+            f"{rows[-1]['rmse_ratio_x']:.2f}/{rows[-1]['rmse_ratio_y']:.2f}",
+            flush=True,
+        )
     return rows
 
 
 def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / NAME) -> Path:
     settings, out = begin_study(preset, PRESETS, out)
-    rows = [row for name in settings["tasks"]
-            for row in sweep_task(name, settings["frames"], settings["i0"], seed)]
+    rows = [
+        row
+        for name in settings["tasks"]
+        for row in sweep_task(name, settings["frames"], settings["i0"], seed)
+    ]
     write_study_config(out, NAME, preset, seed, settings, fresh_seed=fresh_seed(NAME, seed))
     write_metrics(out, NAME, preset, seed, rows=rows)
     return render(out)
@@ -83,8 +104,9 @@ def render(out: str | Path) -> Path:
         i0 = [r["i0"] for r in sel]
         rmse = [np.hypot(r["rmse_x_nm"], r["rmse_y_nm"]) / np.sqrt(2) for r in sel]
         ax.plot(i0, rmse, marker="o", color=f"C{k}", label=f"{name}: φ + LoG RMSE")
-        ax.plot(i0, [r["sqrt_crlb_nm"] for r in sel], ls="--", color=f"C{k}",
-                label=f"{name}: √CRLB")
+        ax.plot(
+            i0, [r["sqrt_crlb_nm"] for r in sel], ls="--", color=f"C{k}", label=f"{name}: √CRLB"
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("photons per emitter i0")
@@ -92,17 +114,39 @@ def render(out: str | Path) -> Path:
     ax.legend(fontsize=7)
     save_figure(fig, out / "rmse_vs_crlb.png")
     table = markdown_table(
-        ["task", "i0", "precision", "recall", "Jaccard", "RMSE x (nm)", "RMSE y (nm)",
-         "√CRLB (nm)", "RMSE/√CRLB x", "RMSE/√CRLB y"],
-        [(r["task"], f"{r['i0']:g}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-          f"{r['jaccard']:.3f}", f"{r['rmse_x_nm']:.1f}", f"{r['rmse_y_nm']:.1f}",
-          f"{r['sqrt_crlb_nm']:.1f}", f"{r['rmse_ratio_x']:.2f}", f"{r['rmse_ratio_y']:.2f}")
-         for r in rows])
+        [
+            "task",
+            "i0",
+            "precision",
+            "recall",
+            "Jaccard",
+            "RMSE x (nm)",
+            "RMSE y (nm)",
+            "√CRLB (nm)",
+            "RMSE/√CRLB x",
+            "RMSE/√CRLB y",
+        ],
+        [
+            (
+                r["task"],
+                f"{r['i0']:g}",
+                f"{r['precision']:.3f}",
+                f"{r['recall']:.3f}",
+                f"{r['jaccard']:.3f}",
+                f"{r['rmse_x_nm']:.1f}",
+                f"{r['rmse_y_nm']:.1f}",
+                f"{r['sqrt_crlb_nm']:.1f}",
+                f"{r['rmse_ratio_x']:.2f}",
+                f"{r['rmse_ratio_y']:.2f}",
+            )
+            for r in rows
+        ],
+    )
     s = config["settings"]
     body = f"""# Localization: φ + LoG against the Cramér–Rao bound (paper Fig. 5)
 
-Preset `{config['preset']}`, seed {config['seed']}: {s['frames']} fresh frames per task and i0
-(simulation seeds from {config['fresh_seed']}). The shipped φ of each task (trained at i0 = 200),
+Preset `{config["preset"]}`, seed {config["seed"]}: {s["frames"]} fresh frames per task and i0
+(simulation seeds from {config["fresh_seed"]}). The shipped φ of each task (trained at i0 = 200),
 its validation-tuned LoG detector with 3-point sub-pixel refinement, one-to-one matching within
 5 KDE px. RMSE/√CRLB normalises each matched error by the √CRLB of its own emitter (the joint
 bound over the frame's emitters); an unbiased estimator cannot go below 1. √CRLB (nm) is the

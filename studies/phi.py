@@ -50,14 +50,23 @@ def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> li
     def plain() -> None:
         with torch.inference_mode():
             model(photons)
+
     modes = [("fp32, as trained", plain)]
     for precision in ("fp32", "bf16"):
         predictor = PhiPredictor(model, task, batch_size=batch, precision=precision)
-        modes.append((f"{precision}, BN folded + channels-last", lambda p=predictor: p.photons(photons)))
+        modes.append(
+            (f"{precision}, BN folded + channels-last", lambda p=predictor: p.photons(photons))
+        )
     for label, fn in modes:
         seconds = median_seconds(fn, repeats, warmup=1)
-        rows.append({"what": f"inference {label}", "batch": batch, "per_second": batch / seconds,
-                     "unit": "frames/s"})
+        rows.append(
+            {
+                "what": f"inference {label}",
+                "batch": batch,
+                "per_second": batch / seconds,
+                "unit": "frames/s",
+            }
+        )
     train_batch = int(config["training"]["batch_size"])
     train = simulate(task, train_batch, 8)
     x, y = frames_to_photons(train.adu, task), torch.from_numpy(train.kde)[:, None]
@@ -69,9 +78,16 @@ def speed_rows(task_name: str, batch: int, repeats: int, train_steps: int) -> li
         opt.zero_grad()
         loss.backward()
         opt.step()
+
     seconds = median_seconds(step, train_steps, warmup=1)
-    rows.append({"what": "training step (forward + backward + AdamW)", "batch": train_batch,
-                 "per_second": 1.0 / seconds, "unit": "steps/s"})
+    rows.append(
+        {
+            "what": "training step (forward + backward + AdamW)",
+            "batch": train_batch,
+            "per_second": 1.0 / seconds,
+            "unit": "steps/s",
+        }
+    )
     return rows
 
 
@@ -83,30 +99,33 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
         task = get_task(name)
         config = read_config(shipped_checkpoint(name))
         result = evaluate_phi(None, task, settings["frames"], fresh_seed(NAME, seed))
-        metrics[name] = {"evaluation": result, "training": config["training"],
-                         "progress": {k: v for k, v in config["progress"].items()
-                                      if k != "history"}, "command": config["command"]}
+        metrics[name] = {
+            "evaluation": result,
+            "training": config["training"],
+            "progress": {k: v for k, v in config["progress"].items() if k != "history"},
+            "command": config["command"],
+        }
         print(f"  {name}: evaluated on {settings['frames']} frames", flush=True)
         p = config["progress"]
         sections.append(f"""## Task `{name}` ({task.prior.n_emitters} emitter(s), i0 = {task.prior.i0:g}, σy = {task.optics.sigma_kde:g} HR px)
 
 Checkpoint `bayes_smlm/checkpoints/phi-{name}`, trained here by
-`{config['command']}` ({p['steps_done']} steps of batch {config['training']['batch_size']},
-{p['train_seconds'] / 60:.0f} min; best validation MSE {p['best_val_mse']:.3g} at step
-{p['best_step']}). {settings['frames']} fresh frames (seed {fresh_seed(NAME, seed)}); one-to-one matching within
-{result['rows'][0]['tolerance_px']:g} LR px; recall = TP / number of true emitters.
-{f"√CRLB at the frame centre: {result['sqrt_crlb_px']:.4f} px." if result['sqrt_crlb_px'] else ""}
+`{config["command"]}` ({p["steps_done"]} steps of batch {config["training"]["batch_size"]},
+{p["train_seconds"] / 60:.0f} min; best validation MSE {p["best_val_mse"]:.3g} at step
+{p["best_step"]}). {settings["frames"]} fresh frames (seed {fresh_seed(NAME, seed)}); one-to-one matching within
+{result["rows"][0]["tolerance_px"]:g} LR px; recall = TP / number of true emitters.
+{f"√CRLB at the frame centre: {result['sqrt_crlb_px']:.4f} px." if result["sqrt_crlb_px"] else ""}
 
 {metrics_table(result)}
 """)
     speed = speed_rows("paper", settings["batch"], settings["repeats"], settings["train_steps"])
     metrics["speed"] = speed
-    speed_table = markdown_table(["what", "batch", "rate"],
-                                 [(r["what"], r["batch"], f"{r['per_second']:.1f} {r['unit']}")
-                                  for r in speed])
+    speed_table = markdown_table(
+        ["what", "batch", "rate"],
+        [(r["what"], r["batch"], f"{r['per_second']:.1f} {r['unit']}") for r in speed],
+    )
     print(speed_table)
-    prov = provenance(study=NAME, preset=preset, seed=seed,
-                      torch_threads=threads)
+    prov = provenance(study=NAME, preset=preset, seed=seed, torch_threads=threads)
     write_json(out / "metrics.json", {**metrics, "provenance": prov})
     text = f"""# φ (DeepSTORM): localization metrics and speed
 
@@ -119,7 +138,7 @@ Thresholds were tuned on each checkpoint's validation frames.
 {chr(10).join(sections)}
 ## Speed on this machine ({os.cpu_count()} cores, {threads} torch threads)
 
-Medians over {settings['repeats']} repeats after one warm-up, φ of the `paper` task.
+Medians over {settings["repeats"]} repeats after one warm-up, φ of the `paper` task.
 
 {speed_table}
 """

@@ -29,18 +29,43 @@ from bayes_smlm.io.locks import hold_output
 from bayes_smlm.io.study_files import CONFIG, METRICS, check_one_run, read_json, run_in_fresh_folder
 from bayes_smlm.reporting.markdown import provenance
 
-STUDIES = ("bench-dask", "bench-ddpm", "bench-exact", "bench-speed", "calibration", "ddpm-check", "ddpm-uncertainty",
-           "forward-model", "isolated-emitter", "laplace", "localization", "movie", "npe",
-           "paper-diagnostics", "phi", "validity-map")
+STUDIES = (
+    "bench-dask",
+    "bench-ddpm",
+    "bench-exact",
+    "bench-speed",
+    "calibration",
+    "ddpm-check",
+    "ddpm-uncertainty",
+    "forward-model",
+    "isolated-emitter",
+    "laplace",
+    "localization",
+    "movie",
+    "npe",
+    "paper-diagnostics",
+    "phi",
+    "validity-map",
+)
 
 
 # Fresh frames of a study come from seed FRESH_SEEDS[study] + --seed. The ranges never meet a
 # shipped network's training or validation seeds (< 1000), nor each other, nor the frames
 # scripts/psi_sweep.py uses to choose Ψ's configuration (2000+) and fit its recalibration (2200+).
-FRESH_SEEDS = {"phi": 1000, "ddpm-check": 2500, "calibration": 3000, "localization": 4000,
-               "isolated-emitter": 5000, "ddpm-uncertainty": 6000, "laplace": 7000,
-               "npe": 8000, "movie": 9000, "bench-speed": 11000, "bench-dask": 12000,
-               "validity-map": 13000}
+FRESH_SEEDS = {
+    "phi": 1000,
+    "ddpm-check": 2500,
+    "calibration": 3000,
+    "localization": 4000,
+    "isolated-emitter": 5000,
+    "ddpm-uncertainty": 6000,
+    "laplace": 7000,
+    "npe": 8000,
+    "movie": 9000,
+    "bench-speed": 11000,
+    "bench-dask": 12000,
+    "validity-map": 13000,
+}
 
 
 def fresh_seed(study: str, seed: int) -> int:
@@ -62,7 +87,9 @@ def list_studies() -> list[str]:
 def get_study(name: str) -> ModuleType:
     """Import the named study module."""
     if name not in STUDIES:
-        raise ConfigError("name", f"unknown study {name!r}; choose from {', '.join(list_studies())}")
+        raise ConfigError(
+            "name", f"unknown study {name!r}; choose from {', '.join(list_studies())}"
+        )
     return importlib.import_module(study_module_name(name))
 
 
@@ -78,15 +105,19 @@ def run_study(name: str, preset: str, seed: int, out: Path | None, task: str | N
     kwargs = {}
     if task is not None:
         if not getattr(module, "TASK_ARGUMENT", False):
-            raise ConfigError("task", f"study {name!r} runs on its own task; a task is taken by "
-                              f"{', '.join(n for n in list_studies() if _takes_task(n))}")
+            raise ConfigError(
+                "task",
+                f"study {name!r} runs on its own task; a task is taken by "
+                f"{', '.join(n for n in list_studies() if _takes_task(n))}",
+            )
         get_task(task)  # a one-line error for an unknown task, before any work
         if task != module.DEFAULT_TASK:
             kwargs["task"] = task
     out = check_output_dir(out or default_out(name, kwargs.get("task")))  # before any work
     with hold_output(out):
         return run_in_fresh_folder(
-            out, lambda staging: module.run(preset=preset, seed=seed, out=staging, **kwargs))
+            out, lambda staging: module.run(preset=preset, seed=seed, out=staging, **kwargs)
+        )
 
 
 def _takes_task(name: str) -> bool:
@@ -115,14 +146,24 @@ def write_metrics(out: Path, study: str, preset: str, seed: int, **metrics) -> P
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every study takes."""
-    parser.add_argument("--preset", default="cpu",
-                        help="smoke (seconds, for tests) | cpu (default) | paper (GPU scale)")
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        help="smoke (seconds, for tests) | cpu (default) | paper (GPU scale)",
+    )
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report folder (default reports/<study>, or reports/<study>-<task>)")
-    parser.add_argument("--task", default=None,
-                        help="task of the frames, for the studies that compare methods "
-                             "(calibration, ddpm-check, ddpm-uncertainty; default: isolated)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default reports/<study>, or reports/<study>-<task>)",
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="task of the frames, for the studies that compare methods "
+        "(calibration, ddpm-check, ddpm-uncertainty; default: isolated)",
+    )
 
 
 def run_as_script(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +191,10 @@ def rebuild_report(out: str | Path) -> Path:
     module = get_study(config["study"])
     render = getattr(module, "render", None)
     if render is None:
-        raise ConfigError("dir", f"study {config['study']!r} cannot rebuild its report from saved "
-                                 "results; re-run it with `bayes-smlm study`")
+        raise ConfigError(
+            "dir",
+            f"study {config['study']!r} cannot rebuild its report from saved "
+            "results; re-run it with `bayes-smlm study`",
+        )
     with hold_output(out, "dir"):  # not while a study or another report writes the folder
         return render(Path(out))

@@ -44,30 +44,65 @@ NAME = "validity-map"
 REFERENCE = "smc"
 COUNT_METHODS = ("laplace", "auto")  # weigh the counts by their evidence, as the reference
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"photons": [100, 2000], "emitters": [1, 3], "background": 3.0, "frames": 2,
-              "min_emitters": 4, "count_window": 1, "chains": 2, "draws": 200, "smc_draws": 128,
-              "kde_samples": 16, "methods": ["laplace", "auto", "nuts"], "max_emitters": {}},
+    "smoke": {
+        "photons": [100, 2000],
+        "emitters": [1, 3],
+        "background": 3.0,
+        "frames": 2,
+        "min_emitters": 4,
+        "count_window": 1,
+        "chains": 2,
+        "draws": 200,
+        "smc_draws": 128,
+        "kde_samples": 16,
+        "methods": ["laplace", "auto", "nuts"],
+        "max_emitters": {},
+    },
     # 2-core CPU (AMD EPYC, AVX2): two cells at a time, each in its own process. rwmh is left
     # out above 10 emitters, where its random walk in 40+ dimensions costs minutes per frame and
     # does not mix
-    "cpu": {"photons": [50, 100, 200, 500, 2000], "emitters": [1, 3, 10, 20],
-            "background": 3.0, "frames": 5, "min_emitters": 30, "count_window": 1, "chains": 4,
-            "draws": 500,
-            "smc_draws": 256, "kde_samples": 64,
-            "methods": ["laplace", "auto", "chees", "nuts", "rwmh"],
-            "max_emitters": {"rwmh": 10}, "workers": 2},
-    "paper": {"photons": [50, 100, 200, 500, 1000, 2000], "emitters": [1, 3, 5, 10, 15, 20],
-              "background": 3.0, "frames": 50, "min_emitters": 200, "count_window": 2,
-              "chains": 4, "draws": 1000,
-              "smc_draws": 512, "kde_samples": 64,
-              "methods": ["laplace", "auto", "chees", "nuts", "rwmh"], "max_emitters": {}},
+    "cpu": {
+        "photons": [50, 100, 200, 500, 2000],
+        "emitters": [1, 3, 10, 20],
+        "background": 3.0,
+        "frames": 5,
+        "min_emitters": 30,
+        "count_window": 1,
+        "chains": 4,
+        "draws": 500,
+        "smc_draws": 256,
+        "kde_samples": 64,
+        "methods": ["laplace", "auto", "chees", "nuts", "rwmh"],
+        "max_emitters": {"rwmh": 10},
+        "workers": 2,
+    },
+    "paper": {
+        "photons": [50, 100, 200, 500, 1000, 2000],
+        "emitters": [1, 3, 5, 10, 15, 20],
+        "background": 3.0,
+        "frames": 50,
+        "min_emitters": 200,
+        "count_window": 2,
+        "chains": 4,
+        "draws": 1000,
+        "smc_draws": 512,
+        "kde_samples": 64,
+        "methods": ["laplace", "auto", "chees", "nuts", "rwmh"],
+        "max_emitters": {},
+    },
 }
 
 
 def cell_task(photons: float, emitters: int, background: float):
     """The `paper` task with i0 = ``photons``, ``emitters`` per frame and a background."""
-    return get_task("paper", {"prior.i0": float(photons), "prior.n_emitters": int(emitters),
-                              "prior.background": float(background)})
+    return get_task(
+        "paper",
+        {
+            "prior.i0": float(photons),
+            "prior.n_emitters": int(emitters),
+            "prior.background": float(background),
+        },
+    )
 
 
 def frames_of(emitters: int, settings: dict[str, Any]) -> int:
@@ -80,17 +115,22 @@ def counts_of(emitters: int, window: int) -> list[int]:
     return list(range(max(0, emitters - window), emitters + window + 1))
 
 
-def p_true_by_separation(p_true: np.ndarray, theta_true: np.ndarray, sigma_psf: float
-                         ) -> dict[str, list[float]]:
+def p_true_by_separation(
+    p_true: np.ndarray, theta_true: np.ndarray, sigma_psf: float
+) -> dict[str, list[float]]:
     """Per class of a frame's closest pair (:data:`~bayes_smlm.compare.schema.SEPARATION_CLASSES`,
     in σ_psf; one emitter: the widest): [sum of P(n = true), frames] — sums, so cells pool."""
     closest = separation_classes(theta_true, sigma_psf).min(axis=1)
-    return {name: [float(p_true[closest == k].sum()), int(np.sum(closest == k))]
-            for k, name in enumerate(SEPARATION_CLASSES) if np.any(closest == k)}
+    return {
+        name: [float(p_true[closest == k].sum()), int(np.sum(closest == k))]
+        for k, name in enumerate(SEPARATION_CLASSES)
+        if np.any(closest == k)
+    }
 
 
-def score(result, reference, kde_true: np.ndarray, emitters: int, samples: int,
-          theta_true: np.ndarray) -> dict[str, Any]:
+def score(
+    result, reference, kde_true: np.ndarray, emitters: int, samples: int, theta_true: np.ndarray
+) -> dict[str, Any]:
     """One method's numbers in one cell (see the module docstring)."""
     mask = signal_mask(reference.kde_mean)
     coverage = kde_coverage(kde_samples_of(result, samples), kde_true, mask)
@@ -102,20 +142,27 @@ def score(result, reference, kde_true: np.ndarray, emitters: int, samples: int,
     if result.evidence is not None and len(result.evidence.counts) > 1:
         index = list(result.evidence.counts).index(emitters)
         p_true = float(np.mean(result.evidence.p_n[:, index]))
-        by_separation = p_true_by_separation(result.evidence.p_n[:, index], theta_true,
-                                             result.task.optics.sigma_psf)
-    return {"coverage": coverage.coverage.tolist(), "attained": coverage.attained.tolist(),
-            "gap_to_attained": float(np.mean(np.abs(coverage.coverage - coverage.attained))),
-            "coverage_gap": gap, "z_sd_ratio": z_ratio,
-            "signal_var_ratio": float(np.nanmedian(regions["signal_ratio"])),
-            "p_true_count": p_true, "p_true_by_separation": by_separation,
-            "seconds_per_frame": result.seconds / result.n_frames,
-            "flagged": int(np.sum(result.flagged)),
-            "calibrated": bool(gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1])}
+        by_separation = p_true_by_separation(
+            result.evidence.p_n[:, index], theta_true, result.task.optics.sigma_psf
+        )
+    return {
+        "coverage": coverage.coverage.tolist(),
+        "attained": coverage.attained.tolist(),
+        "gap_to_attained": float(np.mean(np.abs(coverage.coverage - coverage.attained))),
+        "coverage_gap": gap,
+        "z_sd_ratio": z_ratio,
+        "signal_var_ratio": float(np.nanmedian(regions["signal_ratio"])),
+        "p_true_count": p_true,
+        "p_true_by_separation": by_separation,
+        "seconds_per_frame": result.seconds / result.n_frames,
+        "flagged": int(np.sum(result.flagged)),
+        "calibrated": bool(gap <= CALIBRATED[0] and abs(z_ratio - 1) <= CALIBRATED[1]),
+    }
 
 
-def run_cell(photons: float, emitters: int, settings: dict[str, Any], seed: int,
-             frames_seed: int) -> dict[str, Any]:
+def run_cell(
+    photons: float, emitters: int, settings: dict[str, Any], seed: int, frames_seed: int
+) -> dict[str, Any]:
     """Every method against the reference on one cell's fresh frames."""
     task = cell_task(photons, emitters, settings["background"])
     n_frames = frames_of(emitters, settings)
@@ -123,18 +170,31 @@ def run_cell(photons: float, emitters: int, settings: dict[str, Any], seed: int,
     counts = counts_of(emitters, settings["count_window"])
     common = {"seed": seed, "chains": settings["chains"]}
     counted = {"n_emitters": counts, "keep_samples": settings["kde_samples"]}
-    reference = cached_reference(task, frames.adu, (frames_seed, n_frames),
-                                 method=REFERENCE, draws=settings["smc_draws"], **common,
-                                 **counted)
-    row: dict[str, Any] = {"photons": photons, "emitters": emitters, "counts": counts,
-                           "frames": n_frames, "methods": {}}
-    row["methods"][REFERENCE] = score(reference, reference, frames.kde, emitters,
-                                      settings["kde_samples"], frames.theta)
+    reference = cached_reference(
+        task,
+        frames.adu,
+        (frames_seed, n_frames),
+        method=REFERENCE,
+        draws=settings["smc_draws"],
+        **common,
+        **counted,
+    )
+    row: dict[str, Any] = {
+        "photons": photons,
+        "emitters": emitters,
+        "counts": counts,
+        "frames": n_frames,
+        "methods": {},
+    }
+    row["methods"][REFERENCE] = score(
+        reference, reference, frames.kde, emitters, settings["kde_samples"], frames.theta
+    )
     row["reference_flagged"] = int(np.sum(reference.flagged))
     for name in settings["methods"]:
         if emitters > settings["max_emitters"].get(name, emitters):
-            row["methods"][name] = {"skipped": f"more than {settings['max_emitters'][name]} "
-                                               "emitters (cost)"}
+            row["methods"][name] = {
+                "skipped": f"more than {settings['max_emitters'][name]} emitters (cost)"
+            }
             continue
         options = {**common, "draws": settings["draws"]}
         if name in COUNT_METHODS:
@@ -146,13 +206,17 @@ def run_cell(photons: float, emitters: int, settings: dict[str, Any], seed: int,
         except ConfigError as err:
             row["methods"][name] = {"skipped": str(err)}
             continue
-        row["methods"][name] = score(result, reference, frames.kde, emitters,
-                                     settings["kde_samples"], frames.theta)
+        row["methods"][name] = score(
+            result, reference, frames.kde, emitters, settings["kde_samples"], frames.theta
+        )
         if name == "auto":
             row["methods"][name]["escalated_share"] = result.settings.get("escalated_share")
-        print(f"  {photons:g} photons, {emitters} emitters, {name}: "
-              f"{'calibrated' if row['methods'][name]['calibrated'] else 'not calibrated'}, "
-              f"{row['methods'][name]['seconds_per_frame']:.2f} s/frame", flush=True)
+        print(
+            f"  {photons:g} photons, {emitters} emitters, {name}: "
+            f"{'calibrated' if row['methods'][name]['calibrated'] else 'not calibrated'}, "
+            f"{row['methods'][name]['seconds_per_frame']:.2f} s/frame",
+            flush=True,
+        )
     return row
 
 
@@ -164,21 +228,28 @@ def run(preset: str = "cpu", seed: int = 0, out: Path | str = Path("reports") / 
     settings, out = begin_study(preset, PRESETS, out)
     started = time.perf_counter()
     base = fresh_seed(NAME, seed)
-    jobs = [(photons, emitters, settings, seed, base + 100 * i + j)
-            for i, photons in enumerate(settings["photons"])
-            for j, emitters in enumerate(settings["emitters"])]
+    jobs = [
+        (photons, emitters, settings, seed, base + 100 * i + j)
+        for i, photons in enumerate(settings["photons"])
+        for j, emitters in enumerate(settings["emitters"])
+    ]
     workers = settings.get("workers", 1)
     if workers > 1:  # cells in parallel processes: compiling a program keeps one core busy
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
             cells = list(pool.map(_run_cell, jobs))  # in the cells' order, whatever finishes first
     else:
         cells = [run_cell(*job) for job in jobs]
-    metrics = {"cells": cells, "reference": REFERENCE, "calibrated_rule": list(CALIBRATED),
-               "wall_seconds": time.perf_counter() - started,
-               "provenance": provenance(study=NAME, preset=preset, seed=seed)}
+    metrics = {
+        "cells": cells,
+        "reference": REFERENCE,
+        "calibrated_rule": list(CALIBRATED),
+        "wall_seconds": time.perf_counter() - started,
+        "provenance": provenance(study=NAME, preset=preset, seed=seed),
+    }
     write_study_config(out, NAME, preset, seed, settings, fresh_seed=base)
     write_json(out / "metrics.json", metrics)
     return render(out)

@@ -34,6 +34,7 @@ def compilation_cache(tmp_path_factory):
     call) and the Dask workers they start load it instead of compiling it again. Tests of the
     cache itself set their own."""
     import jax
+
     folder = tmp_path_factory.mktemp("jax-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAX_COMPILATION_CACHE_DIR", str(folder))  # subprocesses and workers
@@ -48,7 +49,14 @@ def frames_file(tmp_path):
     """Two simulated `isolated` frames written as `bayes-smlm simulate` writes them."""
     from bayes_smlm.forward.simulate import simulate
     from bayes_smlm.io.atomic import write_npz
+
     task = get_task("isolated")
     batch = simulate(task, 2, 1)
-    return write_npz(tmp_path / "f.npz", adu=batch.adu, theta=batch.theta, kde=batch.kde,
-                     config=task.to_json(), seed=1)
+    return write_npz(
+        tmp_path / "f.npz",
+        adu=batch.adu,
+        theta=batch.theta,
+        kde=batch.kde,
+        config=task.to_json(),
+        seed=1,
+    )

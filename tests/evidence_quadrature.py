@@ -20,8 +20,9 @@ def pixel_integrated(centres: np.ndarray, mean: np.ndarray, sigma: float) -> np.
     return 0.5 * (erf((centres + 0.5 - mean) / s) - erf((centres - 0.5 - mean) / s))
 
 
-def lattice(centre: tuple[float, float], radius: float, spacing: float,
-            subcells: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def lattice(
+    centre: tuple[float, float], radius: float, spacing: float, subcells: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """(K, 2) lattice points (x, y) whose cells touch the disc, and (K,) log prior weights: the
     share of the disc's area inside each point's cell (cells cut by the edge measured on a
     ``subcells``² sub-lattice), so the sum stays accurate where the likelihood is not small
@@ -37,9 +38,20 @@ def lattice(centre: tuple[float, float], radius: float, spacing: float,
     return np.stack([x[keep] + centre[0], y[keep] + centre[1]], -1), np.log(weight)
 
 
-def log_evidence(adu: np.ndarray, *, n: int, i0: float, background: float, sigma: float,
-                 offset: float, gain: float, readout_var: float, centre: tuple[float, float],
-                 radius: float, spacing: float = 0.05) -> float:
+def log_evidence(
+    adu: np.ndarray,
+    *,
+    n: int,
+    i0: float,
+    background: float,
+    sigma: float,
+    offset: float,
+    gain: float,
+    readout_var: float,
+    centre: tuple[float, float],
+    radius: float,
+    spacing: float = 0.05,
+) -> float:
     """log p(adu) under the Poisson approximation of the camera, n ∈ {0, 1, 2} emitters of i0
     photons uniform on the disc, background photons/px; the density of the ADU frame.
 
@@ -50,22 +62,23 @@ def log_evidence(adu: np.ndarray, *, n: int, i0: float, background: float, sigma
     counts = (adu - offset) / gain + pedestal
     const = -np.sum(gammaln(np.maximum(counts, 0.0) + 1.0)) - h * w * np.log(gain)
 
-    def loglik(omega: np.ndarray) -> np.ndarray:       # (..., H, W) -> (...)
+    def loglik(omega: np.ndarray) -> np.ndarray:  # (..., H, W) -> (...)
         lam = omega + pedestal
         return np.sum(counts * np.log(lam) - lam, axis=(-2, -1)) + const
 
     if n == 0:
         return float(loglik(np.full((h, w), background, float)))
     points, log_w = lattice(centre, radius, spacing)
-    ex = pixel_integrated(np.arange(w)[None, :], points[:, :1], sigma)    # (K, W)
-    ey = pixel_integrated(np.arange(h)[None, :], points[:, 1:], sigma)    # (K, H)
-    images = i0 * ey[:, :, None] * ex[:, None, :]                          # (K, H, W)
+    ex = pixel_integrated(np.arange(w)[None, :], points[:, :1], sigma)  # (K, W)
+    ey = pixel_integrated(np.arange(h)[None, :], points[:, 1:], sigma)  # (K, H)
+    images = i0 * ey[:, :, None] * ex[:, None, :]  # (K, H, W)
     if n == 1:
         return float(logsumexp(loglik(images + background) + log_w))
     if n != 2:
         raise ValueError("quadrature is written for n <= 2")
-    per_first = [logsumexp(loglik(images[i] + images + background) + log_w)
-                 for i in range(len(points))]
+    per_first = [
+        logsumexp(loglik(images[i] + images + background) + log_w) for i in range(len(points))
+    ]
     return float(logsumexp(np.asarray(per_first) + log_w))
 
 

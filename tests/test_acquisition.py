@@ -20,21 +20,37 @@ SMALL = ["--frames", "10", "--size", "32", "--emitters", "3", "--seed", "5"]
 def small_movie(tmp_path_factory):
     folder = tmp_path_factory.mktemp("movie")
     from bayes_smlm.cli.main import main
+
     assert main(["simulate-movie", *SMALL, "--out", str(folder)]) == 0
     return folder
 
 
 def maps_of(folder):
-    return [arg for name in ("offset", "gain", "readout_var")
-            for arg in ("--set", f"camera.{name}={folder / (name + '.tif')}")]
+    return [
+        arg
+        for name in ("offset", "gain", "readout_var")
+        for arg in ("--set", f"camera.{name}={folder / (name + '.tif')}")
+    ]
 
 
 @pytest.fixture(scope="module")
 def localized(small_movie):
     from bayes_smlm.cli.main import main
+
     out = small_movie / "locs.csv"
-    assert main(["localize", str(small_movie / "movie.tif"), *maps_of(small_movie), "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "localize",
+                str(small_movie / "movie.tif"),
+                *maps_of(small_movie),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -51,15 +67,26 @@ def test_simulated_movie_is_a_uint16_tiff_with_its_maps(small_movie):
 
 def test_localize_tiff_to_csv_in_thunderstorm_conventions(small_movie, localized):
     table = read_localizations(localized)
-    for column in ("id", "frame", "x [nm]", "y [nm]", "intensity [photon]", "offset [photon]",
-                   "uncertainty_x [nm]", "uncertainty_y [nm]"):
+    for column in (
+        "id",
+        "frame",
+        "x [nm]",
+        "y [nm]",
+        "intensity [photon]",
+        "offset [photon]",
+        "uncertainty_x [nm]",
+        "uncertainty_y [nm]",
+    ):
         assert column in table
     assert localized.read_text().splitlines()[0].startswith('"id","frame","x [nm]"')
     truth = np.load(small_movie / "truth.npz")
     nm = 108.3
     # frames count from 1; x, y from the image's top-left corner (pixel centres at ½ px)
-    rows = {"frame": table["frame"].astype(int) - 1, "x": table["x [nm]"] / nm - 0.5,
-            "y": table["y [nm]"] / nm - 0.5}
+    rows = {
+        "frame": table["frame"].astype(int) - 1,
+        "x": table["x [nm]"] / nm - 0.5,
+        "y": table["y [nm]"] / nm - 0.5,
+    }
     found, true = match_movie(rows, truth["theta"], tolerance=0.5)
     assert len(found) == len(table["x [nm]"]) == truth["theta"].shape[0] * 3
     error = np.stack([rows["x"][found], rows["y"][found]], 1) - truth["theta"].reshape(-1, 2)[true]
@@ -73,28 +100,45 @@ def test_localize_tiff_to_csv_in_thunderstorm_conventions(small_movie, localized
 
 def test_localize_refuses_camera_maps_of_another_shape(small_movie, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "offset.tif", np.full((16, 16), 100.0, np.float32))
-    status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), "--set",
-                             f"camera.offset={tmp_path / 'offset.tif'}", "--out",
-                             str(tmp_path / "l.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(small_movie / "movie.tif"),
+        "--set",
+        f"camera.offset={tmp_path / 'offset.tif'}",
+        "--out",
+        str(tmp_path / "l.csv"),
+    )
     assert_one_line_error(status, err, "camera.offset", "(32, 32)", "(16, 16)")
     assert not (tmp_path / "l.csv").exists()
 
 
-@pytest.mark.parametrize("name, content", [("frames.png", b"\x89PNG not a movie"),
-                                           ("movie.tif", b"this is not a TIFF file at all")])
+@pytest.mark.parametrize(
+    "name, content",
+    [("frames.png", b"\x89PNG not a movie"), ("movie.tif", b"this is not a TIFF file at all")],
+)
 def test_localize_refuses_what_is_not_a_tiff_movie(tmp_path, capsys, name, content):
     (tmp_path / name).write_bytes(content)
-    status, _, err = run_cli(capsys, "localize", str(tmp_path / name), "--out",
-                             str(tmp_path / "l.csv"))
+    status, _, err = run_cli(
+        capsys, "localize", str(tmp_path / name), "--out", str(tmp_path / "l.csv")
+    )
     assert_one_line_error(status, err, "MOVIE", name)
 
 
 def test_localize_reads_compressed_tiffs_page_by_page(small_movie, localized, tmp_path, capsys):
     movie = tifffile.imread(small_movie / "movie.tif")
     tifffile.imwrite(tmp_path / "packed.tif", movie, compression="zlib")
-    status, out, err = run_cli(capsys, "localize", str(tmp_path / "packed.tif"),
-                               *maps_of(small_movie), "--quiet", "--chunk-frames", "3",
-                               "--out", str(tmp_path / "l.csv"))
+    status, out, err = run_cli(
+        capsys,
+        "localize",
+        str(tmp_path / "packed.tif"),
+        *maps_of(small_movie),
+        "--quiet",
+        "--chunk-frames",
+        "3",
+        "--out",
+        str(tmp_path / "l.csv"),
+    )
     assert status == 0, err
     packed, plain = read_localizations(tmp_path / "l.csv"), read_localizations(localized)
     assert packed.keys() == plain.keys()
@@ -104,8 +148,16 @@ def test_localize_reads_compressed_tiffs_page_by_page(small_movie, localized, tm
 
 
 def test_render_writes_image_and_sd_map(localized, tmp_path, capsys):
-    status, out, err = run_cli(capsys, "render", str(localized), "--size-nm", "3465.6", "3465.6",
-                               "--out", str(tmp_path / "r"))
+    status, out, err = run_cli(
+        capsys,
+        "render",
+        str(localized),
+        "--size-nm",
+        "3465.6",
+        "3465.6",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert status == 0, err
     image = tifffile.imread(tmp_path / "r" / "image.tif")
     sd = tifffile.imread(tmp_path / "r" / "sd.tif")
@@ -139,8 +191,10 @@ def test_render_moments_match_monte_carlo():
     cov = np.array([[sx * sx, rho * sx * sy], [rho * sx * sy, sy * sy]])
     draws = rng.multivariate_normal([x, y], cov, size=200_000)
     cy, cx = (np.mgrid[0:25, 0:25] + 0.5) * 4.0
-    values = np.exp(-((cx[None] - draws[:, 0, None, None]) ** 2
-                      + (cy[None] - draws[:, 1, None, None]) ** 2) / (2 * 36.0))
+    values = np.exp(
+        -((cx[None] - draws[:, 0, None, None]) ** 2 + (cy[None] - draws[:, 1, None, None]) ** 2)
+        / (2 * 36.0)
+    )
     mean, var = values.mean(0), values.var(0)
     mcse = values.std(0) / np.sqrt(len(draws))
     assert np.all(np.abs(rendering.mean - mean) <= 5 * mcse + 1e-5)
@@ -153,7 +207,8 @@ def test_filtered_variance_equals_the_squared_kernel_convolution():
     impulse = np.zeros((31, 31))
     impulse[15, 15] = 1
     weights = gaussian_filter(impulse, sigma, mode="constant") - gaussian_filter(
-        impulse, 3 * sigma, mode="constant")
+        impulse, 3 * sigma, mode="constant"
+    )
     variance = np.random.default_rng(1).uniform(1, 50, (2, 40, 40))
     exact = convolve(variance, (weights**2)[None], mode="nearest")
     assert np.allclose(_filtered_variance(variance, sigma), exact, rtol=0.01)
@@ -164,11 +219,21 @@ def test_window_fit_uncertainty_is_calibrated():
     SD 1 within 3 standard errors of a sample SD (1/√(2·2400) each)."""
     from bayes_smlm.acquisition.pipeline import LocalizeSettings, localize_frames
     from bayes_smlm.forward.tasks import get_task
-    sim = simulate_movie(MovieSettings(frames=400, height=40, width=40, emitters_per_frame=6),
-                         seed=11)
-    task = get_task("widefield", {"height": 40, "width": 40, "prior.radius": 20.0,
-                                  "offset": sim.offset,
-                                  "gain": sim.gain, "readout_var": sim.readout_var})
+
+    sim = simulate_movie(
+        MovieSettings(frames=400, height=40, width=40, emitters_per_frame=6), seed=11
+    )
+    task = get_task(
+        "widefield",
+        {
+            "height": 40,
+            "width": 40,
+            "prior.radius": 20.0,
+            "offset": sim.offset,
+            "gain": sim.gain,
+            "readout_var": sim.readout_var,
+        },
+    )
     rows = localize_frames(task, sim.movie.astype(np.float32), LocalizeSettings())
     found, true = match_movie(rows, sim.theta)
     assert len(found) >= 0.99 * sim.theta[..., 0].size
@@ -183,6 +248,7 @@ def _window_grid_moments(counts, pedestal, mode, sd, sigma, points=31, span=6.0)
     4-D grid of ± ``span`` Laplace SDs about the mode (flat priors; the grid lies inside them),
     with the PSF integrated over pixels by erf — independent of the package's code."""
     from scipy.special import erf
+
     axes = [m + s * np.linspace(-span, span, points) for m, s in zip(mode, sd)]
     h, w = counts.shape
 
@@ -192,11 +258,12 @@ def _window_grid_moments(counts, pedestal, mode, sd, sigma, points=31, span=6.0)
         return 0.5 * (c[:, 1:] - c[:, :-1])
 
     ex, ey = profile(axes[0], w), profile(axes[1], h)
-    psf = ey[None, :, :, None] * ex[:, None, None, :]                       # (Gx, Gy, h, w)
+    psf = ey[None, :, :, None] * ex[:, None, None, :]  # (Gx, Gy, h, w)
     loglik = np.empty([points] * 4)
     for k, i0 in enumerate(axes[2]):
-        rate = (i0 * psf[:, :, None] + axes[3][None, None, :, None, None]
-                + pedestal)                                                 # (Gx, Gy, Gb, h, w)
+        rate = (
+            i0 * psf[:, :, None] + axes[3][None, None, :, None, None] + pedestal
+        )  # (Gx, Gy, Gb, h, w)
         loglik[:, :, k, :] = np.sum(counts * np.log(rate) - rate, axis=(-2, -1))
     weight = np.exp(loglik - loglik.max())
     weight /= weight.sum()
@@ -215,6 +282,7 @@ def test_window_nuts_matches_a_grid_posterior():
     from bayes_smlm.acquisition.window_sampling import sample_windows
     from bayes_smlm.forward import physics
     from bayes_smlm.forward.tasks import get_task
+
     task = get_task("widefield")
     sigma, shape, pedestal = task.optics.sigma_psf, (7, 7), 2.0
     rng = np.random.default_rng(3)
@@ -229,8 +297,9 @@ def test_window_nuts_matches_a_grid_posterior():
     assert np.all(draws.rhat <= 1.01) and not draws.divergences.any(), draws.rhat
     for w in range(4):
         laplace_sd = np.sqrt(np.diag(fit.covariance[w]))
-        mean, sd = _window_grid_moments(counts[w].astype(float), pedestal, fit.mode[w],
-                                        laplace_sd, sigma)
+        mean, sd = _window_grid_moments(
+            counts[w].astype(float), pedestal, fit.mode[w], laplace_sd, sigma
+        )
         sampled_sd = np.sqrt(np.diag(draws.covariance[w]))
         mcse = sampled_sd / np.sqrt(draws.ess_bulk[w])
         assert np.all(np.abs(draws.mean[w] - mean) < 4 * mcse), (w, draws.mean[w], mean, mcse)
@@ -238,16 +307,27 @@ def test_window_nuts_matches_a_grid_posterior():
 
 
 @pytest.mark.slow
-def test_localize_with_nuts_writes_diagnostics_and_agrees_with_laplace(small_movie, localized,
-                                                                       tmp_path, capsys):
+def test_localize_with_nuts_writes_diagnostics_and_agrees_with_laplace(
+    small_movie, localized, tmp_path, capsys
+):
     """``--method nuts`` through the CLI: the CSV gains r_hat, ess_bulk and divergences; every
     localization passes R-hat ≤ 1.01 on these bright, well-separated spots; the posterior means
     lie within ½ SD of the Laplace modes and the SDs agree within 10 %. 1000 draws per chain: with
     400, R-hat's own sampling noise reaches 1.01 on converged chains (seen: 1.011 on 1 of 30)."""
     out = tmp_path / "nuts.csv"
-    status, stdout, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"),
-                                  *maps_of(small_movie), "--method", "nuts", "--draws", "1000",
-                                  "--quiet", "--out", str(out))
+    status, stdout, err = run_cli(
+        capsys,
+        "localize",
+        str(small_movie / "movie.tif"),
+        *maps_of(small_movie),
+        "--method",
+        "nuts",
+        "--draws",
+        "1000",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert status == 0, err
     nuts, laplace = read_localizations(out), read_localizations(localized)
     for column in ("r_hat", "ess_bulk", "divergences"):
@@ -262,23 +342,42 @@ def test_localize_with_nuts_writes_diagnostics_and_agrees_with_laplace(small_mov
         assert np.all(np.abs(sa / sb - 1) < 0.10), np.abs(sa / sb - 1).max()
 
 
-@pytest.mark.parametrize("option, value, words", [
-    ("--method", "gibbs", ["--method", "laplace", "nuts"]),
-    ("--chains", "1", ["--chains", ">= 2"]),
-    ("--residual-passes", "-1", ["--residual-passes", ">= 0"]),
-    ("--gain-se", "1.5", ["--gain-se", "[0, 1)"])])
-def test_localize_refuses_bad_sampler_options(small_movie, tmp_path, capsys, option, value,
-                                              words):
-    status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), option, value,
-                             "--out", str(tmp_path / "l.csv"))
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--method", "gibbs", ["--method", "laplace", "nuts"]),
+        ("--chains", "1", ["--chains", ">= 2"]),
+        ("--residual-passes", "-1", ["--residual-passes", ">= 0"]),
+        ("--gain-se", "1.5", ["--gain-se", "[0, 1)"]),
+    ],
+)
+def test_localize_refuses_bad_sampler_options(small_movie, tmp_path, capsys, option, value, words):
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(small_movie / "movie.tif"),
+        option,
+        value,
+        "--out",
+        str(tmp_path / "l.csv"),
+    )
     assert_one_line_error(status, err, *words)
 
 
 def test_localize_refuses_gain_se_with_nuts(small_movie, tmp_path, capsys):
     """NUTS samples a likelihood that treats the gain as known: --gain-se is refused with it,
     not silently ignored."""
-    status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), "--gain-se",
-                             "0.05", "--method", "nuts", "--out", str(tmp_path / "l.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(small_movie / "movie.tif"),
+        "--gain-se",
+        "0.05",
+        "--method",
+        "nuts",
+        "--out",
+        str(tmp_path / "l.csv"),
+    )
     assert_one_line_error(status, err, "--gain-se", "Laplace", "nuts")
 
 
@@ -296,16 +395,36 @@ def test_spots_wider_than_the_psf_are_misfits_and_right_ones_are_not(tmp_path, c
     wide spot is fitted by a few narrow emitters, each with real evidence — the χ² test alone
     misses most); the same sample with the task's PSF: none."""
     from bayes_smlm.cli.main import main
+
     fractions = {}
     for label, sigma in (("right", 0.92), ("wide", 1.38)):
-        simulated = simulate_movie(MovieSettings(frames=20, height=32, width=32,
-                                                 emitters_per_frame=3, min_distance=6.0,
-                                                 sigma_psf=sigma), seed=44)
+        simulated = simulate_movie(
+            MovieSettings(
+                frames=20,
+                height=32,
+                width=32,
+                emitters_per_frame=3,
+                min_distance=6.0,
+                sigma_psf=sigma,
+            ),
+            seed=44,
+        )
         folder = tmp_path / label
         simulated.write(folder)
         out = folder / "locs.csv"
-        assert main(["localize", str(folder / "movie.tif"), *maps_of(folder), "--quiet",
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "localize",
+                    str(folder / "movie.tif"),
+                    *maps_of(folder),
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         fractions[label] = read_localizations(out)["misfit"].astype(bool).mean()
     assert fractions["wide"] >= 0.9 and fractions["right"] == 0.0, fractions
 
@@ -314,9 +433,17 @@ def test_spots_wider_than_the_psf_are_misfits_and_right_ones_are_not(tmp_path, c
 def hot_movie(tmp_path_factory):
     """A sparse 32 × 32 movie with 5 % hot pixels, long enough for every pixel's statistics."""
     folder = tmp_path_factory.mktemp("hot")
-    simulated = simulate_movie(MovieSettings(frames=80, height=32, width=32,
-                                             emitters_per_frame=3, min_distance=6.0,
-                                             hot_fraction=0.05), seed=61)
+    simulated = simulate_movie(
+        MovieSettings(
+            frames=80,
+            height=32,
+            width=32,
+            emitters_per_frame=3,
+            min_distance=6.0,
+            hot_fraction=0.05,
+        ),
+        seed=61,
+    )
     simulated.write(folder)
     return folder, simulated
 
@@ -327,10 +454,19 @@ def test_camera_from_movie_recovers_offsets_and_hot_pixels(hot_movie):
     from bayes_smlm.acquisition.camera_from_movie import camera_from_movie
     from bayes_smlm.acquisition.movie import Movie
     from bayes_smlm.forward.tasks import get_task
+
     folder, simulated = hot_movie
     movie = Movie(folder / "movie.tif")
-    task = get_task("widefield", {"height": 32, "width": 32, "camera.offset": 100.0,
-                                  "camera.gain": 2.0, "camera.readout_var": 4.0})
+    task = get_task(
+        "widefield",
+        {
+            "height": 32,
+            "width": 32,
+            "camera.offset": 100.0,
+            "camera.gain": 2.0,
+            "camera.readout_var": 4.0,
+        },
+    )
     estimated = camera_from_movie(movie, task)
     movie.close()
     assert np.median(np.abs(estimated.offset - simulated.offset)) < 1.5
@@ -344,8 +480,16 @@ def test_camera_from_movie_recovers_offsets_and_hot_pixels(hot_movie):
 
 def test_camera_from_movie_refuses_maps_it_would_replace(hot_movie, capsys):
     folder, _ = hot_movie
-    status, _, err = run_cli(capsys, "localize", str(folder / "movie.tif"), *maps_of(folder),
-                             "--camera", "from-movie", "--out", str(folder / "x.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(folder / "movie.tif"),
+        *maps_of(folder),
+        "--camera",
+        "from-movie",
+        "--out",
+        str(folder / "x.csv"),
+    )
     assert_one_line_error(status, err, "camera", "scalar")
 
 
@@ -355,23 +499,49 @@ def test_localize_with_camera_from_movie_is_calibrated(hot_movie, capsys):
     give calibrated uncertainties (z SD within 0.1 of 1: ≈ 3 SE at 240 localizations); the
     scalars alone are measured beside them."""
     from bayes_smlm.cli.main import main
+
     folder, simulated = hot_movie
-    scalars = ["--set", "camera.offset=100", "--set", "camera.gain=2", "--set",
-               "camera.readout_var=4"]
+    scalars = [
+        "--set",
+        "camera.offset=100",
+        "--set",
+        "camera.gain=2",
+        "--set",
+        "camera.readout_var=4",
+    ]
     z_sd = {}
     for mode in ("given", "from-movie"):
         out = folder / f"{mode}.csv"
-        assert main(["localize", str(folder / "movie.tif"), *scalars, "--camera", mode,
-                     "--quiet", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "localize",
+                    str(folder / "movie.tif"),
+                    *scalars,
+                    "--camera",
+                    mode,
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         table = read_localizations(out)
         nm = 108.3
-        rows = {"frame": table["frame"].astype(int) - 1, "x": table["x [nm]"] / nm - 0.5,
-                "y": table["y [nm]"] / nm - 0.5}
+        rows = {
+            "frame": table["frame"].astype(int) - 1,
+            "x": table["x [nm]"] / nm - 0.5,
+            "y": table["y [nm]"] / nm - 0.5,
+        }
         found, true = match_movie(rows, simulated.theta)
-        error = (np.stack([rows["x"][found], rows["y"][found]], 1)
-                 - simulated.theta.reshape(-1, 2)[true])
-        sd = np.stack([table["uncertainty_x [nm]"][found],
-                       table["uncertainty_y [nm]"][found]], 1) / nm
+        error = (
+            np.stack([rows["x"][found], rows["y"][found]], 1) - simulated.theta.reshape(-1, 2)[true]
+        )
+        sd = (
+            np.stack([table["uncertainty_x [nm]"][found], table["uncertainty_y [nm]"][found]], 1)
+            / nm
+        )
         z_sd[mode] = float(np.std(error / sd))
     assert "camera from the movie" in capsys.readouterr().out
     assert 0.9 < z_sd["from-movie"] < 1.1, z_sd

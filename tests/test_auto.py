@@ -50,8 +50,12 @@ def test_auto_escalates_frames_whose_gaussian_fails_and_keeps_the_rest():
 def test_pareto_k_tells_a_good_proposal_from_a_narrow_one():
     rng = np.random.default_rng(0)
     x_wide, x_narrow = rng.normal(0, 1.5, 4000), rng.normal(0, 0.5, 4000)
-    log_w = np.stack([-x_wide**2 / 2 + x_wide**2 / (2 * 1.5**2),     # N(0,1) / N(0,1.5²)
-                      -x_narrow**2 / 2 + x_narrow**2 / (2 * 0.5**2)])  # N(0,1) / N(0,0.5²)
+    log_w = np.stack(
+        [
+            -(x_wide**2) / 2 + x_wide**2 / (2 * 1.5**2),  # N(0,1) / N(0,1.5²)
+            -(x_narrow**2) / 2 + x_narrow**2 / (2 * 0.5**2),
+        ]
+    )  # N(0,1) / N(0,0.5²)
     smoothed, khat = pareto_smoothed(log_w)
     assert khat[0] < 0.5 < 0.55 < khat[1]  # theory: weights bounded (k ≤ 0), and k = 0.75
     np.testing.assert_allclose(np.exp(smoothed).sum(1), 1.0, rtol=1e-9)
@@ -63,23 +67,28 @@ def test_laplace_and_auto_evidence_agree_with_quadrature_where_the_gaussian_hold
     Laplace evidence is off by up to ≈ 1.5 nats: its Gaussian cannot describe a prior-wide
     posterior; auto escalates those to smc.)"""
     task, adu = evidence_frames(3, seed=21)
-    adu = adu[:3]                                            # the one-emitter frames
+    adu = adu[:3]  # the one-emitter frames
     exact = quadrature(task, adu)
     lap = get_method("laplace")(task, adu, n_emitters="0,1")
     auto = get_method("auto")(task, adu, n_emitters="0,1", seed=2)
     truth = exact[:, 1] - exact[:, 0]
     assert np.all(np.abs(np.diff(lap.evidence.log_evidence, axis=1)[:, 0] - truth) < 0.15)
     se = auto.evidence.log_evidence_se[:, 1]
-    assert np.all(np.abs(np.diff(auto.evidence.log_evidence, axis=1)[:, 0] - truth)
-                  <= np.maximum(0.1, 3 * se))
+    assert np.all(
+        np.abs(np.diff(auto.evidence.log_evidence, axis=1)[:, 0] - truth) <= np.maximum(0.1, 3 * se)
+    )
     assert np.all(np.isnan(lap.evidence.log_evidence_se[:, 1]))  # Laplace states no error
 
 
 def test_auto_refuses_bad_options_in_one_line():
     task = get_task("isolated")
     adu = simulate(task, 1, seed=0).adu
-    for options, name in (({"k_max": 0.0}, "k_max"), ({"draws": 5}, "draws"),
-                          ({"smc_draws": 1}, "smc_draws"), ({"n_emitters": "x"}, "n_emitters")):
+    for options, name in (
+        ({"k_max": 0.0}, "k_max"),
+        ({"draws": 5}, "draws"),
+        ({"smc_draws": 1}, "smc_draws"),
+        ({"n_emitters": "x"}, "n_emitters"),
+    ):
         with pytest.raises(ConfigError) as err:
             get_method("auto")(task, adu, **options)
         assert name in str(err.value) and "\n" not in str(err.value)

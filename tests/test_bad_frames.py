@@ -32,17 +32,21 @@ def _with_nan(adu):
     return adu
 
 
-@pytest.mark.parametrize("adu, words", [
-    (np.full((2, 20, 20), -1e6, np.float32), ["frame 0:", "below the camera offset"]),
-    (np.full((2, 20, 20), 3e38, np.float32), ["frame 0 has pixels above"]),
-    (_with_nan(GOOD.adu), ["frame 1 has 1 non-finite pixel"]),
-    (GOOD.adu.astype(np.complex64), ["real numbers", "complex64"]),
-    (np.zeros((0, 20, 20), np.float32), ["no frames"]),
-    (GOOD.adu[:, :10], ["shape (F, 20, 20)"]),
-])
+@pytest.mark.parametrize(
+    "adu, words",
+    [
+        (np.full((2, 20, 20), -1e6, np.float32), ["frame 0:", "below the camera offset"]),
+        (np.full((2, 20, 20), 3e38, np.float32), ["frame 0 has pixels above"]),
+        (_with_nan(GOOD.adu), ["frame 1 has 1 non-finite pixel"]),
+        (GOOD.adu.astype(np.complex64), ["real numbers", "complex64"]),
+        (np.zeros((0, 20, 20), np.float32), ["no frames"]),
+        (GOOD.adu[:, :10], ["shape (F, 20, 20)"]),
+    ],
+)
 @pytest.mark.parametrize("command", ["posterior", "detect-phi"])
-def test_frames_no_camera_can_produce_are_refused_before_the_work(tmp_path, capsys, adu, words,
-                                                                 command):
+def test_frames_no_camera_can_produce_are_refused_before_the_work(
+    tmp_path, capsys, adu, words, command
+):
     path = _frames_file(tmp_path / "bad.npz", get_task("isolated"), adu)
     out = tmp_path / ("p.nc" if command == "posterior" else "l.csv")
     extra = ["--method", "grid"] if command == "posterior" else []
@@ -59,8 +63,9 @@ def test_the_likelihood_refuses_a_nan_image(isolated):
         position_log_density(isolated, _with_nan(GOOD.adu)[1:])
 
 
-@pytest.mark.parametrize("overrides", [{"i0": 10.0}, {"i0": 1e7}, {"background": 100.0},
-                                       {"readout_var": 0.0}])
+@pytest.mark.parametrize(
+    "overrides", [{"i0": 10.0}, {"i0": 1e7}, {"background": 100.0}, {"readout_var": 0.0}]
+)
 @pytest.mark.slow
 def test_extreme_but_valid_frames_pass_the_gate(overrides):
     task = get_task("paper", overrides)

@@ -33,18 +33,23 @@ def test_constant_reference_is_an_error_not_nan():
 
 # --- entropies -------------------------------------------------------------------------------
 
+
 def test_gaussian_entropies_match_scipy():
     from scipy import stats
 
     from bayes_smlm.compare.entropy import gaussian_entropy, gaussian_entropy_map
+
     cov = np.array([[0.01, 0.003], [0.003, 0.02]])
     assert gaussian_entropy(cov) == pytest.approx(stats.multivariate_normal(cov=cov).entropy())
-    np.testing.assert_allclose(gaussian_entropy_map(np.array([0.25, 4.0])),
-                               [stats.norm(scale=0.5).entropy(), stats.norm(scale=2.0).entropy()])
+    np.testing.assert_allclose(
+        gaussian_entropy_map(np.array([0.25, 4.0])),
+        [stats.norm(scale=0.5).entropy(), stats.norm(scale=2.0).entropy()],
+    )
 
 
 def test_knn_entropy_recovers_a_known_gaussian_and_a_uniform_square():
     from bayes_smlm.compare.entropy import knn_entropy
+
     rng = np.random.default_rng(3)
     cov = np.array([[0.01, 0.003], [0.003, 0.02]])
     exact = 0.5 * np.log((2 * np.pi * np.e) ** 2 * np.linalg.det(cov))
@@ -58,9 +63,11 @@ def test_knn_entropy_recovers_a_known_gaussian_and_a_uniform_square():
 
 # --- KDE interval coverage ---------------------------------------------------------------------
 
+
 def test_order_statistic_intervals_attain_their_level_on_exchangeable_draws():
     """Truth and S samples from the same distribution: coverage = (j − i)/(S + 1) exactly."""
     from bayes_smlm.compare.kde_calibration import kde_coverage, order_statistic_interval
+
     assert order_statistic_interval(64, 0.9)[2] == pytest.approx(59 / 65)
     assert order_statistic_interval(16, 0.95)[2] == pytest.approx(15 / 17)
     rng = np.random.default_rng(4)
@@ -68,7 +75,9 @@ def test_order_statistic_intervals_attain_their_level_on_exchangeable_draws():
     scale = rng.gamma(2.0, size=(frames, 1, pixels))  # a skewed, frame-dependent "posterior"
     draws = rng.exponential(scale, size=(frames, s + 1, pixels))
     truth, samples = draws[:, 0], draws[:, 1:]
-    cov = kde_coverage(iter(samples[..., None]), truth[..., None], np.ones((frames, pixels, 1), bool))
+    cov = kde_coverage(
+        iter(samples[..., None]), truth[..., None], np.ones((frames, pixels, 1), bool)
+    )
     for level, attained, got in zip(cov.levels, cov.attained, cov.coverage):
         se = np.sqrt(attained * (1 - attained) / (frames * pixels))
         assert abs(got - attained) < 4 * se, (level, got, attained)
@@ -79,6 +88,7 @@ def test_exact_grid_posterior_covers_the_true_kde_at_the_attained_level(isolated
     from bayes_smlm.compare.kde_calibration import kde_coverage, signal_mask, theta_kde_samples
     from bayes_smlm.forward.simulate import simulate
     from bayes_smlm.methods import get_method
+
     frames = simulate(isolated, 64, 77)
     grid = get_method("grid")(isolated, frames.adu, chains=1, draws=640)
     mask = signal_mask(grid.kde_mean)
@@ -89,6 +99,7 @@ def test_exact_grid_posterior_covers_the_true_kde_at_the_attained_level(isolated
 
 def test_signal_mask_does_not_look_at_the_truth():
     from bayes_smlm.compare.kde_calibration import signal_mask
+
     mean = np.zeros((1, 4, 4))
     mean[0, 1, 1] = 0.5
     np.testing.assert_array_equal(signal_mask(mean), mean >= 0.05)
@@ -96,8 +107,10 @@ def test_signal_mask_does_not_look_at_the_truth():
 
 # --- CRLB gaps ---------------------------------------------------------------------------------
 
+
 def test_crlb_gaps_of_synthetic_draws_with_known_spread():
     from bayes_smlm.compare.crlb_gaps import posterior_crlb_gaps, truth_order
+
     rng = np.random.default_rng(5)
     truth = rng.uniform(5, 15, size=(50, 2, 2))
     crlb = np.full((50, 2, 2), 0.1)
@@ -112,6 +125,7 @@ def test_crlb_gaps_of_synthetic_draws_with_known_spread():
 
 def test_ratio_and_difference_maps():
     from bayes_smlm.compare import variance_difference_map, variance_ratio_map
+
     a, b = np.array([[1e-2, 0.0]]), np.array([[1e-3, 0.0]])
     np.testing.assert_allclose(variance_ratio_map(a, b), [[1.0, 0.0]])
     np.testing.assert_allclose(variance_difference_map(a, b), [[9e-3, 0.0]])

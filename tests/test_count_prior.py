@@ -23,8 +23,7 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods import get_method
 from bayes_smlm.methods.evidence import parse_counts
 
-DIM = {"height": 12, "width": 12, "prior.radius": 2.0, "prior.i0": 40.0,
-       "prior.background": 3.0}
+DIM = {"height": 12, "width": 12, "prior.radius": 2.0, "prior.i0": 40.0, "prior.background": 3.0}
 
 
 def chi_square_p(counts: np.ndarray, probabilities: np.ndarray) -> float:
@@ -38,10 +37,13 @@ def chi_square_p(counts: np.ndarray, probabilities: np.ndarray) -> float:
     return float(stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue)
 
 
-@pytest.mark.parametrize("count, probability", [
-    ("poisson", lambda n: stats.poisson.pmf(n, 3)),
-    ("1-4", lambda n: np.where((n >= 1) & (n <= 4), 0.25, 0.0)),
-])
+@pytest.mark.parametrize(
+    "count, probability",
+    [
+        ("poisson", lambda n: stats.poisson.pmf(n, 3)),
+        ("1-4", lambda n: np.where((n >= 1) & (n <= 4), 0.25, 0.0)),
+    ],
+)
 def test_simulated_counts_follow_the_count_prior(count, probability):
     task = get_task("paper", {"prior.count": count, "prior.n_emitters": 3})
     batch = simulate(task, 3000, seed=4)
@@ -71,8 +73,11 @@ def test_a_fixed_count_keeps_the_task_json_and_the_frames_of_before():
 def test_count_prior_of_listed_counts_is_renormalised_and_refuses_impossible_counts():
     poisson = get_task("paper", {"prior.count": "poisson", "prior.n_emitters": 2}).prior
     log_p = count_log_prior(poisson, [0, 1, 2])
-    np.testing.assert_allclose(np.exp(log_p), stats.poisson.pmf([0, 1, 2], 2)
-                               / stats.poisson.pmf([0, 1, 2], 2).sum(), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.exp(log_p),
+        stats.poisson.pmf([0, 1, 2], 2) / stats.poisson.pmf([0, 1, 2], 2).sum(),
+        rtol=1e-12,
+    )
     uniform = get_task("paper", {"prior.count": "1-4"}).prior
     assert count_support(uniform) == (1, 2, 3, 4)
     np.testing.assert_allclose(np.exp(count_log_prior(uniform, [0, 1, 2])), [0, 0.5, 0.5])
@@ -114,13 +119,32 @@ def test_p_n_of_frames_drawn_from_the_count_prior_is_calibrated():
 
 def test_cli_simulates_a_drawn_count_and_counts_it_by_its_prior(tmp_path, capsys):
     frames = tmp_path / "f.npz"
-    sets = [a for key, value in {**DIM, "prior.n_emitters": 2, "prior.count": "0-2"}.items()
-            for a in ("--set", f"{key}={value}")]
-    assert main(["simulate", "--task", "isolated", *sets, "--frames", "3", "--seed", "2",
-                 "--out", str(frames)]) == 0
+    sets = [
+        a
+        for key, value in {**DIM, "prior.n_emitters": 2, "prior.count": "0-2"}.items()
+        for a in ("--set", f"{key}={value}")
+    ]
+    assert (
+        main(
+            [
+                "simulate",
+                "--task",
+                "isolated",
+                *sets,
+                "--frames",
+                "3",
+                "--seed",
+                "2",
+                "--out",
+                str(frames),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "p.nc"
-    assert main(["posterior", str(frames), "--method", "laplace", "--quiet", "--out",
-                 str(out)]) == 0
+    assert (
+        main(["posterior", str(frames), "--method", "laplace", "--quiet", "--out", str(out)]) == 0
+    )
     assert "most probable count" in capsys.readouterr().out
     ds = xr.open_datatree(out, engine="h5netcdf")["evidence"].to_dataset()
     assert ds["n_emitters"].values.tolist() == [0, 1, 2]
@@ -134,14 +158,21 @@ def test_cli_simulates_a_drawn_count_and_counts_it_by_its_prior(tmp_path, capsys
 
 # --- brightness drawn (prior.brightness = drawn): i0 and b latent, integrated out -------------
 
-DRAWN = {**DIM, "prior.brightness": "drawn", "prior.i0_range": "30,50",
-         "prior.background_range": "2.5,3.5"}
+DRAWN = {
+    **DIM,
+    "prior.brightness": "drawn",
+    "prior.i0_range": "30,50",
+    "prior.background_range": "2.5,3.5",
+}
 
 
 def drawn_task(n: int):
     from bayes_smlm.forward.config import parse_override
-    return get_task("isolated", dict(parse_override(f"{k}={v}") for k, v in
-                                     {**DRAWN, "prior.n_emitters": n}.items()))
+
+    return get_task(
+        "isolated",
+        dict(parse_override(f"{k}={v}") for k, v in {**DRAWN, "prior.n_emitters": n}.items()),
+    )
 
 
 def quadrature_over_brightness(task, adu: np.ndarray, n: int, points: int, spacing: float):
@@ -149,21 +180,34 @@ def quadrature_over_brightness(task, adu: np.ndarray, n: int, points: int, spaci
     (i0, b) around tests/evidence_quadrature.py's positions quadrature at fixed i0 and b."""
     from evidence_quadrature import log_evidence
     from scipy.special import logsumexp
+
     c, p = task.camera, task.prior
     i0s = p.i0_range[0] + (np.arange(points) + 0.5) * np.diff(p.i0_range)[0] / points
     bs = p.background_range[0] + (np.arange(points) + 0.5) * np.diff(p.background_range)[0] / points
-    kw = dict(sigma=task.optics.sigma_psf, offset=c.offset, gain=c.gain,
-              readout_var=c.readout_var, centre=task.centre, radius=p.radius, spacing=spacing)
-    values = [log_evidence(adu, n=n, i0=i0, background=b, **kw)
-              for i0 in (i0s if n else i0s[:1]) for b in bs]
+    kw = dict(
+        sigma=task.optics.sigma_psf,
+        offset=c.offset,
+        gain=c.gain,
+        readout_var=c.readout_var,
+        centre=task.centre,
+        radius=p.radius,
+        spacing=spacing,
+    )
+    values = [
+        log_evidence(adu, n=n, i0=i0, background=b, **kw)
+        for i0 in (i0s if n else i0s[:1])
+        for b in bs
+    ]
     return logsumexp(values) - np.log(len(values))
 
 
 def test_background_only_evidence_integrates_a_latent_background():
     from bayes_smlm.forward.model import background_log_likelihood
+
     task = drawn_task(1)
     adu = simulate(drawn_task(1), 3, seed=8).adu
     import jax
+
     ours = np.asarray(jax.vmap(background_log_likelihood(task, "poisson"))(adu))
     exact = [quadrature_over_brightness(task, a, 0, 400, 0.05) for a in adu]
     np.testing.assert_allclose(ours, exact, atol=0.01)
@@ -179,8 +223,13 @@ def test_smc_evidence_integrates_latent_brightness_like_quadrature():
     result = get_method("smc")(task, adu, n_emitters="0-1", seed=12)
     ev = result.evidence
     ours = ev.log_evidence[:, 1] - ev.log_evidence[:, 0]
-    exact = np.array([quadrature_over_brightness(task, a, 1, 16, 0.1)
-                      - quadrature_over_brightness(task, a, 0, 16, 0.1) for a in adu])
+    exact = np.array(
+        [
+            quadrature_over_brightness(task, a, 1, 16, 0.1)
+            - quadrature_over_brightness(task, a, 0, 16, 0.1)
+            for a in adu
+        ]
+    )
     close = np.abs(ours - exact) <= np.maximum(0.15, 3 * ev.log_evidence_se[:, 1])
     assert close.sum() >= 5, np.c_[ours, exact, ev.log_evidence_se[:, 1]]
     assert not result.flagged.any()

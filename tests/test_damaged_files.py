@@ -43,16 +43,27 @@ def _nan(path):
     save_file(tensors, str(path))
 
 
-@pytest.mark.parametrize("damage, words", [
-    (_truncate, ["not a readable safetensors file"]),
-    (_pickle, ["not a readable safetensors file"]),
-    (_nan, ["non-finite values"]),
-])
-def test_damaged_phi_weights_are_refused_in_one_line(phi_copy, frames_file, tmp_path, capsys,
-                                                    damage, words):
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (_truncate, ["not a readable safetensors file"]),
+        (_pickle, ["not a readable safetensors file"]),
+        (_nan, ["non-finite values"]),
+    ],
+)
+def test_damaged_phi_weights_are_refused_in_one_line(
+    phi_copy, frames_file, tmp_path, capsys, damage, words
+):
     damage(phi_copy / "model.safetensors")
-    status, _, err = run_cli(capsys, "detect-phi", str(frames_file), "--checkpoint",
-                             str(phi_copy), "--out", str(tmp_path / "locs.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "detect-phi",
+        str(frames_file),
+        "--checkpoint",
+        str(phi_copy),
+        "--out",
+        str(tmp_path / "locs.csv"),
+    )
     assert_one_line_error(status, err, "argument --checkpoint:", "model.safetensors", *words)
     assert not (tmp_path / "locs.csv").exists()
 
@@ -62,21 +73,45 @@ def test_a_psi_unet_saved_as_bin_only_is_refused(tmp_path, frames_file, capsys):
         shutil.copytree(checkpoints.SHIPPED_DIR / name, tmp_path / name)
     unet = tmp_path / "psi-isolated" / "unet"
     (unet / "diffusion_pytorch_model.safetensors").rename(unet / "diffusion_pytorch_model.bin")
-    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "ddpm",
-                             "--checkpoint", str(tmp_path / "psi-isolated"),
-                             "--out", str(tmp_path / "d.nc"))
-    assert_one_line_error(status, err, "argument --checkpoint:", "diffusion_pytorch_model.safetensors",
-              "is missing")
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "ddpm",
+        "--checkpoint",
+        str(tmp_path / "psi-isolated"),
+        "--out",
+        str(tmp_path / "d.nc"),
+    )
+    assert_one_line_error(
+        status, err, "argument --checkpoint:", "diffusion_pytorch_model.safetensors", "is missing"
+    )
 
 
 def test_a_truncated_training_state_is_refused_on_resume(phi_copy, capsys):
     state = phi_copy / "training_state.safetensors"
     shutil.copy(phi_copy / "model.safetensors", state)
     _truncate(state)
-    status, _, err = run_cli(capsys, "train-phi", "--task", "isolated", "--steps", "2",
-                             "--resume", "--quiet", "--out", str(phi_copy))
-    assert_one_line_error(status, err, "argument --out:", "training_state.safetensors",
-              "not a readable safetensors file")
+    status, _, err = run_cli(
+        capsys,
+        "train-phi",
+        "--task",
+        "isolated",
+        "--steps",
+        "2",
+        "--resume",
+        "--quiet",
+        "--out",
+        str(phi_copy),
+    )
+    assert_one_line_error(
+        status,
+        err,
+        "argument --out:",
+        "training_state.safetensors",
+        "not a readable safetensors file",
+    )
 
 
 def test_a_truncated_posterior_file_is_refused(tmp_path, isolated):
@@ -104,6 +139,7 @@ def test_a_lone_npy_array_under_an_npz_name_is_refused(tmp_path, capsys):
     path = tmp_path / "frames.npz"
     with open(path, "wb") as handle:
         np.save(handle, np.zeros((2, 20, 20), np.float32))
-    status, _, err = run_cli(capsys, "posterior", str(path), "--method", "grid",
-                             "--out", str(tmp_path / "p.nc"))
+    status, _, err = run_cli(
+        capsys, "posterior", str(path), "--method", "grid", "--out", str(tmp_path / "p.nc")
+    )
     assert_one_line_error(status, err, "argument FILE.npz:", "single .npy array")

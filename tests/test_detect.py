@@ -33,8 +33,9 @@ def test_gauss3_recovers_true_positions_from_the_true_kde(isolated, isolated_fra
     assert np.array_equal(found.frame, np.arange(60))
     err = found.xy - isolated_frames.theta[:, 0]
     assert np.abs(err).max() < 0.01
-    coarse = _detect(isolated, isolated_frames.kde, detector=detector, threshold=0.1,
-                     refinement="none")
+    coarse = _detect(
+        isolated, isolated_frames.kde, detector=detector, threshold=0.1, refinement="none"
+    )
     coarse_err = np.abs(coarse.xy - isolated_frames.theta[:, 0])
     assert coarse_err.max() <= 0.5 / isolated.optics.upsampling + 1e-6
     assert coarse_err.mean() > 10 * np.abs(err).mean()
@@ -57,8 +58,9 @@ def test_matching_is_one_to_one_within_tolerance():
 
 def test_metrics_match_hand_computation():
     truth = np.array([[[5.0, 5.0], [10.0, 10.0], [15.0, 3.0]]])
-    found = Detections(frame=np.array([0, 0]), xy=np.array([[5.3, 4.6], [1.0, 1.0]]),
-                       response=np.ones(2))
+    found = Detections(
+        frame=np.array([0, 0]), xy=np.array([[5.3, 4.6], [1.0, 1.0]]), response=np.ones(2)
+    )
     m = evaluate_detections(found, truth, tolerance=1.25, pixel_size_nm=100.0)
     assert (m.tp, m.precision, m.recall, m.jaccard) == (1, 0.5, 1 / 3, 0.25)
     assert m.rmse_x_px == pytest.approx(0.3) and m.rmse_y_px == pytest.approx(0.4)
@@ -73,16 +75,25 @@ def test_true_kde_ceiling_on_the_paper_task(paper):
     frames = simulate(paper, 100, seed=3)
     recall = {}
     for detector in ("peaks", "log"):
-        m = evaluate_detections(_detect(paper, frames.kde, detector=detector, threshold=0.1),
-                                frames.theta, tolerance=1.25, pixel_size_nm=108.3)
+        m = evaluate_detections(
+            _detect(paper, frames.kde, detector=detector, threshold=0.1),
+            frames.theta,
+            tolerance=1.25,
+            pixel_size_nm=108.3,
+        )
         assert m.precision == 1.0
         recall[detector] = m.recall
     assert 0.86 < recall["log"] < recall["peaks"] < 0.97
 
 
-@pytest.mark.parametrize("kw, argument", [({"detector": "blob"}, "argument detector"),
-                                          ({"refinement": "spline"}, "argument refinement"),
-                                          ({"threshold": -1.0}, "argument threshold")])
+@pytest.mark.parametrize(
+    "kw, argument",
+    [
+        ({"detector": "blob"}, "argument detector"),
+        ({"refinement": "spline"}, "argument refinement"),
+        ({"threshold": -1.0}, "argument threshold"),
+    ],
+)
 def test_bad_detection_settings_name_the_argument(kw, argument):
     with pytest.raises(ConfigError, match=argument):
         DetectionSettings(**kw)

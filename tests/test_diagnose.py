@@ -18,17 +18,45 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
     from bayes_smlm.cli.main import main
+
     folder = tmp_path_factory.mktemp("diagnose")
-    assert main(["simulate", "--task", "paper", "--frames", "3", "--seed", "3",
-                 "--out", str(folder / "f.npz")]) == 0
-    assert main(["posterior", str(folder / "f.npz"), "--method", "rwmh", "--quiet",
-                 "--out", str(folder / "r.nc")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--task",
+                "paper",
+                "--frames",
+                "3",
+                "--seed",
+                "3",
+                "--out",
+                str(folder / "f.npz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "posterior",
+                str(folder / "f.npz"),
+                "--method",
+                "rwmh",
+                "--quiet",
+                "--out",
+                str(folder / "r.nc"),
+            ]
+        )
+        == 0
+    )
     return folder
 
 
 def test_diagnose_plots_the_worst_frame_and_its_closest_pair(sampled, capsys):
-    status, stdout, err = run_cli(capsys, "diagnose", str(sampled / "r.nc"), "--out",
-                                  str(sampled / "out"))
+    status, stdout, err = run_cli(
+        capsys, "diagnose", str(sampled / "r.nc"), "--out", str(sampled / "out")
+    )
     assert status == 0, err
     tree = load_posterior(sampled / "r.nc")
     rhat = tree["diagnostics"]["rhat"].values  # frame, emitter, axis
@@ -42,27 +70,35 @@ def test_diagnose_plots_the_worst_frame_and_its_closest_pair(sampled, capsys):
     assert summary["worst_rhat_emitter"] == int(np.argmax(rhat[frame].max(axis=1)))
     worst = f"x{summary['worst_rhat_emitter']}"
     assert summary["coordinates"][worst]["rhat"] == pytest.approx(
-        float(rhat[frame, summary["worst_rhat_emitter"], 0]))
+        float(rhat[frame, summary["worst_rhat_emitter"], 0])
+    )
     for name in summary["plots"]:
         assert (sampled / "out" / name).read_bytes()[:8] == PNG
     assert f"frame {frame}" in stdout
 
 
 def test_diagnose_takes_the_frame_asked_for_and_refuses_one_out_of_range(sampled, capsys):
-    status, _, err = run_cli(capsys, "diagnose", str(sampled / "r.nc"), "--frame", "0", "--out",
-                             str(sampled / "first"))
+    status, _, err = run_cli(
+        capsys, "diagnose", str(sampled / "r.nc"), "--frame", "0", "--out", str(sampled / "first")
+    )
     assert status == 0, err
     assert json.loads((sampled / "first" / "diagnose.json").read_text())["frame"] == 0
-    status, _, err = run_cli(capsys, "diagnose", str(sampled / "r.nc"), "--frame", "3", "--out",
-                             str(sampled / "none"))
+    status, _, err = run_cli(
+        capsys, "diagnose", str(sampled / "r.nc"), "--frame", "3", "--out", str(sampled / "none")
+    )
     assert_one_line_error(status, err, "--frame", "[0, 2]")
     assert not (sampled / "none").exists()
 
 
 def test_diagnose_refuses_results_without_chains_of_draws(sampled):
     tree = load_posterior(sampled / "r.nc")
-    moments_only = xr.DataTree.from_dict({name: tree[name].to_dataset() for name in tree.children
-                                          if name not in ("posterior", "diagnostics")})
+    moments_only = xr.DataTree.from_dict(
+        {
+            name: tree[name].to_dataset()
+            for name in tree.children
+            if name not in ("posterior", "diagnostics")
+        }
+    )
     with pytest.raises(ConfigError, match="no posterior draws"):
         check_diagnosable(moments_only, None, sampled / "ddpm.nc")
     one_chain = tree.copy()

@@ -29,10 +29,13 @@ def installed(tmp_path, monkeypatch):
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
     info = tmp_path / "site" / f"bayes_smlm_laplace_t-{project['version']}.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
-                                   f"Version: {project['version']}\n")
-    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items())
-             for group, entries in project["entry-points"].items()]
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    lines = [
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items())
+        for group, entries in project["entry-points"].items()
+    ]
     (info / "entry_points.txt").write_text("\n".join(lines))
     paths = [str(tmp_path / "site"), str(EXAMPLE)]
     for path in reversed(paths):
@@ -46,17 +49,35 @@ def installed(tmp_path, monkeypatch):
     sys.modules.pop("bayes_smlm_laplace_t", None)
 
 
-def test_the_example_plugin_runs_through_posterior_and_the_dask_path(installed, frames_file,
-                                                                      tmp_path, capsys):
+def test_the_example_plugin_runs_through_posterior_and_the_dask_path(
+    installed, frames_file, tmp_path, capsys
+):
     assert "laplace_t" in registry.list_methods()
-    args = ["posterior", str(frames_file), "--method", "laplace_t", "--draws", "200", "--seed",
-            "2", "--quiet"]
+    args = [
+        "posterior",
+        str(frames_file),
+        "--method",
+        "laplace_t",
+        "--draws",
+        "200",
+        "--seed",
+        "2",
+        "--quiet",
+    ]
     status, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "one.nc"))
     assert status == 0, err
     one = load_posterior(tmp_path / "one.nc")
     assert one.attrs["method"] == "laplace_t" and one["posterior"]["theta"].shape[:2] == (4, 200)
-    status, out, err = run_cli(capsys, *args, "--scheduler", "local:1", "--chunk-frames", "1",
-                               "--out", str(tmp_path / "two.zarr"))
+    status, out, err = run_cli(
+        capsys,
+        *args,
+        "--scheduler",
+        "local:1",
+        "--chunk-frames",
+        "1",
+        "--out",
+        str(tmp_path / "two.zarr"),
+    )
     assert status == 0, err
     assert_same_posterior(one, load_posterior(tmp_path / "two.zarr"))
 
@@ -72,8 +93,10 @@ def test_the_example_plugin_draws_a_student_t(installed):
     gaussian = registry.get_method("laplace")(task, adu, seed=1, draws=1000)
     t8 = method(task, adu, seed=1, draws=1000, nu=8.0)
     t_wide = method(task, adu, seed=1, draws=1000, nu=1e6)
-    var = {name: r.theta_flat().var(axis=1)[:, 0] for name, r in
-           (("gauss", gaussian), ("t8", t8), ("wide", t_wide))}  # (F, 2)
+    var = {
+        name: r.theta_flat().var(axis=1)[:, 0]
+        for name, r in (("gauss", gaussian), ("t8", t8), ("wide", t_wide))
+    }  # (F, 2)
     assert abs(np.median(var["t8"] / var["gauss"]) - 8 / 6) < 0.1
     assert abs(np.median(var["wide"] / var["gauss"]) - 1) < 0.1
     with pytest.raises(Exception, match="nu.*must be > 2"):
@@ -85,13 +108,15 @@ def test_the_calibration_smoke_runs_the_example_plugin(installed, tmp_path, caps
     import json
 
     from bayes_smlm.cli.main import main
+
     assert main(["study", "calibration", "--preset", "smoke", "--out", str(tmp_path / "c")]) == 0
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert "laplace_t" in metrics["methods"]
 
 
-def test_methods_lists_the_plugin_and_option_hands_it_its_own_options(installed, frames_file,
-                                                                     tmp_path, capsys):
+def test_methods_lists_the_plugin_and_option_hands_it_its_own_options(
+    installed, frames_file, tmp_path, capsys
+):
     status, listed, _ = run_cli(capsys, "methods")
     assert status == 0 and "laplace_t" in listed and "nuts" in listed
     status, shown, _ = run_cli(capsys, "methods", "--show", "laplace_t")
@@ -100,14 +125,41 @@ def test_methods_lists_the_plugin_and_option_hands_it_its_own_options(installed,
     # its own declaration (describe_method), its option's help from its docstring
     assert "flags a frame when: no converged mode" in shown and "Degrees of freedom" in options
     out = tmp_path / "t8.nc"
-    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace_t",
-                             "--option", "nu=8", "--draws", "100", "--quiet", "--out", str(out))
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "laplace_t",
+        "--option",
+        "nu=8",
+        "--draws",
+        "100",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert status == 0, err
     assert '"nu": 8.0' in load_posterior(out).attrs["settings"]
-    for option, words in (("nu=1", ("nu", "must be > 2")), ("nus=8", ("nus",)),
-                          ("8", ("--option", "KEY=VALUE")), ("draws=5", ("draws", "twice"))):
-        status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace_t",
-                                 "--option", option, "--draws", "100", "--quiet", "--out",
-                                 str(tmp_path / "bad.nc"))
+    for option, words in (
+        ("nu=1", ("nu", "must be > 2")),
+        ("nus=8", ("nus",)),
+        ("8", ("--option", "KEY=VALUE")),
+        ("draws=5", ("draws", "twice")),
+    ):
+        status, _, err = run_cli(
+            capsys,
+            "posterior",
+            str(frames_file),
+            "--method",
+            "laplace_t",
+            "--option",
+            option,
+            "--draws",
+            "100",
+            "--quiet",
+            "--out",
+            str(tmp_path / "bad.nc"),
+        )
         assert_one_line_error(status, err, *words)
     assert not (tmp_path / "bad.nc").exists()

@@ -17,8 +17,9 @@ from bayes_smlm.forward.tasks import get_task
 @pytest.mark.parametrize("i0", [100.0, 200.0, 1000.0, 5000.0])
 @pytest.mark.parametrize("background", [0.0, 2.0, 20.0])
 @pytest.mark.parametrize("readout_var", [0.0, 5.0])
-def test_sqrt_crlb_matches_mortensen_within_two_percent_at_a_pixel_centre(i0, background,
-                                                                          readout_var):
+def test_sqrt_crlb_matches_mortensen_within_two_percent_at_a_pixel_centre(
+    i0, background, readout_var
+):
     task = get_task("isolated", {"i0": i0, "background": background, "readout_var": readout_var})
     bound = fisher_information(task, [[9.0, 10.0]])
     ref = mortensen_mle_sd(0.92, i0, background + readout_var)
@@ -34,7 +35,9 @@ def test_default_constants_give_the_design_sanity_numbers(isolated):
 
 def test_mortensen_formula_reduces_to_sigma_a_over_root_n_without_background():
     assert mortensen_mle_sd(1.0, 400.0, 0.0) == pytest.approx(np.sqrt((1 + 1 / 12) / 400))
-    assert mortensen_mle_sd(1.0, 400.0, 1e-9) == pytest.approx(np.sqrt((1 + 1 / 12) / 400), rel=1e-4)
+    assert mortensen_mle_sd(1.0, 400.0, 1e-9) == pytest.approx(
+        np.sqrt((1 + 1 / 12) / 400), rel=1e-4
+    )
 
 
 def test_fisher_equals_the_covariance_of_the_score_over_simulated_frames():
@@ -78,8 +81,7 @@ def test_nuisance_parameters_never_tighten_the_bound():
     pair = [[9.0, 9.0], [9.8, 9.0]]
     dense = get_task("paper", {"background": 10.0})
     known = fisher_information(dense, pair).sd_xy
-    unknown = fisher_information(dense, pair, include_intensity=True,
-                                 include_background=True).sd_xy
+    unknown = fisher_information(dense, pair, include_intensity=True, include_background=True).sd_xy
     assert np.all(unknown[:, 0] > 3 * known[:, 0])
     np.testing.assert_allclose(unknown[:, 1], known[:, 1], rtol=1e-3)
     # √CRLB of i0 alone for a Poisson count with background is at least √i0
@@ -87,7 +89,9 @@ def test_nuisance_parameters_never_tighten_the_bound():
 
 
 def test_emitter_outside_the_frame_is_rejected(isolated):
-    with pytest.raises(ConfigError, match=r"argument x: emitter 0 at x = 25 lies outside the frame"):
+    with pytest.raises(
+        ConfigError, match=r"argument x: emitter 0 at x = 25 lies outside the frame"
+    ):
         fisher_information(isolated, [[25.0, 3.0]])
     with pytest.raises(ConfigError, match=r"argument y:"):
         fisher_information(isolated, [[3.0, -0.6]])
@@ -96,6 +100,7 @@ def test_emitter_outside_the_frame_is_rejected(isolated):
 def test_batched_crlb_equals_the_per_frame_fisher_information():
     from bayes_smlm.forward.fisher import position_crlb_sd
     from bayes_smlm.forward.simulate import simulate
+
     task = get_task("paper", {"n_emitters": 3})
     theta = simulate(task, 2, 2).theta
     expected = np.stack([fisher_information(task, frame).sd_xy for frame in theta])

@@ -19,15 +19,56 @@ from test_lost_results import small_disk
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from bayes_smlm.cli.main import main
+
     folder = tmp_path_factory.mktemp("inputs")
-    assert main(["simulate", "--task", "isolated", "--frames", "8", "--seed", "1", "--out",
-                 str(folder / "f.npz")]) == 0
-    assert main(["simulate", "--task", "paper", "--frames", "24", "--seed", "1", "--out",
-                 str(folder / "paper.npz")]) == 0  # 240 detections: more than the disk holds
-    assert main(["simulate-movie", "--frames", "12", "--size", "32", "--out",
-                 str(folder / "movie")]) == 0
-    assert main(["localize", str(folder / "movie" / "movie.tif"), "--quiet", "--out",
-                 str(folder / "locs.csv")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--task",
+                "isolated",
+                "--frames",
+                "8",
+                "--seed",
+                "1",
+                "--out",
+                str(folder / "f.npz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "simulate",
+                "--task",
+                "paper",
+                "--frames",
+                "24",
+                "--seed",
+                "1",
+                "--out",
+                str(folder / "paper.npz"),
+            ]
+        )
+        == 0
+    )  # 240 detections: more than the disk holds
+    assert (
+        main(["simulate-movie", "--frames", "12", "--size", "32", "--out", str(folder / "movie")])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "localize",
+                str(folder / "movie" / "movie.tif"),
+                "--quiet",
+                "--out",
+                str(folder / "locs.csv"),
+            ]
+        )
+        == 0
+    )
     return folder
 
 
@@ -38,29 +79,84 @@ def full_disk(tmp_path, monkeypatch):
     with small_disk(tmp_path / "disk", "8k") as grow:
         if grow is None:
             import bayes_smlm.io.atomic as atomic
+
             monkeypatch.setattr(atomic, "free_bytes", lambda folder: 0)
         yield tmp_path / "disk"
 
 
 COMMANDS = {
-    "simulate": ["simulate", "--task", "paper", "--frames", "20", "--seed", "0", "--out",
-                 "{disk}/s.npz"],
-    "posterior-nc": ["posterior", "{inputs}/f.npz", "--method", "grid", "--quiet", "--out",
-                     "{disk}/p.nc"],
-    "posterior-zarr": ["posterior", "{inputs}/f.npz", "--method", "grid", "--quiet",
-                       "--chunk-frames", "4", "--out", "{disk}/p.zarr"],
+    "simulate": [
+        "simulate",
+        "--task",
+        "paper",
+        "--frames",
+        "20",
+        "--seed",
+        "0",
+        "--out",
+        "{disk}/s.npz",
+    ],
+    "posterior-nc": [
+        "posterior",
+        "{inputs}/f.npz",
+        "--method",
+        "grid",
+        "--quiet",
+        "--out",
+        "{disk}/p.nc",
+    ],
+    "posterior-zarr": [
+        "posterior",
+        "{inputs}/f.npz",
+        "--method",
+        "grid",
+        "--quiet",
+        "--chunk-frames",
+        "4",
+        "--out",
+        "{disk}/p.zarr",
+    ],
     "render": ["render", "{inputs}/locs.csv", "--out", "{disk}/r"],
     "simulate-movie": ["simulate-movie", "--frames", "20", "--size", "64", "--out", "{disk}/m"],
     "localize": ["localize", "{inputs}/movie/movie.tif", "--quiet", "--out", "{disk}/l.csv"],
     "study": ["study", "forward-model", "--preset", "smoke", "--out", "{disk}/st"],
-    "train-phi": ["train-phi", "--task", "isolated", "--steps", "1", "--quiet", "--out",
-                  "{disk}/phi"],
+    "train-phi": [
+        "train-phi",
+        "--task",
+        "isolated",
+        "--steps",
+        "1",
+        "--quiet",
+        "--out",
+        "{disk}/phi",
+    ],
     "detect-phi": ["detect-phi", "{inputs}/paper.npz", "--out", "{disk}/d.csv"],
-    "train-psi": ["train-psi", "--task", "isolated", "--steps", "1", "--quiet", "--out",
-                  "{disk}/psi"],
-    "train-npe": ["train-npe", "--task", "isolated", "--steps", "1", "--simulations", "256",
-                  "--batch-size", "64", "--validation-frames", "64", "--quiet", "--out",
-                  "{disk}/npe"],
+    "train-psi": [
+        "train-psi",
+        "--task",
+        "isolated",
+        "--steps",
+        "1",
+        "--quiet",
+        "--out",
+        "{disk}/psi",
+    ],
+    "train-npe": [
+        "train-npe",
+        "--task",
+        "isolated",
+        "--steps",
+        "1",
+        "--simulations",
+        "256",
+        "--batch-size",
+        "64",
+        "--validation-frames",
+        "64",
+        "--quiet",
+        "--out",
+        "{disk}/npe",
+    ],
 }
 TRAININGS = ("train-phi", "train-psi", "train-npe")  # a checkpoint folder grows as it trains
 
@@ -77,8 +173,7 @@ def test_a_full_disk_is_one_line_and_no_partial_file(name, inputs, full_disk, ca
         rescue = Path(kept[1].strip())
         assert rescue.exists() and rescue.stat().st_size > 0
         rescue.unlink()
-    leftovers = [p for p in full_disk.rglob("*") if p.is_file()
-                 and not p.name.endswith(".lock")]
+    leftovers = [p for p in full_disk.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     if name == "posterior-zarr":  # a store keeps its finished chunks for the resume
         assert "rerun the same command" in lines[0], err
     elif name == "localize":  # so does localize, in LOCS.csv.partial/, every file whole
@@ -106,12 +201,27 @@ def test_the_netcdf_writer_never_dies_of_a_signal(inputs, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (32_000, 32_000))
 
     with small_disk(tmp_path / "disk", "64k") as grow:
-        proc = subprocess.run([sys.executable, "-m", "bayes_smlm.cli.main", "posterior",
-                               str(inputs / "f.npz"), "--method", "grid", "--quiet", "--out",
-                               str(tmp_path / "disk" / "p.nc")], capture_output=True, text=True,
-                              timeout=300, preexec_fn=None if grow else limit_file_size,
-                              env={**{k: v for k, v in os.environ.items()
-                                      if k != "JAX_COMPILATION_CACHE_DIR"},
-                                   "BAYES_SMLM_JAX_CACHE": "off"})  # its writes: not the point
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bayes_smlm.cli.main",
+                "posterior",
+                str(inputs / "f.npz"),
+                "--method",
+                "grid",
+                "--quiet",
+                "--out",
+                str(tmp_path / "disk" / "p.nc"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=None if grow else limit_file_size,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
+                "BAYES_SMLM_JAX_CACHE": "off",
+            },
+        )  # its writes: not the point
     assert proc.returncode in (1, 2), proc.stderr  # an exit status, not a signal (negative)
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

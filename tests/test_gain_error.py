@@ -30,8 +30,9 @@ def _z_scores(gain_se: float, windows: int = 800, seed: int = 5):
     """z = (fit − truth)/SD of x and y for windows of one bright emitter whose photons are
     ``Poisson(ω)/(1 + ε)`` (a gain map off by ε ~ N(0, GAIN_SE²) per pixel), the SDs widened for
     ``gain_se`` (0: the plain Laplace SDs)."""
-    task = get_task("widefield", {"prior.i0_range": [100.0, 5000.0],
-                                  "prior.background_range": [0.0, 50.0]})
+    task = get_task(
+        "widefield", {"prior.i0_range": [100.0, 5000.0], "prior.background_range": [0.0, 50.0]}
+    )
     rng = np.random.default_rng(seed)
     x, y = rng.uniform(4.5, 5.5, (2, windows))
     i0 = rng.uniform(1000.0, 3000.0, windows)
@@ -41,8 +42,15 @@ def _z_scores(gain_se: float, windows: int = 800, seed: int = 5):
     pedestal = np.full(counts.shape, PEDESTAL)
     fitted = np.ones(counts.shape, bool)
     active = np.ones((windows, 1), bool)
-    start = np.stack([np.full(windows, 5.0), np.full(windows, 5.0), np.full(windows, 1500.0),
-                      np.full(windows, 5.0)], 1)
+    start = np.stack(
+        [
+            np.full(windows, 5.0),
+            np.full(windows, 5.0),
+            np.full(windows, 1500.0),
+            np.full(windows, 5.0),
+        ],
+        1,
+    )
     fit = fit_windows(task, counts, pedestal, start, active, fitted)
     assert fit.converged.all()
     if gain_se:
@@ -78,8 +86,9 @@ def test_widened_chi2_is_pearsons_with_the_total_variance():
     omega_true = BACKGROUND + i0[:, None, None] * _psf(x, y)
     error = rng.normal(0.0, GAIN_SE, omega_true.shape)
     counts = rng.poisson(omega_true) / (1.0 + error) + rng.poisson(PEDESTAL, omega_true.shape)
-    omega = fit.mode[:, 3, None, None] + fit.mode[:, 2, None, None] * _psf(fit.mode[:, 0],
-                                                                           fit.mode[:, 1])
+    omega = fit.mode[:, 3, None, None] + fit.mode[:, 2, None, None] * _psf(
+        fit.mode[:, 0], fit.mode[:, 1]
+    )
     rate = omega + PEDESTAL
     expected = np.sum((counts - rate) ** 2 / (rate + GAIN_SE**2 * omega**2), axis=(1, 2))
     np.testing.assert_allclose(fit.chi2, expected, rtol=2e-3)

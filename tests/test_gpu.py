@@ -14,8 +14,10 @@ from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods import get_method
 from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="gpu: needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="gpu: needs a CUDA device"),
+]
 
 
 def test_phi_on_cuda_matches_phi_on_the_cpu():
@@ -33,13 +35,30 @@ def test_ddpm_posterior_runs_on_cuda_through_the_cli(tmp_path, capsys):
     frames = simulate(task, 2, seed=22)
     npz = tmp_path / "f.npz"
     np.savez(npz, adu=frames.adu, theta=frames.theta, config=task.to_json())
-    assert main(["posterior", str(npz), "--method", "ddpm", "--device", "cuda", "--samples", "8",
-                 "--quiet", "--out", str(tmp_path / "p.nc")]) == 0
+    assert (
+        main(
+            [
+                "posterior",
+                str(npz),
+                "--method",
+                "ddpm",
+                "--device",
+                "cuda",
+                "--samples",
+                "8",
+                "--quiet",
+                "--out",
+                str(tmp_path / "p.nc"),
+            ]
+        )
+        == 0
+    )
     assert "method ddpm, 2 frames" in capsys.readouterr().out
 
 
 def test_chees_on_the_jax_gpu_backend_agrees_with_the_grid():
     import jax
+
     if jax.default_backend() != "gpu":
         pytest.skip("gpu: JAX has no GPU backend here (install the gpu extra)")
     task = get_task("isolated")

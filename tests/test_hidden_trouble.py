@@ -39,16 +39,28 @@ def test_a_grid_too_coarse_for_a_bright_emitter_is_flagged_and_announced(tmp_pat
     assert np.isfinite(result.kde_var).all() and np.isfinite(result.extra["theta_mean"]).all()
     assert result.flagged.all()  # SD ≈ 0.0007 px: below two cells of the fine grid
     path = _frames_file(tmp_path / "bright.npz", task, frames.adu, frames.theta)
-    status, out, _ = run_cli(capsys, "posterior", str(path), "--method", "grid",
-                             "--out", str(tmp_path / "g.nc"))
+    status, out, _ = run_cli(
+        capsys, "posterior", str(path), "--method", "grid", "--out", str(tmp_path / "g.nc")
+    )
     assert status == 0 and "warning: 2 of 2 frames are flagged" in out
     tree = load_posterior(tmp_path / "g.nc")
     assert np.asarray(tree["extra"]["under_resolved"]).all()  # and the file records it
 
 
 def test_a_single_chain_says_why_it_has_no_diagnostics(tmp_path, capsys, frames_file):
-    status, out, _ = run_cli(capsys, "posterior", str(frames_file), "--method", "rwmh",
-                             "--chains", "1", "--draws", "200", "--out", str(tmp_path / "r.nc"))
+    status, out, _ = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "rwmh",
+        "--chains",
+        "1",
+        "--draws",
+        "200",
+        "--out",
+        str(tmp_path / "r.nc"),
+    )
     assert status == 0 and "R-hat needs at least 2 chains" in out
     tree = load_posterior(tmp_path / "r.nc")
     assert "diagnostics" not in tree.children

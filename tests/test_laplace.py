@@ -23,8 +23,9 @@ CHAINS, DRAWS = 4, 1000
 def isolated_pair():
     task = get_task("isolated")
     frames = simulate(task, 24, 123)
-    laplace = get_method("laplace")(task, frames.adu, chains=CHAINS, draws=DRAWS, seed=1,
-                                    theta_true=frames.theta)
+    laplace = get_method("laplace")(
+        task, frames.adu, chains=CHAINS, draws=DRAWS, seed=1, theta_true=frames.theta
+    )
     grid = get_method("grid")(task, frames.adu)
     return laplace, grid
 
@@ -32,7 +33,7 @@ def isolated_pair():
 def test_laplace_agrees_with_the_grid_within_monte_carlo_error(isolated_pair):
     laplace, grid = isolated_pair
     assert not laplace.flagged.any()
-    draws = laplace.theta_flat()[:, :, 0]                                   # (F, S, 2)
+    draws = laplace.theta_flat()[:, :, 0]  # (F, S, 2)
     s = draws.shape[1]
     grid_sd = np.sqrt(np.diagonal(grid.extra["theta_cov"], axis1=-2, axis2=-1))
     # SD of S i.i.d. draws: relative standard error 1/√(2S) = 1.1 %; the bar is 5 % (≈ 4.5 SE)
@@ -53,8 +54,9 @@ def test_laplace_kde_moments_match_the_grid(isolated_pair):
 def test_analytic_image_derivatives_equal_automatic_differentiation():
     task = get_task("paper", {"n_emitters": 3, "background": 4.0})
     layout = ParameterLayout.of(task, infer_intensity=True, infer_background=True)
-    params = layout.pack(jnp.array([[9.3, 8.1], [5.2, 11.7], [12.0, 10.0]]),
-                         jnp.array([150.0, 220.0, 300.0]), 7.0)
+    params = layout.pack(
+        jnp.array([[9.3, 8.1], [5.2, 11.7], [12.0, 10.0]]), jnp.array([150.0, 220.0, 300.0]), 7.0
+    )
     analytic = layout.image_derivatives(task)(params)
     omega = layout.expected_photons(task)
     jacobian = np.moveaxis(np.asarray(jax.jit(jax.jacfwd(omega))(params)), -1, 0)
@@ -62,16 +64,16 @@ def test_analytic_image_derivatives_equal_automatic_differentiation():
     np.testing.assert_allclose(analytic.jacobian, jacobian, atol=1e-4 * np.abs(jacobian).max())
     weights = jnp.asarray(np.random.default_rng(0).normal(size=task.shape), jnp.float32)
     hessian = np.asarray(jax.jit(jax.hessian(lambda p: jnp.sum(weights * omega(p))))(params))
-    np.testing.assert_allclose(layout.curvature(analytic, weights), hessian,
-                               atol=1e-4 * np.abs(hessian).max())
+    np.testing.assert_allclose(
+        layout.curvature(analytic, weights), hessian, atol=1e-4 * np.abs(hessian).max()
+    )
 
 
 @pytest.mark.slow
 def test_laplace_fits_ten_emitters_jointly():
     task = get_task("paper")
     frames = simulate(task, 8, 5)
-    result = get_method("laplace")(task, frames.adu, chains=2, draws=200,
-                                   theta_true=frames.theta)
+    result = get_method("laplace")(task, frames.adu, chains=2, draws=200, theta_true=frames.theta)
     assert result.theta.shape == (2, 200, 8, 10, 2)
     assert result.extra["converged"].all() and result.extra["positive_definite"].all()
     # every true emitter has a fitted one nearby (greedy matching, LR px)
@@ -89,8 +91,17 @@ def test_a_frame_without_an_emitter_is_flagged_not_dropped(tmp_path, capsys):
 
 def test_laplace_through_the_cli_writes_its_flags_and_mode(tmp_path, capsys, frames_file):
     out = tmp_path / "l.nc"
-    status, stdout, _ = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace",
-                                "--draws", "100", "--out", str(out))
+    status, stdout, _ = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "laplace",
+        "--draws",
+        "100",
+        "--out",
+        str(out),
+    )
     assert status == 0 and "method laplace, 2 frames" in stdout
     tree = load_posterior(out)
     assert tree["posterior"]["theta"].shape == (4, 100, 2, 1, 2)

@@ -18,9 +18,9 @@ def test_closed_form_matches_many_draws_on_dense_frames_away_from_the_edge():
     task = get_task("paper")
     batch = simulate(task, 10, seed=50)
     fit = laplace_fit(task, batch.adu)
-    whole = fit.edge_mass < 1e-4    # the prior disc does not cut the Gaussian
+    whole = fit.edge_mass < 1e-4  # the prior disc does not cut the Gaussian
     assert whole.sum() >= 3
-    draws = gaussian_theta_draws(fit, task, 4, 10000, 0)                 # (C, D, F, N, 2)
+    draws = gaussian_theta_draws(fit, task, 4, 10000, 0)  # (C, D, F, N, 2)
     flat = np.moveaxis(draws, 2, 0).reshape(10, -1, 10, 2)[whole]
     mean_d, var_d = kde_moments(flat, task)
     mean_c, var_c, _ = gaussian_kde_moments(fit.mode[whole], fit.covariance[whole], task)
@@ -40,6 +40,7 @@ def test_closed_form_of_one_emitter_is_exact_for_a_point_mass_limit():
     mode = np.array([[9.3, 10.1]], np.float32)
     mean, var, _ = gaussian_kde_moments(mode, np.eye(2, dtype=np.float32)[None] * 1e-8, task)
     from bayes_smlm.methods.pushforward import kde_images
+
     exact = kde_images(mode.reshape(1, 1, 2), task)[0]
     np.testing.assert_allclose(mean[0], exact, atol=5e-4)
     assert var.max() < 1e-5
@@ -55,7 +56,7 @@ def test_closed_form_takes_the_disc_edge_into_account():
     fit = laplace_fit(task, batch.adu)
     cut = (fit.edge_mass > 0.01) & (fit.edge_mass < 0.9)
     _, _, holds = gaussian_kde_moments(fit.mode, fit.covariance, task)
-    assert holds[cut].mean() > 0.6       # most frames the disc cuts keep the closed form
+    assert holds[cut].mean() > 0.6  # most frames the disc cuts keep the closed form
     cut &= holds
     assert cut.sum() >= 8
     draws = gaussian_theta_draws(fit, task, 4, 10000, 0)
@@ -82,6 +83,6 @@ def test_laplace_method_takes_its_moments_in_closed_form_and_matches_its_draws()
     draw_mean, draw_var = kde_moments(result.theta_flat(), task)
     closed = result.extra["closed_form"]
     assert closed.sum() >= 4
-    for f in range(6):   # closed form vs 8000 draws: SE of a summed variance ≲ 1.6 %
+    for f in range(6):  # closed form vs 8000 draws: SE of a summed variance ≲ 1.6 %
         ratio = result.kde_var[f].sum() / draw_var[f].sum()
         assert abs(ratio - 1) < 0.05, (f, ratio)

@@ -73,13 +73,18 @@ def test_at_most_ten_modules_stay_flat_and_every_module_imports():
 
 
 def test_every_study_file_is_registered_under_its_own_name():
-    on_disk = {p.stem for p in STUDIES_DIR.glob("*.py")  # a study defines its presets
-               if any(line.startswith("PRESETS") for line in p.read_text("utf-8").splitlines())}
+    on_disk = {
+        p.stem
+        for p in STUDIES_DIR.glob("*.py")  # a study defines its presets
+        if any(line.startswith("PRESETS") for line in p.read_text("utf-8").splitlines())
+    }
     assert on_disk == {name.replace("-", "_") for name in STUDIES}
     for name in STUDIES:
         module = importlib.import_module(study_module_name(name))
-        assert Path(module.__file__).resolve() == (STUDIES_DIR / f"{name.replace('-', '_')}.py"
-                                                   ).resolve()
+        assert (
+            Path(module.__file__).resolve()
+            == (STUDIES_DIR / f"{name.replace('-', '_')}.py").resolve()
+        )
         assert {"smoke", "cpu", "paper"} <= set(module.PRESETS) and callable(module.run)
 
 

@@ -19,8 +19,16 @@ from bayes_smlm.acquisition.resume import ChunkStore, frames_digest
 
 
 def localize_command(folder, out) -> list[str]:
-    return ["localize", str(folder / "movie.tif"), *maps_of(folder), "--chunk-frames", "2",
-            "--quiet", "--out", str(out)]
+    return [
+        "localize",
+        str(folder / "movie.tif"),
+        *maps_of(folder),
+        "--chunk-frames",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.slow
@@ -30,9 +38,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_csv(small_movie, tmp_path, ca
     assert status == 0, err
     out = tmp_path / "locs.csv"
     partial = tmp_path / "locs.csv.partial"
-    job = subprocess.Popen([sys.executable, "-m", "bayes_smlm.cli.main",
-                            *localize_command(small_movie, out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bayes_smlm.cli.main", *localize_command(small_movie, out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while len(list(partial.glob("chunk-*.npz"))) < 2 and job.poll() is None:
         assert time.monotonic() < deadline, "no chunk finished in 10 minutes"
@@ -43,9 +53,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_csv(small_movie, tmp_path, ca
     status, printed, err = run_cli(capsys, *localize_command(small_movie, out))
     assert status == 0, err
     resumed = int(printed.split("resumed: ")[1].split()[0])
-    assert 2 <= resumed < 5                      # 10 frames in chunks of 2: not all were done
+    assert 2 <= resumed < 5  # 10 frames in chunks of 2: not all were done
     assert out.read_text() == whole.read_text()  # the rows of an uninterrupted run
-    assert not partial.exists()                  # cleaned up once the CSV is written
+    assert not partial.exists()  # cleaned up once the CSV is written
 
 
 def test_a_store_takes_only_chunks_whose_frames_and_run_are_unchanged(tmp_path):
@@ -58,9 +68,9 @@ def test_a_store_takes_only_chunks_whose_frames_and_run_are_unchanged(tmp_path):
     assert loaded is not None and np.array_equal(loaded["x"], rows["x"])
     assert loaded["flagged"].dtype == bool and again.resumed == 1
     changed = frames.copy()
-    changed[1, 2, 3] += 1.0                      # one pixel of one frame differs
+    changed[1, 2, 3] += 1.0  # one pixel of one frame differs
     assert again.load(0, changed) is None
     (tmp_path / "p" / "chunk-000001.npz").write_bytes(b"PK\x03\x04 cut short")
-    assert again.load(1, frames) is None         # a file the kill cut short: computed again
+    assert again.load(1, frames) is None  # a file the kill cut short: computed again
     other = ChunkStore(tmp_path / "p", {"task": "t", "settings": {"a": 2}})
     assert other.load(0, frames) is None and not list(other.folder.glob("chunk-*"))

@@ -26,8 +26,14 @@ from bayes_smlm.io.posteriors import load_posterior
 @pytest.fixture
 def frames16(tmp_path, isolated):
     batch = simulate(isolated, 16, 5)
-    return write_npz(tmp_path / "f16.npz", adu=batch.adu, theta=batch.theta, kde=batch.kde,
-                     config=isolated.to_json(), seed=5)
+    return write_npz(
+        tmp_path / "f16.npz",
+        adu=batch.adu,
+        theta=batch.theta,
+        kde=batch.kde,
+        config=isolated.to_json(),
+        seed=5,
+    )
 
 
 @contextlib.contextmanager
@@ -36,13 +42,25 @@ def small_disk(folder: Path, size: str):
     where this process may not mount one."""
     folder.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                  str(folder)], capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
     except OSError:  # no mount command here
         mounted = False
     try:
-        yield (lambda new: subprocess.run(["mount", "-o", f"remount,size={new}", str(folder)],
-                                          check=True)) if mounted else None
+        yield (
+            (
+                lambda new: subprocess.run(
+                    ["mount", "-o", f"remount,size={new}", str(folder)], check=True
+                )
+            )
+            if mounted
+            else None
+        )
     finally:
         if mounted:
             subprocess.run(["umount", str(folder)], check=False)
@@ -52,6 +70,7 @@ def enospc_after(monkeypatch, calls: int):
     """Make the zarr store's writes fail with ENOSPC after ``calls`` successful ones (for
     machines where no tmpfs can be mounted); returns a function that lifts the fault."""
     import bayes_smlm.io.posterior_store as store_module
+
     real, count = store_module._to_zarr, [0]
 
     def failing(*args, **kwargs):
@@ -64,8 +83,9 @@ def enospc_after(monkeypatch, calls: int):
     return lambda: monkeypatch.setattr(store_module, "_to_zarr", real)
 
 
-def test_a_store_that_ran_out_of_space_resumes_to_the_whole_run(tmp_path, capsys, frames16,
-                                                                  monkeypatch):
+def test_a_store_that_ran_out_of_space_resumes_to_the_whole_run(
+    tmp_path, capsys, frames16, monkeypatch
+):
     """The reproducer of issue 32: a grid run into a store whose disk fills after the first
     chunks, then the same command with space again. Before: 3 of 4 chunks 'already in the
     store', frames all NaN, exit 0. Now: the failure is one line that says how many chunks are
@@ -94,14 +114,16 @@ def test_a_store_that_ran_out_of_space_resumes_to_the_whole_run(tmp_path, capsys
             np.testing.assert_array_equal(resumed[group][name].values, values.values)
 
 
-def test_a_store_too_large_for_its_disk_is_refused_in_one_line(tmp_path, capsys, frames16,
-                                                                monkeypatch):
+def test_a_store_too_large_for_its_disk_is_refused_in_one_line(
+    tmp_path, capsys, frames16, monkeypatch
+):
     """On a disk without room for the whole store, nothing is laid out: one line saying how much
     it needs; with room, the same command runs."""
     argv = ["posterior", str(frames16), "--method", "grid", "--chunk-frames", "4", "--quiet"]
     with small_disk(tmp_path / "disk", "300k") as grow:
         if grow is None:
             import bayes_smlm.io.atomic as atomic
+
             monkeypatch.setattr(atomic, "free_bytes", lambda folder: 300_000)
         target = tmp_path / "disk" / "q.zarr"
         status, _, err = run_cli(capsys, *argv, "--out", str(target))
@@ -120,10 +142,12 @@ def test_done_flags_are_never_read_from_a_fill_value(tmp_path, isolated):
 
     from bayes_smlm.cluster.posterior import posterior_in_chunks
     from bayes_smlm.io.posterior_store import PROGRESS_GROUP
+
     batch = simulate(isolated, 6, 2)
     options = {"seed": 1, "fine": 61}
-    path, computed = posterior_in_chunks("grid", isolated, batch.adu, tmp_path / "s.zarr",
-                                         options=options, chunk_frames=2)
+    path, computed = posterior_in_chunks(
+        "grid", isolated, batch.adu, tmp_path / "s.zarr", options=options, chunk_frames=2
+    )
     first = load_posterior(path)["kde"]["var"].values
     progress = zarr.open_group(str(path / PROGRESS_GROUP), mode="r+")
     assert progress["done"].dtype == np.int8 and list(progress["done"][:]) == [1, 1, 1]
@@ -131,8 +155,9 @@ def test_done_flags_are_never_read_from_a_fill_value(tmp_path, isolated):
     kde_var = zarr.open_group(str(path / "kde"), mode="r+")["var"]
     kde_var[4] = 0.0  # and data that no longer match their digest
     with pytest.warns(UserWarning, match="chunk 2 .* does not match its digest"):
-        path, computed = posterior_in_chunks("grid", isolated, batch.adu, path, options=options,
-                                             chunk_frames=2)
+        path, computed = posterior_in_chunks(
+            "grid", isolated, batch.adu, path, options=options, chunk_frames=2
+        )
     assert computed == 2
     np.testing.assert_array_equal(load_posterior(path)["kde"]["var"].values, first)
 
@@ -141,15 +166,18 @@ def test_a_half_laid_out_store_is_laid_out_again(tmp_path, isolated, monkeypatch
     """A store whose lay-out died half-way never appears at the store's path: the rerun lays it
     out again and finishes."""
     from bayes_smlm.cluster.posterior import posterior_in_chunks
+
     batch = simulate(isolated, 4, 3)
     lift = enospc_after(monkeypatch, 2)
     with pytest.raises(OutputError, match="No space left"):
-        posterior_in_chunks("grid", isolated, batch.adu, tmp_path / "h.zarr",
-                            options={"fine": 61}, chunk_frames=2)
+        posterior_in_chunks(
+            "grid", isolated, batch.adu, tmp_path / "h.zarr", options={"fine": 61}, chunk_frames=2
+        )
     assert not (tmp_path / "h.zarr").exists()
     lift()
-    path, computed = posterior_in_chunks("grid", isolated, batch.adu, tmp_path / "h.zarr",
-                                         options={"fine": 61}, chunk_frames=2)
+    path, computed = posterior_in_chunks(
+        "grid", isolated, batch.adu, tmp_path / "h.zarr", options={"fine": 61}, chunk_frames=2
+    )
     assert computed == 2 and load_posterior(path)["kde"]["var"].shape[0] == 4
 
 
@@ -174,12 +202,15 @@ def test_a_second_writer_of_one_output_is_refused_in_one_line(tmp_path, capsys, 
     holder.start()
     try:
         assert ready.wait(60)
-        status, _, err = run_cli(capsys, "train-phi", "--task", "isolated", "--steps", "1",
-                                 "--out", str(target))
-        assert_one_line_error(status, err, "argument --out:", "being written by another run",
-                              f"process {holder.pid}")
-        status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "grid",
-                                 "--out", str(target))
+        status, _, err = run_cli(
+            capsys, "train-phi", "--task", "isolated", "--steps", "1", "--out", str(target)
+        )
+        assert_one_line_error(
+            status, err, "argument --out:", "being written by another run", f"process {holder.pid}"
+        )
+        status, _, err = run_cli(
+            capsys, "posterior", str(frames_file), "--method", "grid", "--out", str(target)
+        )
         assert_one_line_error(status, err, "being written by another run")
     finally:
         release.set()
@@ -193,8 +224,9 @@ def test_a_second_writer_of_one_output_is_refused_in_one_line(tmp_path, capsys, 
 def test_outputs_with_the_longest_legal_names_are_written(tmp_path, capsys):
     """A 252-character name failed: the atomic writer's temporary name passed 255 bytes."""
     out = tmp_path / ("a" * (NAME_MAX - 4) + ".npz")
-    status, _, err = run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1",
-                             "--seed", "0", "--out", str(out))
+    status, _, err = run_cli(
+        capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "0", "--out", str(out)
+    )
     assert status == 0, err
     assert out.is_file() and len(lock_path(out).name.encode()) <= NAME_MAX
 
@@ -203,6 +235,7 @@ def test_a_study_folder_holds_one_run(tmp_path, capsys):
     """A study into a finished folder of another run replaces it whole; interrupted, it leaves
     the earlier run as it was; a folder that is not a study's is refused, not replaced."""
     import bayes_smlm.studies.forward_model as study
+
     out = tmp_path / "report"
     argv = ["study", "forward-model", "--preset", "smoke", "--out", str(out)]
     assert run_cli(capsys, *argv, "--seed", "3")[0] == 0
@@ -230,8 +263,9 @@ def test_a_study_folder_holds_one_run(tmp_path, capsys):
     foreign = tmp_path / "my-data"
     foreign.mkdir()
     (foreign / "movie.tif").write_bytes(b"precious")
-    status, _, err = run_cli(capsys, "study", "forward-model", "--preset", "smoke", "--out",
-                             str(foreign))
+    status, _, err = run_cli(
+        capsys, "study", "forward-model", "--preset", "smoke", "--out", str(foreign)
+    )
     assert_one_line_error(status, err, "not a study's")
     assert (foreign / "movie.tif").read_bytes() == b"precious"
 
@@ -247,8 +281,10 @@ def test_report_refuses_a_folder_of_two_runs_and_names_that_leave_it(tmp_path, c
     assert_one_line_error(status, err, "come from different runs", "seed")
 
     escaping = dict(metrics)
-    escaping["methods"] = {"../../../x": next(iter(metrics["methods"].values())),
-                           **metrics["methods"]}
+    escaping["methods"] = {
+        "../../../x": next(iter(metrics["methods"].values())),
+        **metrics["methods"],
+    }
     write_json(out / "metrics.json", escaping)
     status, _, err = run_cli(capsys, "report", str(out))
     assert_one_line_error(status, err, "not a plain name")
@@ -256,6 +292,7 @@ def test_report_refuses_a_folder_of_two_runs_and_names_that_leave_it(tmp_path, c
 
 def test_a_damaged_cache_entry_is_computed_again(isolated, reference_cache):
     from bayes_smlm.methods.reference import cached_reference
+
     batch = simulate(isolated, 2, 8)
     first = cached_reference(isolated, batch.adu, (8, 2), seed=0, fine=61)
     entries = sorted(reference_cache.glob("grid-*.nc"), key=os.path.getmtime)
@@ -277,16 +314,41 @@ def test_ctrl_c_of_a_run_on_dask_workers_is_one_line_and_it_resumes(tmp_path, is
     import time
 
     from bayes_smlm.io.posterior_store import read_done
+
     batch = simulate(isolated, 48, 9)
-    frames = write_npz(tmp_path / "f.npz", adu=batch.adu, theta=batch.theta, kde=batch.kde,
-                       config=isolated.to_json(), seed=9)
+    frames = write_npz(
+        tmp_path / "f.npz",
+        adu=batch.adu,
+        theta=batch.theta,
+        kde=batch.kde,
+        config=isolated.to_json(),
+        seed=9,
+    )
     store = tmp_path / "s.zarr"
-    argv = [sys.executable, "-m", "bayes_smlm.cli.main", "posterior", str(frames), "--method",
-            "grid", "--chunk-frames", "2", "--scheduler", "local:2", "--quiet", "--out",
-            str(store)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,  # a job of its own, as a terminal runs it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    argv = [
+        sys.executable,
+        "-m",
+        "bayes_smlm.cli.main",
+        "posterior",
+        str(frames),
+        "--method",
+        "grid",
+        "--chunk-frames",
+        "2",
+        "--scheduler",
+        "local:2",
+        "--quiet",
+        "--out",
+        str(store),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a job of its own, as a terminal runs it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if store.exists() and read_done(store, 24).sum() >= 2:
@@ -303,6 +365,11 @@ def test_ctrl_c_of_a_run_on_dask_workers_is_one_line_and_it_resumes(tmp_path, is
     assert "already in the store" in resumed.stdout
     whole = load_posterior(store)
     from bayes_smlm.methods import get_method
+
     direct = get_method("grid")(isolated, batch.adu)  # here: another XLA device layout, so
-    np.testing.assert_allclose(whole["kde"]["var"].values, direct.kde_var,  # not to the bit
-                               rtol=1e-4, atol=1e-10)
+    np.testing.assert_allclose(
+        whole["kde"]["var"].values,
+        direct.kde_var,  # not to the bit
+        rtol=1e-4,
+        atol=1e-10,
+    )

@@ -13,8 +13,20 @@ from bayes_smlm.methods import get_method, list_methods, register_method, unregi
 from bayes_smlm.methods.registry import method_spec
 from bayes_smlm.methods.spec import MCMC_FLAGS, MethodSpec, _described_parameters
 
-BUILT_IN = ("auto", "chees", "ddpm", "ensemble", "grid", "laplace", "mc_dropout", "npe", "nuts",
-            "rwmh", "rwmh_paper", "smc")
+BUILT_IN = (
+    "auto",
+    "chees",
+    "ddpm",
+    "ensemble",
+    "grid",
+    "laplace",
+    "mc_dropout",
+    "npe",
+    "nuts",
+    "rwmh",
+    "rwmh_paper",
+    "smc",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +78,18 @@ def test_a_spec_with_an_unknown_trait_is_refused():
 
 def test_a_method_registered_without_traits_gets_the_defaults(isolated_frames):
     @register_method("spec_probe")
-    def probe(task, adu, *, seed=0, chains=4, draws=1000, progress=False, first_frame=0,
-              theta_true=None, width: float = 1.0):
+    def probe(
+        task,
+        adu,
+        *,
+        seed=0,
+        chains=4,
+        draws=1000,
+        progress=False,
+        first_frame=0,
+        theta_true=None,
+        width: float = 1.0,
+    ):
         """A probe.
 
         Parameters
@@ -78,21 +100,27 @@ def test_a_method_registered_without_traits_gets_the_defaults(isolated_frames):
 
     try:
         spec = method_spec("spec_probe")
-        assert (spec.returns, spec.emitter_count, spec.brightness) == ("draws", "given",
-                                                                        "fixed")
+        assert (spec.returns, spec.emitter_count, spec.brightness) == ("draws", "given", "fixed")
         assert spec.flags == MCMC_FLAGS and spec.chunkable
-        assert [(o.name, o.default, o.help) for o in spec.options][-1] == ("width", 1.0,
-                                                                           "How wide, px.")
+        assert [(o.name, o.default, o.help) for o in spec.options][-1] == (
+            "width",
+            1.0,
+            "How wide, px.",
+        )
     finally:
         unregister_method("spec_probe")
 
 
 def test_numpy_parameters_are_read_with_shared_and_continued_entries():
-    doc = ("Summary.\n\nParameters\n----------\nchains, draws : int\n    Chains and draws;\n"
-           "    kept.\nseed : int\n    The seed.\n\nReturns\n-------\nout : X\n    Not a param.\n")
-    assert _described_parameters(doc) == {"chains": "Chains and draws; kept.",
-                                          "draws": "Chains and draws; kept.",
-                                          "seed": "The seed."}
+    doc = (
+        "Summary.\n\nParameters\n----------\nchains, draws : int\n    Chains and draws;\n"
+        "    kept.\nseed : int\n    The seed.\n\nReturns\n-------\nout : X\n    Not a param.\n"
+    )
+    assert _described_parameters(doc) == {
+        "chains": "Chains and draws; kept.",
+        "draws": "Chains and draws; kept.",
+        "seed": "The seed.",
+    }
 
 
 def test_methods_command_shows_traits_flags_and_option_help(capsys):
@@ -110,11 +138,24 @@ def test_methods_command_shows_traits_flags_and_option_help(capsys):
 def test_posterior_names_the_methods_own_flag_rule(tmp_path, capsys):
     """A flagged frame is announced with the rule of the method that flagged it."""
     path = tmp_path / "bright.npz"  # i0 = 1e7: the grid cannot resolve this posterior
-    status, _, err = run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed",
-                             "3", "--set", "i0=1e7", "--out", str(path))
+    status, _, err = run_cli(
+        capsys,
+        "simulate",
+        "--task",
+        "isolated",
+        "--frames",
+        "1",
+        "--seed",
+        "3",
+        "--set",
+        "i0=1e7",
+        "--out",
+        str(path),
+    )
     assert status == 0, err
-    status, out, err = run_cli(capsys, "posterior", str(path), "--method", "grid", "--out",
-                               str(tmp_path / "g.nc"))
+    status, out, err = run_cli(
+        capsys, "posterior", str(path), "--method", "grid", "--out", str(tmp_path / "g.nc")
+    )
     assert status == 0, err
     assert method_spec("grid").flags in out and "1 of 1 frames are flagged by grid" in out
 
@@ -126,8 +167,12 @@ def test_every_module_that_registers_a_method_is_imported_with_the_package():
     from pathlib import Path
 
     import bayes_smlm.methods as methods
-    names = {m for path in Path(methods.__file__).parent.glob("*.py")
-             for m in re.findall(r'@register_method\("(\w+)"', path.read_text())}
+
+    names = {
+        m
+        for path in Path(methods.__file__).parent.glob("*.py")
+        for m in re.findall(r'@register_method\("(\w+)"', path.read_text())
+    }
     assert names == set(BUILT_IN) and names <= set(list_methods())
 
 
@@ -138,17 +183,20 @@ def test_posterior_flags_name_the_methods_that_take_them_from_their_specs(capsys
     import re
 
     from bayes_smlm.cli.methods import method_flags, methods_taking
+
     flags = method_flags()
     for option in flags:
         assert methods_taking(option), f"{flags[option]} sets {option}, which no method takes"
     assert methods_taking("precision") == sorted(
-        name for name in list_methods()
-        if "precision" in {o.name for o in method_spec(name).options})
+        name
+        for name in list_methods()
+        if "precision" in {o.name for o in method_spec(name).options}
+    )
     assert methods_taking("steps=None") == ["ddpm"]  # rwmh's steps cannot be None
     status, out, err = run_cli(capsys, "posterior", "--help")
     assert status == 0, err
     text = " ".join(out.split())
-    group = text[text.index("method options:"):]  # the last group of the help
+    group = text[text.index("method options:") :]  # the last group of the help
     for option, flag in flags.items():
         if flag == "--seed":
             continue
@@ -159,6 +207,7 @@ def test_posterior_flags_name_the_methods_that_take_them_from_their_specs(capsys
     import argparse
 
     from bayes_smlm.cli.methods import add_method_flags
+
     probe = argparse.ArgumentParser(add_help=False)
     add_method_flags(probe)
     names = "|".join(map(re.escape, list_methods()))

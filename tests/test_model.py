@@ -34,8 +34,12 @@ def test_exact_convolution_matches_an_independent_scipy_sum():
     got = np.asarray(PoissonGaussianADU(omega, cam, n_max=120).log_prob(adu))
     n = np.arange(400)
     for k in range(4):
-        ref = np.log(np.sum(stats.poisson.pmf(n, float(omega[k]))
-                            * stats.norm.pdf(float(adu[k]), 1.7 * n + 100.0, np.sqrt(6.0))))
+        ref = np.log(
+            np.sum(
+                stats.poisson.pmf(n, float(omega[k]))
+                * stats.norm.pdf(float(adu[k]), 1.7 * n + 100.0, np.sqrt(6.0))
+            )
+        )
         assert got[k] == pytest.approx(ref, abs=2e-4)
 
 
@@ -49,8 +53,9 @@ def test_exact_convolution_is_a_normalised_density_in_adu():
 @pytest.mark.slow
 def test_poisson_approximation_and_exact_convolution_agree_when_readout_noise_vanishes():
     theta_true = np.array([[9.2, 10.1]], np.float32)
-    others = [theta_true + np.asarray(s, np.float32) for s in ([[0.15, 0.0]], [[0.0, -0.3]],
-                                                               [[0.4, 0.4]])]
+    others = [
+        theta_true + np.asarray(s, np.float32) for s in ([[0.15, 0.0]], [[0.0, -0.3]], [[0.4, 0.4]])
+    ]
     worst = {}
     for w2 in (1e-2, 1e-4, 1e-6):
         task = get_task("isolated", {"readout_var": w2, "background": 0.5})
@@ -76,8 +81,12 @@ def test_poisson_approximation_and_exact_convolution_differ_for_dim_pixels_with_
     for omega in (0.5, 50.0):
         om = jnp.full(2, omega)
         adu = jnp.array([100.0 + omega - 3 * sd, 100.0 + omega + 3 * sd])
-        gap = np.abs(np.asarray(PoissonApproxADU(om, cam).log_prob(adu)
-                                - PoissonGaussianADU(om, cam, n_max=250).log_prob(adu)))
+        gap = np.abs(
+            np.asarray(
+                PoissonApproxADU(om, cam).log_prob(adu)
+                - PoissonGaussianADU(om, cam, n_max=250).log_prob(adu)
+            )
+        )
         if omega < 1:
             dim_gap = gap.max()
         else:
@@ -136,13 +145,18 @@ def test_log_density_peaks_near_the_truth_and_vmaps_over_frames(isolated):
 
 def test_model_with_latent_intensity_and_background_samples_and_scores(isolated):
     draws = Predictive(image_model, num_samples=50)(
-        jax.random.PRNGKey(0), isolated, infer_intensity=True, infer_background=True)
+        jax.random.PRNGKey(0), isolated, infer_intensity=True, infer_background=True
+    )
     assert draws["theta"].shape == (50, 1, 2) and draws["i0"].shape == (50, 1)
     assert draws["adu"].shape == (50, 20, 20)
     lo, hi = isolated.prior.i0_range
     assert float(draws["i0"].min()) >= lo and float(draws["i0"].max()) <= hi
     logdensity = make_log_density(isolated, infer_intensity=True, infer_background=True)
-    params = {"theta": draws["theta"][0], "i0": draws["i0"][0], "background": draws["background"][0]}
+    params = {
+        "theta": draws["theta"][0],
+        "i0": draws["i0"][0],
+        "background": draws["background"][0],
+    }
     assert np.isfinite(float(logdensity(params, draws["adu"][0])))
     params["background"] = jnp.float32(-1.0)
     # under jit, as samplers call it (outside jit NumPyro also warns about the support)
@@ -159,7 +173,9 @@ def test_uniform_disc_bijection_round_trips_and_its_jacobian_matches_autodiff():
     for row in u:
         jac = jax.jacfwd(transform)(row)
         ref = np.log(abs(np.linalg.det(np.asarray(jac))))
-        assert float(transform.log_abs_det_jacobian(row, transform(row))) == pytest.approx(ref, abs=1e-4)
+        assert float(transform.log_abs_det_jacobian(row, transform(row))) == pytest.approx(
+            ref, abs=1e-4
+        )
 
 
 def test_exact_sum_length_covers_the_poisson_tail_and_the_data(isolated):

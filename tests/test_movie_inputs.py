@@ -20,14 +20,16 @@ def dark_frames(folder, n, seed=0):
     rng = np.random.default_rng(seed)
     offset = tifffile.imread(folder / "offset.tif")
     sd = np.sqrt(tifffile.imread(folder / "readout_var.tif"))
-    return np.clip(np.rint(offset + sd * rng.standard_normal((n,) + offset.shape)), 0,
-                   65535).astype(np.uint16)
+    return np.clip(
+        np.rint(offset + sd * rng.standard_normal((n,) + offset.shape)), 0, 65535
+    ).astype(np.uint16)
 
 
 def localize(capsys, movie, folder, *extra):
     out = movie.parent / f"{movie.stem}.csv"
-    status, stdout, err = run_cli(capsys, "localize", str(movie), *maps_of(folder), "--quiet",
-                                  "--out", str(out), *extra)
+    status, stdout, err = run_cli(
+        capsys, "localize", str(movie), *maps_of(folder), "--quiet", "--out", str(out), *extra
+    )
     return status, out, err
 
 
@@ -41,8 +43,7 @@ def test_a_movie_of_background_only_gives_an_empty_table(tmp_path, capsys, small
     assert len(table["x [nm]"]) == 0 and "frame" in table
 
 
-def test_emitters_that_start_late_are_found_as_in_the_movie_alone(tmp_path, capsys,
-                                                                 small_movie):
+def test_emitters_that_start_late_are_found_as_in_the_movie_alone(tmp_path, capsys, small_movie):
     """Four dark frames before the movie, in chunks of two: the first two chunks are empty. The
     movie's rows are those of the movie localized alone, four frames later."""
     frames = tifffile.imread(small_movie / "movie.tif")
@@ -62,8 +63,9 @@ def test_emitters_that_start_late_are_found_as_in_the_movie_alone(tmp_path, caps
 
 
 @pytest.mark.parametrize("layout", [{}, {"imagej": True}, {"compression": "zlib"}])
-def test_a_tiff_cut_short_is_refused_or_read_as_far_as_it_goes(tmp_path, capsys, small_movie,
-                                                              layout):
+def test_a_tiff_cut_short_is_refused_or_read_as_far_as_it_goes(
+    tmp_path, capsys, small_movie, layout
+):
     """Cut at 60 %: tifffile read such files as one frame (ImageJ, compressed) or raised
     IndexError. Now: one line naming the first missing frame, and --frames 0:K processes the
     frames that are whole, the same rows as those frames of the whole file."""
@@ -72,32 +74,45 @@ def test_a_tiff_cut_short_is_refused_or_read_as_far_as_it_goes(tmp_path, capsys,
     tifffile.imwrite(whole, frames, **layout)
     cut = tmp_path / "cut.tif"
     data = whole.read_bytes()
-    cut.write_bytes(data[:len(data) * 6 // 10])
+    cut.write_bytes(data[: len(data) * 6 // 10])
     status, _, err = localize(capsys, cut, small_movie)
-    assert_one_line_error(status, err, "cut.tif declares 10 frames but holds only frames 0-",
-                          "--frames 0:")
+    assert_one_line_error(
+        status, err, "cut.tif declares 10 frames but holds only frames 0-", "--frames 0:"
+    )
     readable = int(err.rsplit("--frames 0:", 1)[1].split()[0])
     assert 3 <= readable < 10
     status, cut_out, err = localize(capsys, cut, small_movie, "--frames", f"0:{readable}")
     assert status == 0, err
     status, whole_out, err = localize(capsys, whole, small_movie, "--frames", f"0:{readable}")
     assert status == 0, err
-    np.testing.assert_array_equal(read_localizations(cut_out)["x [nm]"],
-                                  read_localizations(whole_out)["x [nm]"])
+    np.testing.assert_array_equal(
+        read_localizations(cut_out)["x [nm]"], read_localizations(whole_out)["x [nm]"]
+    )
     status, _, err = localize(capsys, cut, small_movie, "--frames", "0:99")
     assert_one_line_error(status, err, "argument --frames:", "STOP <= 10")
 
 
-@pytest.mark.parametrize("spoil, message", [
-    (lambda f: f.astype(np.float32) * np.where(np.arange(f.size).reshape(f.shape) == 99, np.nan,
-                                               1.0), "frame 0 has 1 non-finite pixel"),
-    (lambda f: np.where(np.arange(len(f))[:, None, None] == 5, 65535, f).astype(np.uint16),
-     "frame 5: 100 % of pixels are saturated"),
-    (lambda f: np.zeros_like(f), "lie more than 6 read-noise SDs below the camera offset"),
-    (lambda f: -f.astype(np.float32), "lie more than 6 read-noise SDs below the camera offset"),
-])
-def test_frames_no_camera_records_are_refused_by_the_frame_gate(tmp_path, capsys,
-                                                                 small_movie, spoil, message):
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (
+            lambda f: (
+                f.astype(np.float32)
+                * np.where(np.arange(f.size).reshape(f.shape) == 99, np.nan, 1.0)
+            ),
+            "frame 0 has 1 non-finite pixel",
+        ),
+        (
+            lambda f: np.where(np.arange(len(f))[:, None, None] == 5, 65535, f).astype(np.uint16),
+            "frame 5: 100 % of pixels are saturated",
+        ),
+        (lambda f: np.zeros_like(f), "lie more than 6 read-noise SDs below the camera offset"),
+        (lambda f: -f.astype(np.float32), "lie more than 6 read-noise SDs below the camera offset"),
+    ],
+)
+def test_frames_no_camera_records_are_refused_by_the_frame_gate(
+    tmp_path, capsys, small_movie, spoil, message
+):
     """The gate .npz frames pass now serves TIFFs: these gave thousands of flagged rows, or
     dropped a frame's localizations, with exit status 0."""
     movie = tmp_path / "spoilt.tif"
@@ -109,27 +124,67 @@ def test_frames_no_camera_records_are_refused_by_the_frame_gate(tmp_path, capsys
 
 def test_overrides_and_maps_that_disagree_with_the_data(tmp_path, capsys, small_movie):
     movie = str(small_movie / "movie.tif")
-    status, _, err = run_cli(capsys, "localize", movie, "--set", "height=40", "--out",
-                             str(tmp_path / "a.csv"))
-    assert_one_line_error(status, err, "argument --set:", "height=40 disagrees with the movie",
-                          "32 x 32")
-    for name, values in (("str", np.full((32, 32), "a")), ("bool", np.ones((32, 32), bool)),
-                         ("complex", np.ones((32, 32)) + 1j)):
+    status, _, err = run_cli(
+        capsys, "localize", movie, "--set", "height=40", "--out", str(tmp_path / "a.csv")
+    )
+    assert_one_line_error(
+        status, err, "argument --set:", "height=40 disagrees with the movie", "32 x 32"
+    )
+    for name, values in (
+        ("str", np.full((32, 32), "a")),
+        ("bool", np.ones((32, 32), bool)),
+        ("complex", np.ones((32, 32)) + 1j),
+    ):
         path = tmp_path / f"{name}.npy"
         np.save(path, values)
-        for command in (["localize", movie], ["simulate", "--task", "widefield", "--set",
-                                              "height=32", "--set", "width=32", "--frames",
-                                              "1", "--seed", "0"]):
-            status, _, err = run_cli(capsys, *command, "--set", f"camera.gain={path}", "--out",
-                                     str(tmp_path / ("a.csv" if command[0] == "localize"
-                                                     else "a.npz")))
+        for command in (
+            ["localize", movie],
+            [
+                "simulate",
+                "--task",
+                "widefield",
+                "--set",
+                "height=32",
+                "--set",
+                "width=32",
+                "--frames",
+                "1",
+                "--seed",
+                "0",
+            ],
+        ):
+            status, _, err = run_cli(
+                capsys,
+                *command,
+                "--set",
+                f"camera.gain={path}",
+                "--out",
+                str(tmp_path / ("a.csv" if command[0] == "localize" else "a.npz")),
+            )
             assert_one_line_error(status, err, "camera.gain", "must hold real numbers")
 
 
-@pytest.mark.parametrize("address", ["nonsense", "tcp://", "tcp://host", "tcp://host:0",
-                                     "host:99999", "local:0", "local:100000", "a b:1"])
-def test_scheduler_addresses_are_checked_before_any_work(tmp_path, capsys, small_movie,
-                                                         address):
-    status, _, err = run_cli(capsys, "localize", str(small_movie / "movie.tif"), "--scheduler",
-                             address, "--out", str(tmp_path / "a.csv"))
+@pytest.mark.parametrize(
+    "address",
+    [
+        "nonsense",
+        "tcp://",
+        "tcp://host",
+        "tcp://host:0",
+        "host:99999",
+        "local:0",
+        "local:100000",
+        "a b:1",
+    ],
+)
+def test_scheduler_addresses_are_checked_before_any_work(tmp_path, capsys, small_movie, address):
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(small_movie / "movie.tif"),
+        "--scheduler",
+        address,
+        "--out",
+        str(tmp_path / "a.csv"),
+    )
     assert_one_line_error(status, err, "argument --scheduler:")

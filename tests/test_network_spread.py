@@ -33,8 +33,13 @@ def _copy_phi(dest, *, scale: float = 1.0, dropout: float | None = None):
     """A φ checkpoint: the shipped isolated one with its weights scaled, or with dropout set."""
     shutil.copytree(shipped_checkpoint("phi", "isolated"), dest)
     tensors, _ = read_safetensors(dest / "model.safetensors")
-    save_file({k: (v * scale if v.is_floating_point() and k.endswith("weight") else v)
-               for k, v in tensors.items()}, str(dest / "model.safetensors"))
+    save_file(
+        {
+            k: (v * scale if v.is_floating_point() and k.endswith("weight") else v)
+            for k, v in tensors.items()
+        },
+        str(dest / "model.safetensors"),
+    )
     if dropout is not None:
         config = json.loads((dest / "config.json").read_text())
         config["architecture"]["dropout"] = dropout
@@ -43,8 +48,10 @@ def _copy_phi(dest, *, scale: float = 1.0, dropout: float | None = None):
 
 
 def test_ensemble_moments_are_those_of_its_members_run_one_by_one(tmp_path, task, frames):
-    members = [_copy_phi(tmp_path / "ens" / f"member-{k}", scale=s)
-               for k, s in ((1, 1.0), (2, 1.02), (3, 0.97))]
+    members = [
+        _copy_phi(tmp_path / "ens" / f"member-{k}", scale=s)
+        for k, s in ((1, 1.0), (2, 1.02), (3, 0.97))
+    ]
     result = get_method("ensemble")(task, frames, checkpoint=tmp_path / "ens")
     each = np.stack([PhiPredictor(load_phi(m, task)[0], task)(frames) for m in members], 1)
     np.testing.assert_allclose(result.kde_mean, each.mean(1), atol=1e-6)
@@ -91,9 +98,14 @@ def test_mc_dropout_refuses_a_phi_without_dropout(task, frames):
         get_method("mc_dropout")(task, frames, passes=1)
 
 
-SHIPPED = sorted(p.parent for p in shipped_checkpoint("phi-ensemble", "*").parent.glob(
-    "phi-ensemble-*/member-*/model.safetensors")) + sorted(
-    p.parent for p in shipped_checkpoint("phi", "*").parent.glob("phi-dropout-*/model.safetensors"))
+SHIPPED = sorted(
+    p.parent
+    for p in shipped_checkpoint("phi-ensemble", "*").parent.glob(
+        "phi-ensemble-*/member-*/model.safetensors"
+    )
+) + sorted(
+    p.parent for p in shipped_checkpoint("phi", "*").parent.glob("phi-dropout-*/model.safetensors")
+)
 
 
 @pytest.mark.slow
@@ -102,28 +114,38 @@ def test_shipped_spread_networks_reach_their_recorded_metrics(folder):
     """The validation MSE of training, and the MSE on fresh frames stated in the model card."""
     from bayes_smlm.surrogates.checkpoint import verify_shipped
     from bayes_smlm.surrogates.phi.estimator import read_config
+
     verify_shipped(folder)
     config = read_config(folder)
     task = get_task(config["task"]["name"])
     predictor = PhiPredictor(load_phi(folder, task)[0], task)
     metrics = config["metrics"]
     for frames, seed, recorded in (
-            (config["training"]["validation_frames"], config["training"]["seed"],
-             config["progress"]["best_val_mse"]),
-            (metrics["fresh_frames"], metrics["fresh_seed"], metrics["fresh_mse"])):
+        (
+            config["training"]["validation_frames"],
+            config["training"]["seed"],
+            config["progress"]["best_val_mse"],
+        ),
+        (metrics["fresh_frames"], metrics["fresh_seed"], metrics["fresh_mse"]),
+    ):
         batch = simulate(task, frames, seed)
         mse = np.mean((predictor(batch.adu) - batch.kde) ** 2)
         np.testing.assert_allclose(mse, recorded, rtol=2e-3)
 
 
 def test_the_shipped_spread_methods_run_for_every_task_they_ship_for():
-    shipped = {p.name.split("-", 2)[2] for p in shipped_checkpoint("phi", "*").parent.glob(
-        "phi-ensemble-*")}
+    shipped = {
+        p.name.split("-", 2)[2]
+        for p in shipped_checkpoint("phi", "*").parent.glob("phi-ensemble-*")
+    }
     assert "isolated" in shipped
     for name in shipped:
         task = get_task(name)
         adu = simulate(task, 2, 5).adu
         for method in ("ensemble", "mc_dropout"):
-            result = get_method(method)(task, adu, passes=8) if method == "mc_dropout" else \
-                get_method(method)(task, adu)
+            result = (
+                get_method(method)(task, adu, passes=8)
+                if method == "mc_dropout"
+                else get_method(method)(task, adu)
+            )
             assert np.isfinite(result.kde_var).all() and result.kde_var.max() > 0

@@ -38,13 +38,16 @@ def task():
 def tiny_checkpoint(tmp_path_factory):
     """An NPE checkpoint trained for 6 steps through the command line."""
     out = tmp_path_factory.mktemp("npe") / "tiny"
-    assert run_cli_plain("train-npe", "--task", "isolated", "--steps", "6", *TINY,
-                         "--out", str(out)) == 0
+    assert (
+        run_cli_plain("train-npe", "--task", "isolated", "--steps", "6", *TINY, "--out", str(out))
+        == 0
+    )
     return out
 
 
 def run_cli_plain(*argv):
     from bayes_smlm.cli.main import main
+
     return main(list(argv))
 
 
@@ -56,24 +59,33 @@ def test_the_window_is_the_photon_image_around_the_anchor_pixel(task):
         start = np.asarray(detect_initial_positions(task, frames.adu[f]))[0]
         np.testing.assert_allclose(anchors[f], start, rtol=1e-6)
         x, y = np.round(start).astype(int)
-        padded = np.pad(photons[f], 3)            # pixel (r, c) of the frame is (r+3, c+3)
-        window = padded[y:y + 7, x:x + 7]
-        np.testing.assert_allclose(features[f, :49],
-                                   2 * np.sqrt(np.maximum(window, 0) + 0.375).ravel(), rtol=1e-6)
-        np.testing.assert_allclose(features[f, 49:51], ([x, y] - np.asarray(task.centre)) / 7.0,
-                                   rtol=1e-6)
+        padded = np.pad(photons[f], 3)  # pixel (r, c) of the frame is (r+3, c+3)
+        window = padded[y : y + 7, x : x + 7]
+        np.testing.assert_allclose(
+            features[f, :49], 2 * np.sqrt(np.maximum(window, 0) + 0.375).ravel(), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            features[f, 49:51], ([x, y] - np.asarray(task.centre)) / 7.0, rtol=1e-6
+        )
         np.testing.assert_allclose(features[f, 51:], start - [x, y], atol=1e-6)
         # on these bright frames the true emitter lies within half a pixel of its anchor
         assert np.all(np.abs(frames.theta[f, 0] - anchors[f]) < 0.5)
 
 
-def test_training_resumes_bit_identically_and_the_checkpoint_reloads(tmp_path, task,
-                                                                      tiny_checkpoint):
+def test_training_resumes_bit_identically_and_the_checkpoint_reloads(
+    tmp_path, task, tiny_checkpoint
+):
     part = tmp_path / "part"
-    assert run_cli_plain("train-npe", "--task", "isolated", "--steps", "3", *TINY,
-                         "--out", str(part)) == 0
-    assert run_cli_plain("train-npe", "--task", "isolated", "--steps", "6", *TINY,
-                         "--out", str(part), "--resume") == 0
+    assert (
+        run_cli_plain("train-npe", "--task", "isolated", "--steps", "3", *TINY, "--out", str(part))
+        == 0
+    )
+    assert (
+        run_cli_plain(
+            "train-npe", "--task", "isolated", "--steps", "6", *TINY, "--out", str(part), "--resume"
+        )
+        == 0
+    )
     whole = read_safetensors(tiny_checkpoint / "training_state.safetensors")[0]
     resumed = read_safetensors(part / "training_state.safetensors")[0]
     model_keys = [k for k in whole if k.startswith("model.")]
@@ -92,22 +104,37 @@ def test_training_resumes_bit_identically_and_the_checkpoint_reloads(tmp_path, t
     np.testing.assert_allclose(nll, config["progress"]["best_val_nll"], rtol=1e-5)
 
 
-def test_npe_draws_through_the_registry_and_the_cli(tmp_path, capsys, task, tiny_checkpoint,
-                                                    frames_file):
+def test_npe_draws_through_the_registry_and_the_cli(
+    tmp_path, capsys, task, tiny_checkpoint, frames_file
+):
     frames = simulate(task, 3, 11)
-    result = get_method("npe")(task, frames.adu, chains=2, draws=50, seed=4,
-                               checkpoint=tiny_checkpoint)
+    result = get_method("npe")(
+        task, frames.adu, chains=2, draws=50, seed=4, checkpoint=tiny_checkpoint
+    )
     assert result.theta.shape == (2, 50, 3, 1, 2) and result.kde_var.shape == (3, 80, 80)
     radius = np.linalg.norm(result.theta - np.asarray(task.centre), axis=-1)
     assert radius.max() <= 7.0 + 1e-5
     assert result.extra["flagged"].shape == (3,) and result.flagged.dtype == bool
-    again = get_method("npe")(task, frames.adu, chains=2, draws=50, seed=4,
-                              checkpoint=tiny_checkpoint)
+    again = get_method("npe")(
+        task, frames.adu, chains=2, draws=50, seed=4, checkpoint=tiny_checkpoint
+    )
     np.testing.assert_array_equal(result.theta, again.theta)
     # the command line
-    status, out, _ = run_cli(capsys, "posterior", str(frames_file), "--method",
-                             "npe", "--checkpoint", str(tiny_checkpoint), "--chains", "2",
-                             "--draws", "20", "--out", str(tmp_path / "npe.nc"))
+    status, out, _ = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "npe",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--chains",
+        "2",
+        "--draws",
+        "20",
+        "--out",
+        str(tmp_path / "npe.nc"),
+    )
     assert status == 0 and "method npe, 2 frames" in out
     tree = load_posterior(tmp_path / "npe.nc")
     assert tree["posterior"]["theta"].shape == (2, 20, 2, 1, 2)
@@ -118,17 +145,41 @@ def test_npe_refuses_what_it_cannot_serve_in_one_line(tmp_path, capsys, task, ti
     paper = get_task("paper")
     with pytest.raises(ConfigError, match="one emitter per frame"):
         get_method("npe")(paper, simulate(paper, 1, 0).adu)
-    status, _, err = run_cli(capsys, "train-npe", "--task", "paper", "--steps", "2", *TINY,
-                             "--out", str(tmp_path / "x"))
+    status, _, err = run_cli(
+        capsys, "train-npe", "--task", "paper", "--steps", "2", *TINY, "--out", str(tmp_path / "x")
+    )
     assert_one_line_error(status, err, "task", "one emitter")
-    status, _, err = run_cli(capsys, "train-npe", "--task", "isolated", "--crop", "6", *TINY,
-                             "--out", str(tmp_path / "y"))
+    status, _, err = run_cli(
+        capsys,
+        "train-npe",
+        "--task",
+        "isolated",
+        "--crop",
+        "6",
+        *TINY,
+        "--out",
+        str(tmp_path / "y"),
+    )
     assert_one_line_error(status, err, "crop", "odd")
-    status, _, err = run_cli(capsys, "train-npe", "--task", "isolated", "--batch-size", "600",
-                             "--simulations", "512", "--quiet", "--out", str(tmp_path / "z"))
+    status, _, err = run_cli(
+        capsys,
+        "train-npe",
+        "--task",
+        "isolated",
+        "--batch-size",
+        "600",
+        "--simulations",
+        "512",
+        "--quiet",
+        "--out",
+        str(tmp_path / "z"),
+    )
     assert_one_line_error(status, err, "--batch-size", "512")
-    for bad, word in (({"offset_scale": -0.1}, "offset_scale"), ({"tail_bound": 0.0}, "tail_bound"),
-                      ({"flow": "mdn"}, "flow")):
+    for bad, word in (
+        ({"offset_scale": -0.1}, "offset_scale"),
+        ({"tail_bound": 0.0}, "tail_bound"),
+        ({"flow": "mdn"}, "flow"),
+    ):
         with pytest.raises(ConfigError, match=word):
             NpeArchitecture(**bad)
     brighter = get_task("isolated", {"i0": 500.0})
@@ -164,15 +215,21 @@ def test_the_shipped_npe_reaches_its_recorded_loss_and_the_grid_posterior(task):
     weights; on 60 fresh frames the median SD ratio to the exact grid posterior is within the
     15 % bar (4 × 1000 draws: SE of an SD ≈ 1.1 %)."""
     from bayes_smlm.surrogates.checkpoint import verify_shipped
+
     verify_shipped(SHIPPED)
     estimator, config = load_npe(None, task)
     architecture = NpeArchitecture.from_dict(config["architecture"])
     training = config["training"]
     metrics = config["metrics"]
     for frames, seed, first, recorded in (
-            (training["validation_frames"], training["seed"], training["simulations"],
-             config["progress"]["best_val_nll"]),
-            (metrics["fresh_frames"], metrics["fresh_seed"], 0, metrics["fresh_nll"])):
+        (
+            training["validation_frames"],
+            training["seed"],
+            training["simulations"],
+            config["progress"]["best_val_nll"],
+        ),
+        (metrics["fresh_frames"], metrics["fresh_seed"], 0, metrics["fresh_nll"]),
+    ):
         x, u = simulated_pairs(task, frames, seed, first, architecture)
         with torch.no_grad():
             nll = float(estimator.loss(u, condition=x).mean())
@@ -181,7 +238,8 @@ def test_the_shipped_npe_reaches_its_recorded_loss_and_the_grid_posterior(task):
     npe = get_method("npe")(task, frames.adu, seed=1)
     grid = get_method("grid")(task, frames.adu)
     ratio = npe.theta_flat()[:, :, 0].std(axis=1) / np.sqrt(
-        np.diagonal(grid.extra["theta_cov"], axis1=-2, axis2=-1))
+        np.diagonal(grid.extra["theta_cov"], axis1=-2, axis2=-1)
+    )
     assert np.all(np.abs(np.median(ratio, axis=0) - 1) < 0.15), np.median(ratio, axis=0)
     # flagged: only frames whose mean the flow gets wrong (two emitters within 0.2 px of the
     # disc's edge, 0.98 and 1.42 exact SDs off), and all of those more than 1 SD off
@@ -209,6 +267,7 @@ def test_npe_flags_frames_at_the_disc_edge_where_it_is_wrong(isolated):
     is more than 1 exact SD from the grid's is flagged, and the edge check flags none within
     0.4 SD (frames there may still be flagged for the flow's mass outside the disc)."""
     from bayes_smlm.forward.simulate import simulate
+
     batch = simulate(isolated, 600, 8123)
     radius = np.linalg.norm(batch.theta[:, 0] - np.asarray(isolated.centre), axis=1)
     edge = np.flatnonzero(radius > isolated.prior.radius - 0.5)[:64]

@@ -48,8 +48,14 @@ def test_frames_are_offset_subtracted_and_gain_corrected(isolated):
 @pytest.fixture(scope="module")
 def tiny_run(isolated, tmp_path_factory):
     out = tmp_path_factory.mktemp("phi") / "run"
-    settings = PhiTraining(steps=40, batch_size=8, lr=3e-3, validation_frames=32,
-                           validate_every=10, checkpoint_every=10)
+    settings = PhiTraining(
+        steps=40,
+        batch_size=8,
+        lr=3e-3,
+        validation_frames=32,
+        validate_every=10,
+        checkpoint_every=10,
+    )
     state = train_phi(isolated, out, settings, widths=TINY, progress=False)
     return out, state
 
@@ -83,8 +89,7 @@ def test_fused_inference_matches_the_module(tiny_run, isolated):
     adu = simulate(isolated, 5, seed=4).adu
     with torch.no_grad():
         direct = model(frames_to_photons(adu, isolated))[:, 0].numpy()
-    np.testing.assert_allclose(PhiPredictor(model, isolated, batch_size=2)(adu), direct,
-                               atol=1e-5)
+    np.testing.assert_allclose(PhiPredictor(model, isolated, batch_size=2)(adu), direct, atol=1e-5)
     bf16 = PhiPredictor(model, isolated, precision="bf16")(adu)
     assert np.abs(bf16 - direct).max() < 0.05 * max(direct.max(), 1e-3) + 1e-3
 
@@ -115,12 +120,14 @@ def _loop_run(task, out, steps_before_crash=None):
 
     val = simulate(task, 8, 3)
     x, y = frames_to_photons(val.adu, task), torch.from_numpy(val.kde)[:, None]
-    kwargs = dict(batches=_batches(task, settings),
-                  step_loss=lambda b, s: torch.nn.functional.mse_loss(model(b[0]), b[1]),
-                  validate=lambda: torch.nn.functional.mse_loss(model(x), y),
-                  settings=LoopSettings(steps=6, validate_every=2, checkpoint_every=2,
-                                        warmup_steps=2),
-                  out_dir=out, progress=False)
+    kwargs = dict(
+        batches=_batches(task, settings),
+        step_loss=lambda b, s: torch.nn.functional.mse_loss(model(b[0]), b[1]),
+        validate=lambda: torch.nn.functional.mse_loss(model(x), y),
+        settings=LoopSettings(steps=6, validate_every=2, checkpoint_every=2, warmup_steps=2),
+        out_dir=out,
+        progress=False,
+    )
     try:
         train(model, after_step=crash, **kwargs)
     except _Interrupt:
@@ -150,9 +157,13 @@ def test_shipped_checkpoint_meets_its_stated_metrics(task_name, frames):
     # the binomial SE of recall on the paper task is ≈ 0.007 against a margin of ≈ 0.027.
     from bayes_smlm.forward.tasks import get_task
     from bayes_smlm.surrogates.phi.evaluation import evaluate_phi
+
     result = evaluate_phi(None, get_task(task_name), frames, seed=31)
-    row = next(r for r in result["rows"]
-               if (r["source"], r["detector"], r["refinement"]) == ("phi", "peaks", "gauss3"))
+    row = next(
+        r
+        for r in result["rows"]
+        if (r["source"], r["detector"], r["refinement"]) == ("phi", "peaks", "gauss3")
+    )
     if task_name == "isolated":
         assert row["precision"] >= 0.99 and row["recall"] >= 0.99
         crlb = result["sqrt_crlb_px"]
@@ -169,6 +180,7 @@ def test_shipped_widefield_phi_detects_across_brightness():
     DoG baseline's recall there."""
     from bayes_smlm.forward.tasks import get_task
     from bayes_smlm.surrogates.phi.evaluation import evaluate_phi
+
     result = evaluate_phi(None, get_task("widefield"), 200, seed=31)
     phi, dog = result["by_brightness"]["phi"], result["by_brightness"]["dog"]
     assert all(b["precision"] >= 0.98 for b in phi["background"]), phi["background"]

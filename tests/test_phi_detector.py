@@ -48,14 +48,28 @@ def test_tiled_kde_stitches_each_pixel_from_its_own_place(shape):
 
 @pytest.fixture(scope="module")
 def dim_movie(tmp_path_factory):
-    settings = MovieSettings(frames=30, height=40, width=40, emitters_per_frame=5,
-                             min_distance=4.0, i0_range=(200.0, 800.0), background=50.0)
+    settings = MovieSettings(
+        frames=30,
+        height=40,
+        width=40,
+        emitters_per_frame=5,
+        min_distance=4.0,
+        i0_range=(200.0, 800.0),
+        background=50.0,
+    )
     simulated = simulate_movie(settings, 77)
     folder = tmp_path_factory.mktemp("dim")
     paths = simulated.write(folder)
-    task = get_task("widefield", {"height": 40, "width": 40, "camera.offset": simulated.offset,
-                                  "camera.gain": simulated.gain,
-                                  "camera.readout_var": simulated.readout_var})
+    task = get_task(
+        "widefield",
+        {
+            "height": 40,
+            "width": 40,
+            "camera.offset": simulated.offset,
+            "camera.gain": simulated.gain,
+            "camera.readout_var": simulated.readout_var,
+        },
+    )
     return simulated, paths, task, folder
 
 
@@ -84,11 +98,25 @@ def test_phi_detector_finds_dim_emitters_without_false_rows(dim_movie):
 
 def test_localize_detector_phi_from_the_command_line(dim_movie, capsys):
     simulated, paths, _, folder = dim_movie
-    maps = [arg for name in ("offset", "gain", "readout_var")
-            for arg in ("--set", f"camera.{name}={folder / (name + '.tif')}")]
+    maps = [
+        arg
+        for name in ("offset", "gain", "readout_var")
+        for arg in ("--set", f"camera.{name}={folder / (name + '.tif')}")
+    ]
     out = folder / "phi.csv"
-    status, stdout, err = run_cli(capsys, "localize", str(paths["movie"]), *maps, "--detector",
-                                  "phi", "--frames", "0:10", "--quiet", "--out", str(out))
+    status, stdout, err = run_cli(
+        capsys,
+        "localize",
+        str(paths["movie"]),
+        *maps,
+        "--detector",
+        "phi",
+        "--frames",
+        "0:10",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert status == 0, err
     table = read_localizations(out)
     assert 0.8 * 50 <= len(table["frame"]) <= 1.2 * 50 and "wrote" in stdout
@@ -96,12 +124,28 @@ def test_localize_detector_phi_from_the_command_line(dim_movie, capsys):
 
 def test_localize_refuses_a_phi_for_other_priors_or_none(dim_movie, tmp_path, capsys):
     _, paths, _, folder = dim_movie
-    status, _, err = run_cli(capsys, "localize", str(paths["movie"]), "--detector", "phi",
-                             "--phi-checkpoint", str(SHIPPED_DIR / "phi-paper"),
-                             "--out", str(tmp_path / "a.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(paths["movie"]),
+        "--detector",
+        "phi",
+        "--phi-checkpoint",
+        str(SHIPPED_DIR / "phi-paper"),
+        "--out",
+        str(tmp_path / "a.csv"),
+    )
     assert_one_line_error(status, err, "--phi-checkpoint", "brightness", "(20.0, 2000.0)")
-    status, _, err = run_cli(capsys, "localize", str(paths["movie"]), "--detector", "phi",
-                             "--phi-checkpoint", str(tmp_path / "nowhere"),
-                             "--out", str(tmp_path / "b.csv"))
+    status, _, err = run_cli(
+        capsys,
+        "localize",
+        str(paths["movie"]),
+        "--detector",
+        "phi",
+        "--phi-checkpoint",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "b.csv"),
+    )
     assert_one_line_error(status, err, "--phi-checkpoint", "nowhere")
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()

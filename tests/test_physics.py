@@ -14,8 +14,9 @@ from bayes_smlm.forward import physics
 
 def delta_e_reference(c: float, t: float, s: float) -> float:
     """Eq. 2 written out with math.erf, as in the paper."""
-    return 0.5 * (math.erf((c + 0.5 - t) / (math.sqrt(2) * s))
-                  - math.erf((c - 0.5 - t) / (math.sqrt(2) * s)))
+    return 0.5 * (
+        math.erf((c + 0.5 - t) / (math.sqrt(2) * s)) - math.erf((c - 0.5 - t) / (math.sqrt(2) * s))
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.92, 2.5])
@@ -43,12 +44,15 @@ def test_far_tail_keeps_relative_precision():
 
 def test_expected_photons_is_i0_times_separable_psf_plus_background():
     theta = jnp.array([[4.3, 6.8], [10.0, 2.2]])
-    omega = np.asarray(physics.expected_photons(theta, jnp.array([200.0, 50.0]), 3.0, 0.92,
-                                                (12, 14)))
+    omega = np.asarray(
+        physics.expected_photons(theta, jnp.array([200.0, 50.0]), 3.0, 0.92, (12, 14))
+    )
     assert omega.shape == (12, 14)
     r, c = 7, 4
-    ref = 3.0 + sum(i0 * delta_e_reference(c, x, 0.92) * delta_e_reference(r, y, 0.92)
-                    for (x, y), i0 in zip(np.asarray(theta), (200.0, 50.0)))
+    ref = 3.0 + sum(
+        i0 * delta_e_reference(c, x, 0.92) * delta_e_reference(r, y, 0.92)
+        for (x, y), i0 in zip(np.asarray(theta), (200.0, 50.0))
+    )
     assert omega[r, c] == pytest.approx(ref, rel=1e-5)
 
 
@@ -60,10 +64,12 @@ def test_kde_matches_eq4_at_hand_worked_points():
     y = np.asarray(physics.kde(jnp.array([[9.625, 9.625]]), sigma, u, (20, 20)))
     assert y.shape == (80, 80)
     assert y[40, 40] == pytest.approx(1.0, abs=1e-6)
-    assert y[40, 41] == pytest.approx(delta_e_reference(1, 0, sigma) / delta_e_reference(0, 0, sigma),
-                                      rel=1e-5)
-    assert y[42, 37] == pytest.approx(delta_e_reference(-3, 0, sigma) * delta_e_reference(2, 0, sigma)
-                                      / peak, rel=1e-5)
+    assert y[40, 41] == pytest.approx(
+        delta_e_reference(1, 0, sigma) / delta_e_reference(0, 0, sigma), rel=1e-5
+    )
+    assert y[42, 37] == pytest.approx(
+        delta_e_reference(-3, 0, sigma) * delta_e_reference(2, 0, sigma) / peak, rel=1e-5
+    )
     # θ = (2.0, 5.0) LR px -> θ_hr = (9.5, 21.5): between HR pixels; value at row 21, col 9.
     y = np.asarray(physics.kde(jnp.array([[2.0, 5.0]]), sigma, u, (20, 20)))
     expected = delta_e_reference(9, 9.5, sigma) * delta_e_reference(21, 21.5, sigma) / peak
@@ -93,8 +99,11 @@ def test_grid_pixel_masses_match_normal_cdf_differences_to_rounding(mean):
     sigma, n = 1.5, 80
     got = np.asarray(physics.grid_pixel_masses(n, jnp.asarray([mean], jnp.float32), sigma))
     lo, hi = np.arange(n) - 0.5, np.arange(n) + 0.5
-    want = np.where(lo >= mean, stats.norm.sf(lo, mean, sigma) - stats.norm.sf(hi, mean, sigma),
-                    stats.norm.cdf(hi, mean, sigma) - stats.norm.cdf(lo, mean, sigma))
+    want = np.where(
+        lo >= mean,
+        stats.norm.sf(lo, mean, sigma) - stats.norm.sf(hi, mean, sigma),
+        stats.norm.cdf(hi, mean, sigma) - stats.norm.cdf(lo, mean, sigma),
+    )
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)  # float32, as the per-pixel form
     big = want > 1e-30  # float32 tails: relative precision where the mass is representable
     np.testing.assert_allclose(got[big], want[big], rtol=2e-3)

@@ -56,30 +56,53 @@ def fake_distribution(tmp_path, monkeypatch):
     sys.modules.pop("fakeplug_good", None)
 
 
-def test_plugins_load_when_asked_and_a_broken_one_costs_only_itself(fake_distribution,
-                                                                     frames_file, tmp_path,
-                                                                     capsys):
+def test_plugins_load_when_asked_and_a_broken_one_costs_only_itself(
+    fake_distribution, frames_file, tmp_path, capsys
+):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         names = registry.list_methods()
     assert {"good_plugin", "broken_plugin", "laplace"} <= set(names)
-    clash, = [str(w.message) for w in caught if issubclass(w.category, registry.PluginWarning)]
+    (clash,) = [str(w.message) for w in caught if issubclass(w.category, registry.PluginWarning)]
     assert "'nuts' of fakeplug 0.1" in clash and "not loaded" in clash
     assert registry.get_method("nuts").__module__ == "bayes_smlm.methods.nuts"  # built-in kept
-    with pytest.warns(registry.PluginWarning, match="'broken_plugin' of fakeplug 0.1 .* failed "
-                                                    "to load: ModuleNotFoundError"):
+    with pytest.warns(
+        registry.PluginWarning,
+        match="'broken_plugin' of fakeplug 0.1 .* failed to load: ModuleNotFoundError",
+    ):
         with pytest.raises(ConfigError, match="broken_plugin.*fakeplug 0.1 failed to load"):
             registry.get_method("broken_plugin")
-    status, printed, err = run_cli(capsys, "posterior", str(frames_file), "--method",
-                                   "good_plugin", "--draws", "50", "--quiet", "--out",
-                                   str(tmp_path / "p.nc"))
+    status, printed, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "good_plugin",
+        "--draws",
+        "50",
+        "--quiet",
+        "--out",
+        str(tmp_path / "p.nc"),
+    )
     assert status == 0, err
     assert (tmp_path / "p.nc").stat().st_size > 0
-    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "laplace",
-                             "--draws", "50", "--quiet", "--out", str(tmp_path / "q.nc"))
-    assert status == 0, err                          # the broken plug-in costs nothing else
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "laplace",
+        "--draws",
+        "50",
+        "--quiet",
+        "--out",
+        str(tmp_path / "q.nc"),
+    )
+    assert status == 0, err  # the broken plug-in costs nothing else
     # one declaring an impossible trait is reported like one that fails to import
-    with pytest.warns(registry.PluginWarning, match="'odd_plugin' of fakeplug 0.1 .* failed to "
-                                                    "load: ValueError: .*returns must be one"):
+    with pytest.warns(
+        registry.PluginWarning,
+        match="'odd_plugin' of fakeplug 0.1 .* failed to load: ValueError: .*returns must be one",
+    ):
         with pytest.raises(ConfigError, match="odd_plugin.*fakeplug 0.1 failed to load"):
             registry.method_spec("odd_plugin")

@@ -88,7 +88,7 @@ def test_grid_posterior_is_calibrated_sbc_and_coverage():
     draws = result.theta_flat()[:, :, 0]
     truth = batch.theta[:, 0]
     sbc = sbc_ranks(draws, truth, n_draws=99, bins=10)
-    assert sbc.min_pvalue > 0.01 / 2        # 1 % level, Bonferroni over x and y
+    assert sbc.min_pvalue > 0.01 / 2  # 1 % level, Bonferroni over x and y
     cov = {c.level: c for c in interval_coverage(draws, truth)}
     assert abs(cov[0.9].fraction - 0.9) <= 0.03 + 3 * np.sqrt(0.09 / 400)
 
@@ -107,13 +107,38 @@ def test_nuts_sbc_on_200_isolated_frames():
 
 def test_posterior_cli_writes_a_datatree_with_every_group(tmp_path, capsys):
     npz, nc = tmp_path / "f.npz", tmp_path / "post.nc"
-    assert main(["simulate", "--task", "isolated", "--frames", "3", "--seed", "4", "--out", str(npz)]) == 0
-    assert main(["posterior", str(npz), "--method", "rwmh", "--chains", "2", "--draws", "400",
-                 "--quiet", "--out", str(nc)]) == 0
+    assert (
+        main(["simulate", "--task", "isolated", "--frames", "3", "--seed", "4", "--out", str(npz)])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "posterior",
+                str(npz),
+                "--method",
+                "rwmh",
+                "--chains",
+                "2",
+                "--draws",
+                "400",
+                "--quiet",
+                "--out",
+                str(nc),
+            ]
+        )
+        == 0
+    )
     assert "s/frame" in capsys.readouterr().out
     tree = load_posterior(nc)
-    assert {"posterior", "sample_stats", "observed_data", "constant_data", "kde",
-            "diagnostics"} <= set(tree.children)
+    assert {
+        "posterior",
+        "sample_stats",
+        "observed_data",
+        "constant_data",
+        "kde",
+        "diagnostics",
+    } <= set(tree.children)
     theta = tree["posterior"]["theta"]
     assert theta.dims == ("chain", "draw", "frame", "emitter", "axis")
     assert list(theta["axis"].values) == ["x", "y"] and theta.shape == (2, 400, 3, 1, 2)
@@ -153,9 +178,10 @@ def test_console_script_shards_frames_over_host_devices(tmp_path):
     exe = shutil.which("bayes-smlm") or str(Path(sys.executable).parent / "bayes-smlm")
     npz, nc = tmp_path / "f.npz", tmp_path / "p.nc"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    for argv in (["simulate", "--task", "isolated", "--frames", "3", "--seed", "8", "--out", str(npz)],
-                 ["posterior", str(npz), "--method", "nuts", "--draws", "300", "--quiet",
-                  "--out", str(nc)]):
+    for argv in (
+        ["simulate", "--task", "isolated", "--frames", "3", "--seed", "8", "--out", str(npz)],
+        ["posterior", str(npz), "--method", "nuts", "--draws", "300", "--quiet", "--out", str(nc)],
+    ):
         proc = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr
     tree = load_posterior(nc)
@@ -168,8 +194,10 @@ def test_console_script_shards_frames_over_host_devices(tmp_path):
 
 
 def test_the_reference_cache_returns_the_same_posterior_and_checks_the_frames(
-        isolated, tmp_path, monkeypatch):
+    isolated, tmp_path, monkeypatch
+):
     from bayes_smlm.methods.reference import cached_reference
+
     monkeypatch.setenv("BAYES_SMLM_CACHE", str(tmp_path / "cache"))
     frames = simulate(isolated, 2, seed=22)
     first = cached_reference(isolated, frames.adu, (22, 2), seed=1)
@@ -182,7 +210,8 @@ def test_the_reference_cache_returns_the_same_posterior_and_checks_the_frames(
     assert again.settings == json.loads(json.dumps(first.settings)) and again.method == "grid"
     assert again.seconds == first.seconds  # not recomputed
     other = simulate(isolated, 2, seed=23).adu  # same key, other frames: recomputed, not reused
-    assert not np.array_equal(cached_reference(isolated, other, (22, 2), seed=1).kde_var,
-                              first.kde_var)
+    assert not np.array_equal(
+        cached_reference(isolated, other, (22, 2), seed=1).kde_var, first.kde_var
+    )
     monkeypatch.setenv("BAYES_SMLM_CACHE", "off")
     assert cached_reference(isolated, frames.adu, (22, 2), seed=1).seconds != first.seconds

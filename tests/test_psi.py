@@ -41,6 +41,7 @@ def test_paper_schedule_leaves_sixty_percent_signal_and_full_none():
 def test_v_target_is_the_reweighted_noise():
     """ε̂ − ε = √ᾱ (v̂ − v): the v-loss is an ε-loss reweighted over t (same minimiser)."""
     from bayes_smlm.surrogates.psi.schedule import training_target
+
     scheduler = make_scheduler("full")
     gen = torch.Generator().manual_seed(0)
     y0, noise = torch.rand(4, 1, 8, 8, generator=gen), torch.randn(4, 1, 8, 8, generator=gen)
@@ -71,14 +72,30 @@ def test_losses_on_the_noise():
 def tiny_psi(tmp_path_factory, isolated):
     from bayes_smlm.surrogates.phi.training import train_phi
     from bayes_smlm.surrogates.settings import PhiTraining
+
     root = tmp_path_factory.mktemp("psi")
-    train_phi(isolated, root / "phi", PhiTraining(steps=2, batch_size=4, validation_frames=8),
-              widths={"context_channels": 8, "dilations": (1, 2), "up_channels": (8, 4),
-                      "refine_blocks": 1}, progress=False)
-    settings = PsiTraining(steps=30, batch_size=8, crop=16, validation_frames=8,
-                           validate_every=10, checkpoint_every=10, lr=2e-3)
-    state = train_psi(isolated, root / "psi", settings, phi_checkpoint=root / "phi",
-                      progress=False)
+    train_phi(
+        isolated,
+        root / "phi",
+        PhiTraining(steps=2, batch_size=4, validation_frames=8),
+        widths={
+            "context_channels": 8,
+            "dilations": (1, 2),
+            "up_channels": (8, 4),
+            "refine_blocks": 1,
+        },
+        progress=False,
+    )
+    settings = PsiTraining(
+        steps=30,
+        batch_size=8,
+        crop=16,
+        validation_frames=8,
+        validate_every=10,
+        checkpoint_every=10,
+        lr=2e-3,
+    )
+    state = train_psi(isolated, root / "psi", settings, phi_checkpoint=root / "phi", progress=False)
     return root / "psi", state
 
 
@@ -126,39 +143,89 @@ def test_guess_start_coincides_with_noise_under_the_full_schedule(tiny_psi, isol
 
 def test_ddpm_method_and_cli_write_the_kde_group(tiny_psi, isolated, tmp_path, capsys):
     frames = simulate(isolated, 2, seed=3)
-    result = get_method("ddpm")(isolated, frames.adu, samples=3, steps=2, checkpoint=tiny_psi[0],
-                                keep_samples=True)
-    assert result.kde_var.shape == (2, 80, 80) and result.extra["kde_samples"].shape == (2, 3, 80, 80)
-    np.testing.assert_allclose(result.kde_var, result.extra["kde_samples"].var(axis=1, ddof=1),
-                               rtol=1e-5)
+    result = get_method("ddpm")(
+        isolated, frames.adu, samples=3, steps=2, checkpoint=tiny_psi[0], keep_samples=True
+    )
+    assert result.kde_var.shape == (2, 80, 80) and result.extra["kde_samples"].shape == (
+        2,
+        3,
+        80,
+        80,
+    )
+    np.testing.assert_allclose(
+        result.kde_var, result.extra["kde_samples"].var(axis=1, ddof=1), rtol=1e-5
+    )
     npz, nc = tmp_path / "f.npz", tmp_path / "d.nc"
-    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed", "3", "--out", str(npz))
-    status, out, _ = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--samples", "3",
-                             "--steps", "2", "--start", "noise", "--checkpoint",
-                             str(tiny_psi[0]), "--quiet", "--out", str(nc))
+    run_cli(
+        capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed", "3", "--out", str(npz)
+    )
+    status, out, _ = run_cli(
+        capsys,
+        "posterior",
+        str(npz),
+        "--method",
+        "ddpm",
+        "--samples",
+        "3",
+        "--steps",
+        "2",
+        "--start",
+        "noise",
+        "--checkpoint",
+        str(tiny_psi[0]),
+        "--quiet",
+        "--out",
+        str(nc),
+    )
     assert status == 0 and nc.is_file()
     from bayes_smlm.io.posteriors import load_posterior
+
     tree = load_posterior(nc)
     assert tree["kde"]["var"].shape == (2, 80, 80)
 
 
-@pytest.mark.parametrize("argv, argument", [
-    (["--method", "nuts", "--samples", "3"], "argument --method: nuts takes no option"),
-    (["--method", "ddpm", "--steps", "500"], "--steps"),
-])
+@pytest.mark.parametrize(
+    "argv, argument",
+    [
+        (["--method", "nuts", "--samples", "3"], "argument --method: nuts takes no option"),
+        (["--method", "ddpm", "--steps", "500"], "--steps"),
+    ],
+)
 def test_posterior_options_fail_in_one_line(tiny_psi, tmp_path, capsys, argv, argument):
     npz = tmp_path / "f.npz"
-    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
-    status, _, err = run_cli(capsys, "posterior", str(npz), *argv, "--checkpoint",
-                             str(tiny_psi[0]), "--out", str(tmp_path / "x.nc"))
+    run_cli(
+        capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz)
+    )
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(npz),
+        *argv,
+        "--checkpoint",
+        str(tiny_psi[0]),
+        "--out",
+        str(tmp_path / "x.nc"),
+    )
     assert status == 2 and argument in err and len(err.strip().splitlines()) == 1
 
 
 def test_posterior_full_chain_and_ddim_steps_exclude_each_other(tiny_psi, tmp_path, capsys):
     npz = tmp_path / "f.npz"
-    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
-    status, _, err = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--full-chain",
-                             "--steps", "5", "--out", str(tmp_path / "x.nc"))
+    run_cli(
+        capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz)
+    )
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(npz),
+        "--method",
+        "ddpm",
+        "--full-chain",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "x.nc"),
+    )
     assert status == 2 and "--full-chain" in err and len(err.strip().splitlines()) == 1
 
 
@@ -168,6 +235,7 @@ def test_shipped_psi_loads_with_its_phi_and_follows_the_exact_variance_map(isola
     frames its variance maps track the exact ones (the full 50-frame bar: `study ddpm-check`)."""
     from bayes_smlm.compare import variance_agreement
     from bayes_smlm.surrogates.psi.pipeline import phi_of, psi_shipped_checkpoint, read_config
+
     config = read_config(psi_shipped_checkpoint("isolated"))
     assert config["phi"]["checkpoint"] == "../phi-isolated"
     phi_of(config, None, isolated)
@@ -183,6 +251,7 @@ def test_frame_conditioning_repeats_the_normalised_frame_onto_the_kde_grid(isola
     from bayes_smlm.surrogates.phi.estimator import architecture_for
     from bayes_smlm.surrogates.psi.conditioning import frame_channel
     from bayes_smlm.surrogates.settings import condition_channels
+
     arch = architecture_for(isolated)
     photons = torch.arange(400, dtype=torch.float32).reshape(1, 1, 20, 20)
     up = frame_channel(photons, isolated)
@@ -198,14 +267,32 @@ def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, t
     phi_dir = tmp_path / "phi"
     from bayes_smlm.surrogates.phi.training import train_phi
     from bayes_smlm.surrogates.settings import PhiTraining
-    train_phi(isolated, phi_dir, PhiTraining(steps=1, batch_size=2, validation_frames=4),
-              widths={"context_channels": 8, "dilations": (1,), "up_channels": (8, 4),
-                      "refine_blocks": 1}, progress=False)
-    settings = PsiTraining(steps=4, batch_size=2, validation_frames=2, validate_every=2,
-                           checkpoint_every=2, condition="phi+frame", prediction="sample")
+
+    train_phi(
+        isolated,
+        phi_dir,
+        PhiTraining(steps=1, batch_size=2, validation_frames=4),
+        widths={
+            "context_channels": 8,
+            "dilations": (1,),
+            "up_channels": (8, 4),
+            "refine_blocks": 1,
+        },
+        progress=False,
+    )
+    settings = PsiTraining(
+        steps=4,
+        batch_size=2,
+        validation_frames=2,
+        validate_every=2,
+        checkpoint_every=2,
+        condition="phi+frame",
+        prediction="sample",
+    )
     train_psi(isolated, tmp_path / "psi", settings, phi_checkpoint=phi_dir, progress=False)
-    state = train_psi(isolated, tmp_path / "psi", PsiTraining(steps=6), resume=True,
-                      progress=False)  # φ found again through the relative path
+    state = train_psi(
+        isolated, tmp_path / "psi", PsiTraining(steps=6), resume=True, progress=False
+    )  # φ found again through the relative path
     assert state.step == 6
     psi = PsiPipeline.from_pretrained(tmp_path / "psi", isolated)
     assert psi.config["phi"]["checkpoint"] == "../phi"  # no path of this machine recorded
@@ -217,14 +304,16 @@ def test_frame_conditioned_psi_trains_with_x0_prediction_and_samples(isolated, t
     assert samples.shape == (2, 2, 80, 80) and np.isfinite(samples).all()
     assert psi.recalibration is None
     with pytest.raises(ConfigError, match="argument recalibrate"):
-        get_method("ddpm")(isolated, frames.adu, samples=2, steps=2,
-                           checkpoint=tmp_path / "psi", recalibrate=True)
+        get_method("ddpm")(
+            isolated, frames.adu, samples=2, steps=2, checkpoint=tmp_path / "psi", recalibrate=True
+        )
 
 
 @pytest.mark.parametrize("device", ["cuda:99", "tpu", "gpu0"])
 def test_an_unusable_device_is_refused_in_one_line(capsys, device):
-    status, _, err = run_cli(capsys, "train-psi", "--task", "isolated", "--device", device,
-                             "--out", "never-written")
+    status, _, err = run_cli(
+        capsys, "train-psi", "--task", "isolated", "--device", device, "--out", "never-written"
+    )
     assert status == 2 and "--device" in err and len(err.strip().splitlines()) == 1
 
 
@@ -242,6 +331,7 @@ def test_shipped_psi_paper_loads_with_its_phi_and_tracks_the_nuts_variance_map(p
     variance maps follow NUTS's (the 32-frame bars: `study calibration --task paper`)."""
     from bayes_smlm.compare import variance_agreement
     from bayes_smlm.compare.regions import region_variance_scores
+
     psi = PsiPipeline.from_pretrained(None, paper)
     assert psi.config["phi"]["checkpoint"] == "../phi-paper"
     assert psi.recalibration is not None
@@ -267,14 +357,17 @@ def test_shipped_recalibration_reaches_its_recorded_metrics_on_fresh_frames(task
     from bayes_smlm.forward.tasks import get_task
     from bayes_smlm.methods.ddpm import recalibrated_result
     from bayes_smlm.methods.reference import reference_method
+
     task = get_task(task_name)
     batch = simulate(task, frames, 2300 + (task_name == "paper"))
     exact = get_method(reference_method(task))(task, batch.adu, seed=0)
     keep = ~exact.flagged
     raw = get_method("ddpm")(task, batch.adu[keep], seed=1, keep_samples=True, recalibrate=False)
     recalibrated = recalibrated_result(raw, PsiPipeline.from_pretrained(None, task).recalibration)
-    scores = {name: region_variance_scores(r.kde_var, exact.kde_var[keep], exact.kde_mean[keep])
-              for name, r in (("raw", raw), ("recalibrated", recalibrated))}
+    scores = {
+        name: region_variance_scores(r.kde_var, exact.kde_var[keep], exact.kde_mean[keep])
+        for name, r in (("raw", raw), ("recalibrated", recalibrated))
+    }
     assert keep.sum() >= frames // 2
     assert 0.8 <= np.median(scores["recalibrated"]["signal_ratio"]) <= 1.25
     floor = {name: np.median(s["background_floor"]) for name, s in scores.items()}
@@ -288,6 +381,7 @@ def test_shipped_psi_is_a_diffusers_directory_with_its_scheduler(task_name):
     from diffusers import DDPMScheduler
 
     from bayes_smlm.surrogates.psi.pipeline import PsiPipeline, psi_shipped_checkpoint, read_config
+
     directory = psi_shipped_checkpoint(task_name)
     config = read_config(directory)
     saved = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
@@ -297,7 +391,10 @@ def test_shipped_psi_is_a_diffusers_directory_with_its_scheduler(task_name):
     named = make_scheduler(config["schedule"], config["prediction_type"])
     assert torch.equal(loaded.alphas_cumprod, named.alphas_cumprod)
     psi = PsiPipeline.from_pretrained(directory)
-    assert psi.task.name == task_name and psi.scheduler.config.prediction_type == saved["prediction_type"]
+    assert (
+        psi.task.name == task_name
+        and psi.scheduler.config.prediction_type == saved["prediction_type"]
+    )
 
 
 def test_dpm_solver_samples_do_not_depend_on_batching_and_refuse_eta(tiny_psi, isolated):
@@ -335,14 +432,16 @@ def test_ode_solvers_converge_to_one_solution_as_steps_grow(tiny_psi, isolated):
     assert gap(few["unipc"], many["dpmpp"]) < gap(few["ddim"], many["dpmpp"])
 
 
-def test_a_recalibration_refitted_for_another_sampler_serves_that_sampler_only(tiny_psi, isolated,
-                                                                              tmp_path):
+def test_a_recalibration_refitted_for_another_sampler_serves_that_sampler_only(
+    tiny_psi, isolated, tmp_path
+):
     """scripts/psi_sweep.py moments + fit, as the shipped recalibrations were refitted."""
     import importlib.util
     import shutil
     from pathlib import Path
 
     from bayes_smlm.io.atomic import write_npz
+
     script = Path(__file__).resolve().parents[1] / "scripts" / "psi_sweep.py"
     spec = importlib.util.spec_from_file_location("psi_sweep", script)
     sweep = importlib.util.module_from_spec(spec)
@@ -353,8 +452,12 @@ def test_a_recalibration_refitted_for_another_sampler_serves_that_sampler_only(t
     frames = simulate(isolated, 2, seed=8)
     exact = get_method("grid")(isolated, frames.adu)
     reference, moments = tmp_path / "ref.npz", tmp_path / "moments.npz"
-    write_npz(reference, adu=frames.adu, ref_var=exact.kde_var,
-              ref_scores=np.asarray(json.dumps({"method": "grid"})))
+    write_npz(
+        reference,
+        adu=frames.adu,
+        ref_var=exact.kde_var,
+        ref_scores=np.asarray(json.dumps({"method": "grid"})),
+    )
     sweep.moments(moments, reference, checkpoint, "cpu", "unipc", 2)
     sweep.fit(checkpoint, reference, moments, seed=7)
     recalibration = PsiPipeline.from_pretrained(checkpoint, isolated).recalibration
@@ -369,17 +472,38 @@ def test_recalibration_asks_for_the_sampler_it_was_fitted_on(isolated):
     adu = simulate(isolated, 1, seed=6).adu
     fitted = PsiPipeline.from_pretrained(None, isolated).recalibration.sampler
     assert fitted == (DEFAULT_SOLVER, DEFAULT_STEPS)  # the shipped ones: the default sampler
-    with pytest.raises(ConfigError, match=f"argument recalibrate: .*--solver {DEFAULT_SOLVER} "
-                                          f"--steps {DEFAULT_STEPS} \\(got ddim, 20\\)"):
+    with pytest.raises(
+        ConfigError,
+        match=f"argument recalibrate: .*--solver {DEFAULT_SOLVER} "
+        f"--steps {DEFAULT_STEPS} \\(got ddim, 20\\)",
+    ):
         get_method("ddpm")(isolated, adu, samples=2, solver="ddim", steps=20, recalibrate=True)
 
 
 def test_posterior_cli_takes_the_solver(tiny_psi, tmp_path, capsys):
     npz = tmp_path / "f.npz"
-    run_cli(capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz))
-    status, out, _ = run_cli(capsys, "posterior", str(npz), "--method", "ddpm", "--solver", "ddim",
-                             "--steps", "2", "--samples", "2", "--checkpoint", str(tiny_psi[0]),
-                             "--quiet", "--out", str(tmp_path / "x.nc"))
+    run_cli(
+        capsys, "simulate", "--task", "isolated", "--frames", "1", "--seed", "3", "--out", str(npz)
+    )
+    status, out, _ = run_cli(
+        capsys,
+        "posterior",
+        str(npz),
+        "--method",
+        "ddpm",
+        "--solver",
+        "ddim",
+        "--steps",
+        "2",
+        "--samples",
+        "2",
+        "--checkpoint",
+        str(tiny_psi[0]),
+        "--quiet",
+        "--out",
+        str(tmp_path / "x.nc"),
+    )
     assert status == 0 and "method ddpm, 1 frames" in out
     from bayes_smlm.io.posteriors import load_posterior
+
     assert '"solver": "ddim"' in load_posterior(tmp_path / "x.nc").attrs["settings"]

@@ -31,8 +31,11 @@ def test_readme_links_exist_and_its_numbers_are_the_reports():
     (and the headline table) equals what that report's metrics.json gives."""
     for target in re.findall(r"\]\(((?:docs|reports)/[^)#]+)\)", README):
         assert (ROOT / target).exists(), target
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "quoted_numbers.py"),
-                           "--check"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "quoted_numbers.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
     quoted = int(done.stdout.split("quoted numbers")[0].split()[-1])
     assert quoted >= 20, done.stdout
@@ -50,9 +53,12 @@ def test_a_quoted_number_that_differs_from_its_report_is_caught(tmp_path):
     page.parent.mkdir()
     (tmp_path / "reports" / "r").mkdir(parents=True)
     (tmp_path / "reports" / "r" / "metrics.json").write_text(
-        '{"speed": [{"seconds": 80.94}], "rate": 0.8907}')
-    page.write_text("took 81.0<!-- r / speed / 0 / seconds | .1f --> s, covers "
-                    "89<!-- r / rate | 100 .0f --> %\n")
+        '{"speed": [{"seconds": 80.94}], "rate": 0.8907}'
+    )
+    page.write_text(
+        "took 81.0<!-- r / speed / 0 / seconds | .1f --> s, covers "
+        "89<!-- r / rate | 100 .0f --> %\n"
+    )
     found = list(quoted_numbers.quotes(tmp_path))
     assert [(q[2], q[4]) for q in found] == [("81.0", "80.9"), ("89", "89")]
     assert "80.9<!--" in quoted_numbers.rewritten(page.read_text(), tmp_path)

@@ -36,10 +36,10 @@ def test_separation_classes_pixels_by_their_nearest_emitters_neighbour_distance(
     theta = np.array([[[5.0, 5.0], [5.3, 5.0], [15.0, 15.0], [16.5, 15.0]]])
     cls = separation(theta, (80, 80), 4, sigma)
     lr_to_hr = lambda x, y: (round(4 * (y + 0.5) - 0.5), round(4 * (x + 0.5) - 0.5))  # noqa: E731
-    assert cls[0][lr_to_hr(5.0, 5.0)] == 0                          # < 0.5 σ
-    assert cls[0][lr_to_hr(15.0, 15.0)] == cls[0][lr_to_hr(16.5, 15.0)] == 2   # 1–2 σ
+    assert cls[0][lr_to_hr(5.0, 5.0)] == 0  # < 0.5 σ
+    assert cls[0][lr_to_hr(15.0, 15.0)] == cls[0][lr_to_hr(16.5, 15.0)] == 2  # 1–2 σ
     lone = separation(theta[:, :1], (80, 80), 4, sigma)
-    assert np.all(lone == 3)                                        # no neighbour: ≥ 2 σ
+    assert np.all(lone == 3)  # no neighbour: ≥ 2 σ
 
 
 def test_region_scores_separate_signal_from_background():
@@ -61,8 +61,9 @@ def test_coverage_by_crowding_attains_the_order_statistic_level_for_exchangeable
     truth, samples = draws[:, 0], draws[:, 1:]  # truth exchangeable with the samples
     crowd = np.broadcast_to(np.arange(w) % 4, (f, h, w))  # classes 0, 1, 2, 3
     mask = np.ones((f, h, w), bool)
-    out = coverage_by_class(iter(samples), truth, mask,
-                            {"crowd": (crowd, ("0", "1", "2", ">=3"))})["crowd"]
+    out = coverage_by_class(iter(samples), truth, mask, {"crowd": (crowd, ("0", "1", "2", ">=3"))})[
+        "crowd"
+    ]
     attained = out["attained"]["coverage_90"]
     for cls in ("1", "2", ">=3"):
         n = out[cls]["pixels"]
@@ -89,8 +90,7 @@ def test_spread_recalibration_restores_the_variance_per_bin_and_keeps_the_mean()
 
 def test_spread_recalibration_knows_its_sampler_and_reads_older_records_as_20_ddim_steps():
     table = {"edges": (0.1,), "sd_scale": (1.0, 0.5), "pixels": (100, 100)}
-    fitted = SpreadRecalibration.from_dict({**table, "fitted_on": {"solver": "dpmpp",
-                                                                   "steps": 8}})
+    fitted = SpreadRecalibration.from_dict({**table, "fitted_on": {"solver": "dpmpp", "steps": 8}})
     assert fitted.sampler == ("dpmpp", 8)
     older = SpreadRecalibration.from_dict({**table, "fitted_on": {"sampler": "20 DDIM steps"}})
     assert older.sampler == ("ddim", 20)
@@ -110,6 +110,7 @@ def test_learning_rate_follows_the_time_budget_and_a_budget_stops_training(tmp_p
         LoopSettings(steps=10, max_seconds=float("nan"))
 
     from bayes_smlm.surrogates.training import train
+
     model = torch.nn.Linear(2, 1)
     x = torch.randn(64, 2)
 
@@ -117,17 +118,25 @@ def test_learning_rate_follows_the_time_budget_and_a_budget_stops_training(tmp_p
         while True:
             yield x
 
-    budget = LoopSettings(steps=10**9, max_seconds=0.5, validate_every=10**6,
-                          checkpoint_every=10**6)
-    outcome = train(model, batches=batches, step_loss=lambda b, s: model(b).pow(2).mean(),
-                    validate=lambda: float(model(x).pow(2).mean()), settings=budget,
-                    out_dir=tmp_path, progress=False)
+    budget = LoopSettings(
+        steps=10**9, max_seconds=0.5, validate_every=10**6, checkpoint_every=10**6
+    )
+    outcome = train(
+        model,
+        batches=batches,
+        step_loss=lambda b, s: model(b).pow(2).mean(),
+        validate=lambda: float(model(x).pow(2).mean()),
+        settings=budget,
+        out_dir=tmp_path,
+        progress=False,
+    )
     assert outcome.state.out_of_time and 0 < outcome.state.step < 10**9
     assert outcome.state.history and (tmp_path / "training_state.safetensors").is_file()
 
 
 def test_precision_auto_takes_bf16_only_where_it_is_native():
     from bayes_smlm.surrogates.psi.sampling import resolve_precision
+
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16") == "bf16"

@@ -28,25 +28,61 @@ def test_ddpm_is_recalibrated_by_default_and_says_so(tmp_path, capsys, frames_fi
     """The shipped isolated Psi's raw spread is 0.6 of the exact variance on the signal: its
     calibrated configuration is the default, --raw the option, and the file says which."""
     runs = {}
-    for label, extra in (("default", []), ("raw", ["--raw"]),
-                         ("other-sampler", ["--solver", "ddim", "--steps", "4"])):
+    for label, extra in (
+        ("default", []),
+        ("raw", ["--raw"]),
+        ("other-sampler", ["--solver", "ddim", "--steps", "4"]),
+    ):
         out = tmp_path / f"{label}.nc"
-        status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "ddpm",
-                                 "--samples", "4", "--quiet", *extra, "--out", str(out))
+        status, _, err = run_cli(
+            capsys,
+            "posterior",
+            str(frames_file),
+            "--method",
+            "ddpm",
+            "--samples",
+            "4",
+            "--quiet",
+            *extra,
+            "--out",
+            str(out),
+        )
         assert status == 0, err
         runs[label] = json.loads(load_posterior(out).attrs["settings"])
     assert runs["default"]["recalibrated"] and runs["default"]["recalibration"] == "applied"
     assert not runs["raw"]["recalibrated"]
     assert not runs["other-sampler"]["recalibrated"]
     assert "not this sampler" in runs["other-sampler"]["recalibration"]
-    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "ddpm",
-                             "--samples", "4", "--recalibrate", "--solver", "ddim", "--steps",
-                             "4", "--out", str(tmp_path / "x.nc"))
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "ddpm",
+        "--samples",
+        "4",
+        "--recalibrate",
+        "--solver",
+        "ddim",
+        "--steps",
+        "4",
+        "--out",
+        str(tmp_path / "x.nc"),
+    )
     assert_one_line_error(status, err, "argument --recalibrate:", "fitted on samples of")
 
 
 def test_a_variance_of_one_sample_is_refused(tmp_path, capsys, frames_file):
     """--samples 1 gave NaN variance on every frame, exit 0."""
-    status, _, err = run_cli(capsys, "posterior", str(frames_file), "--method", "ddpm",
-                             "--samples", "1", "--out", str(tmp_path / "p.nc"))
+    status, _, err = run_cli(
+        capsys,
+        "posterior",
+        str(frames_file),
+        "--method",
+        "ddpm",
+        "--samples",
+        "1",
+        "--out",
+        str(tmp_path / "p.nc"),
+    )
     assert_one_line_error(status, err, "argument --samples:", ">= 2")

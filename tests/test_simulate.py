@@ -18,15 +18,24 @@ def test_adu_mean_and_variance_per_pixel_match_the_camera_model_with_scmos_maps(
     offset = rng.uniform(90, 110, shape)
     gain = rng.uniform(0.5, 3.0, shape)
     readout_var = rng.uniform(0.5, 40.0, shape)
-    task = get_task("isolated", {"offset": offset, "gain": gain, "readout_var": readout_var,
-                                 "background": 3.0, "i0": 500.0})
+    task = get_task(
+        "isolated",
+        {
+            "offset": offset,
+            "gain": gain,
+            "readout_var": readout_var,
+            "background": 3.0,
+            "i0": 500.0,
+        },
+    )
     theta = np.array([[8.7, 10.4]], np.float32)
     m = 20000
     adu = simulate_fixed(task, theta, m, seed=11).astype(np.float64)
-    omega = np.asarray(physics.expected_photons(theta, 500.0, 3.0, task.optics.sigma_psf, shape),
-                       np.float64)
-    k2 = gain**2 * omega + readout_var           # variance: shot + readout
-    k4 = gain**4 * omega                         # 4th cumulant (Gaussian part has none)
+    omega = np.asarray(
+        physics.expected_photons(theta, 500.0, 3.0, task.optics.sigma_psf, shape), np.float64
+    )
+    k2 = gain**2 * omega + readout_var  # variance: shot + readout
+    k4 = gain**4 * omega  # 4th cumulant (Gaussian part has none)
     z_mean = (adu.mean(0) - (gain * omega + offset)) / np.sqrt(k2 / m)
     z_var = (adu.var(0, ddof=1) - k2) / np.sqrt((k4 + 2 * k2**2) / m)
     # 400 pixels, two-sided 4.5σ each: family-wise false-alarm probability ≈ 400 · 7e-6 ≈ 0.003.
@@ -78,10 +87,12 @@ def test_stream_is_fresh_per_batch_and_resumable(isolated):
     assert not np.allclose(simulate(isolated, 4, seed=9).adu, batches[0].adu)
 
 
-@pytest.mark.parametrize("kwargs, argument", [({"n_frames": 0}, "argument n_frames"),
-                                               ({"seed": -1}, "argument seed")])
+@pytest.mark.parametrize(
+    "kwargs, argument", [({"n_frames": 0}, "argument n_frames"), ({"seed": -1}, "argument seed")]
+)
 def test_bad_counts_and_seeds_are_rejected(isolated, kwargs, argument):
     from bayes_smlm.errors import ConfigError
+
     args = {"n_frames": 2, "seed": 0, **kwargs}
     with pytest.raises(ConfigError, match=argument):
         simulate(isolated, **args)
@@ -93,6 +104,7 @@ def test_drawn_brightness_follows_the_priors_and_the_frames_carry_it():
     draws: the offset-subtracted ADU sum equals Σ i0 · (PSF mass inside the frame) + b·H·W
     within 5 SD of its Poisson + read noise."""
     from scipy.special import erf
+
     task = get_task("widefield")
     batch = simulate(task, 400, seed=2)
     lo, hi = task.prior.i0_range
@@ -120,6 +132,19 @@ def test_fixed_brightness_reports_the_fixed_values(paper):
 
 def test_brightness_must_be_fixed_or_drawn(capsys, tmp_path):
     from test_cli import assert_one_line_error, run_cli
-    status, _, err = run_cli(capsys, "simulate", "--task", "isolated", "--frames", "2", "--seed",
-                             "0", "--set", "brightness=often", "--out", str(tmp_path / "f.npz"))
+
+    status, _, err = run_cli(
+        capsys,
+        "simulate",
+        "--task",
+        "isolated",
+        "--frames",
+        "2",
+        "--seed",
+        "0",
+        "--set",
+        "brightness=often",
+        "--out",
+        str(tmp_path / "f.npz"),
+    )
     assert_one_line_error(status, err, "prior.brightness", "fixed, drawn", "often")

@@ -18,15 +18,20 @@ def study(*argv: str) -> str:
     those of every slow test before, XLA:CPU aborted while serializing a program for the
     compilation cache (SIGSEGV in CI, SIGABRT here; never in a fresh process), so each study
     gets its own (the compilation cache folder stays shared through the environment)."""
-    done = subprocess.run([sys.executable, "-m", "bayes_smlm.cli.main", "study", *argv],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bayes_smlm.cli.main", "study", *argv],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
 
 
 def test_forward_model_study_writes_report_figure_and_metrics(tmp_path, capsys):
     out = tmp_path / "fm"
-    assert main(["study", "forward-model", "--preset", "smoke", "--seed", "1", "--out", str(out)]) == 0
+    assert (
+        main(["study", "forward-model", "--preset", "smoke", "--seed", "1", "--out", str(out)]) == 0
+    )
     report = (out / "report.md").read_text()
     assert "![frames](frames.png)" in report and "Mortensen" in report
     assert (out / "frames.png").stat().st_size > 10_000
@@ -45,6 +50,7 @@ def test_studies_run_as_a_module_with_one_line_errors(tmp_path, capsys):
     # the module entry point parses and reports errors as the CLI does, then calls the same
     # run_study as `bayes-smlm study` (whose runs the other tests of this file check)
     from bayes_smlm.studies.registry import run_as_script
+
     with pytest.raises(SystemExit) as exit_info:
         run_as_script(["forward-model", "--preset", "huge"])
     err = capsys.readouterr().err
@@ -52,8 +58,13 @@ def test_studies_run_as_a_module_with_one_line_errors(tmp_path, capsys):
     assert "argument --preset: must be one of" in err
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "bayes_smlm.studies", "--help"],
-                          capture_output=True, text=True, timeout=120)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bayes_smlm.studies", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "forward-model" in proc.stdout
 
 
@@ -103,21 +114,30 @@ def _toy_centroid(task, adu, *, seed=0, chains=4, draws=1000, progress=False, **
     """A user's method: Gaussian draws around the photon centroid (deliberately crude)."""
     from bayes_smlm.methods.pushforward import kde_moments
     from bayes_smlm.methods.result import PosteriorResult
+
     rng = np.random.default_rng(seed)
     signal = np.clip(adu - task.camera.offset, 0, None)
-    ys, xs = np.mgrid[:adu.shape[1], :adu.shape[2]]
+    ys, xs = np.mgrid[: adu.shape[1], : adu.shape[2]]
     centre = np.stack([(signal * xs).sum((1, 2)), (signal * ys).sum((1, 2))], -1)
     centre /= signal.sum((1, 2))[:, None]
     theta = centre[None, None, :, None, :] + rng.normal(0, 0.2, (chains, draws, len(adu), 1, 2))
     flat = np.moveaxis(theta, 2, 0).reshape(len(adu), -1, 1, 2)
     mean, var = kde_moments(flat, task)
-    return PosteriorResult(method="toy_centroid", task=task, adu=adu, kde_mean=mean,
-                           kde_var=var, theta=theta.astype(np.float32), seconds=0.01)
+    return PosteriorResult(
+        method="toy_centroid",
+        task=task,
+        adu=adu,
+        kde_mean=mean,
+        kde_var=var,
+        theta=theta.astype(np.float32),
+        seconds=0.01,
+    )
 
 
 @pytest.fixture(scope="module")
 def calibration_smoke(tmp_path_factory):
     from bayes_smlm.methods import register_method, unregister_method
+
     out = tmp_path_factory.mktemp("calibration")
     register_method("toy_centroid")(_toy_centroid)
     try:
@@ -132,8 +152,17 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     out = calibration_smoke
     metrics = json.loads((out / "metrics.json").read_text())
     methods = metrics["methods"]
-    assert {"grid", "nuts", "chees", "rwmh", "rwmh_paper", "laplace", "npe", "ddpm",
-            "toy_centroid"} <= set(methods)
+    assert {
+        "grid",
+        "nuts",
+        "chees",
+        "rwmh",
+        "rwmh_paper",
+        "laplace",
+        "npe",
+        "ddpm",
+        "toy_centroid",
+    } <= set(methods)
     s = {name: m["scalars"] for name, m in methods.items()}
     # exact methods agree with the exact reference (6 frames × 400 draws: loose but failing bars)
     assert 0.8 < s["nuts"]["var_ratio_median"] < 1.25 and s["nuts"]["var_pearson_median"] > 0.95
@@ -143,12 +172,21 @@ def test_calibration_smoke_compares_every_method_with_sane_numbers(calibration_s
     assert s["rwmh_paper"]["kde_entropy_above_reference"] == 1.0
     assert s["laplace"]["var_pearson_median"] > 0.95  # the Gaussian at the mode is near exact
     for name in ("grid", "nuts", "rwmh", "rwmh_paper", "laplace", "npe", "toy_centroid"):
-        for key in ("kde_coverage_90", "z_sd", "sbc_min_pvalue", "rhat_max", "ess_bulk_min",
-                    "theta_entropy_knn_median", "rmse_ratio_x", "seconds_per_frame"):
+        for key in (
+            "kde_coverage_90",
+            "z_sd",
+            "sbc_min_pvalue",
+            "rhat_max",
+            "ess_bulk_min",
+            "theta_entropy_knn_median",
+            "rmse_ratio_x",
+            "seconds_per_frame",
+        ):
             assert np.isfinite(s[name][key]), (name, key)
     assert s["ddpm"]["frames"] == 2 and "kde_coverage_90" in s["ddpm"]
     assert "sd_ratio_x" not in s["ddpm"]  # no θ draws: no θ metrics, and no made-up ones
     from bayes_smlm.compare.schema import SCALARS
+
     assert all(set(scalars) <= set(SCALARS) for scalars in s.values())  # one declared schema
     assert np.all(np.isfinite(metrics["phi_log"]["rmse_ratio"]))
     assert {r["method"] for r in metrics["cost_by_emitters"]} == {"nuts", "chees", "ddpm"}
@@ -187,8 +225,9 @@ def test_localization_smoke_reports_phi_against_crlb(tmp_path, capsys):
     out = tmp_path / "loc"
     study("localization", "--preset", "smoke", "--out", str(out))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
-    assert {(r["task"], r["i0"]) for r in rows} == {(t, i) for t in ("isolated", "paper")
-                                                    for i in (200.0, 1000.0)}
+    assert {(r["task"], r["i0"]) for r in rows} == {
+        (t, i) for t in ("isolated", "paper") for i in (200.0, 1000.0)
+    }
     iso = {r["i0"]: r for r in rows if r["task"] == "isolated"}
     assert iso[200.0]["recall"] == 1.0 and 0.5 < iso[200.0]["rmse_ratio_x"] < 2.0
     assert iso[1000.0]["sqrt_crlb_nm"] < iso[200.0]["sqrt_crlb_nm"]  # more photons, lower bound
@@ -218,6 +257,7 @@ def test_ddpm_uncertainty_smoke_writes_both_starts(tmp_path, capsys):
 @pytest.mark.slow
 def test_comparison_dataset_is_method_by_frame(calibration_smoke):
     from bayes_smlm.compare import comparison_dataset
+
     ds = comparison_dataset(json.loads((calibration_smoke / "metrics.json").read_text()))
     assert ds.attrs["reference"] == "grid" and "ddpm" in ds["posterior_method"].values
     assert ds["var_pearson"].dims == ("posterior_method", "frame") and ds.sizes["frame"] == 6
@@ -252,14 +292,14 @@ def test_calibration_on_the_paper_task_scores_every_frame_against_smc(tmp_path, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reference"] == "smc" and "grid" in metrics["failures"]
     flagged = metrics["reference_flagged"]
-    assert flagged == {"frames": 0, "of": 4, "indices": []}   # the reference drops no frame
+    assert flagged == {"frames": 0, "of": 4, "indices": []}  # the reference drops no frame
     smc = metrics["methods"]["smc"]["scalars"]
     assert smc["signal_ratio_median"] == pytest.approx(1.0)
     assert smc["reference_background_floor_median"] < 1e-3
     assert {"1", "2", ">=3"} & set(smc["by_crowding"])
     assert set(smc["by_separation"]) - {"attained"} <= {"<0.5", "0.5-1", "1-2", ">=2"}
     nuts = metrics["methods"]["nuts"]["scalars"]
-    assert 0.8 < nuts["signal_ratio_median"] < 1.25          # two exact samplers agree
+    assert 0.8 < nuts["signal_ratio_median"] < 1.25  # two exact samplers agree
     hard = metrics["hard_frames"]
     assert hard["sampler"] == "nuts" and all(r["scored"] for r in hard["rows"])
     assert {"ddpm", "ddpm-recal"} <= set(metrics["methods"])
@@ -283,6 +323,7 @@ def test_ddpm_studies_take_a_task_and_other_studies_refuse_it(tmp_path, capsys):
     study("ddpm-uncertainty", "--task", "paper", "--preset", "smoke", "--out", str(out))
     assert "`paper` frames" in (out / "report.md").read_text()
     from test_cli import run_cli
+
     status, _, err = run_cli(capsys, "study", "phi", "--task", "paper", "--preset", "smoke")
     assert status == 2 and "--task" in err and len(err.strip().splitlines()) == 1
     status, _, err = run_cli(capsys, "study", "calibration", "--task", "nope", "--preset", "smoke")
@@ -295,11 +336,22 @@ def test_movie_study_localizes_renders_and_scores_both_movies(tmp_path, capsys):
     study("movie", "--preset", "smoke", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     nuts, laplace = "sparse, 3 frames, nuts", "sparse, 3 frames, laplace"
-    assert set(metrics["movies"]) == {"sparse", "crowded", "crowded-separate", "crowded-bg30",
-                                      "dim", "wide-psf", "sparse, camera calibrated",
-                                      "sparse, camera calibrated-exact-gain",
-                                      "sparse, camera means", "sparse, camera from-movie",
-                                      "dim, φ detector", "crowded, φ detector", nuts, laplace}
+    assert set(metrics["movies"]) == {
+        "sparse",
+        "crowded",
+        "crowded-separate",
+        "crowded-bg30",
+        "dim",
+        "wide-psf",
+        "sparse, camera calibrated",
+        "sparse, camera calibrated-exact-gain",
+        "sparse, camera means",
+        "sparse, camera from-movie",
+        "dim, φ detector",
+        "crowded, φ detector",
+        nuts,
+        laplace,
+    }
     errors = metrics["movies"]["sparse, camera calibrated"]["calibration_errors"]
     # 200 dark and 5 × 100 flat frames: median errors ≈ 0.1 ADU, 4.3 % and 6.8 % (per pixel)
     assert errors["offset_adu"] < 0.5 and errors["gain_relative"] < 0.06
@@ -336,7 +388,7 @@ def test_bench_speed_smoke_prints_every_table_from_one_run(tmp_path, capsys):
     nuts = next(r for r in metrics["dense"] if r["method"] == "nuts")["seconds_per_frame"]
     assert all(abs(r["per_nuts"] - r["seconds_per_frame"] / nuts) < 1e-9 for r in metrics["ddpm"])
     assert [r["variant"].split(",")[0] for r in metrics["phi"]] == ["fp32", "bf16 autocast", "bf16"]
-    assert metrics["phi"][0]["frames_per_second"] > 0               # fp32 eager runs anywhere
+    assert metrics["phi"][0]["frames_per_second"] > 0  # fp32 eager runs anywhere
     # each variant runs in its own process: one that crashes it is reported, not fatal
     assert all(r["frames_per_second"] or r["failed"] for r in metrics["phi"])
     assert "cpu" in metrics["provenance"]  # timings from another CPU are not comparable
@@ -358,10 +410,13 @@ def test_bench_dask_smoke_finds_the_workers_numbers_equal_to_one_process(tmp_pat
 
 def test_reports_name_the_cpu_and_the_instruction_sets_their_timings_depend_on(tmp_path):
     from bayes_smlm.reporting.markdown import cpu_description
+
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2 GHz\nflags\t\t: fpu avx2 "
-                    "amx_bf16 sse\n\nprocessor\t: 1\nmodel name\t: Some CPU @ 2 GHz\n"
-                    "flags\t\t: fpu avx2 amx_bf16 sse\n")
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU @ 2 GHz\nflags\t\t: fpu avx2 "
+        "amx_bf16 sse\n\nprocessor\t: 1\nmodel name\t: Some CPU @ 2 GHz\n"
+        "flags\t\t: fpu avx2 amx_bf16 sse\n"
+    )
     assert cpu_description(info) == "Some CPU @ 2 GHz; avx2 amx_bf16"
     info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse\n")
     assert cpu_description(info) == "Old CPU; none of avx2 avx512f avx512_bf16 amx_bf16"
@@ -376,32 +431,44 @@ def test_validity_map_smoke_scores_every_cell_against_smc(tmp_path, capsys):
     assert metrics["reference"] == "smc" and len(metrics["cells"]) == 4
     for cell in metrics["cells"]:
         smc = cell["methods"]["smc"]
-        assert smc["coverage_gap"] == 0 and smc["z_sd_ratio"] == 1     # the reference itself
+        assert smc["coverage_gap"] == 0 and smc["z_sd_ratio"] == 1  # the reference itself
         assert 0 <= smc["p_true_count"] <= 1
         assert cell["counts"] == list(range(max(0, cell["emitters"] - 1), cell["emitters"] + 2))
-        assert cell["frames"] == {1: 4, 3: 2}[cell["emitters"]]      # ≥ 4 emitters a cell
+        assert cell["frames"] == {1: 4, 3: 2}[cell["emitters"]]  # ≥ 4 emitters a cell
         for name in ("laplace", "auto"):
             assert 0 <= cell["methods"][name]["p_true_count"] <= 1
             by_separation = cell["methods"][name]["p_true_by_separation"]
             assert sum(frames for _, frames in by_separation.values()) == cell["frames"]
-        assert cell["methods"]["nuts"]["p_true_count"] is None       # told the count
+        assert cell["methods"]["nuts"]["p_true_count"] is None  # told the count
     report = (out / "report.md").read_text()
     assert "![validity map](validity_map.png)" in report and (out / "validity_map.png").is_file()
     assert "## What the numbers say" in report and "- **auto** — calibrated in" in report
-    assert "closest pair >=2 σ_psf" in report                       # one-emitter frames at least
+    assert "closest pair >=2 σ_psf" in report  # one-emitter frames at least
     before = report
-    assert main(["report", str(out)]) == 0                          # rebuilt from the files
+    assert main(["report", str(out)]) == 0  # rebuilt from the files
     assert (out / "report.md").read_text() == before
 
 
 @pytest.mark.slow
 def test_validity_map_cells_in_worker_processes_give_the_same_numbers(tmp_path, monkeypatch):
     from bayes_smlm.studies import validity_map
-    tiny = {"photons": [2000], "emitters": [1, 2], "background": 3.0, "frames": 2,
-            "min_emitters": 2, "count_window": 1, "chains": 2, "draws": 100, "smc_draws": 64,
-            "kde_samples": 8, "methods": ["laplace"], "max_emitters": {}}
+
+    tiny = {
+        "photons": [2000],
+        "emitters": [1, 2],
+        "background": 3.0,
+        "frames": 2,
+        "min_emitters": 2,
+        "count_window": 1,
+        "chains": 2,
+        "draws": 100,
+        "smc_draws": 64,
+        "kde_samples": 8,
+        "methods": ["laplace"],
+        "max_emitters": {},
+    }
     monkeypatch.setitem(validity_map.PRESETS, "tiny", tiny)
-    monkeypatch.setenv("BAYES_SMLM_CACHE", "off")   # both runs compute their reference
+    monkeypatch.setenv("BAYES_SMLM_CACHE", "off")  # both runs compute their reference
     found = []
     for workers in (1, 2):
         monkeypatch.setitem(tiny, "workers", workers)
@@ -416,15 +483,24 @@ def test_validity_map_cells_in_worker_processes_give_the_same_numbers(tmp_path, 
 
 def test_validity_map_words_follow_the_cells():
     from bayes_smlm.studies.validity_map_report import count_words, where_words
+
     settings = {"photons": [50, 200, 2000], "emitters": [1, 10]}
 
     def cell(photons, emitters, calibrated, p=1.0):
         m = {"calibrated": calibrated, "p_true_count": p, "seconds_per_frame": 0.5}
         return {"photons": photons, "emitters": emitters, "methods": {"laplace": m, "smc": m}}
 
-    metrics = {"cells": [cell(50, 1, False, 0.6), cell(200, 1, True), cell(2000, 1, True),
-                         cell(50, 10, True), cell(200, 10, False), cell(2000, 10, False)]}
-    line, = where_words(metrics, settings, ["laplace"])
+    metrics = {
+        "cells": [
+            cell(50, 1, False, 0.6),
+            cell(200, 1, True),
+            cell(2000, 1, True),
+            cell(50, 10, True),
+            cell(200, 10, False),
+            cell(2000, 10, False),
+        ]
+    }
+    (line,) = where_words(metrics, settings, ["laplace"])
     assert "calibrated in 3 of 6 cells" in line
     assert "1 emitters: calibrated from 200 photons up" in line
     assert "10 emitters: not calibrated at 2000 photons" in line
@@ -436,12 +512,22 @@ def test_validity_map_pools_p_n_by_separation_over_cells():
     import numpy as np
     from bayes_smlm.studies.validity_map import p_true_by_separation
     from bayes_smlm.studies.validity_map_report import count_by_separation
-    theta = np.array([[[0, 0], [0.3, 0], [5, 5]],       # closest pair 0.3 px: < 0.5 σ at σ = 1
-                      [[0, 0], [3, 0], [9, 9]]], float)   # 3 px: ≥ 2 σ
+
+    theta = np.array(
+        [
+            [[0, 0], [0.3, 0], [5, 5]],  # closest pair 0.3 px: < 0.5 σ at σ = 1
+            [[0, 0], [3, 0], [9, 9]],
+        ],
+        float,
+    )  # 3 px: ≥ 2 σ
     parts = p_true_by_separation(np.array([0.2, 0.9]), theta, 1.0)
     assert parts == {"<0.5": [0.2, 1], ">=2": [0.9, 1]}
     other = {">=2": [0.5, 1]}
-    metrics = {"cells": [{"methods": {"smc": {"p_true_by_separation": parts}}},
-                         {"methods": {"smc": {"p_true_by_separation": other}}}]}
+    metrics = {
+        "cells": [
+            {"methods": {"smc": {"p_true_by_separation": parts}}},
+            {"methods": {"smc": {"p_true_by_separation": other}}},
+        ]
+    }
     text = count_by_separation(metrics, ["smc", "nuts"])
     assert "0.200 (1)" in text and "0.700 (2)" in text and "nuts" not in text

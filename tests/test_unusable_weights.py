@@ -24,11 +24,16 @@ def test_a_changed_shipped_checkpoint_is_refused(tmp_path, monkeypatch, isolated
 
 
 def test_every_shipped_weights_file_is_recorded_and_matches():
-    recorded = {name: digest for digest, name in
-                (line.split(maxsplit=1) for line in
-                 checkpoints.SHIPPED_SUMS.read_text().splitlines())}
-    on_disk = {str(p.relative_to(checkpoints.SHIPPED_DIR))
-               for p in checkpoints.SHIPPED_DIR.rglob("*.safetensors")}
+    recorded = {
+        name: digest
+        for digest, name in (
+            line.split(maxsplit=1) for line in checkpoints.SHIPPED_SUMS.read_text().splitlines()
+        )
+    }
+    on_disk = {
+        str(p.relative_to(checkpoints.SHIPPED_DIR))
+        for p in checkpoints.SHIPPED_DIR.rglob("*.safetensors")
+    }
     assert set(recorded) == on_disk
     for name, digest in recorded.items():
         assert checkpoints.weights_sha256(checkpoints.SHIPPED_DIR / name) == digest

@@ -35,12 +35,12 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 
-MIN_FRAMES = 20        # a per-pixel variance from fewer is too noisy to be a map (±32 %)
-SATURATED_MAX = 1e-4   # share of a stack's pixel values at the file's maximum it tolerates
-BRIGHTER_SDS = 3.0     # a flat's median signal must exceed this many readout SDs
-LEVEL_SPREAD = 1.2     # the brightest level's median signal over the dimmest's, at least
-GAIN_SE_WARN = 0.035   # median relative gain SE above which `localize` would be overconfident
-CHUNK = 64             # frames read at a time
+MIN_FRAMES = 20  # a per-pixel variance from fewer is too noisy to be a map (±32 %)
+SATURATED_MAX = 1e-4  # share of a stack's pixel values at the file's maximum it tolerates
+BRIGHTER_SDS = 3.0  # a flat's median signal must exceed this many readout SDs
+LEVEL_SPREAD = 1.2  # the brightest level's median signal over the dimmest's, at least
+GAIN_SE_WARN = 0.035  # median relative gain SE above which `localize` would be overconfident
+CHUNK = 64  # frames read at a time
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ def stack_moments(path: str | Path, argument: str) -> StackMoments:
     """Mean and variance of every pixel of a TIFF stack, a chunk at a time (Chan's pairwise
     update, in float64: the stack never sits in memory whole)."""
     from bayes_smlm.acquisition.movie import Movie
+
     movie = Movie(path, argument=argument)
     try:
         total, mean, m2, at_max = 0, None, None, 0
@@ -92,14 +93,18 @@ def stack_moments(path: str | Path, argument: str) -> StackMoments:
     finally:
         movie.close()
     if total < MIN_FRAMES:
-        raise ConfigError(argument, f"{Path(path).name} has {total} frames; a per-pixel variance "
-                                    f"needs at least {MIN_FRAMES}")
+        raise ConfigError(
+            argument,
+            f"{Path(path).name} has {total} frames; a per-pixel variance "
+            f"needs at least {MIN_FRAMES}",
+        )
     assert mean is not None and m2 is not None  # a stack of MIN_FRAMES or more had chunks
     return StackMoments(mean, m2 / (total - 1), total, at_max / (total * mean.size))
 
 
-def calibrate(dark: StackMoments, flats: Sequence[StackMoments],
-              names: Sequence[str] = ()) -> CameraMaps:
+def calibrate(
+    dark: StackMoments, flats: Sequence[StackMoments], names: Sequence[str] = ()
+) -> CameraMaps:
     """Offset, readout variance and gain maps (module docstring) from the moments of the dark
     stack and of two or more flat stacks at different light levels."""
     names = list(names) or [f"flat {k + 1}" for k in range(len(flats))]
@@ -108,26 +113,38 @@ def calibrate(dark: StackMoments, flats: Sequence[StackMoments],
     levels = []
     for flat, name in zip(flats, names):
         if flat.mean.shape != offset.shape:
-            raise ConfigError("flat", f"{name} has frames of {flat.mean.shape[0]} x "
-                                      f"{flat.mean.shape[1]} px, the dark frames "
-                                      f"{offset.shape[0]} x {offset.shape[1]}")
+            raise ConfigError(
+                "flat",
+                f"{name} has frames of {flat.mean.shape[0]} x "
+                f"{flat.mean.shape[1]} px, the dark frames "
+                f"{offset.shape[0]} x {offset.shape[1]}",
+            )
         if flat.saturated > SATURATED_MAX:
-            raise ConfigError("flat", f"{name}: {100 * flat.saturated:.2f} % of its pixel values "
-                                      "sit at the most the file can hold (saturated): the "
-                                      "light there is unknown; use a dimmer level")
+            raise ConfigError(
+                "flat",
+                f"{name}: {100 * flat.saturated:.2f} % of its pixel values "
+                "sit at the most the file can hold (saturated): the "
+                "light there is unknown; use a dimmer level",
+            )
         signal = float(np.median(flat.mean - offset))
         if signal < BRIGHTER_SDS * readout_sd:
-            raise ConfigError("flat", f"{name} is no brighter than the dark frames (median "
-                                      f"{signal:.1f} ADU above the offset, readout SD "
-                                      f"{readout_sd:.1f} ADU)")
+            raise ConfigError(
+                "flat",
+                f"{name} is no brighter than the dark frames (median "
+                f"{signal:.1f} ADU above the offset, readout SD "
+                f"{readout_sd:.1f} ADU)",
+            )
         levels.append(signal)
     if len(levels) < 2 or max(levels) < LEVEL_SPREAD * min(levels):
-        raise ConfigError("flat", f"needs flats at two or more light levels (got "
-                                  f"{len(levels)} level(s), median signals "
-                                  f"{', '.join(f'{v:.0f}' for v in levels)} ADU): the "
-                                  "photon-transfer fit has nothing to check its line against")
-    x = np.stack([f.mean - offset for f in flats])                      # (K, H, W) ADU
-    y = np.stack([f.var - readout_var for f in flats])                  # ADU²
+        raise ConfigError(
+            "flat",
+            f"needs flats at two or more light levels (got "
+            f"{len(levels)} level(s), median signals "
+            f"{', '.join(f'{v:.0f}' for v in levels)} ADU): the "
+            "photon-transfer fit has nothing to check its line against",
+        )
+    x = np.stack([f.mean - offset for f in flats])  # (K, H, W) ADU
+    y = np.stack([f.var - readout_var for f in flats])  # ADU²
     frames = np.array([f.frames for f in flats], float)[:, None, None]
     # weights from the fitted line, not the noisy v_k (which would favour low draws: bias)
     gain = np.sum(x * y, 0) / np.sum(x * x, 0)
@@ -136,10 +153,15 @@ def calibrate(dark: StackMoments, flats: Sequence[StackMoments],
         weight = (frames - 1) / (2.0 * predicted**2)
         sxx = np.sum(weight * x * x, 0)
         gain = np.sum(weight * x * y, 0) / sxx
-    return CameraMaps(offset=offset, readout_var=readout_var, gain=gain,
-                      offset_se=np.sqrt(readout_var / dark.frames),
-                      readout_var_se=readout_var * np.sqrt(2.0 / (dark.frames - 1)),
-                      gain_se=1.0 / np.sqrt(sxx), levels=tuple(levels))
+    return CameraMaps(
+        offset=offset,
+        readout_var=readout_var,
+        gain=gain,
+        offset_se=np.sqrt(readout_var / dark.frames),
+        readout_var_se=readout_var * np.sqrt(2.0 / (dark.frames - 1)),
+        gain_se=1.0 / np.sqrt(sxx),
+        levels=tuple(levels),
+    )
 
 
 def relative_gain_se(maps: CameraMaps) -> float:
@@ -155,16 +177,22 @@ def write_camera_maps(folder: str | Path, maps: CameraMaps) -> dict[str, Path]:
     import tifffile
 
     from bayes_smlm.io.atomic import atomic_path
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in ("offset", "readout_var", "gain", "offset_se", "readout_var_se", "gain_se"):
         paths[name] = folder / f"{name}.tif"
         with atomic_path(paths[name]) as tmp:
-            tifffile.imwrite(tmp, getattr(maps, name).astype(np.float32),
-                             photometric="minisblack")
+            tifffile.imwrite(tmp, getattr(maps, name).astype(np.float32), photometric="minisblack")
     return paths
 
 
-__all__ = ["CameraMaps", "StackMoments", "calibrate", "relative_gain_se", "stack_moments",
-           "write_camera_maps"]
+__all__ = [
+    "CameraMaps",
+    "StackMoments",
+    "calibrate",
+    "relative_gain_se",
+    "stack_moments",
+    "write_camera_maps",
+]

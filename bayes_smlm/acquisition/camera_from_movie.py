@@ -52,27 +52,32 @@ class MovieCamera:
     def summary(self) -> str:
         """One line of what was estimated and what was assumed."""
         own = self.quiet_frames >= MIN_QUIET
-        return (f"camera from the movie: offset of {own.mean():.0%} of pixels from their quiet "
-                f"frames (median {np.median(self.quiet_frames):.0f}), readout variance of "
-                f"{self.noisy.mean():.1%} (the noisy ones); "
-                f"assumed: gain {self.gain:g} ADU/photon in every pixel (a movie of constant "
-                f"background cannot tell gain from background) and a uniform background "
-                f"({self.background:.2f} photons/px); readout variance median "
-                f"{np.median(self.readout_var):.2f} ADU², largest {self.readout_var.max():.0f}")
+        return (
+            f"camera from the movie: offset of {own.mean():.0%} of pixels from their quiet "
+            f"frames (median {np.median(self.quiet_frames):.0f}), readout variance of "
+            f"{self.noisy.mean():.1%} (the noisy ones); "
+            f"assumed: gain {self.gain:g} ADU/photon in every pixel (a movie of constant "
+            f"background cannot tell gain from background) and a uniform background "
+            f"({self.background:.2f} photons/px); readout variance median "
+            f"{np.median(self.readout_var):.2f} ADU², largest {self.readout_var.max():.0f}"
+        )
 
 
-def camera_from_movie(movie: Any, task: Task, *, chunk_frames: int = 500,
-                      threshold: float = 6.0) -> MovieCamera:
+def camera_from_movie(
+    movie: Any, task: Task, *, chunk_frames: int = 500, threshold: float = 6.0
+) -> MovieCamera:
     """Estimate the offset and readout-variance maps of ``movie`` (a
     :class:`~bayes_smlm.acquisition.movie.Movie`) from its quiet pixels (module docstring).
     ``task`` gives the scalar camera (``camera.offset``, ``gain``, ``readout_var``) and the PSF
     σ; its camera must not hold maps already."""
     camera = task.camera
     if any(np.ndim(v) for v in (camera.offset, camera.gain, camera.readout_var)):
-        raise ConfigError("camera", "from-movie estimates the offset and readout-variance maps: "
-                                    "give scalar camera.* values (or drop --camera from-movie)")
-    offset, gain, readout_var = (float(v) for v in (camera.offset, camera.gain,
-                                                    camera.readout_var))
+        raise ConfigError(
+            "camera",
+            "from-movie estimates the offset and readout-variance maps: "
+            "give scalar camera.* values (or drop --camera from-movie)",
+        )
+    offset, gain, readout_var = (float(v) for v in (camera.offset, camera.gain, camera.readout_var))
     sigma = task.optics.sigma_psf
     reach = 2 * int(np.ceil(QUIET_RADIUS * sigma)) + 1
     total = np.zeros(task.shape)
@@ -92,8 +97,11 @@ def camera_from_movie(movie: Any, task: Task, *, chunk_frames: int = 500,
     mean = np.where(own, total / np.maximum(count, 1), np.nan)
     variance = np.where(own, (squares - count * mean**2) / np.maximum(count - 1, 1), np.nan)
     if not own.any():
-        raise ConfigError("camera", f"from-movie needs pixels quiet in ≥ {MIN_QUIET} frames; "
-                                    "this movie has none (too short or too crowded)")
+        raise ConfigError(
+            "camera",
+            f"from-movie needs pixels quiet in ≥ {MIN_QUIET} frames; "
+            "this movie has none (too short or too crowded)",
+        )
     background = max((float(np.nanmedian(mean)) - offset) / gain, 0.0)
     offset_map = np.where(own, mean - gain * background, offset)
     # a normal pixel's w² is small beside the background's shot noise g²b, and the gain's
@@ -101,8 +109,14 @@ def camera_from_movie(movie: Any, task: Task, *, chunk_frames: int = 500,
     # clearly above the given one (a noisy pixel) is the pixel's own
     excess = variance - gain**2 * background - readout_var
     noisy = own & (excess > NOISY_SE * variance * np.sqrt(2.0 / np.maximum(count - 1, 1)))
-    readout_map = np.where(noisy, np.maximum(variance - gain**2 * background, QUANTISATION_VAR),
-                           readout_var)
-    return MovieCamera(offset=offset_map.astype(np.float32),
-                       readout_var=readout_map.astype(np.float32), gain=gain,
-                       background=background, quiet_frames=count.astype(int), noisy=noisy)
+    readout_map = np.where(
+        noisy, np.maximum(variance - gain**2 * background, QUANTISATION_VAR), readout_var
+    )
+    return MovieCamera(
+        offset=offset_map.astype(np.float32),
+        readout_var=readout_map.astype(np.float32),
+        gain=gain,
+        background=background,
+        quiet_frames=count.astype(int),
+        noisy=noisy,
+    )

@@ -52,8 +52,9 @@ class Movie:
         been clipped.
     """
 
-    def __init__(self, path: str | Path, argument: str = "movie",
-                 frames: tuple[int, int] | None = None):
+    def __init__(
+        self, path: str | Path, argument: str = "movie", frames: tuple[int, int] | None = None
+    ):
         self.path = Path(path)
         self.argument = argument
         self.task_json: str | None = None
@@ -67,23 +68,34 @@ class Movie:
             declared, readable, frame_shape = self._open_tiff()
         elif suffix == ".npz":
             from bayes_smlm.io.frames import read_frames
+
             task, adu, _ = read_frames(self.path)
             self._array, self.task_json = adu, task.to_json()
             declared = readable = adu.shape[0]
             frame_shape = adu.shape[1:]
         else:
-            raise ConfigError(argument, f"must be a TIFF stack (.tif, .tiff) or a frames .npz of "
-                                        f"`bayes-smlm simulate` (got {self.path.name})")
+            raise ConfigError(
+                argument,
+                f"must be a TIFF stack (.tif, .tiff) or a frames .npz of "
+                f"`bayes-smlm simulate` (got {self.path.name})",
+            )
         start, stop = frames if frames is not None else (0, declared)
         if not 0 <= start < stop <= declared:
-            raise ConfigError("frames", f"must be START:STOP with 0 <= START < STOP <= {declared}, "
-                                        f"the frames of {self.path.name} (got {start}:{stop})")
+            raise ConfigError(
+                "frames",
+                f"must be START:STOP with 0 <= START < STOP <= {declared}, "
+                f"the frames of {self.path.name} (got {start}:{stop})",
+            )
         if stop > readable:
-            raise ConfigError(argument, f"{self.path.name} declares {declared} frames but holds "
-                                        f"only frames 0-{readable - 1} (frame {readable} is cut "
-                                        f"short or missing); process them with --frames "
-                                        f"0:{readable}" if readable else
-                              f"{self.path.name} declares {declared} frames but holds none whole")
+            raise ConfigError(
+                argument,
+                f"{self.path.name} declares {declared} frames but holds "
+                f"only frames 0-{readable - 1} (frame {readable} is cut "
+                f"short or missing); process them with --frames "
+                f"0:{readable}"
+                if readable
+                else f"{self.path.name} declares {declared} frames but holds none whole",
+            )
         self.first = start
         self.shape = (stop - start,) + tuple(int(s) for s in frame_shape)
 
@@ -91,6 +103,7 @@ class Movie:
         """Open the TIFF; return (frames declared, leading frames whose bytes are all in the
         file, frame shape)."""
         import tifffile
+
         logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # we say what is wrong
         try:
             self._tiff = tifffile.TiffFile(self.path)
@@ -98,39 +111,51 @@ class Movie:
             dtype, frame_shape = np.dtype(page.dtype), tuple(page.shape)
             n_pages = len(self._tiff.pages)
         except Exception as err:  # not a TIFF, or a damaged one: say so in one line
-            raise ConfigError(self.argument, f"{self.path.name} is not a readable TIFF "
-                                             f"({type(err).__name__}: {err})") from None
+            raise ConfigError(
+                self.argument,
+                f"{self.path.name} is not a readable TIFF ({type(err).__name__}: {err})",
+            ) from None
         if dtype.kind not in "iuf":
-            raise ConfigError(self.argument, f"{self.path.name}: pixels must be real numbers "
-                                             f"(got {dtype})")
+            raise ConfigError(
+                self.argument, f"{self.path.name}: pixels must be real numbers (got {dtype})"
+            )
         separate_planes = len(frame_shape) == 3 and page.planarconfig == 2 and n_pages == 1
         series_dims = [n for n in _series_shape(self._tiff) if n != 1]
         if (len(frame_shape) != 2 and not separate_planes) or len(series_dims) > 3:
             shape = tuple(series_dims) if len(series_dims) > 3 else frame_shape
-            raise ConfigError(self.argument, f"{self.path.name}: expected frames (F, H, W) of one "
-                                             f"channel (got {'pages' if shape == frame_shape else 'a stack'} "
-                                             f"of shape {shape})")
+            raise ConfigError(
+                self.argument,
+                f"{self.path.name}: expected frames (F, H, W) of one "
+                f"channel (got {'pages' if shape == frame_shape else 'a stack'} "
+                f"of shape {shape})",
+            )
         if separate_planes:  # one page of planes stored one after the other: each is a frame
             frame_shape = frame_shape[1:]
         if dtype.kind in "iu":
             self.saturation = float(np.iinfo(dtype).max)
-        declared = _declared_frames(self._tiff) or (
-            page.shape[0] if separate_planes else n_pages)
+        declared = _declared_frames(self._tiff) or (page.shape[0] if separate_planes else n_pages)
         size = self.path.stat().st_size
         frame_bytes = math.prod(frame_shape) * dtype.itemsize
-        if page.compression == UNCOMPRESSED and page.is_contiguous and (declared > n_pages
-                                                                        or separate_planes):
+        if (
+            page.compression == UNCOMPRESSED
+            and page.is_contiguous
+            and (declared > n_pages or separate_planes)
+        ):
             # one block of frames after the first page's header (tifffile's and ImageJ's layout),
             # its later headers lost with the end of the file: count the frames the bytes hold
             offset = int(page.dataoffsets[0])
             readable = min(declared, max(size - offset, 0) // frame_bytes)
             if readable:
-                self._array = np.memmap(self.path, dtype=dtype.newbyteorder(self._tiff.byteorder),
-                                        mode="r", offset=offset,
-                                        shape=(readable,) + frame_shape)
+                self._array = np.memmap(
+                    self.path,
+                    dtype=dtype.newbyteorder(self._tiff.byteorder),
+                    mode="r",
+                    offset=offset,
+                    shape=(readable,) + frame_shape,
+                )
             return declared, readable, frame_shape
         readable = 0
-        for page in self._tiff.pages[:min(declared, n_pages)]:
+        for page in self._tiff.pages[: min(declared, n_pages)]:
             ends = np.add(page.dataoffsets, page.databytecounts)
             if page.shape != frame_shape or not len(ends) or ends.max() > size:
                 break
@@ -139,7 +164,8 @@ class Movie:
             try:  # uncompressed and contiguous: no copy until a chunk is asked for
                 array = tifffile.memmap(self.path, mode="r")
                 if array.shape[-2:] == frame_shape and array.size == declared * math.prod(
-                        frame_shape):
+                    frame_shape
+                ):
                     self._array = array.reshape((declared,) + frame_shape)
             except Exception:  # compressed, tiled or scattered pages: read page by page
                 self._array = None
@@ -157,10 +183,13 @@ class Movie:
             try:
                 frames.append(self._tiff.pages[index].asarray())
             except Exception as err:  # a page whose header promises more than its bytes
-                raise ConfigError(self.argument, f"{self.path.name}: frame {index} cannot be "
-                                                 f"decoded ({type(err).__name__}); process "
-                                                 f"frames before it with --frames "
-                                                 f"{self.first}:{index}") from None
+                raise ConfigError(
+                    self.argument,
+                    f"{self.path.name}: frame {index} cannot be "
+                    f"decoded ({type(err).__name__}); process "
+                    f"frames before it with --frames "
+                    f"{self.first}:{index}",
+                ) from None
         return np.asarray(np.stack(frames), np.float32)
 
     def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -175,13 +204,12 @@ class Movie:
         any work: a one-line error naming the file and the first bad frame."""
         for start, adu in self.chunks(chunk_frames):
             try:
-                validate_frames(task, adu, argument=self.argument, first_frame=start,
-                                saturation=self.saturation)
+                validate_frames(
+                    task, adu, argument=self.argument, first_frame=start, saturation=self.saturation
+                )
             except ConfigError as err:
-                hint = ("" if "shape" in err.message else
-                        "; leave it out with --frames")
-                raise ConfigError(self.argument, f"{self.path.name}: {err.message}{hint}") \
-                    from None
+                hint = "" if "shape" in err.message else "; leave it out with --frames"
+                raise ConfigError(self.argument, f"{self.path.name}: {err.message}{hint}") from None
 
     def close(self) -> None:
         if self._tiff is not None:

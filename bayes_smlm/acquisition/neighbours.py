@@ -23,8 +23,7 @@ def take_rows(table: dict[str, np.ndarray], which: np.ndarray) -> dict[str, np.n
     return {name: values[which] for name, values in table.items()}
 
 
-def emitter_image(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float
-                  ) -> np.ndarray:
+def emitter_image(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """(F, H, W) expected photons of the fitted emitters alone (no background), each drawn in a
     patch of ±4σ about it."""
     model = np.zeros(shape, np.float32)
@@ -32,7 +31,7 @@ def emitter_image(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: f
         return model
     half = int(np.ceil(4 * sigma)) + 1
     offsets = np.arange(-half, half + 1)
-    rows = np.rint(table["y"]).astype(int)[:, None] + offsets                  # (M, S)
+    rows = np.rint(table["y"]).astype(int)[:, None] + offsets  # (M, S)
     cols = np.rint(table["x"]).astype(int)[:, None] + offsets
     ey = np.asarray(physics.pixel_integrated_gaussian(rows, table["y"][:, None], sigma))
     ex = np.asarray(physics.pixel_integrated_gaussian(cols, table["x"][:, None], sigma))
@@ -40,18 +39,26 @@ def emitter_image(table: dict[str, np.ndarray], shape: tuple[int, ...], sigma: f
     ex = np.where((cols >= 0) & (cols < shape[2]), ex, 0.0)
     patch = table["i0"][:, None, None] * ey[:, :, None] * ex[:, None, :]
     # flat pixel index of every patch entry; bincount sums the overlaps (np.add.at: 10× slower)
-    index = (table["frame"].astype(int)[:, None, None] * shape[1]
-             + np.clip(rows, 0, shape[1] - 1)[:, :, None]) * shape[2] \
-        + np.clip(cols, 0, shape[2] - 1)[:, None, :]
+    index = (
+        table["frame"].astype(int)[:, None, None] * shape[1]
+        + np.clip(rows, 0, shape[1] - 1)[:, :, None]
+    ) * shape[2] + np.clip(cols, 0, shape[2] - 1)[:, None, :]
     summed = np.bincount(index.ravel(), weights=patch.ravel(), minlength=model.size)
     return summed.reshape(shape).astype(np.float32)
 
 
-def nearest(frame: np.ndarray, x: np.ndarray, y: np.ndarray, others: Spots, height: int,
-             reach: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    frame: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    others: Spots,
+    height: int,
+    reach: float = np.inf,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance (px; inf beyond ``reach``) to, and index of, the nearest of ``others`` in the
     same frame, for each point (frame, x, y)."""
     from scipy.spatial import cKDTree
+
     if not len(others.frame):
         return np.full(len(frame), np.inf), np.full(len(frame), -1)
     gap = 2.0 * min(reach, 2.0 * height) + 1.0  # frames stacked farther apart than the reach
@@ -59,14 +66,18 @@ def nearest(frame: np.ndarray, x: np.ndarray, y: np.ndarray, others: Spots, heig
     return tree.query(frames_apart(frame, x, y, height, gap), distance_upper_bound=reach)
 
 
-def away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, height: int
-              ) -> Spots:
+def away_from(spots: Spots, table: dict[str, np.ndarray], distance: float, height: int) -> Spots:
     """The candidates farther than ``distance`` px from every fitted emitter of their frame."""
     if not len(spots.frame) or not len(table["x"]):
         return spots
-    near, _ = nearest(spots.frame, spots.col, spots.row,
-                      Spots(table["frame"], table["y"], table["x"], table["snr"]), height,
-                      distance)
+    near, _ = nearest(
+        spots.frame,
+        spots.col,
+        spots.row,
+        Spots(table["frame"], table["y"], table["x"], table["snr"]),
+        height,
+        distance,
+    )
     return spots.take(~np.isfinite(near))
 
 
@@ -76,6 +87,7 @@ def without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.n
     emitters near their common border), the one with the higher ``p_exists`` stays, then the one
     whose window's model fits better (converged, smaller χ²/dof)."""
     from scipy.spatial import cKDTree
+
     if len(table["x"]) < 2:
         return table
     points = frames_apart(table["frame"], table["x"], table["y"], height, 2 * REPEAT_DISTANCE)
@@ -105,7 +117,8 @@ def mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.n
     if len(table["x"]) < SPLIT_SIZE:
         return table
     link = SPLIT_LINK * task.optics.sigma_psf
-    labels = linked_groups(frames_apart(table["frame"], table["x"], table["y"], task.height,
-                                        2 * link), link)
+    labels = linked_groups(
+        frames_apart(table["frame"], table["x"], table["y"], task.height, 2 * link), link
+    )
     split = np.bincount(labels)[labels] >= SPLIT_SIZE
     return dict(table, misfit=table["misfit"] | split, flagged=table["flagged"] | split)

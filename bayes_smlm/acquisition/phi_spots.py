@@ -43,8 +43,9 @@ def _phi(checkpoint: str | None, task_json: str):
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 
     task = task_from_json(task_json)
-    model, config = load_phi(checkpoint, task, shipped_for=SHIPPED_TASK, keys=SIZE_FREE,
-                             argument="phi_checkpoint")
+    model, config = load_phi(
+        checkpoint, task, shipped_for=SHIPPED_TASK, keys=SIZE_FREE, argument="phi_checkpoint"
+    )
     tile = (int(config["task"]["height"]), int(config["task"]["width"]))
     return PhiPredictor(model, task, batch_size=BATCH_FRAMES), settings_from_config(config), tile
 
@@ -61,21 +62,27 @@ def _tiles(size: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
     return origins, bounds.astype(int)
 
 
-def tiled_kde(predictor, photons: np.ndarray, tile: tuple[int, int], upsampling: int
-              ) -> np.ndarray:
+def tiled_kde(predictor, photons: np.ndarray, tile: tuple[int, int], upsampling: int) -> np.ndarray:
     """φ's KDE (F, u·H, u·W) of frames ``photons`` (F, H, W), run on tiles of φ's training size
     ``tile``: each output pixel from the tile whose centre is nearest. Frames smaller than a
     tile are mirrored out to its size and the KDE cut back."""
     import torch
 
     frames, height, width = photons.shape
-    padded = np.pad(photons, ((0, 0), (0, max(tile[0] - height, 0)),
-                              (0, max(tile[1] - width, 0))), mode="reflect")
-    (rows, row_bounds), (cols, col_bounds) = (_tiles(n, t) for n, t in
-                                              zip(padded.shape[1:], tile))
-    patches = np.stack([padded[:, r:r + tile[0], c:c + tile[1]] for r in rows for c in cols], 1)
-    kde = predictor.photons(torch.from_numpy(
-        np.ascontiguousarray(patches.reshape(-1, 1, *tile))))[:, 0].cpu().numpy()
+    padded = np.pad(
+        photons,
+        ((0, 0), (0, max(tile[0] - height, 0)), (0, max(tile[1] - width, 0))),
+        mode="reflect",
+    )
+    (rows, row_bounds), (cols, col_bounds) = (_tiles(n, t) for n, t in zip(padded.shape[1:], tile))
+    patches = np.stack([padded[:, r : r + tile[0], c : c + tile[1]] for r in rows for c in cols], 1)
+    kde = (
+        predictor.photons(torch.from_numpy(np.ascontiguousarray(patches.reshape(-1, 1, *tile))))[
+            :, 0
+        ]
+        .cpu()
+        .numpy()
+    )
     kde = kde.reshape(frames, len(rows), len(cols), tile[0] * upsampling, tile[1] * upsampling)
     u = upsampling
     out = np.empty((frames, padded.shape[1] * u, padded.shape[2] * u), np.float32)
@@ -83,8 +90,8 @@ def tiled_kde(predictor, photons: np.ndarray, tile: tuple[int, int], upsampling:
         r0, r1 = row_bounds[i] * u, row_bounds[i + 1] * u
         for j, c in enumerate(cols):
             c0, c1 = col_bounds[j] * u, col_bounds[j + 1] * u
-            out[:, r0:r1, c0:c1] = kde[:, i, j, r0 - r * u:r1 - r * u, c0 - c * u:c1 - c * u]
-    return out[:, :height * u, :width * u]
+            out[:, r0:r1, c0:c1] = kde[:, i, j, r0 - r * u : r1 - r * u, c0 - c * u : c1 - c * u]
+    return out[:, : height * u, : width * u]
 
 
 def check_phi(checkpoint: str | Path | None, task: Task):
@@ -94,8 +101,9 @@ def check_phi(checkpoint: str | Path | None, task: Task):
     return _phi(None if checkpoint is None else str(checkpoint), task.to_json())
 
 
-def phi_spots(photons: np.ndarray, pedestal: np.ndarray, task: Task,
-              checkpoint: str | Path | None = None) -> Spots:
+def phi_spots(
+    photons: np.ndarray, pedestal: np.ndarray, task: Task, checkpoint: str | Path | None = None
+) -> Spots:
     """Candidates of frames ``photons`` (F, H, W) (``(ADU − o)/g``) from φ's KDE.
 
     Parameters
@@ -125,6 +133,10 @@ def phi_spots(photons: np.ndarray, pedestal: np.ndarray, task: Task,
     row = np.clip(np.rint(found.xy[:, 1]), 0, height - 1).astype(int)
     col = np.clip(np.rint(found.xy[:, 0]), 0, width - 1).astype(int)
     snr = snr_image(photons, pedestal, task.optics.sigma_psf)
-    spots = Spots(frame=found.frame.astype(int), row=row, col=col,
-                  snr=snr[found.frame, row, col] if len(row) else np.zeros(0, np.float32))
+    spots = Spots(
+        frame=found.frame.astype(int),
+        row=row,
+        col=col,
+        snr=snr[found.frame, row, col] if len(row) else np.zeros(0, np.float32),
+    )
     return spots.first_per_pixel()[0]

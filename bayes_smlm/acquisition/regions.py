@@ -21,8 +21,9 @@ from scipy.spatial import cKDTree
 SIZE_STEP = 4  # window sides are 2h + 1 + SIZE_STEP·j px
 
 
-def frames_apart(frame: np.ndarray, x: np.ndarray, y: np.ndarray, height: int, gap: float
-                 ) -> np.ndarray:
+def frames_apart(
+    frame: np.ndarray, x: np.ndarray, y: np.ndarray, height: int, gap: float
+) -> np.ndarray:
     """(M, 2) points (x, y) of several frames of ``height`` px stacked in one plane, frame f's y
     shifted by f · (height + gap): points of different frames are more than ``gap`` apart, so
     one k-d tree serves all frames."""
@@ -66,8 +67,14 @@ class WindowGroup:
 
     def take(self, which: np.ndarray) -> WindowGroup:
         """The windows ``which`` (mask or indices) of this group."""
-        return WindowGroup(self.shape, self.frame[which], self.origin[which], self.peaks[which],
-                           self.members[which], self.component[which])
+        return WindowGroup(
+            self.shape,
+            self.frame[which],
+            self.origin[which],
+            self.peaks[which],
+            self.members[which],
+            self.component[which],
+        )
 
     @property
     def n_slots(self) -> int:
@@ -95,7 +102,7 @@ def _split_large(labels: np.ndarray, points: np.ndarray, largest: int) -> np.nda
         members = pending.pop()
         spread = np.ptp(points[members], axis=0)
         order = members[np.argsort(points[members, int(np.argmax(spread))], kind="stable")]
-        for half in (order[: len(order) // 2], order[len(order) // 2:]):
+        for half in (order[: len(order) // 2], order[len(order) // 2 :]):
             labels[half] = next_label
             next_label += 1
             if len(half) > largest:
@@ -103,9 +110,16 @@ def _split_large(labels: np.ndarray, points: np.ndarray, largest: int) -> np.nda
     return labels
 
 
-def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shape: tuple[int, int],
-                 sigma_psf: float, *, joint: bool = True, max_emitters: int = 8
-                 ) -> list[WindowGroup]:
+def plan_windows(
+    frame: np.ndarray,
+    row: np.ndarray,
+    col: np.ndarray,
+    frame_shape: tuple[int, int],
+    sigma_psf: float,
+    *,
+    joint: bool = True,
+    max_emitters: int = 8,
+) -> list[WindowGroup]:
     """Group candidates into windows.
 
     Parameters
@@ -128,7 +142,7 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
         return []
     labels = components = np.arange(m)
     if joint and m > 1:
-        points = frames_apart(frame, col, row, height, gap=4 * h + 1)   # frames never link
+        points = frames_apart(frame, col, row, height, gap=4 * h + 1)  # frames never link
         components = linked_groups(points, 2 * h, p=np.inf)
         labels = _split_large(components, np.stack([row, col], 1), min(max_emitters, SLOTS[-1]))
     order = np.argsort(labels, kind="stable")
@@ -139,8 +153,9 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
     # (groups, slots) member indices, −1 where a group has fewer members than slots
     width_slots = slots.max(initial=1)
     offsets = np.arange(width_slots)
-    members = np.where(offsets < sizes[:, None], order[np.minimum(
-        starts[:, None] + offsets, m - 1)], -1)
+    members = np.where(
+        offsets < sizes[:, None], order[np.minimum(starts[:, None] + offsets, m - 1)], -1
+    )
     first = members[:, :1]
     filled = np.where(members >= 0, members, first)
     r, c = row[filled], col[filled]
@@ -153,8 +168,14 @@ def plan_windows(frame: np.ndarray, row: np.ndarray, col: np.ndarray, frame_shap
         rr, cc = r[pick, :k], c[pick, :k]
         top = np.clip((rr.max(1) + rr.min(1)) // 2 - sh // 2, 0, height - sh)
         left = np.clip((cc.max(1) + cc.min(1)) // 2 - sw // 2, 0, width - sw)
-        groups.append(WindowGroup(shape=(sh, sw), frame=frame[filled[pick, 0]],
-                                  origin=np.stack([top, left], 1),
-                                  peaks=np.stack([rr, cc], -1), members=members[pick, :k],
-                                  component=components[filled[pick, 0]]))
+        groups.append(
+            WindowGroup(
+                shape=(sh, sw),
+                frame=frame[filled[pick, 0]],
+                origin=np.stack([top, left], 1),
+                peaks=np.stack([rr, cc], -1),
+                members=members[pick, :k],
+                component=components[filled[pick, 0]],
+            )
+        )
     return groups

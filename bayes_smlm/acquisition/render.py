@@ -43,22 +43,31 @@ class Rendering:
     outside: int = 0
 
 
-def _gaussian_moment(dx: np.ndarray, dy: np.ndarray, cov: np.ndarray, width2: float
-                     ) -> np.ndarray:
+def _gaussian_moment(dx: np.ndarray, dy: np.ndarray, cov: np.ndarray, width2: float) -> np.ndarray:
     """width2 / √det(width2·I + Σ) · exp(−½ dᵀ (width2·I + Σ)⁻¹ d) for (B, ...) offsets."""
     a = cov[:, 0, 0] + width2
     c = cov[:, 1, 1] + width2
     b = cov[:, 0, 1]
     det = a * c - b * b
     shape = (-1,) + (1,) * (dx.ndim - 1)
-    quad = (c.reshape(shape) * dx**2 - 2 * b.reshape(shape) * dx * dy
-            + a.reshape(shape) * dy**2) / det.reshape(shape)
+    quad = (
+        c.reshape(shape) * dx**2 - 2 * b.reshape(shape) * dx * dy + a.reshape(shape) * dy**2
+    ) / det.reshape(shape)
     return (width2 / np.sqrt(det)).reshape(shape) * np.exp(-0.5 * quad)
 
 
-def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.ndarray,
-           corr_xy: np.ndarray | None = None, *, pixel_nm: float = 10.0, sigma_nm: float = 20.0,
-           shape: tuple[int, int] | None = None, chunk: int = 4096) -> Rendering:
+def render(
+    x_nm: np.ndarray,
+    y_nm: np.ndarray,
+    sd_x_nm: np.ndarray,
+    sd_y_nm: np.ndarray,
+    corr_xy: np.ndarray | None = None,
+    *,
+    pixel_nm: float = 10.0,
+    sigma_nm: float = 20.0,
+    shape: tuple[int, int] | None = None,
+    chunk: int = 4096,
+) -> Rendering:
     """Mean image and per-pixel SD of the KDE of localizations with Gaussian uncertainty.
 
     Parameters
@@ -80,22 +89,29 @@ def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.
         if not (np.isfinite(value) and value > 0):
             raise ConfigError(name, f"must be > 0 (got {value})")
     x, y, sx, sy = (np.asarray(a, np.float64) for a in (x_nm, y_nm, sd_x_nm, sd_y_nm))
-    rho = np.zeros_like(x) if corr_xy is None else np.clip(np.asarray(corr_xy, float), -0.999,
-                                                           0.999)
-    good = np.isfinite(x) & np.isfinite(y) & np.isfinite(sx) & np.isfinite(sy) & (sx >= 0) \
-        & (sy >= 0)
+    rho = (
+        np.zeros_like(x) if corr_xy is None else np.clip(np.asarray(corr_xy, float), -0.999, 0.999)
+    )
+    good = (
+        np.isfinite(x) & np.isfinite(y) & np.isfinite(sx) & np.isfinite(sy) & (sx >= 0) & (sy >= 0)
+    )
     non_finite = int((~good).sum())
     x, y, sx, sy, rho = (a[good] for a in (x, y, sx, sy, rho))
     if shape is None:
-        shape = (int(np.ceil(max(y.max(initial=0), 0) / pixel_nm)) + 1,
-                 int(np.ceil(max(x.max(initial=0), 0) / pixel_nm)) + 1)
+        shape = (
+            int(np.ceil(max(y.max(initial=0), 0) / pixel_nm)) + 1,
+            int(np.ceil(max(x.max(initial=0), 0) / pixel_nm)) + 1,
+        )
     height, width = shape
     if height * width > MAX_PIXELS:
-        raise ConfigError("pixel_nm", f"the image would be {width} x {height} pixels of "
-                                      f"{pixel_nm:g} nm (at most {MAX_PIXELS:.0e} pixels): give a "
-                                      "larger pixel, a smaller size, or drop localizations far "
-                                      f"outside the field (the farthest is at {x.max(initial=0):.4g}, "
-                                      f"{y.max(initial=0):.4g} nm)")
+        raise ConfigError(
+            "pixel_nm",
+            f"the image would be {width} x {height} pixels of "
+            f"{pixel_nm:g} nm (at most {MAX_PIXELS:.0e} pixels): give a "
+            "larger pixel, a smaller size, or drop localizations far "
+            f"outside the field (the farthest is at {x.max(initial=0):.4g}, "
+            f"{y.max(initial=0):.4g} nm)",
+        )
     inside_image = (x >= 0) & (x < width * pixel_nm) & (y >= 0) & (y < height * pixel_nm)
     outside = int((~inside_image).sum())
     x, y, sx, sy, rho = (a[inside_image] for a in (x, y, sx, sy, rho))
@@ -120,27 +136,34 @@ def render(x_nm: np.ndarray, y_nm: np.ndarray, sd_x_nm: np.ndarray, sd_y_nm: np.
         dy = (row + 0.5) * pixel_nm - y[part][:, None, None]
         mean = _gaussian_moment(dx, dy, cov, s2)
         second = _gaussian_moment(dx, dy, cov, s2 / 2.0)
-        inside = np.broadcast_to((row >= 0) & (row < height) & (col >= 0) & (col < width),
-                                 mean.shape)
+        inside = np.broadcast_to(
+            (row >= 0) & (row < height) & (col >= 0) & (col < width), mean.shape
+        )
         flat = np.broadcast_to(row * width + col, mean.shape)[inside]
         total_mean += np.bincount(flat, mean[inside], minlength=height * width)
         total_var += np.bincount(flat, (second - mean**2)[inside], minlength=height * width)
-    return Rendering(mean=total_mean.reshape(shape).astype(np.float32),
-                     sd=np.sqrt(np.maximum(total_var, 0.0)).reshape(shape).astype(np.float32),
-                     pixel_nm=float(pixel_nm), sigma_nm=float(sigma_nm),
-                     localizations=len(x), non_finite=non_finite, outside=outside)
+    return Rendering(
+        mean=total_mean.reshape(shape).astype(np.float32),
+        sd=np.sqrt(np.maximum(total_var, 0.0)).reshape(shape).astype(np.float32),
+        pixel_nm=float(pixel_nm),
+        sigma_nm=float(sigma_nm),
+        localizations=len(x),
+        non_finite=non_finite,
+        outside=outside,
+    )
 
 
-def write_rendering(folder: str | Path, rendering: Rendering, tiff: bool = True
-                    ) -> dict[str, Path]:
+def write_rendering(folder: str | Path, rendering: Rendering, tiff: bool = True) -> dict[str, Path]:
     """``image.tif`` / ``sd.tif`` (float32, when ``tiff``) and ``image.png`` / ``sd.png`` in
     ``folder``, each written atomically; returns their paths."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import tifffile
 
     from bayes_smlm.io.atomic import atomic_path
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -148,8 +171,11 @@ def write_rendering(folder: str | Path, rendering: Rendering, tiff: bool = True
         if tiff:
             paths[f"{name}.tif"] = folder / f"{name}.tif"
             with atomic_path(paths[f"{name}.tif"]) as tmp:
-                tifffile.imwrite(tmp, image, metadata={"pixel_nm": rendering.pixel_nm,
-                                                       "sigma_nm": rendering.sigma_nm})
+                tifffile.imwrite(
+                    tmp,
+                    image,
+                    metadata={"pixel_nm": rendering.pixel_nm, "sigma_nm": rendering.sigma_nm},
+                )
         paths[f"{name}.png"] = folder / f"{name}.png"
         top = float(np.percentile(image, 99.8)) or float(image.max()) or 1.0
         with atomic_path(paths[f"{name}.png"]) as tmp:

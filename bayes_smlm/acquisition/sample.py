@@ -97,21 +97,34 @@ class SimulatedMovie:
         import tifffile
 
         from bayes_smlm.io.atomic import atomic_path, write_npz
+
         folder = Path(folder)
         paths = {}
-        for name, array in (("movie", self.movie), ("offset", self.offset),
-                            ("gain", self.gain), ("readout_var", self.readout_var)):
+        for name, array in (
+            ("movie", self.movie),
+            ("offset", self.offset),
+            ("gain", self.gain),
+            ("readout_var", self.readout_var),
+        ):
             paths[name] = folder / f"{name}.tif"
             with atomic_path(paths[name]) as tmp:
-                tifffile.imwrite(tmp, array if name == "movie" else array.astype(np.float32),
-                                 photometric="minisblack")  # frames as pages, never RGB planes
-        paths["truth"] = write_npz(folder / "truth.npz", theta=self.theta, i0=self.i0,
-                                   settings=np.asarray(json.dumps(dataclasses.asdict(self.settings))))
+                tifffile.imwrite(
+                    tmp,
+                    array if name == "movie" else array.astype(np.float32),
+                    photometric="minisblack",
+                )  # frames as pages, never RGB planes
+        paths["truth"] = write_npz(
+            folder / "truth.npz",
+            theta=self.theta,
+            i0=self.i0,
+            settings=np.asarray(json.dumps(dataclasses.asdict(self.settings))),
+        )
         return paths
 
 
-def filament_curves(rng: np.random.Generator, settings: MovieSettings, points: int = 4000
-                    ) -> np.ndarray:
+def filament_curves(
+    rng: np.random.Generator, settings: MovieSettings, points: int = 4000
+) -> np.ndarray:
     """(filaments, points, 2) densely sampled smooth curves crossing the field, LR px."""
     h, w = settings.height, settings.width
     t = np.linspace(0.0, 1.0, points)
@@ -129,8 +142,9 @@ def filament_curves(rng: np.random.Generator, settings: MovieSettings, points: i
     return np.stack(curves)
 
 
-def _draw_frame_positions(rng: np.random.Generator, sites: np.ndarray,
-                          settings: MovieSettings) -> np.ndarray:
+def _draw_frame_positions(
+    rng: np.random.Generator, sites: np.ndarray, settings: MovieSettings
+) -> np.ndarray:
     """N positions on the sample's sites, inside the frame, pairwise ≥ min_distance apart."""
     for _ in range(1000):
         chosen: list[np.ndarray] = []
@@ -140,13 +154,16 @@ def _draw_frame_positions(rng: np.random.Generator, sites: np.ndarray,
                 chosen.append(candidate)
                 if len(chosen) == settings.emitters_per_frame:
                     return np.stack(chosen)
-    raise ConfigError("emitters_per_frame",
-                      f"cannot place {settings.emitters_per_frame} emitters "
-                      f"{settings.min_distance:g} px apart on this sample; ask for fewer")
+    raise ConfigError(
+        "emitters_per_frame",
+        f"cannot place {settings.emitters_per_frame} emitters "
+        f"{settings.min_distance:g} px apart on this sample; ask for fewer",
+    )
 
 
-def camera_maps(rng: np.random.Generator, settings: MovieSettings
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def camera_maps(
+    rng: np.random.Generator, settings: MovieSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offset ADU, gain ADU/photon, readout variance ADU²) maps of a simulated sCMOS."""
     shape = (settings.height, settings.width)
     offset = settings.offset + 3.0 * rng.standard_normal(shape)
@@ -163,37 +180,54 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     offset, gain, readout_var = camera_maps(rng, settings)
     margin = 1.0
     sites = filament_curves(rng, settings).reshape(-1, 2)
-    inside = ((sites[:, 0] >= margin) & (sites[:, 0] <= settings.width - 1 - margin)
-              & (sites[:, 1] >= margin) & (sites[:, 1] <= settings.height - 1 - margin))
+    inside = (
+        (sites[:, 0] >= margin)
+        & (sites[:, 0] <= settings.width - 1 - margin)
+        & (sites[:, 1] >= margin)
+        & (sites[:, 1] <= settings.height - 1 - margin)
+    )
     sites = sites[inside]
-    theta = np.stack([_draw_frame_positions(rng, sites, settings)
-                      for _ in range(settings.frames)])
+    theta = np.stack([_draw_frame_positions(rng, sites, settings) for _ in range(settings.frames)])
     i0 = rng.uniform(*settings.i0_range, size=theta.shape[:2])
-    camera = physics.CameraArrays(*(jnp.asarray(a, jnp.float32)
-                                    for a in (offset, gain, readout_var)))
+    camera = physics.CameraArrays(
+        *(jnp.asarray(a, jnp.float32) for a in (offset, gain, readout_var))
+    )
     shape = (settings.height, settings.width)
 
     def frame(key: jax.Array, positions: jax.Array, photons: jax.Array) -> jax.Array:
-        omega = physics.expected_photons(positions, photons, settings.background,
-                                         settings.sigma_psf, shape)
+        omega = physics.expected_photons(
+            positions, photons, settings.background, settings.sigma_psf, shape
+        )
         return physics.sample_adu(key, omega, camera)
 
     keys = jax.random.split(jax.random.PRNGKey(seed), settings.frames)
-    adu = np.asarray(jax.jit(jax.vmap(frame))(keys, jnp.asarray(theta, jnp.float32),
-                                              jnp.asarray(i0, jnp.float32)))
+    adu = np.asarray(
+        jax.jit(jax.vmap(frame))(
+            keys, jnp.asarray(theta, jnp.float32), jnp.asarray(i0, jnp.float32)
+        )
+    )
     movie = np.clip(np.rint(adu), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    return SimulatedMovie(movie=movie, offset=offset, gain=gain,
-                          readout_var=readout_var + QUANTISATION_VAR,
-                          theta=theta.astype(np.float32),
-                          i0=i0.astype(np.float32), settings=settings)
+    return SimulatedMovie(
+        movie=movie,
+        offset=offset,
+        gain=gain,
+        readout_var=readout_var + QUANTISATION_VAR,
+        theta=theta.astype(np.float32),
+        i0=i0.astype(np.float32),
+        settings=settings,
+    )
 
 
 CALIBRATION_LEVELS = (50.0, 150.0, 400.0, 1000.0, 2500.0)  # photons/px of the flat stacks
 
 
-def calibration_stacks(simulated: SimulatedMovie, seed: int, dark_frames: int = 200,
-                       flat_frames: int = 100,
-                       levels: tuple[float, ...] = CALIBRATION_LEVELS) -> dict[str, np.ndarray]:
+def calibration_stacks(
+    simulated: SimulatedMovie,
+    seed: int,
+    dark_frames: int = 200,
+    flat_frames: int = 100,
+    levels: tuple[float, ...] = CALIBRATION_LEVELS,
+) -> dict[str, np.ndarray]:
     """What a user records to calibrate the movie's camera: a dark stack (shutter closed) and
     flat stacks of uniform light, ``levels`` photons per pixel, as uint16 ADU like the movie.
 
@@ -208,8 +242,11 @@ def calibration_stacks(simulated: SimulatedMovie, seed: int, dark_frames: int = 
 
     def stack(photons: float, frames: int) -> np.ndarray:
         counts = rng.poisson(photons, (frames,) + shape) if photons else 0.0
-        adu = simulated.gain * counts + simulated.offset + read_sd * rng.standard_normal(
-            (frames,) + shape)
+        adu = (
+            simulated.gain * counts
+            + simulated.offset
+            + read_sd * rng.standard_normal((frames,) + shape)
+        )
         return np.clip(np.rint(adu), 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
     stacks = {"dark": stack(0.0, dark_frames)}

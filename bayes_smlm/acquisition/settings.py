@@ -108,11 +108,15 @@ class LocalizeSettings:
         if not 0.0 <= self.min_p_exists < 1.0:
             raise ConfigError("min_p_exists", f"must be in [0, 1) (got {self.min_p_exists})")
         if not (np.isfinite(self.gain_se) and 0.0 <= self.gain_se < 0.5):
-            raise ConfigError("gain_se", f"must be in [0, 0.5), a relative standard error "
-                                         f"(got {self.gain_se})")
+            raise ConfigError(
+                "gain_se", f"must be in [0, 0.5), a relative standard error (got {self.gain_se})"
+            )
         if self.gain_se > 0 and self.method != "laplace":
-            raise ConfigError("gain_se", "is taken into the Laplace window posterior only; "
-                                         f"method {self.method!r} samples the likelihood, which "
-                                         "treats the gain as known")
+            raise ConfigError(
+                "gain_se",
+                "is taken into the Laplace window posterior only; "
+                f"method {self.method!r} samples the likelihood, which "
+                "treats the gain as known",
+            )
         if self.density is not None and not (np.isfinite(self.density) and self.density > 0):
             raise ConfigError("density", f"must be > 0 emitters per px² (got {self.density})")

@@ -33,8 +33,12 @@ class Spots:
 
     def joined(self, other: Spots) -> Spots:
         """These candidates, then ``other``'s."""
-        return Spots(*(np.concatenate([getattr(self, f), getattr(other, f)])
-                       for f in ("frame", "row", "col", "snr")))
+        return Spots(
+            *(
+                np.concatenate([getattr(self, f), getattr(other, f)])
+                for f in ("frame", "row", "col", "snr")
+            )
+        )
 
     def first_per_pixel(self) -> tuple[Spots, np.ndarray]:
         """The first candidate on each (frame, row, col) — later ones on the same pixel (two
@@ -54,13 +58,21 @@ def _filtered_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
     out = np.zeros_like(variance)
     for a, b, weight in ((sigma, sigma, 1.0), (sigma, wide, -2.0), (wide, wide, 1.0)):
         c = a * b / np.hypot(a, b)
-        out += weight / (2 * np.pi * (a * a + b * b)) * gaussian_filter(
-            variance, (0.0, c, c), mode="nearest")
+        out += (
+            weight
+            / (2 * np.pi * (a * a + b * b))
+            * gaussian_filter(variance, (0.0, c, c), mode="nearest")
+        )
     return out
 
 
-def find_spots(photons: np.ndarray, pedestal: np.ndarray | float, sigma_psf: float,
-               threshold: float, subtracted: np.ndarray | None = None) -> Spots:
+def find_spots(
+    photons: np.ndarray,
+    pedestal: np.ndarray | float,
+    sigma_psf: float,
+    threshold: float,
+    subtracted: np.ndarray | None = None,
+) -> Spots:
     """Local maxima of the DoG signal-to-noise image above ``threshold``.
 
     Parameters
@@ -84,8 +96,12 @@ def find_spots(photons: np.ndarray, pedestal: np.ndarray | float, sigma_psf: flo
     return Spots(frame=frame, row=row, col=col, snr=snr[frame, row, col])
 
 
-def snr_image(photons: np.ndarray, pedestal: np.ndarray | float, sigma_psf: float,
-              subtracted: np.ndarray | None = None) -> np.ndarray:
+def snr_image(
+    photons: np.ndarray,
+    pedestal: np.ndarray | float,
+    sigma_psf: float,
+    subtracted: np.ndarray | None = None,
+) -> np.ndarray:
     """(F, H, W) DoG-filtered signal over its noise SD, every pixel: the arguments of
     :func:`find_spots`."""
     photons = np.asarray(photons, np.float32)

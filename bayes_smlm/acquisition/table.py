@@ -56,8 +56,10 @@ CSV_COLUMNS: dict[str, tuple[str | None, str | None]] = {
     "flagged": ("flagged", None),
 }
 MCMC_CSV_COLUMNS: dict[str, tuple[str | None, str | None]] = {
-    "r_hat": ("r_hat", None), "ess_bulk": ("ess_bulk", None),
-    "divergences": ("divergences", None)}  # written when NUTS ran
+    "r_hat": ("r_hat", None),
+    "ess_bulk": ("ess_bulk", None),
+    "divergences": ("divergences", None),
+}  # written when NUTS ran
 
 
 def csv_table(rows: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:
@@ -88,10 +90,15 @@ def write_localizations(path: str | Path, rows: dict[str, np.ndarray], task: Tas
     columns = [_text(values) for values in table.values()]
     lines = [",".join(f'"{name}"' for name in table)] + [",".join(row) for row in zip(*columns)]
     nm = task.optics.pixel_size_nm
-    write_json(field_of_view_path(path), {"width_nm": task.width * nm,
-                                          "height_nm": task.height * nm,
-                                          "frame_px": [task.height, task.width],
-                                          "pixel_size_nm": nm})
+    write_json(
+        field_of_view_path(path),
+        {
+            "width_nm": task.width * nm,
+            "height_nm": task.height * nm,
+            "frame_px": [task.height, task.width],
+            "pixel_size_nm": nm,
+        },
+    )
     return write_text(path, "\n".join(lines) + "\n")
 
 
@@ -105,6 +112,7 @@ def read_field_of_view(path: str | Path) -> tuple[float, float] | None:
     """(width, height) nm of the movie a localization CSV came from, or None where the CSV has no
     readable field-of-view file beside it (a table from another program)."""
     import json
+
     try:
         data = json.loads(field_of_view_path(path).read_text())
         width, height = float(data["width_nm"]), float(data["height_nm"])
@@ -137,12 +145,18 @@ def read_localizations(path: str | Path, argument: str = "locs") -> dict[str, np
         raise ConfigError(argument, f"{path.name} is not a localization CSV ({err})") from None
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
-        raise ConfigError(argument, f"{path.name}: the column(s) {', '.join(map(repr, repeated))} "
-                                    "appear more than once; which one is meant is unknown")
+        raise ConfigError(
+            argument,
+            f"{path.name}: the column(s) {', '.join(map(repr, repeated))} "
+            "appear more than once; which one is meant is unknown",
+        )
     ragged = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
     if ragged is not None:
-        raise ConfigError(argument, f"{path.name}: row {ragged + 2} has {len(rows[ragged])} "
-                                    f"values for {len(header)} columns")
+        raise ConfigError(
+            argument,
+            f"{path.name}: row {ragged + 2} has {len(rows[ragged])} "
+            f"values for {len(header)} columns",
+        )
     try:
         data = np.array([[float(v) for v in row] for row in rows], float)
     except ValueError as err:

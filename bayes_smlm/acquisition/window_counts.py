@@ -62,32 +62,45 @@ class CountedWindows:
     count_probability: np.ndarray
 
 
-def window_log_evidence(task: Task, shape: tuple[int, int], fit: WindowFits, active: np.ndarray,
-                        log_density: float, dispersion: np.ndarray | float = 1.0) -> np.ndarray:
+def window_log_evidence(
+    task: Task,
+    shape: tuple[int, int],
+    fit: WindowFits,
+    active: np.ndarray,
+    log_density: float,
+    dispersion: np.ndarray | float = 1.0,
+) -> np.ndarray:
     """(B,) Laplace log Z_n of window fits (module docstring), up to a constant of the window's
     data; ``active`` (B, K) the fitted slots, ``log_density`` log ρ (ρ in emitters per px²),
     ``dispersion`` φ ≥ 1 (B,): the likelihood tempered to p(x | θ)^{1/φ} (quasi-likelihood)."""
     n_slots = active.shape[1]
     lo, hi = _box(window_task(task, shape), n_slots)
-    free = np.concatenate([np.repeat(active, 2, axis=1), active,
-                           np.ones((len(active), 1), bool)], 1)
+    free = np.concatenate(
+        [np.repeat(active, 2, axis=1), active, np.ones((len(active), 1), bool)], 1
+    )
     covariance = np.asarray(fit.covariance, np.float64)
     # held parameters have identity rows and columns: they add nothing to log |Σ|
-    covariance = np.where(free[:, :, None] & free[:, None, :], covariance,
-                          np.eye(covariance.shape[-1]))
+    covariance = np.where(
+        free[:, :, None] & free[:, None, :], covariance, np.eye(covariance.shape[-1])
+    )
     dispersion = np.broadcast_to(np.asarray(dispersion, np.float64), (len(active),))
-    covariance = covariance * np.where(free[:, :, None] & free[:, None, :],
-                                       dispersion[:, None, None], 1.0)
+    covariance = covariance * np.where(
+        free[:, :, None] & free[:, None, :], dispersion[:, None, None], 1.0
+    )
     _, logdet = np.linalg.slogdet(covariance)
     sd = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 1e-30))
     mass = np.where(free, log_box_mass(np.asarray(fit.mode, np.float64), sd, lo, hi), 0.0)
     n = active.sum(1)
     i0_lo, i0_hi = task.prior.i0_range
     b_lo, b_hi = task.prior.background_range
-    return (np.asarray(fit.loglik, np.float64) / dispersion
-            + n * (log_density - np.log(i0_hi - i0_lo))
-            - np.log(b_hi - b_lo) + 0.5 * free.sum(1) * np.log(2 * np.pi) + 0.5 * logdet
-            + mass.sum(1))
+    return (
+        np.asarray(fit.loglik, np.float64) / dispersion
+        + n * (log_density - np.log(i0_hi - i0_lo))
+        - np.log(b_hi - b_lo)
+        + 0.5 * free.sum(1) * np.log(2 * np.pi)
+        + 0.5 * logdet
+        + mass.sum(1)
+    )
 
 
 @lru_cache(maxsize=64)
@@ -101,21 +114,19 @@ def _box(small: Task, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
 def _significance(fit: WindowFits, active: np.ndarray) -> np.ndarray:
     """(B, K) i0 / SD(i0) of the occupied slots, +inf in empty ones."""
     k = active.shape[1]
-    i0 = fit.mode[:, 2 * k:3 * k]
-    sd = np.sqrt(np.maximum(np.diagonal(fit.covariance, axis1=1, axis2=2)[:, 2 * k:3 * k],
-                            1e-12))
+    i0 = fit.mode[:, 2 * k : 3 * k]
+    sd = np.sqrt(np.maximum(np.diagonal(fit.covariance, axis1=1, axis2=2)[:, 2 * k : 3 * k], 1e-12))
     return np.where(active, i0 / sd, np.inf)
 
 
-def _drop(mode: np.ndarray, active: np.ndarray, slot: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _drop(mode: np.ndarray, active: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Starting parameters and slots of the windows with ``slot`` (B,) emptied: its i0 goes to
     the nearest occupied slot within :data:`MERGE_DISTANCE` px."""
     b, k = active.shape
     rows = np.arange(b)
     active = active.copy()
     active[rows, slot] = False
-    xy = mode[:, :2 * k].reshape(b, k, 2)
+    xy = mode[:, : 2 * k].reshape(b, k, 2)
     distance = np.linalg.norm(xy - xy[rows, slot][:, None, :], axis=-1)
     distance = np.where(active, distance, np.inf)
     nearest = np.argmin(distance, 1)
@@ -126,19 +137,34 @@ def _drop(mode: np.ndarray, active: np.ndarray, slot: np.ndarray
     return start, active
 
 
-def _refit(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
-           start: np.ndarray, slots: np.ndarray, max_iter: int, tol: float) -> WindowFits:
+def _refit(
+    task: Task,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    fitted: np.ndarray,
+    start: np.ndarray,
+    slots: np.ndarray,
+    max_iter: int,
+    tol: float,
+) -> WindowFits:
     """Fits of windows with emitters in ``slots``: the compiled fit, or, where no slot is left,
     :func:`background_only` (one parameter: no program to run)."""
     empty = ~slots.any(1)
     if not empty.any():
-        return fit_windows(task, counts, pedestal, start, slots, fitted, max_iter=max_iter,
-                           tol=tol)
+        return fit_windows(task, counts, pedestal, start, slots, fitted, max_iter=max_iter, tol=tol)
     out = background_only(task, counts[empty], pedestal[empty], fitted[empty], start[empty])
     if empty.all():
         return out
-    some = fit_windows(task, counts[~empty], pedestal[~empty], start[~empty], slots[~empty],
-                       fitted[~empty], max_iter=max_iter, tol=tol)
+    some = fit_windows(
+        task,
+        counts[~empty],
+        pedestal[~empty],
+        start[~empty],
+        slots[~empty],
+        fitted[~empty],
+        max_iter=max_iter,
+        tol=tol,
+    )
     fields = []
     for a, b in zip(some, out):
         a, b = np.asarray(a), np.asarray(b)
@@ -148,8 +174,14 @@ def _refit(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndar
     return WindowFits(*fields)
 
 
-def background_only(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
-                    start: np.ndarray, steps: int = 30) -> WindowFits:
+def background_only(
+    task: Task,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    fitted: np.ndarray,
+    start: np.ndarray,
+    steps: int = 30,
+) -> WindowFits:
     """Fits of windows without emitters: b alone, by Newton on the concave
     Σ f (n log(b + p) − (b + p)) (f the fitted pixels, p the rate offset), kept in the prior's
     range; the same fields as :func:`window_fit.fit_windows` (emitter entries as given)."""
@@ -170,16 +202,32 @@ def background_only(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted
     mode[:, -1] = b
     covariance = np.tile(np.eye(size), (len(b), 1, 1))
     covariance[:, -1, -1] = 1.0 / np.maximum(information, 1e-12)
-    return WindowFits(mode=mode, covariance=covariance, converged=np.ones(len(b), bool),
-                      positive_definite=information > 0, iterations=np.full(len(b), steps),
-                      chi2=(f * (n - rate) ** 2 / rate).sum((1, 2)), dof=pixels - 1.0,
-                      loglik=(f * (n * np.log(rate) - rate)).sum((1, 2)),
-                      chi2_var=(f * (2.0 + 1.0 / rate)).sum((1, 2)))
+    return WindowFits(
+        mode=mode,
+        covariance=covariance,
+        converged=np.ones(len(b), bool),
+        positive_definite=information > 0,
+        iterations=np.full(len(b), steps),
+        chi2=(f * (n - rate) ** 2 / rate).sum((1, 2)),
+        dof=pixels - 1.0,
+        loglik=(f * (n * np.log(rate) - rate)).sum((1, 2)),
+        chi2_var=(f * (2.0 + 1.0 / rate)).sum((1, 2)),
+    )
 
 
-def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted: np.ndarray,
-                   fit: WindowFits, active: np.ndarray, *, log_density: float,
-                   min_p_exists: float, max_iter: int, tol: float) -> CountedWindows:
+def count_emitters(
+    task: Task,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    fitted: np.ndarray,
+    fit: WindowFits,
+    active: np.ndarray,
+    *,
+    log_density: float,
+    min_p_exists: float,
+    max_iter: int,
+    tol: float,
+) -> CountedWindows:
     """Counts of emitters of B windows of one shape by their evidence (module docstring).
 
     Parameters
@@ -201,7 +249,7 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
     n_windows, n_slots = active.shape
     shape = counts.shape[1:]
     log_z = np.full((n_windows, n_slots + 1), -np.inf)
-    fits: dict[int, WindowFits] = {}      # count -> fits (of every window; fitted rows set)
+    fits: dict[int, WindowFits] = {}  # count -> fits (of every window; fitted rows set)
     rank = np.zeros((n_windows, n_slots), int)
     count = active.sum(1)
     rows = np.arange(n_windows)
@@ -212,13 +260,20 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
 
     def keep(which: np.ndarray, new: WindowFits, slots: np.ndarray) -> None:
         n = slots.sum(1)
-        log_z[which, n] = window_log_evidence(task, shape, new, slots, log_density,
-                                              dispersion[which])
+        log_z[which, n] = window_log_evidence(
+            task, shape, new, slots, log_density, dispersion[which]
+        )
         for m in np.unique(n):
             pick = n == m
-            store = fits.setdefault(int(m), WindowFits(*(
-                np.zeros((n_windows,) + np.asarray(f).shape[1:], np.asarray(f).dtype)
-                for f in new)))
+            store = fits.setdefault(
+                int(m),
+                WindowFits(
+                    *(
+                        np.zeros((n_windows,) + np.asarray(f).shape[1:], np.asarray(f).dtype)
+                        for f in new
+                    )
+                ),
+            )
             for field, values in zip(store, new):
                 field[which[pick]] = np.asarray(values)[pick]
 
@@ -231,8 +286,9 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
         slot = np.argmin(significance[which], 1)
         rank[which, slot] = current[which].sum(1)
         start, slots = _drop(mode[which], current[which], slot)
-        new = _refit(task, counts[which], pedestal[which], fitted[which], start, slots,
-                     max_iter, tol)
+        new = _refit(
+            task, counts[which], pedestal[which], fitted[which], start, slots, max_iter, tol
+        )
         keep(which, new, slots)
         mode[which], current[which] = np.asarray(new.mode), slots
         significance[which] = _significance(new, slots)
@@ -243,13 +299,12 @@ def count_emitters(task: Task, counts: np.ndarray, pedestal: np.ndarray, fitted:
     order = np.argsort(np.argsort(-np.where(left, significance, -np.inf), 1), 1) + 1
     rank = np.where(left, order, rank)
     probability = np.exp(log_z - logsumexp(log_z, axis=1, keepdims=True))
-    at_least = np.cumsum(probability[:, ::-1], 1)[:, ::-1]               # P(N ≥ n), n = 0 … K
+    at_least = np.cumsum(probability[:, ::-1], 1)[:, ::-1]  # P(N ≥ n), n = 0 … K
     reported = np.max(np.where(at_least >= min_p_exists, np.arange(n_slots + 1), 0), 1)
     chosen = _pick(fits, reported)
     kept = active & (rank <= reported[:, None])
     p_exists = np.where(kept, np.take_along_axis(at_least, np.minimum(rank, n_slots), 1), 0.0)
-    return CountedWindows(fit=chosen, active=kept, p_exists=p_exists,
-                          count_probability=probability)
+    return CountedWindows(fit=chosen, active=kept, p_exists=p_exists, count_probability=probability)
 
 
 def _pick(fits: dict[int, WindowFits], count: np.ndarray) -> WindowFits:

@@ -57,10 +57,17 @@ class WindowFits(NamedTuple):
 def window_task(task: Task, shape: tuple[int, int]) -> Task:
     """The task's optics and priors on a (Sh, Sw) window (camera and background maps dropped:
     a window's camera arrives with its data)."""
-    prior = dataclasses.replace(task.prior, background=0.0,
-                                radius=min(task.prior.radius, min(shape) / 2.0))
-    return dataclasses.replace(task, name=f"{task.name}-window", height=shape[0],
-                               width=shape[1], camera=Camera(), prior=prior)
+    prior = dataclasses.replace(
+        task.prior, background=0.0, radius=min(task.prior.radius, min(shape) / 2.0)
+    )
+    return dataclasses.replace(
+        task,
+        name=f"{task.name}-window",
+        height=shape[0],
+        width=shape[1],
+        camera=Camera(),
+        prior=prior,
+    )
 
 
 def window_box(small: Task, n_emitters: int) -> tuple[jax.Array, jax.Array]:
@@ -69,7 +76,7 @@ def window_box(small: Task, n_emitters: int) -> tuple[jax.Array, jax.Array]:
     :func:`window_task` of the window's shape."""
     lo, hi = ParameterLayout(n_emitters, True, True).bounds(small)
     edge = jnp.tile(jnp.asarray([small.width, small.height], jnp.float32), n_emitters)
-    return lo.at[:2 * n_emitters].set(-0.5), hi.at[:2 * n_emitters].set(edge - 0.5)
+    return lo.at[: 2 * n_emitters].set(-0.5), hi.at[: 2 * n_emitters].set(edge - 0.5)
 
 
 def free_parameters(active: jax.Array) -> jax.Array:
@@ -86,16 +93,23 @@ def window_log_likelihood(omega: jax.Array, data: tuple[jax.Array, ...]) -> jax.
     return jnp.sum(fitted * poisson_kernel(counts, omega + pedestal))
 
 
-def _fit_one_window(small: Task, n_emitters: int,
-                    tol: float) -> Callable[..., tuple[jax.Array, ...]]:
+def _fit_one_window(
+    small: Task, n_emitters: int, tol: float
+) -> Callable[..., tuple[jax.Array, ...]]:
     """One window's fit; ``small`` is the :func:`window_task` of the window's shape; its most
     steps are an argument, so one program serves every cap."""
     layout = ParameterLayout(n_emitters, True, True)
     derivatives = layout.image_derivatives(small)
     lo, hi = window_box(small, n_emitters)
 
-    def one(counts: jax.Array, pedestal: jax.Array, fitted: jax.Array, start: jax.Array,
-            active: jax.Array, max_iter: jax.Array) -> tuple[jax.Array, ...]:
+    def one(
+        counts: jax.Array,
+        pedestal: jax.Array,
+        fitted: jax.Array,
+        start: jax.Array,
+        active: jax.Array,
+        max_iter: jax.Array,
+    ) -> tuple[jax.Array, ...]:
         free = free_parameters(active)
 
         def project(params: jax.Array) -> jax.Array:
@@ -104,17 +118,33 @@ def _fit_one_window(small: Task, n_emitters: int,
         i0_slots = slice(2 * n_emitters, 3 * n_emitters)
         start = start.at[i0_slots].set(jnp.where(active, start[i0_slots], 0.0))
         mode, iterations, converged, information = damped_newton(
-            project(start), (counts, pedestal, fitted), derivatives=derivatives,
-            curvature=layout.curvature, loglik=window_log_likelihood, project=project,
-            max_iter=max_iter, tol=tol, free=free)
+            project(start),
+            (counts, pedestal, fitted),
+            derivatives=derivatives,
+            curvature=layout.curvature,
+            loglik=window_log_likelihood,
+            project=project,
+            max_iter=max_iter,
+            tol=tol,
+            free=free,
+        )
         covariance, positive_definite = laplace_covariance(information)
         rate = derivatives(mode).omega + pedestal
         chi2 = jnp.sum(fitted * (counts - rate) ** 2 / rate)
         dof = jnp.sum(fitted) - jnp.sum(free)
         loglik = jnp.sum(fitted * poisson_kernel(counts, rate))
         chi2_var = jnp.sum(fitted * (2.0 + 1.0 / rate))
-        return (mode, covariance, converged, positive_definite, iterations, chi2, dof, loglik,
-                chi2_var)
+        return (
+            mode,
+            covariance,
+            converged,
+            positive_definite,
+            iterations,
+            chi2,
+            dof,
+            loglik,
+            chi2_var,
+        )
 
     return one
 
@@ -129,8 +159,13 @@ def quasi_dispersion(fit: WindowFits) -> np.ndarray:
 MISFIT_QUANTILE = 0.999  # of χ² under the fitted model, above which a window is a misfit
 
 
-def misfit(chi2: np.ndarray, dof: np.ndarray, chi2_var: np.ndarray, parameters: np.ndarray,
-           quantile: float = MISFIT_QUANTILE) -> np.ndarray:
+def misfit(
+    chi2: np.ndarray,
+    dof: np.ndarray,
+    chi2_var: np.ndarray,
+    parameters: np.ndarray,
+    quantile: float = MISFIT_QUANTILE,
+) -> np.ndarray:
     """(B,) bool: windows whose Pearson χ² exceeds its ``quantile`` under the fitted model.
 
     Each fitted pixel's (n − λ)²/λ has mean 1 and variance 2 + 1/λ under Poisson(λ); fitting
@@ -142,12 +177,20 @@ def misfit(chi2: np.ndarray, dof: np.ndarray, chi2_var: np.ndarray, parameters: 
     pixels = dof + np.asarray(parameters, np.float64)
     variance = np.asarray(chi2_var, np.float64) * dof / pixels
     from scipy.stats import gamma
+
     limit = gamma.ppf(quantile, dof**2 / variance, scale=variance / dof)
     return np.asarray(chi2) > limit
 
 
-def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal: np.ndarray,
-                       fitted: np.ndarray, active: np.ndarray, gain_se: float) -> WindowFits:
+def gain_error_widened(
+    task: Task,
+    fit: WindowFits,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    fitted: np.ndarray,
+    active: np.ndarray,
+    gain_se: float,
+) -> WindowFits:
     """``fit`` with a gain map's calibration error taken into its covariance and χ².
 
     Photons are ``(ADU − o)/ĝ``: where the gain map ĝ is off by a relative error ε_i (SD
@@ -162,10 +205,12 @@ def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal
     _, height, width = counts.shape
     program = _gain_error_program(window_task(task, (height, width)), active.shape[1])
     rel_var = np.float32(gain_se) ** 2
-    arrays = [np.asarray(a, np.float32) for a in (fit.mode, fit.covariance, counts, pedestal,
-                                                   fitted)] + [np.asarray(active, bool)]
+    arrays = [
+        np.asarray(a, np.float32) for a in (fit.mode, fit.covariance, counts, pedestal, fitted)
+    ] + [np.asarray(active, bool)]
     covariance, chi2 = _over_windows(
-        lambda size: ((lambda *batch: program(*batch, rel_var)), 1), arrays)
+        lambda size: ((lambda *batch: program(*batch, rel_var)), 1), arrays
+    )
     return fit._replace(covariance=covariance, chi2=chi2)
 
 
@@ -173,15 +218,22 @@ def gain_error_widened(task: Task, fit: WindowFits, counts: np.ndarray, pedestal
 def _gain_error_program(small: Task, n_emitters: int) -> Callable[..., tuple[jax.Array, ...]]:
     derivatives = ParameterLayout(n_emitters, True, True).image_derivatives(small)
 
-    def one(mode: jax.Array, covariance: jax.Array, counts: jax.Array, pedestal: jax.Array,
-            fitted: jax.Array, active: jax.Array, rel_var: jax.Array) -> tuple[jax.Array, ...]:
+    def one(
+        mode: jax.Array,
+        covariance: jax.Array,
+        counts: jax.Array,
+        pedestal: jax.Array,
+        fitted: jax.Array,
+        active: jax.Array,
+        rel_var: jax.Array,
+    ) -> tuple[jax.Array, ...]:
         d = derivatives(mode)
         # held parameters (empty slots) keep their covariance: their rows of ∇ω are zeroed
         gradient = jnp.where(free_parameters(active)[:, None, None], d.jacobian, 0.0)
         rate = d.omega + pedestal
         extra = rel_var * d.omega**2
         weighted = gradient * (fitted * extra / rate**2)
-        k = jnp.sum(weighted[:, None] * gradient[None, :], axis=(-2, -1))       # (P, P)
+        k = jnp.sum(weighted[:, None] * gradient[None, :], axis=(-2, -1))  # (P, P)
         chi2 = jnp.sum(fitted * (counts - rate) ** 2 / (rate + extra))
         return covariance + covariance @ k @ covariance, chi2
 
@@ -195,16 +247,25 @@ STEP_STAGES = (6, 12)
 
 
 @lru_cache(maxsize=64)
-def _compiled(small: Task, n_emitters: int, tol: float, shard: bool
-              ) -> tuple[Callable[..., tuple[jax.Array, ...]], int]:
+def _compiled(
+    small: Task, n_emitters: int, tol: float, shard: bool
+) -> tuple[Callable[..., tuple[jax.Array, ...]], int]:
     fit = jax.vmap(_fit_one_window(small, n_emitters, tol))
     # a few windows: one device (a sharded call costs ≈ 3 ms more than the fit itself)
     return device_parallel(fit) if shard else (jax.jit(fit), 1)
 
 
-def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.ndarray,
-                active: np.ndarray, fitted: np.ndarray | None = None, *, max_iter: int = 50,
-                tol: float = 1e-4) -> WindowFits:
+def fit_windows(
+    task: Task,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    start: np.ndarray,
+    active: np.ndarray,
+    fitted: np.ndarray | None = None,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+) -> WindowFits:
     """Mode and Laplace covariance of B windows of the same shape and number of emitter slots.
 
     Parameters
@@ -233,23 +294,28 @@ def fit_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, start: np.
     """
     fitted = np.ones(counts.shape, bool) if fitted is None else fitted
     arrays = [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, start)] + [
-        np.asarray(active, bool)]
+        np.asarray(active, bool)
+    ]
     out = None
-    going = np.arange(len(arrays[0]))         # windows still short of convergence
-    done = 0                                  # steps every window in `going` has had
+    going = np.arange(len(arrays[0]))  # windows still short of convergence
+    done = 0  # steps every window in `going` has had
     for cap in (*STEP_STAGES, int(max_iter)):
         steps = min(cap, int(max_iter)) - done
         if steps <= 0 or not len(going):
             continue
         start_ = arrays[3][going] if out is None else np.asarray(out.mode[going], np.float32)
-        part = _fit_batches(task, [arrays[0][going], arrays[1][going], arrays[2][going], start_,
-                                   arrays[4][going]], steps, float(tol))
+        part = _fit_batches(
+            task,
+            [arrays[0][going], arrays[1][going], arrays[2][going], start_, arrays[4][going]],
+            steps,
+            float(tol),
+        )
         if out is None:
             out = WindowFits(*(np.array(f) for f in part))
         else:
             for field, value in zip(out, part):
                 field[going] = value
-            out.iterations[going] += done                          # steps over every call
+            out.iterations[going] += done  # steps over every call
         late = ~part.converged & (np.asarray(part.iterations) >= steps)
         going, done = going[late], done + steps
     assert out is not None
@@ -266,8 +332,9 @@ def _calls(n_windows: int) -> list[tuple[int, int, int]]:
     quarters of it, sizes stepping ×4), never the full ones (powers of two up to 2048 compiled
     nine programs and padded up to half of a whole group)."""
     largest = CALL_SIZES[-1]
-    calls = [(start, start + largest, largest)
-             for start in range(0, n_windows - largest + 1, largest)]
+    calls = [
+        (start, start + largest, largest) for start in range(0, n_windows - largest + 1, largest)
+    ]
     done = len(calls) * largest
     if done < n_windows:
         rest = n_windows - done
@@ -275,8 +342,10 @@ def _calls(n_windows: int) -> list[tuple[int, int, int]]:
     return calls
 
 
-def _over_windows(program: Callable[[int], tuple[Callable[..., tuple[jax.Array, ...]], int]],
-                  arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _over_windows(
+    program: Callable[[int], tuple[Callable[..., tuple[jax.Array, ...]], int]],
+    arrays: list[np.ndarray],
+) -> list[np.ndarray]:
     """The compiled ``program(size) -> (fn, devices)`` over the windows of ``arrays`` (leading
     axis B) in the calls of :func:`_calls`, each padded by repeating its last window; the
     outputs for the B."""
@@ -286,14 +355,14 @@ def _over_windows(program: Callable[[int], tuple[Callable[..., tuple[jax.Array, 
         size = n_devices * -(-size // n_devices)
         batch = [a[start:stop] for a in arrays]
         if stop - start < size:
-            batch = [np.concatenate([a, np.repeat(a[-1:], size - (stop - start), 0)])
-                     for a in batch]
-        parts.append([np.asarray(o)[:stop - start] for o in fn(*batch)])
+            batch = [
+                np.concatenate([a, np.repeat(a[-1:], size - (stop - start), 0)]) for a in batch
+            ]
+        parts.append([np.asarray(o)[: stop - start] for o in fn(*batch)])
     return [np.concatenate(field) for field in zip(*parts)]
 
 
-def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
-                 ) -> WindowFits:
+def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float) -> WindowFits:
     """:func:`fit_windows`'s compiled calls over ``arrays`` (counts, pedestal, fitted, start,
     active) with at most ``max_iter`` steps each."""
     n_windows, height, width = arrays[0].shape
@@ -301,5 +370,6 @@ def _fit_batches(task: Task, arrays: list[np.ndarray], max_iter: int, tol: float
     # keyed on the window's task, which has no camera maps: hashing those costs milliseconds
     small = window_task(task, (height, width))
     arrays = arrays + [np.full(n_windows, max_iter, np.int32)]
-    return WindowFits(*_over_windows(
-        lambda size: _compiled(small, n_emitters, tol, size >= SHARD_FROM), arrays))
+    return WindowFits(
+        *_over_windows(lambda size: _compiled(small, n_emitters, tol, size >= SHARD_FROM), arrays)
+    )

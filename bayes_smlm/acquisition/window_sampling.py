@@ -51,17 +51,29 @@ class WindowDraws(NamedTuple):
     divergences: np.ndarray
 
 
-def _sample_one_window(small: Task, n_emitters: int, chains: int, warmup: int, draws: int,
-                       target_accept: float, max_tree_depth: int
-                       ) -> Callable[..., tuple[jax.Array, ...]]:
+def _sample_one_window(
+    small: Task,
+    n_emitters: int,
+    chains: int,
+    warmup: int,
+    draws: int,
+    target_accept: float,
+    max_tree_depth: int,
+) -> Callable[..., tuple[jax.Array, ...]]:
     layout = ParameterLayout(n_emitters, True, True)
     omega = layout.expected_photons(small)
     lo, hi = window_box(small, n_emitters)
     width = hi - lo
 
-    def one(key: jax.Array, counts: jax.Array, pedestal: jax.Array, fitted: jax.Array,
-            mode: jax.Array, covariance: jax.Array, active: jax.Array
-            ) -> tuple[jax.Array, ...]:
+    def one(
+        key: jax.Array,
+        counts: jax.Array,
+        pedestal: jax.Array,
+        fitted: jax.Array,
+        mode: jax.Array,
+        covariance: jax.Array,
+        active: jax.Array,
+    ) -> tuple[jax.Array, ...]:
         free = free_parameters(active)
 
         def to_params(u: jax.Array) -> jax.Array:
@@ -69,8 +81,9 @@ def _sample_one_window(small: Task, n_emitters: int, chains: int, warmup: int, d
 
         def logdensity(u: jax.Array) -> jax.Array:
             jacobian = jnp.log(width) + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u)
-            return (window_log_likelihood(omega(to_params(u)), (counts, pedestal, fitted))
-                    + jnp.sum(jnp.where(free, jacobian, -0.5 * u**2)))
+            return window_log_likelihood(omega(to_params(u)), (counts, pedestal, fitted)) + jnp.sum(
+                jnp.where(free, jacobian, -0.5 * u**2)
+            )
 
         fraction = jnp.clip((mode - lo) / width, 1e-4, 1 - 1e-4)
         centre = jnp.where(free, jnp.log(fraction) - jnp.log1p(-fraction), 0.0)
@@ -81,26 +94,47 @@ def _sample_one_window(small: Task, n_emitters: int, chains: int, warmup: int, d
         starts = centre + 2.0 * jnp.sqrt(var) * jax.random.normal(k_start, (chains,) + var.shape)
         sample_chain = nuts_chain(warmup, draws, target_accept, max_tree_depth, var)
         u, stats = jax.vmap(sample_chain, in_axes=(0, 0, None))(
-            jax.random.split(k_run, chains), starts, logdensity)
+            jax.random.split(k_run, chains), starts, logdensity
+        )
         return jax.vmap(jax.vmap(to_params))(u), jnp.sum(stats["diverging"])
 
     return one
 
 
 @lru_cache(maxsize=64)
-def _compiled(small: Task, n_emitters: int, chains: int, warmup: int, draws: int,
-              target_accept: float, max_tree_depth: int) -> tuple[Callable[..., tuple], int]:
-    one = _sample_one_window(small, n_emitters, chains, warmup, draws, target_accept,
-                             max_tree_depth)
+def _compiled(
+    small: Task,
+    n_emitters: int,
+    chains: int,
+    warmup: int,
+    draws: int,
+    target_accept: float,
+    max_tree_depth: int,
+) -> tuple[Callable[..., tuple], int]:
+    one = _sample_one_window(
+        small, n_emitters, chains, warmup, draws, target_accept, max_tree_depth
+    )
     return device_parallel(jax.vmap(one))
 
 
-def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: WindowFits,
-                   active: np.ndarray, fitted: np.ndarray | None = None, *, seed: int = 0,
-                   first_frame: int = 0, first_window: int = 0,
-                   chains: int = 4, draws: int = 500,
-                   warmup: int = 200, target_accept: float = 0.8, max_tree_depth: int = 8,
-                   batch_size: int = 16) -> WindowDraws:
+def sample_windows(
+    task: Task,
+    counts: np.ndarray,
+    pedestal: np.ndarray,
+    fit: WindowFits,
+    active: np.ndarray,
+    fitted: np.ndarray | None = None,
+    *,
+    seed: int = 0,
+    first_frame: int = 0,
+    first_window: int = 0,
+    chains: int = 4,
+    draws: int = 500,
+    warmup: int = 200,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 8,
+    batch_size: int = 16,
+) -> WindowDraws:
     """NUTS posteriors of B windows of one shape and number of emitter slots.
 
     Parameters
@@ -136,19 +170,32 @@ def sample_windows(task: Task, counts: np.ndarray, pedestal: np.ndarray, fit: Wi
         raise ConfigError("target_accept", f"must be in (0, 1) (got {target_accept})")
     n_windows, height, width = counts.shape
     n_emitters = (fit.mode.shape[1] - 1) // 3
-    fn, n_devices = _compiled(window_task(task, (height, width)), n_emitters, chains,
-                              warmup, draws, float(target_accept),
-                              check_int("max_tree_depth", max_tree_depth))
-    chunk_key = jax.random.fold_in(jax.random.PRNGKey(seed), check_int("first_frame", first_frame,
-                                                                         lo=0))
-    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(chunk_key, i))(
-        jnp.arange(first_window, first_window + n_windows, dtype=jnp.uint32)))
+    fn, n_devices = _compiled(
+        window_task(task, (height, width)),
+        n_emitters,
+        chains,
+        warmup,
+        draws,
+        float(target_accept),
+        check_int("max_tree_depth", max_tree_depth),
+    )
+    chunk_key = jax.random.fold_in(
+        jax.random.PRNGKey(seed), check_int("first_frame", first_frame, lo=0)
+    )
+    keys = np.asarray(
+        jax.vmap(lambda i: jax.random.fold_in(chunk_key, i))(
+            jnp.arange(first_window, first_window + n_windows, dtype=jnp.uint32)
+        )
+    )
     fitted = np.ones(counts.shape, bool) if fitted is None else fitted
-    arrays = [keys] + [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, fit.mode,
-                                                           fit.covariance)] + [
-        np.asarray(active, bool)]
-    params, divergences = map_frame_batches(fn, arrays, batch_size * n_devices,
-                                            multiple_of=n_devices)
+    arrays = (
+        [keys]
+        + [np.asarray(a, np.float32) for a in (counts, pedestal, fitted, fit.mode, fit.covariance)]
+        + [np.asarray(active, bool)]
+    )
+    params, divergences = map_frame_batches(
+        fn, arrays, batch_size * n_devices, multiple_of=n_devices
+    )
     return summarise_draws(params, divergences)
 
 

@@ -29,20 +29,28 @@ def _movie_task(args: argparse.Namespace, movie):
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.forward.config import parse_override, task_from_json, with_overrides
     from bayes_smlm.forward.tasks import get_task
+
     overrides = dict(parse_override(item) for item in args.set or [])
     _, height, width = movie.shape
     for key, size in (("height", height), ("width", width)):
         if key in overrides and overrides[key] != size:
-            raise ConfigError("set", f"{key}={overrides[key]:g} disagrees with the movie, whose "
-                                     f"frames are {height} x {width} px (rows x columns); a "
-                                     "movie's frame size is its own: leave it out")
+            raise ConfigError(
+                "set",
+                f"{key}={overrides[key]:g} disagrees with the movie, whose "
+                f"frames are {height} x {width} px (rows x columns); a "
+                "movie's frame size is its own: leave it out",
+            )
     if movie.task_json is not None:
-        return with_overrides(task_from_json(movie.task_json), overrides) if overrides \
+        return (
+            with_overrides(task_from_json(movie.task_json), overrides)
+            if overrides
             else task_from_json(movie.task_json)
+        )
     # the prior disc is the simulator's, not localize's: kept inside a small frame
     radius = min(get_task(args.task).prior.radius, min(height, width) / 2.0)
-    return get_task(args.task, {"height": height, "width": width, "prior.radius": radius,
-                                **overrides})
+    return get_task(
+        args.task, {"height": height, "width": width, "prior.radius": radius, **overrides}
+    )
 
 
 def cmd_localize(args: argparse.Namespace) -> int:
@@ -52,6 +60,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.table import write_localizations
     from bayes_smlm.cluster.client import dask_client
     from bayes_smlm.io.atomic import OutputError, check_output_file, os_reason
+
     check_output_file(args.out, ".csv")
     movie = Movie(args.movie, argument="movie", frames=args.frames)
     task = _movie_task(args, movie)
@@ -59,46 +68,64 @@ def cmd_localize(args: argparse.Namespace) -> int:
     if args.camera == "from-movie":
         from bayes_smlm.acquisition.camera_from_movie import camera_from_movie
         from bayes_smlm.forward.config import with_overrides
-        estimated = camera_from_movie(movie, task, chunk_frames=args.chunk_frames,
-                                      threshold=args.threshold)
-        task = with_overrides(task, {"camera.offset": estimated.offset,
-                                     "camera.readout_var": estimated.readout_var})
+
+        estimated = camera_from_movie(
+            movie, task, chunk_frames=args.chunk_frames, threshold=args.threshold
+        )
+        task = with_overrides(
+            task, {"camera.offset": estimated.offset, "camera.readout_var": estimated.readout_var}
+        )
         print(estimated.summary())
-    settings = LocalizeSettings(threshold=args.threshold, detector=args.detector,
-                                phi_checkpoint=None if args.phi_checkpoint is None
-                                else str(args.phi_checkpoint), joint=not args.separate,
-                                chunk_frames=args.chunk_frames, method=args.method,
-                                residual_passes=args.residual_passes,
-                                min_p_exists=args.min_p_exists, density=args.density,
-                                gain_se=args.gain_se,
-                                chains=args.chains, draws=args.draws, warmup=args.warmup,
-                                seed=args.seed)
+    settings = LocalizeSettings(
+        threshold=args.threshold,
+        detector=args.detector,
+        phi_checkpoint=None if args.phi_checkpoint is None else str(args.phi_checkpoint),
+        joint=not args.separate,
+        chunk_frames=args.chunk_frames,
+        method=args.method,
+        residual_passes=args.residual_passes,
+        min_p_exists=args.min_p_exists,
+        density=args.density,
+        gain_se=args.gain_se,
+        chains=args.chains,
+        draws=args.draws,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
     if settings.detector == "phi":  # refuse a φ for other optics or priors before any work
         from bayes_smlm.acquisition.phi_spots import check_phi
+
         check_phi(settings.phi_checkpoint, task)
     started = time.perf_counter()
     try:
         store = ChunkStore(partial_folder(args.out), run_description(task, settings))
         with dask_client(args.scheduler) as client:
-            rows = localize_movie(movie, task, settings, progress=not args.quiet, client=client,
-                                  store=store)
+            rows = localize_movie(
+                movie, task, settings, progress=not args.quiet, client=client, store=store
+            )
         seconds = time.perf_counter() - started
         write_localizations(args.out, rows, task)
     except (OSError, OutputError) as err:  # a disk that filled: the finished chunks stay
         reason = os_reason(err) if isinstance(err, OSError) else str(err)
-        raise OutputError(f"the chunks finished so far are kept in {partial_folder(args.out)}: "
-                          "rerun the same command when there is space, and it resumes; "
-                          f"{reason}") from None  # the reason last: it may end with a rescue path
+        raise OutputError(
+            f"the chunks finished so far are kept in {partial_folder(args.out)}: "
+            "rerun the same command when there is space, and it resumes; "
+            f"{reason}"
+        ) from None  # the reason last: it may end with a rescue path
     finally:
         movie.close()
     store.remove()
     if store.resumed:
-        print(f"resumed: {store.resumed} chunk(s) of {args.chunk_frames} frames taken from the "
-              f"interrupted run ({store.folder.name}), their frames checked unchanged")
+        print(
+            f"resumed: {store.resumed} chunk(s) of {args.chunk_frames} frames taken from the "
+            f"interrupted run ({store.folder.name}), their frames checked unchanged"
+        )
     n, flagged = len(rows["x"]), int(rows["flagged"].sum())
-    print(f"wrote {args.out}: {n} localizations in {len(movie)} frames of {movie.shape[2]} x "
-          f"{movie.shape[1]} px ({seconds:.1f} s, {n / max(seconds, 1e-9):.0f} localizations/s "
-          f"with compilation); {flagged} flagged")
+    print(
+        f"wrote {args.out}: {n} localizations in {len(movie)} frames of {movie.shape[2]} x "
+        f"{movie.shape[1]} px ({seconds:.1f} s, {n / max(seconds, 1e-9):.0f} localizations/s "
+        f"with compilation); {flagged} flagged"
+    )
     return 0
 
 
@@ -111,27 +138,36 @@ def cmd_calibrate_camera(args: argparse.Namespace) -> int:
         write_camera_maps,
     )
     from bayes_smlm.io.atomic import check_output_dir
+
     check_output_dir(args.out)
     dark = stack_moments(args.dark, "dark")
     flats = [stack_moments(path, "flat") for path in args.flat]
     maps = calibrate(dark, flats, [path.name for path in args.flat])
     paths = write_camera_maps(args.out, maps)
     rel = np.median(maps.gain_se / np.abs(maps.gain))
-    print(f"{dark.frames} dark frames, {len(flats)} flat levels (median "
-          f"{', '.join(f'{v:.0f}' for v in maps.levels)} ADU above the offset)")
-    print(f"median offset {np.median(maps.offset):.2f} ADU (SE {np.median(maps.offset_se):.2f}), "
-          f"readout variance {np.median(maps.readout_var):.2f} ADU² "
-          f"(SE {100 * np.median(maps.readout_var_se / maps.readout_var):.1f} %), gain "
-          f"{np.median(maps.gain):.3f} ADU/photon (SE {100 * rel:.1f} % per pixel)")
+    print(
+        f"{dark.frames} dark frames, {len(flats)} flat levels (median "
+        f"{', '.join(f'{v:.0f}' for v in maps.levels)} ADU above the offset)"
+    )
+    print(
+        f"median offset {np.median(maps.offset):.2f} ADU (SE {np.median(maps.offset_se):.2f}), "
+        f"readout variance {np.median(maps.readout_var):.2f} ADU² "
+        f"(SE {100 * np.median(maps.readout_var_se / maps.readout_var):.1f} %), gain "
+        f"{np.median(maps.gain):.3f} ADU/photon (SE {100 * rel:.1f} % per pixel)"
+    )
     if rel > GAIN_SE_WARN:
         frames = int(np.ceil(min(f.frames for f in flats) * (rel / GAIN_SE_WARN) ** 2))
-        print(f"warning: a per-pixel gain SE of {100 * rel:.1f} % costs localize precision on "
-              "bright spots (RMSE ≈ 1.2× the CRLB at 6 %; --gain-se keeps the stated "
-              f"uncertainties honest); record about {frames} or more frames per flat level to "
-              "bring it within a few per cent")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}; use them as --set "
-          f"camera.offset={paths['offset']} --set camera.gain={paths['gain']} --set "
-          f"camera.readout_var={paths['readout_var']} --gain-se {relative_gain_se(maps):.4f}")
+        print(
+            f"warning: a per-pixel gain SE of {100 * rel:.1f} % costs localize precision on "
+            "bright spots (RMSE ≈ 1.2× the CRLB at 6 %; --gain-se keeps the stated "
+            f"uncertainties honest); record about {frames} or more frames per flat level to "
+            "bring it within a few per cent"
+        )
+    print(
+        f"wrote {', '.join(str(p) for p in paths.values())}; use them as --set "
+        f"camera.offset={paths['offset']} --set camera.gain={paths['gain']} --set "
+        f"camera.readout_var={paths['readout_var']} --gain-se {relative_gain_se(maps):.4f}"
+    )
     return 0
 
 
@@ -142,49 +178,81 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.table import read_field_of_view, read_localizations
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.io.atomic import check_output_dir, check_room
+
     check_output_dir(args.out)
     table = read_localizations(args.locs, argument="locs")
     for column in ("uncertainty_x [nm]", "uncertainty_y [nm]"):
         if column not in table:
-            raise ConfigError("locs", f"{args.locs.name} lacks the column {column!r}: the SD "
-                                      "map needs each localization's uncertainty")
+            raise ConfigError(
+                "locs",
+                f"{args.locs.name} lacks the column {column!r}: the SD "
+                "map needs each localization's uncertainty",
+            )
     keep = np.ones(len(table["x [nm]"]), bool)
     if "flagged" in table and not args.include_flagged:
         keep = table["flagged"] == 0
     correlation = table.get("uncertainty_xy_correlation")
     extent = args.size_nm or read_field_of_view(args.locs)  # (width, height) nm
-    shape = None if extent is None else (int(np.ceil(extent[1] / args.pixel_nm)),
-                                         int(np.ceil(extent[0] / args.pixel_nm)))
-    rendering = render(table["x [nm]"][keep], table["y [nm]"][keep],
-                       table["uncertainty_x [nm]"][keep], table["uncertainty_y [nm]"][keep],
-                       None if correlation is None else correlation[keep],
-                       pixel_nm=args.pixel_nm, sigma_nm=args.sigma_nm, shape=shape)
+    shape = (
+        None
+        if extent is None
+        else (int(np.ceil(extent[1] / args.pixel_nm)), int(np.ceil(extent[0] / args.pixel_nm)))
+    )
+    rendering = render(
+        table["x [nm]"][keep],
+        table["y [nm]"][keep],
+        table["uncertainty_x [nm]"][keep],
+        table["uncertainty_y [nm]"][keep],
+        None if correlation is None else correlation[keep],
+        pixel_nm=args.pixel_nm,
+        sigma_nm=args.sigma_nm,
+        shape=shape,
+    )
     check_room(args.out, 4 * rendering.mean.nbytes)  # two float32 TIFFs, two PNGs at most as large
     paths = write_rendering(args.out, rendering)
-    print(f"wrote {', '.join(str(p) for p in paths.values())}: {rendering.localizations} "
-          f"localizations on {rendering.mean.shape[1]} x {rendering.mean.shape[0]} pixels of "
-          f"{args.pixel_nm:g} nm, kernel {args.sigma_nm:g} nm")
-    left_out = [f"{n} {why}" for n, why in (
-        (int((~keep).sum()), "flagged (--include-flagged draws them)"),
-        (rendering.non_finite, "with a non-finite position or uncertainty"),
-        (rendering.outside, "outside the image")) if n]
+    print(
+        f"wrote {', '.join(str(p) for p in paths.values())}: {rendering.localizations} "
+        f"localizations on {rendering.mean.shape[1]} x {rendering.mean.shape[0]} pixels of "
+        f"{args.pixel_nm:g} nm, kernel {args.sigma_nm:g} nm"
+    )
+    left_out = [
+        f"{n} {why}"
+        for n, why in (
+            (int((~keep).sum()), "flagged (--include-flagged draws them)"),
+            (rendering.non_finite, "with a non-finite position or uncertainty"),
+            (rendering.outside, "outside the image"),
+        )
+        if n
+    ]
     if left_out:
         print(f"note: left out {', '.join(left_out)}")
     if extent is None:
-        print(f"note: no field of view beside {args.locs.name} (written by `localize`): the image "
-              "ends at the outermost localization; --size-nm WIDTH HEIGHT frames it")
+        print(
+            f"note: no field of view beside {args.locs.name} (written by `localize`): the image "
+            "ends at the outermost localization; --size-nm WIDTH HEIGHT frames it"
+        )
     return 0
 
 
 def cmd_simulate_movie(args: argparse.Namespace) -> int:
     from bayes_smlm.acquisition.sample import MovieSettings, simulate_movie
     from bayes_smlm.io.atomic import check_output_dir, check_room
+
     check_output_dir(args.out)
-    settings = MovieSettings(frames=args.frames, height=args.size, width=args.size,
-                             emitters_per_frame=args.emitters, min_distance=args.min_distance)
+    settings = MovieSettings(
+        frames=args.frames,
+        height=args.size,
+        width=args.size,
+        emitters_per_frame=args.emitters,
+        min_distance=args.min_distance,
+    )
     pixels = args.size * args.size
-    check_room(args.out, args.frames * pixels * 2 + 3 * pixels * 4  # uint16 movie, float32 maps
-               + args.frames * args.emitters * 3 * 8)               # positions and brightness
+    check_room(
+        args.out,
+        args.frames * pixels * 2
+        + 3 * pixels * 4  # uint16 movie, float32 maps
+        + args.frames * args.emitters * 3 * 8,
+    )  # positions and brightness
     paths = simulate_movie(settings, args.seed).write(args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -193,113 +261,221 @@ def cmd_simulate_movie(args: argparse.Namespace) -> int:
 def add_acquisition_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``localize``, ``render``, ``calibrate-camera`` and ``simulate-movie``."""
     defaults = LocalizeSettings()
-    p = sub.add_parser("localize", help="localize emitters in a TIFF movie (or frames .npz) -> "
-                                        "CSV with per-localization uncertainty")
-    p.add_argument("movie", metavar="MOVIE", type=Path,
-                   help="TIFF stack (F, H, W) in ADU, any frame size; or an .npz of `simulate`")
-    p.add_argument("--task", default="widefield",
-                   help="optics and priors (default widefield; an .npz brings its own)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a task constant, e.g. --set camera.offset=offset.tif --set "
-                        "camera.gain=gain.tif --set camera.readout_var=var.tif --set "
-                        "optics.sigma_psf=1.1 --set optics.pixel_size_nm=100 (maps: .tif, .npy, "
-                        ".csv of the frame's shape); repeatable")
-    p.add_argument("--method", choices=METHODS, default=defaults.method,
-                   help="posterior of each window: laplace (Gaussian at the mode, default) | "
-                        "nuts (BlackJAX NUTS started from it; adds r_hat, ess_bulk, divergences)")
-    p.add_argument("--chains", type=chain_count, default=defaults.chains,
-                   help=f"NUTS chains per window, >= 2 (default {defaults.chains})")
-    p.add_argument("--draws", type=positive_int, default=defaults.draws,
-                   help=f"NUTS draws kept per chain (default {defaults.draws})")
-    p.add_argument("--warmup", type=positive_int, default=defaults.warmup,
-                   help=f"NUTS adaptation steps per chain (default {defaults.warmup})")
-    p.add_argument("--seed", type=seed_int, default=defaults.seed,
-                   help=f"NUTS seed (default {defaults.seed})")
-    p.add_argument("--threshold", type=positive_float, default=defaults.threshold,
-                   help="least signal-to-noise ratio of a candidate "
-                        f"(default {defaults.threshold:g})")
-    p.add_argument("--detector", choices=DETECTORS, default=defaults.detector,
-                   help="what finds candidates: dog (default), the difference-of-Gaussians "
-                        "filter and --threshold; phi, the DeepSTORM network's super-resolved "
-                        "image (resolves closer pairs and dimmer spots; the shipped widefield "
-                        "checkpoint unless --phi-checkpoint)")
-    p.add_argument("--phi-checkpoint", type=Path, default=None, metavar="DIR",
-                   help="phi checkpoint for --detector phi, trained for the movie's optics, "
-                        "brightness and background ranges (frame size may differ)")
-    p.add_argument("--separate", action="store_true",
-                   help="fit every candidate alone, even where windows overlap")
-    p.add_argument("--residual-passes", type=non_negative_int, default=None,
-                   help="searches of the whole residual for emitters the detector merged, in "
-                        "frames with a window the fit does not explain, before the misfit "
-                        "windows' refits (which search near them anyway; default 3 with "
-                        "--detector phi, 0 with dog)")
-    p.add_argument("--camera", choices=("given", "from-movie"), default="given",
-                   help="given (default): the camera.* values or maps of --set; from-movie: "
-                        "estimate per-pixel offset and readout variance from the movie's quiet "
-                        "pixels, with the scalar camera.gain and camera.offset given (a movie "
-                        "of constant background cannot tell per-pixel gain from background)")
-    p.add_argument("--gain-se", type=fraction_below_one, default=defaults.gain_se,
-                   metavar="FRACTION",
-                   help="relative standard error of the gain map per pixel, as calibrate-camera "
-                        "prints it (0.064: 6.4 %%): taken into each localization's uncertainty "
-                        "and chi2 (default 0: the gain is known; --method laplace only)")
-    p.add_argument("--min-p-exists", type=fraction_below_one,
-                   default=defaults.min_p_exists,
-                   help="each window keeps the largest count of emitters n with P(N >= n | x) "
-                        "at least this, by the evidence of each count (the p_exists column; "
-                        f"default {defaults.min_p_exists:g}: the posterior median; 0 keeps every "
-                        "candidate)")
-    p.add_argument("--density", type=positive_float, default=None,
-                   help="the count prior's emitters per px^2 (default: the chunk's candidates "
-                        "per px^2)")
-    p.add_argument("--chunk-frames", type=positive_int, default=defaults.chunk_frames,
-                   help=f"frames read and processed at a time (default {defaults.chunk_frames})")
-    p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP",
-                   help="process only frames START … STOP-1 of the movie (frame numbers stay "
-                        "the movie's; default all)")
-    p.add_argument("--scheduler", type=scheduler_address, default=None,
-                   help="localize chunks of --chunk-frames frames on Dask workers: a scheduler "
-                        "address (tcp://host:8786) or local:N (N worker processes here); the "
-                        "same rows as in this process (default)")
+    p = sub.add_parser(
+        "localize",
+        help="localize emitters in a TIFF movie (or frames .npz) -> "
+        "CSV with per-localization uncertainty",
+    )
+    p.add_argument(
+        "movie",
+        metavar="MOVIE",
+        type=Path,
+        help="TIFF stack (F, H, W) in ADU, any frame size; or an .npz of `simulate`",
+    )
+    p.add_argument(
+        "--task",
+        default="widefield",
+        help="optics and priors (default widefield; an .npz brings its own)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a task constant, e.g. --set camera.offset=offset.tif --set "
+        "camera.gain=gain.tif --set camera.readout_var=var.tif --set "
+        "optics.sigma_psf=1.1 --set optics.pixel_size_nm=100 (maps: .tif, .npy, "
+        ".csv of the frame's shape); repeatable",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=defaults.method,
+        help="posterior of each window: laplace (Gaussian at the mode, default) | "
+        "nuts (BlackJAX NUTS started from it; adds r_hat, ess_bulk, divergences)",
+    )
+    p.add_argument(
+        "--chains",
+        type=chain_count,
+        default=defaults.chains,
+        help=f"NUTS chains per window, >= 2 (default {defaults.chains})",
+    )
+    p.add_argument(
+        "--draws",
+        type=positive_int,
+        default=defaults.draws,
+        help=f"NUTS draws kept per chain (default {defaults.draws})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=defaults.warmup,
+        help=f"NUTS adaptation steps per chain (default {defaults.warmup})",
+    )
+    p.add_argument(
+        "--seed", type=seed_int, default=defaults.seed, help=f"NUTS seed (default {defaults.seed})"
+    )
+    p.add_argument(
+        "--threshold",
+        type=positive_float,
+        default=defaults.threshold,
+        help=f"least signal-to-noise ratio of a candidate (default {defaults.threshold:g})",
+    )
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=defaults.detector,
+        help="what finds candidates: dog (default), the difference-of-Gaussians "
+        "filter and --threshold; phi, the DeepSTORM network's super-resolved "
+        "image (resolves closer pairs and dimmer spots; the shipped widefield "
+        "checkpoint unless --phi-checkpoint)",
+    )
+    p.add_argument(
+        "--phi-checkpoint",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="phi checkpoint for --detector phi, trained for the movie's optics, "
+        "brightness and background ranges (frame size may differ)",
+    )
+    p.add_argument(
+        "--separate",
+        action="store_true",
+        help="fit every candidate alone, even where windows overlap",
+    )
+    p.add_argument(
+        "--residual-passes",
+        type=non_negative_int,
+        default=None,
+        help="searches of the whole residual for emitters the detector merged, in "
+        "frames with a window the fit does not explain, before the misfit "
+        "windows' refits (which search near them anyway; default 3 with "
+        "--detector phi, 0 with dog)",
+    )
+    p.add_argument(
+        "--camera",
+        choices=("given", "from-movie"),
+        default="given",
+        help="given (default): the camera.* values or maps of --set; from-movie: "
+        "estimate per-pixel offset and readout variance from the movie's quiet "
+        "pixels, with the scalar camera.gain and camera.offset given (a movie "
+        "of constant background cannot tell per-pixel gain from background)",
+    )
+    p.add_argument(
+        "--gain-se",
+        type=fraction_below_one,
+        default=defaults.gain_se,
+        metavar="FRACTION",
+        help="relative standard error of the gain map per pixel, as calibrate-camera "
+        "prints it (0.064: 6.4 %%): taken into each localization's uncertainty "
+        "and chi2 (default 0: the gain is known; --method laplace only)",
+    )
+    p.add_argument(
+        "--min-p-exists",
+        type=fraction_below_one,
+        default=defaults.min_p_exists,
+        help="each window keeps the largest count of emitters n with P(N >= n | x) "
+        "at least this, by the evidence of each count (the p_exists column; "
+        f"default {defaults.min_p_exists:g}: the posterior median; 0 keeps every "
+        "candidate)",
+    )
+    p.add_argument(
+        "--density",
+        type=positive_float,
+        default=None,
+        help="the count prior's emitters per px^2 (default: the chunk's candidates per px^2)",
+    )
+    p.add_argument(
+        "--chunk-frames",
+        type=positive_int,
+        default=defaults.chunk_frames,
+        help=f"frames read and processed at a time (default {defaults.chunk_frames})",
+    )
+    p.add_argument(
+        "--frames",
+        type=frame_range,
+        default=None,
+        metavar="START:STOP",
+        help="process only frames START … STOP-1 of the movie (frame numbers stay "
+        "the movie's; default all)",
+    )
+    p.add_argument(
+        "--scheduler",
+        type=scheduler_address,
+        default=None,
+        help="localize chunks of --chunk-frames frames on Dask workers: a scheduler "
+        "address (tcp://host:8786) or local:N (N worker processes here); the "
+        "same rows as in this process (default)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output locs.csv")
     p.set_defaults(handler=cmd_localize)
 
-    p = sub.add_parser("render", help="super-resolution image and its per-pixel SD map from a "
-                                      "localization CSV -> TIFF + PNG")
+    p = sub.add_parser(
+        "render",
+        help="super-resolution image and its per-pixel SD map from a "
+        "localization CSV -> TIFF + PNG",
+    )
     p.add_argument("locs", metavar="LOCS.csv", type=Path, help="output of `localize`")
-    p.add_argument("--pixel-nm", type=positive_float, default=10.0,
-                   help="render pixel size, nm (default 10)")
-    p.add_argument("--sigma-nm", type=positive_float, default=20.0,
-                   help="kernel width, nm (default 20)")
-    p.add_argument("--size-nm", type=positive_float, nargs=2, metavar=("WIDTH", "HEIGHT"),
-                   default=None, help="image size, nm (default: the movie's field of view, "
-                                      "from LOCS.fov.json beside the CSV; without it, enough "
-                                      "to hold every localization)")
-    p.add_argument("--include-flagged", action="store_true",
-                   help="draw flagged localizations too")
+    p.add_argument(
+        "--pixel-nm", type=positive_float, default=10.0, help="render pixel size, nm (default 10)"
+    )
+    p.add_argument(
+        "--sigma-nm", type=positive_float, default=20.0, help="kernel width, nm (default 20)"
+    )
+    p.add_argument(
+        "--size-nm",
+        type=positive_float,
+        nargs=2,
+        metavar=("WIDTH", "HEIGHT"),
+        default=None,
+        help="image size, nm (default: the movie's field of view, "
+        "from LOCS.fov.json beside the CSV; without it, enough "
+        "to hold every localization)",
+    )
+    p.add_argument("--include-flagged", action="store_true", help="draw flagged localizations too")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=cmd_render)
 
-    p = sub.add_parser("calibrate-camera", help="per-pixel offset, readout-variance and gain maps "
-                                                "(TIFF) from dark frames and flats at several "
-                                                "light levels")
-    p.add_argument("--dark", type=Path, required=True, metavar="DARK.tif",
-                   help="stack of dark frames (no light), ADU; at least 20 frames")
-    p.add_argument("--flat", type=Path, nargs="+", required=True, metavar="FLAT.tif",
-                   help="stacks of uniformly lit frames, one per light level (two or more "
-                        "levels, none saturated), ADU")
+    p = sub.add_parser(
+        "calibrate-camera",
+        help="per-pixel offset, readout-variance and gain maps "
+        "(TIFF) from dark frames and flats at several "
+        "light levels",
+    )
+    p.add_argument(
+        "--dark",
+        type=Path,
+        required=True,
+        metavar="DARK.tif",
+        help="stack of dark frames (no light), ADU; at least 20 frames",
+    )
+    p.add_argument(
+        "--flat",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="FLAT.tif",
+        help="stacks of uniformly lit frames, one per light level (two or more "
+        "levels, none saturated), ADU",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=cmd_calibrate_camera)
 
-    p = sub.add_parser("simulate-movie", help="simulate a filament sample on an sCMOS camera: "
-                                              "movie.tif, camera maps, truth.npz")
+    p = sub.add_parser(
+        "simulate-movie",
+        help="simulate a filament sample on an sCMOS camera: movie.tif, camera maps, truth.npz",
+    )
     p.add_argument("--frames", type=positive_int, default=150, help="frames (default 150)")
     p.add_argument("--size", type=positive_int, default=64, help="frame side, px (default 64)")
-    p.add_argument("--emitters", type=positive_int, default=6,
-                   help="emitters per frame (default 6)")
-    p.add_argument("--min-distance", type=positive_float, default=6.0,
-                   help="least distance between emitters of a frame, px (default 6)")
+    p.add_argument(
+        "--emitters", type=positive_int, default=6, help="emitters per frame (default 6)"
+    )
+    p.add_argument(
+        "--min-distance",
+        type=positive_float,
+        default=6.0,
+        help="least distance between emitters of a frame, px (default 6)",
+    )
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=cmd_simulate_movie)

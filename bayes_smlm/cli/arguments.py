@@ -60,8 +60,9 @@ def frame_range(text: str) -> tuple[int, int]:
     except ValueError:
         first = last = -1
     if not sep or not 0 <= first < last:
-        raise argparse.ArgumentTypeError(f"must be START:STOP with 0 <= START < STOP "
-                                         f"(got {text!r})")
+        raise argparse.ArgumentTypeError(
+            f"must be START:STOP with 0 <= START < STOP (got {text!r})"
+        )
     return first, last
 
 
@@ -103,6 +104,7 @@ def fraction_below_one(text: str) -> float:
 def torch_device(text: str) -> str:
     """A torch device name that this machine has: cpu, cuda or cuda:N."""
     import torch
+
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -110,8 +112,10 @@ def torch_device(text: str) -> str:
     if device.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N (got {text!r})")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here "
-                                         "(install the gpu extra on a machine with one)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} asked for, but torch sees no CUDA GPU here "
+            "(install the gpu extra on a machine with one)"
+        )
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} GPU(s) here")
     return text
@@ -120,6 +124,7 @@ def torch_device(text: str) -> str:
 def scheduler_address(text: str) -> str:
     """A Dask scheduler address (tcp://host:8786) or local:N (N >= 1 worker processes)."""
     from bayes_smlm.cluster.client import check_scheduler
+
     try:
         return check_scheduler(text)
     except ConfigError as err:
@@ -160,17 +165,20 @@ def report_errors(prog: str, flags: Mapping[str, str] | None = None) -> Iterator
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except MemoryError:
-        print(f"{prog}: error: out of memory; use fewer frames or a smaller batch",
-              file=sys.stderr)
+        print(f"{prog}: error: out of memory; use fewer frames or a smaller batch", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:  # a disk that filled, a folder that vanished: the OS's words
         if not _is_output_failure(err):
             raise
         from bayes_smlm.io.atomic import os_reason
+
         where = getattr(err, "filename", None)
-        print(f"{prog}: error: {where}: {os_reason(err)}" if where else
-              f"{prog}: error: an output could not be written ({os_reason(err)})",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: {where}: {os_reason(err)}"
+            if where
+            else f"{prog}: error: an output could not be written ({os_reason(err)})",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
 
 
@@ -183,10 +191,14 @@ def _is_output_failure(err: BaseException) -> bool:
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """``--task`` and the repeatable ``--set KEY=VALUE`` override."""
     parser.add_argument("--task", required=True, help="task name (see `bayes-smlm tasks`)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a task constant, e.g. --set i0=500 --set "
-                             "camera.gain=gain.npy (maps: .npy, .tif, .csv of the frame's shape); "
-                             "repeatable")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a task constant, e.g. --set i0=500 --set "
+        "camera.gain=gain.npy (maps: .npy, .tif, .csv of the frame's shape); "
+        "repeatable",
+    )
 
 
 def task_from_args(args: argparse.Namespace):
@@ -197,6 +209,7 @@ def task_from_args(args: argparse.Namespace):
 
 def json_text(data) -> str:
     """Strict JSON for ``--json`` output: NaN and infinities (not JSON) become ``null``."""
+
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -205,4 +218,5 @@ def json_text(data) -> str:
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
         return value
+
     return json.dumps(clean(data), indent=2, allow_nan=False)

@@ -44,50 +44,81 @@ from bayes_smlm.cli.nets import add_network_commands
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bayes_smlm.forward.simulate import simulate
     from bayes_smlm.io.atomic import check_output_file, write_npz
+
     task = task_from_args(args)
     check_output_file(args.out, ".npz")  # before the work, not only in the writer
     batch = simulate(task, args.frames, args.seed)
-    write_npz(args.out, adu=batch.adu, theta=batch.theta, kde=batch.kde, i0=batch.i0,
-              background=batch.background, config=task.to_json(), seed=args.seed)
-    print(f"wrote {args.out}: {args.frames} frames of task {task.name!r} "
-          f"(adu {batch.adu.shape}, theta {batch.theta.shape}, kde {batch.kde.shape})")
+    write_npz(
+        args.out,
+        adu=batch.adu,
+        theta=batch.theta,
+        kde=batch.kde,
+        i0=batch.i0,
+        background=batch.background,
+        config=task.to_json(),
+        seed=args.seed,
+    )
+    print(
+        f"wrote {args.out}: {args.frames} frames of task {task.name!r} "
+        f"(adu {batch.adu.shape}, theta {batch.theta.shape}, kde {batch.kde.shape})"
+    )
     return 0
 
 
 def cmd_crlb(args: argparse.Namespace) -> int:
     from bayes_smlm.errors import ConfigError
     from bayes_smlm.forward.fisher import fisher_information
+
     task = task_from_args(args)
     if len(args.x) != len(args.y):
-        raise ConfigError("--y", f"needs one value per --x value ({len(args.x)} given, "
-                                 f"got {len(args.y)})")
+        raise ConfigError(
+            "--y", f"needs one value per --x value ({len(args.x)} given, got {len(args.y)})"
+        )
     theta = np.stack([args.x, args.y], axis=-1)
-    bound = fisher_information(task, theta, include_intensity=args.fit_intensity,
-                               include_background=args.fit_background)
+    bound = fisher_information(
+        task, theta, include_intensity=args.fit_intensity, include_background=args.fit_background
+    )
     nm = task.optics.pixel_size_nm
-    emitters = [{"x": float(x), "y": float(y), "sqrt_crlb_x_px": float(sx),
-                 "sqrt_crlb_y_px": float(sy), "sqrt_crlb_x_nm": float(sx * nm),
-                 "sqrt_crlb_y_nm": float(sy * nm)}
-                for (x, y), (sx, sy) in zip(theta, bound.sd_xy)]
+    emitters = [
+        {
+            "x": float(x),
+            "y": float(y),
+            "sqrt_crlb_x_px": float(sx),
+            "sqrt_crlb_y_px": float(sy),
+            "sqrt_crlb_x_nm": float(sx * nm),
+            "sqrt_crlb_y_nm": float(sy * nm),
+        }
+        for (x, y), (sx, sy) in zip(theta, bound.sd_xy)
+    ]
     if args.json:
-        out = {"task": task.name, "pixel_size_nm": nm, "fit_intensity": args.fit_intensity,
-               "fit_background": args.fit_background, "emitters": emitters}
+        out = {
+            "task": task.name,
+            "pixel_size_nm": nm,
+            "fit_intensity": args.fit_intensity,
+            "fit_background": args.fit_background,
+            "emitters": emitters,
+        }
         if len(emitters) == 1:
             out.update({k: v for k, v in emitters[0].items() if k.startswith("sqrt")})
         print(json_text(out))
         return 0
     p, c = task.prior, task.camera
-    print(f"task {task.name}: σx = {task.optics.sigma_psf:g} px, i0 = {p.i0:g} photons, "
-          f"background = {_describe(p.background)} photons/px, readout variance = "
-          f"{_describe(c.readout_var)} ADU², gain = {_describe(c.gain)} ADU/photon")
-    nuisance = [name for flag, name in ((args.fit_intensity, "i0"), (args.fit_background, "b"))
-                if flag]
+    print(
+        f"task {task.name}: σx = {task.optics.sigma_psf:g} px, i0 = {p.i0:g} photons, "
+        f"background = {_describe(p.background)} photons/px, readout variance = "
+        f"{_describe(c.readout_var)} ADU², gain = {_describe(c.gain)} ADU/photon"
+    )
+    nuisance = [
+        name for flag, name in ((args.fit_intensity, "i0"), (args.fit_background, "b")) if flag
+    ]
     if nuisance:
         print(f"nuisance parameters estimated jointly: {', '.join(nuisance)}")
     for k, e in enumerate(emitters):
-        print(f"emitter {k} at (x, y) = ({e['x']:g}, {e['y']:g}) px: "
-              f"sqrt(CRLB) x = {e['sqrt_crlb_x_px']:.4f} px ({e['sqrt_crlb_x_nm']:.2f} nm), "
-              f"y = {e['sqrt_crlb_y_px']:.4f} px ({e['sqrt_crlb_y_nm']:.2f} nm)")
+        print(
+            f"emitter {k} at (x, y) = ({e['x']:g}, {e['y']:g}) px: "
+            f"sqrt(CRLB) x = {e['sqrt_crlb_x_px']:.4f} px ({e['sqrt_crlb_x_nm']:.2f} nm), "
+            f"y = {e['sqrt_crlb_y_px']:.4f} px ({e['sqrt_crlb_y_nm']:.2f} nm)"
+        )
     return 0
 
 
@@ -100,13 +131,16 @@ def _describe(value) -> str:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from bayes_smlm.forward.tasks import get_task, list_tasks
+
     if args.show:
         print(json.dumps(get_task(args.show).to_dict(), indent=2))
         return 0
     for name in list_tasks():
         t = get_task(name)
-        print(f"{name:12s} {t.prior.n_emitters} emitter(s) on a radius-{t.prior.radius:g} disc, "
-              f"{t.height}x{t.width} px, i0 = {t.prior.i0:g}, σy = {t.optics.sigma_kde:g} HR px")
+        print(
+            f"{name:12s} {t.prior.n_emitters} emitter(s) on a radius-{t.prior.radius:g} disc, "
+            f"{t.height}x{t.width} px, i0 = {t.prior.i0:g}, σy = {t.optics.sigma_kde:g} HR px"
+        )
     return 0
 
 
@@ -116,6 +150,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     from bayes_smlm.io.frames import read_frames
     from bayes_smlm.io.posteriors import stored_flags, to_datatree, write_datatree
     from bayes_smlm.methods import get_method
+
     chunked = args.out.suffix == ".zarr"
     if chunked:
         check_output_dir(args.out)
@@ -123,8 +158,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         check_output_file(args.out, ".nc")  # before sampling, not only in the writer
         for name in ("scheduler", "chunk_frames"):
             if getattr(args, name) is not None:
-                raise ConfigError(name, "writes a zarr store chunk by chunk: give --out "
-                                        "FILE.zarr")
+                raise ConfigError(name, "writes a zarr store chunk by chunk: give --out FILE.zarr")
     method = get_method(args.method)
     task, adu, theta = read_frames(args.file)
     options = {"seed": args.seed, "progress": not args.quiet and not chunked}
@@ -140,8 +174,10 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     result = method(task, adu, theta_true=theta, **options)
     tree = to_datatree(result)
     write_datatree(tree, args.out)
-    print(f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
-          f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)")
+    print(
+        f"wrote {args.out}: method {args.method}, {result.n_frames} frames, "
+        f"{result.seconds:.1f} s ({result.seconds / result.n_frames:.3f} s/frame)"
+    )
     _announce_flags(stored_flags(tree), args.method)
     _announce_counts(result)
     return 0
@@ -166,20 +202,31 @@ def _posterior_in_chunks(args: argparse.Namespace, task, adu, theta, options: di
     from bayes_smlm.cluster.posterior import DEFAULT_CHUNK_FRAMES, posterior_in_chunks
     from bayes_smlm.io.posterior_store import chunk_ranges, open_store_datatree
     from bayes_smlm.io.posteriors import stored_flags
+
     chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
     started = time.perf_counter()
     with dask_client(args.scheduler) as client:
-        path, computed = posterior_in_chunks(args.method, task, adu, args.out, options=options,
-                                             chunk_frames=chunk_frames, theta_true=theta,
-                                             client=client, progress=not args.quiet)
+        path, computed = posterior_in_chunks(
+            args.method,
+            task,
+            adu,
+            args.out,
+            options=options,
+            chunk_frames=chunk_frames,
+            theta_true=theta,
+            client=client,
+            progress=not args.quiet,
+        )
     wall = time.perf_counter() - started
     tree = open_store_datatree(path)
     chunks = len(chunk_ranges(adu.shape[0], chunk_frames))
     where = f"on {args.scheduler}" if args.scheduler else "in this process"
     resumed = f", {chunks - computed} already in the store" if computed < chunks else ""
-    print(f"wrote {path}: method {args.method}, {adu.shape[0]} frames in {chunks} chunks "
-          f"({computed} computed {where}{resumed}), {wall:.1f} s wall, "
-          f"{float(tree.attrs['seconds']):.1f} s of the method's time over all chunks")
+    print(
+        f"wrote {path}: method {args.method}, {adu.shape[0]} frames in {chunks} chunks "
+        f"({computed} computed {where}{resumed}), {wall:.1f} s wall, "
+        f"{float(tree.attrs['seconds']):.1f} s of the method's time over all chunks"
+    )
     _announce_flags(stored_flags(tree), args.method)
     return 0
 
@@ -190,6 +237,7 @@ def _announce_flags(flagged: np.ndarray | None, method: str) -> None:
     were checked (None: θ draws of a single chain)."""
     from bayes_smlm.io.posteriors import SINGLE_CHAIN_NOTE
     from bayes_smlm.methods.registry import method_spec
+
     if flagged is None:
         print(f"note: diagnostics {SINGLE_CHAIN_NOTE}")
         return
@@ -197,13 +245,16 @@ def _announce_flags(flagged: np.ndarray | None, method: str) -> None:
     flagged = np.flatnonzero(flagged)
     if flagged.size:
         shown = ", ".join(map(str, flagged[:20])) + (" …" if flagged.size > 20 else "")
-        print(f"warning: {flagged.size} of {n_frames} frames are flagged by {method}'s own "
-              f"checks ({method_spec(method).flags}): frames {shown}; see the file's "
-              "diagnostics or extra group")
+        print(
+            f"warning: {flagged.size} of {n_frames} frames are flagged by {method}'s own "
+            f"checks ({method_spec(method).flags}): frames {shown}; see the file's "
+            "diagnostics or extra group"
+        )
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from bayes_smlm.studies.registry import run_study
+
     path = run_study(args.name, args.preset, args.seed, args.out, args.task)
     print(f"wrote {path}")
     return 0
@@ -213,18 +264,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bayes_smlm.io.atomic import check_output_dir
     from bayes_smlm.io.posteriors import load_posterior
     from bayes_smlm.reporting.diagnose import write_diagnostics
+
     check_output_dir(args.out)
     summary = write_diagnostics(load_posterior(args.file), args.out, args.frame, args.file)
     chosen = "" if args.frame is not None else " (the worst by R-hat)"
     rhat = max(c["rhat"] for c in summary["coordinates"].values())
-    print(f"wrote {args.out}: rank, trace, ESS-evolution and pair plots of frame "
-          f"{summary['frame']}{chosen}, emitters {summary['closest_pair']} (closest pair) and "
-          f"{summary['worst_rhat_emitter']} (worst R-hat {rhat:.3f})")
+    print(
+        f"wrote {args.out}: rank, trace, ESS-evolution and pair plots of frame "
+        f"{summary['frame']}{chosen}, emitters {summary['closest_pair']} (closest pair) and "
+        f"{summary['worst_rhat_emitter']} (worst R-hat {rhat:.3f})"
+    )
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bayes_smlm.studies.registry import rebuild_report
+
     print(f"wrote {rebuild_report(args.dir)}")
     return 0
 
@@ -244,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``bayes-smlm`` argument parser."""
     from bayes_smlm import __version__
     from bayes_smlm.studies.registry import add_study_arguments, list_studies
+
     parser = OneLineErrorParser(prog="bayes-smlm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bayes-smlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -257,38 +313,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crlb", help="√CRLB of emitter positions (LR px and nm)")
     add_task_arguments(p)
-    p.add_argument("--x", type=finite_float, nargs="+", required=True,
-                   help="emitter x position(s), LR px")
-    p.add_argument("--y", type=finite_float, nargs="+", required=True,
-                   help="emitter y position(s), LR px")
-    p.add_argument("--fit-intensity", action="store_true",
-                   help="treat each emitter's i0 as unknown (nuisance parameter)")
-    p.add_argument("--fit-background", action="store_true",
-                   help="treat the background as unknown (nuisance parameter)")
+    p.add_argument(
+        "--x", type=finite_float, nargs="+", required=True, help="emitter x position(s), LR px"
+    )
+    p.add_argument(
+        "--y", type=finite_float, nargs="+", required=True, help="emitter y position(s), LR px"
+    )
+    p.add_argument(
+        "--fit-intensity",
+        action="store_true",
+        help="treat each emitter's i0 as unknown (nuisance parameter)",
+    )
+    p.add_argument(
+        "--fit-background",
+        action="store_true",
+        help="treat the background as unknown (nuisance parameter)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_crlb)
 
-    p = sub.add_parser("posterior", help="posterior of every frame of a simulated .npz -> NetCDF",
-                       formatter_class=MethodOptionsHelp)
+    p = sub.add_parser(
+        "posterior",
+        help="posterior of every frame of a simulated .npz -> NetCDF",
+        formatter_class=MethodOptionsHelp,
+    )
     p.add_argument("file", metavar="FILE.npz", type=Path, help="output of `bayes-smlm simulate`")
-    p.add_argument("--method", required=True,
-                   help="name of a registered posterior method (an unknown name prints the list)")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="name of a registered posterior method (an unknown name prints the list)",
+    )
     add_method_flags(p)
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    p.add_argument("--option", action="append", type=method_option, metavar="KEY=VALUE",
-                   help="any option of the method, a plug-in's too (`bayes-smlm methods --show "
-                        "NAME` lists them; VALUE read as JSON where it is: 8, 0.5, true)")
-    p.add_argument("--scheduler", type=scheduler_address, default=None,
-                   help="run chunks of frames on Dask workers: a scheduler address "
-                        "(tcp://host:8786) or local:N (N worker processes here); needs --out "
-                        "FILE.zarr (default: this process)")
-    p.add_argument("--chunk-frames", type=positive_int, default=None,
-                   help="frames per chunk of a .zarr run (default 64): the unit of work, of "
-                        "writing and of resuming")
+    p.add_argument(
+        "--option",
+        action="append",
+        type=method_option,
+        metavar="KEY=VALUE",
+        help="any option of the method, a plug-in's too (`bayes-smlm methods --show "
+        "NAME` lists them; VALUE read as JSON where it is: 8, 0.5, true)",
+    )
+    p.add_argument(
+        "--scheduler",
+        type=scheduler_address,
+        default=None,
+        help="run chunks of frames on Dask workers: a scheduler address "
+        "(tcp://host:8786) or local:N (N worker processes here); needs --out "
+        "FILE.zarr (default: this process)",
+    )
+    p.add_argument(
+        "--chunk-frames",
+        type=positive_int,
+        default=None,
+        help="frames per chunk of a .zarr run (default 64): the unit of work, of "
+        "writing and of resuming",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output FILE.nc (ArviZ DataTree), or FILE.zarr: written chunk by chunk, "
-                        "and a rerun of the same command resumes it")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output FILE.nc (ArviZ DataTree), or FILE.zarr: written chunk by chunk, "
+        "and a rerun of the same command resumes it",
+    )
     p.set_defaults(handler=cmd_posterior)
 
     p = sub.add_parser("tasks", help="list tasks, or print one task's full config")
@@ -304,17 +391,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_arguments(p)
     p.set_defaults(handler=cmd_study)
 
-    p = sub.add_parser("diagnose", help="ArviZ rank, trace, ESS-evolution and pair plots of "
-                                        "one frame of a posterior with draws -> folder of PNGs")
-    p.add_argument("file", metavar="FILE", type=Path,
-                   help="output of `bayes-smlm posterior` (.nc or .zarr) of a sampler")
-    p.add_argument("--frame", type=non_negative_int, default=None,
-                   help="frame index (default: the worst, by R-hat then bulk ESS)")
+    p = sub.add_parser(
+        "diagnose",
+        help="ArviZ rank, trace, ESS-evolution and pair plots of "
+        "one frame of a posterior with draws -> folder of PNGs",
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        type=Path,
+        help="output of `bayes-smlm posterior` (.nc or .zarr) of a sampler",
+    )
+    p.add_argument(
+        "--frame",
+        type=non_negative_int,
+        default=None,
+        help="frame index (default: the worst, by R-hat then bulk ESS)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=cmd_diagnose)
 
-    p = sub.add_parser("report", help="rebuild a study's report.md and figures from its saved "
-                                      "results, without recomputing")
+    p = sub.add_parser(
+        "report",
+        help="rebuild a study's report.md and figures from its saved results, without recomputing",
+    )
     p.add_argument("dir", type=Path, help="a study's report folder (e.g. reports/calibration)")
     p.set_defaults(handler=cmd_report)
     for name, command in sub.choices.items():
@@ -326,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayes-smlm`` console script."""
     from bayes_smlm.parallel import request_compilation_cache, request_host_devices
+
     request_host_devices()  # before anything imports JAX: frames run on every core
     request_compilation_cache()  # and compiled samplers are kept between runs
     parser = build_parser()
@@ -335,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is None:
             return args.handler(args)
         from bayes_smlm.io.locks import hold_output
+
         with hold_output(out):  # one writer per output, for the whole run
             return args.handler(args)
 

@@ -8,8 +8,13 @@ from typing import Any
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker thread: busy workers, bounded memory
 
 
-def run_chunks(fn: Callable[..., Any], chunks: Iterable[tuple[int, tuple]],
-               on_result: Callable[[int, Any], None], *, client: Any = None) -> None:
+def run_chunks(
+    fn: Callable[..., Any],
+    chunks: Iterable[tuple[int, tuple]],
+    on_result: Callable[[int, Any], None],
+    *,
+    client: Any = None,
+) -> None:
     """Call ``fn(*arguments)`` for every ``(index, arguments)`` of ``chunks`` and hand each
     result to ``on_result(index, result)`` as soon as it exists.
 

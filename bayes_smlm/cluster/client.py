@@ -27,6 +27,7 @@ def like_this_process() -> Any:
     """Dask's ``Environ`` nanny plugin with this process's XLA flags and JAX cache folder: each
     worker restarts with them, so it imports JAX laid out like this process."""
     from distributed.diagnostics.plugin import Environ
+
     return Environ({k: os.environ[k] for k in ENVIRONMENT if k in os.environ})
 
 
@@ -38,22 +39,31 @@ def check_scheduler(value: str) -> str:
     """``local:N`` (1 ≤ N ≤ 256 worker processes on this machine) or a scheduler address
     (``tcp://host:8786``, ``tls://host:8786``, ``host:8786``); a one-line error otherwise."""
     if value.startswith(LOCAL_PREFIX):
-        count = value[len(LOCAL_PREFIX):]
+        count = value[len(LOCAL_PREFIX) :]
         if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
-            raise ConfigError("scheduler", f"local:N needs 1 <= N <= {MAX_LOCAL_WORKERS} worker "
-                                           f"processes (got {value!r})")
+            raise ConfigError(
+                "scheduler",
+                f"local:N needs 1 <= N <= {MAX_LOCAL_WORKERS} worker processes (got {value!r})",
+            )
         return value
     address = value
     for scheme in SCHEMES:
         if address.startswith(scheme):
-            address = address[len(scheme):]
+            address = address[len(scheme) :]
             break
     host, _, port = address.rpartition(":")
     host = host.strip("[]")  # an IPv6 address in brackets
-    if (not host or any(c.isspace() or c in "/?#@" for c in host) or not port.isdigit()
-            or not 1 <= int(port) <= 65535):
-        raise ConfigError("scheduler", f"must be local:N or a scheduler address host:port such "
-                                       f"as tcp://host:8786, port 1-65535 (got {value!r})")
+    if (
+        not host
+        or any(c.isspace() or c in "/?#@" for c in host)
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+    ):
+        raise ConfigError(
+            "scheduler",
+            f"must be local:N or a scheduler address host:port such "
+            f"as tcp://host:8786, port 1-65535 (got {value!r})",
+        )
     return value
 
 
@@ -66,6 +76,7 @@ def _workers_ignore_interrupts() -> Iterator[None]:
     import signal
     import sys
     import threading
+
     # workers stopped by an interrupt leave Dask's semaphores to multiprocessing's resource
     # tracker, which would warn about them on its way out: the tracker takes its warning
     # filters from this process's -W options when it starts
@@ -95,15 +106,19 @@ def dask_client(scheduler: str | None) -> Iterator[Any]:
     # when workers restart); what matters reaches us as the tasks' results or exceptions
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     from distributed import Client, LocalCluster
+
     cluster = None
     local = scheduler.startswith(LOCAL_PREFIX)
     # local workers (and those the plugin restarts) are started ignoring Ctrl-C
     with _workers_ignore_interrupts() if local else nullcontext():
         try:
             if local:
-                cluster = LocalCluster(n_workers=int(scheduler[len(LOCAL_PREFIX):]),
-                                       threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                cluster = LocalCluster(
+                    n_workers=int(scheduler[len(LOCAL_PREFIX) :]),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
                 client = Client(cluster)
             else:
                 client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
@@ -111,8 +126,11 @@ def dask_client(scheduler: str | None) -> Iterator[Any]:
             if cluster is not None:
                 cluster.close()
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError("scheduler", f"no Dask scheduler answered at {scheduler} within "
-                                           f"{CONNECT_TIMEOUT_S} s ({reason})") from None
+            raise ConfigError(
+                "scheduler",
+                f"no Dask scheduler answered at {scheduler} within "
+                f"{CONNECT_TIMEOUT_S} s ({reason})",
+            ) from None
         try:
             client.register_plugin(like_this_process())  # restarts the workers
         except BaseException:

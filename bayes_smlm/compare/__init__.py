@@ -9,13 +9,21 @@
 
 from bayes_smlm.compare.kde_calibration import KDECoverage, kde_coverage, signal_mask
 from bayes_smlm.compare.maps import (
-                                     VarianceAgreement,
-                                     variance_agreement,
-                                     variance_difference_map,
-                                     variance_ratio_map,
+    VarianceAgreement,
+    variance_agreement,
+    variance_difference_map,
+    variance_ratio_map,
 )
 from bayes_smlm.compare.summary import compare_methods, comparison_dataset
 
-__all__ = ["KDECoverage", "VarianceAgreement", "compare_methods", "comparison_dataset",
-           "kde_coverage", "signal_mask", "variance_agreement", "variance_difference_map",
-           "variance_ratio_map"]
+__all__ = [
+    "KDECoverage",
+    "VarianceAgreement",
+    "compare_methods",
+    "comparison_dataset",
+    "kde_coverage",
+    "signal_mask",
+    "variance_agreement",
+    "variance_difference_map",
+    "variance_ratio_map",
+]

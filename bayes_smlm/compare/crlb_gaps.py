@@ -37,8 +37,9 @@ def normalised_rmse(errors: np.ndarray, sqrt_crlb: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(z**2, axis=0))
 
 
-def posterior_crlb_gaps(theta_flat: np.ndarray, theta_true: np.ndarray,
-                        sqrt_crlb: np.ndarray) -> dict[str, np.ndarray]:
+def posterior_crlb_gaps(
+    theta_flat: np.ndarray, theta_true: np.ndarray, sqrt_crlb: np.ndarray
+) -> dict[str, np.ndarray]:
     """Posterior SD / √CRLB and posterior-mean RMSE / √CRLB of θ draws.
 
     Parameters
@@ -57,12 +58,16 @@ def posterior_crlb_gaps(theta_flat: np.ndarray, theta_true: np.ndarray,
     mean = np.take_along_axis(mean, order, axis=1)
     sd = np.take_along_axis(sd, order, axis=1)
     ratio = sd / sqrt_crlb
-    return {"sd_ratio": ratio, "sd_ratio_median": np.median(ratio.reshape(-1, 2), axis=0),
-            "rmse_ratio": normalised_rmse(mean - theta_true, sqrt_crlb)}
+    return {
+        "sd_ratio": ratio,
+        "sd_ratio_median": np.median(ratio.reshape(-1, 2), axis=0),
+        "rmse_ratio": normalised_rmse(mean - theta_true, sqrt_crlb),
+    }
 
 
-def detection_crlb_gap(found_xy: list[np.ndarray], theta_true: np.ndarray, sqrt_crlb: np.ndarray,
-                       tolerance: float) -> dict[str, float | np.ndarray]:
+def detection_crlb_gap(
+    found_xy: list[np.ndarray], theta_true: np.ndarray, sqrt_crlb: np.ndarray, tolerance: float
+) -> dict[str, float | np.ndarray]:
     """RMSE / √CRLB of detections (e.g. φ + LoG) matched one-to-one within ``tolerance`` LR px.
 
     ``found_xy[f]`` holds frame f's detections (K_f, 2); unmatched ones are false positives and do
@@ -77,5 +82,8 @@ def detection_crlb_gap(found_xy: list[np.ndarray], theta_true: np.ndarray, sqrt_
     errors = np.concatenate(error_rows).reshape(-1, 2)
     scales = np.concatenate(scale_rows).reshape(-1, 2)
     n_true = theta_true.shape[0] * theta_true.shape[1]
-    return {"rmse_ratio": normalised_rmse(errors, scales) if tp else np.full(2, np.nan),
-            "recall": tp / n_true, "matched": tp}
+    return {
+        "rmse_ratio": normalised_rmse(errors, scales) if tp else np.full(2, np.nan),
+        "recall": tp / n_true,
+        "matched": tp,
+    }

@@ -39,8 +39,9 @@ class GridAgreement:
     @property
     def frame_agrees(self) -> np.ndarray:
         """(F,) both axes' mean and SD within the bar."""
-        return np.all((self.z < MEAN_MCSE_MAX)
-                      & (np.abs(self.sd_ratio - 1) < self.sd_tolerance), axis=1)
+        return np.all(
+            (self.z < MEAN_MCSE_MAX) & (np.abs(self.sd_ratio - 1) < self.sd_tolerance), axis=1
+        )
 
 
 def sd_standard_error(draws: np.ndarray) -> np.ndarray:
@@ -69,15 +70,17 @@ def grid_agreement(result: PosteriorResult, grid: PosteriorResult) -> GridAgreem
     diag = result.diagnostics
     if diag is None:
         raise ValueError(f"{result.method} has no MCMC diagnostics (needs ≥ 2 chains of draws)")
-    draws = result.theta_flat()[:, :, 0]                                   # (F, S, 2)
-    grid_mean, cov = grid.extra["theta_mean"], grid.extra["theta_cov"]   # (F, 2), (F, 2, 2)
+    draws = result.theta_flat()[:, :, 0]  # (F, S, 2)
+    grid_mean, cov = grid.extra["theta_mean"], grid.extra["theta_cov"]  # (F, 2), (F, 2, 2)
     grid_sd = np.sqrt(np.stack([cov[:, 0, 0], cov[:, 1, 1]], -1))
     ess = np.asarray(diag.ess_bulk)[:, 0]
     assert result.theta is not None  # diagnostics exist only for θ draws
-    by_chain = np.moveaxis(result.theta[:, :, :, 0], (0, 1), (-2, -1))   # (F, 2, C, D)
+    by_chain = np.moveaxis(result.theta[:, :, :, 0], (0, 1), (-2, -1))  # (F, 2, C, D)
     sd = draws.std(1)
-    return GridAgreement(z=np.abs(draws.mean(1) - grid_mean) / np.asarray(diag.mcse_mean)[:, 0],
-                         sd_ratio=sd / grid_sd,
-                         sd_tolerance=np.maximum(SD_TOLERANCE,
-                                                 SD_SE_MAX * sd_standard_error(by_chain) / sd),
-                         rhat=np.asarray(diag.rhat)[:, 0], ess=ess)
+    return GridAgreement(
+        z=np.abs(draws.mean(1) - grid_mean) / np.asarray(diag.mcse_mean)[:, 0],
+        sd_ratio=sd / grid_sd,
+        sd_tolerance=np.maximum(SD_TOLERANCE, SD_SE_MAX * sd_standard_error(by_chain) / sd),
+        rhat=np.asarray(diag.rhat)[:, 0],
+        ess=ess,
+    )

@@ -81,12 +81,17 @@ class KDECoverage:
 
     def z_summary(self) -> dict[str, float]:
         z = self.z
-        return {Z_MEAN.key: float(np.mean(z)), Z_SD.key: float(np.std(z)),
-                Z_ABS_GT_3.key: float(np.mean(np.abs(z) > 3.0)), Z_PIXELS.key: int(z.size)}
+        return {
+            Z_MEAN.key: float(np.mean(z)),
+            Z_SD.key: float(np.std(z)),
+            Z_ABS_GT_3.key: float(np.mean(np.abs(z) > 3.0)),
+            Z_PIXELS.key: int(z.size),
+        }
 
 
-def pixel_coverage(sorted_samples: np.ndarray, truth: np.ndarray, levels: tuple[float, ...]
-                   ) -> tuple[list[np.ndarray], np.ndarray]:
+def pixel_coverage(
+    sorted_samples: np.ndarray, truth: np.ndarray, levels: tuple[float, ...]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Per pixel: is the truth inside each level's order-statistic interval, and its z-score.
 
     Parameters
@@ -110,8 +115,12 @@ def pixel_coverage(sorted_samples: np.ndarray, truth: np.ndarray, levels: tuple[
     return inside, (truth[ok] - sorted_samples.mean(axis=0)[ok]) / sd[ok]
 
 
-def kde_coverage(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray, mask: np.ndarray,
-                 levels: tuple[float, ...] = LEVELS) -> KDECoverage:
+def kde_coverage(
+    kde_samples: Iterable[np.ndarray],
+    kde_true: np.ndarray,
+    mask: np.ndarray,
+    levels: tuple[float, ...] = LEVELS,
+) -> KDECoverage:
     """Coverage of the true KDE by per-pixel central intervals, frame by frame.
 
     Parameters
@@ -134,9 +143,13 @@ def kde_coverage(kde_samples: Iterable[np.ndarray], kde_true: np.ndarray, mask: 
     if n_samples is None:
         raise ValueError("kde_coverage needs at least one frame")
     attained = [order_statistic_interval(n_samples, level)[2] for level in levels]
-    return KDECoverage(levels=np.asarray(levels), attained=np.asarray(attained),
-                       per_frame=np.asarray(per_frame), z=np.concatenate(zs),
-                       n_samples=n_samples)
+    return KDECoverage(
+        levels=np.asarray(levels),
+        attained=np.asarray(attained),
+        per_frame=np.asarray(per_frame),
+        z=np.concatenate(zs),
+        n_samples=n_samples,
+    )
 
 
 def theta_kde_samples(theta_flat: np.ndarray, task, n_samples: int) -> Iterator[np.ndarray]:

@@ -46,8 +46,9 @@ def variance_agreement(var: np.ndarray, reference: np.ndarray) -> VarianceAgreem
     """
     var, reference = np.asarray(var, np.float64), np.asarray(reference, np.float64)
     if var.shape != reference.shape or var.ndim != 3:
-        raise ValueError(f"variance maps must share an (F, H, W) shape (got {var.shape} and "
-                         f"{reference.shape})")
+        raise ValueError(
+            f"variance maps must share an (F, H, W) shape (got {var.shape} and {reference.shape})"
+        )
     a = var.reshape(len(var), -1)
     b = reference.reshape(len(reference), -1)
     a_c, b_c = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
@@ -55,8 +56,9 @@ def variance_agreement(var: np.ndarray, reference: np.ndarray) -> VarianceAgreem
     if np.any(norm_b == 0):
         raise ValueError("a reference variance map is constant; its correlation is undefined")
     norm_a = np.sqrt((a_c**2).sum(axis=1))
-    pearson = np.where(norm_a > 0, (a_c * b_c).sum(axis=1) / (np.maximum(norm_a, 1e-300) * norm_b),
-                       0.0)
+    pearson = np.where(
+        norm_a > 0, (a_c * b_c).sum(axis=1) / (np.maximum(norm_a, 1e-300) * norm_b), 0.0
+    )
     return VarianceAgreement(pearson=pearson, summed_ratio=a.sum(axis=1) / b.sum(axis=1))
 
 

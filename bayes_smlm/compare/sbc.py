@@ -38,8 +38,9 @@ def thin_to(draws: np.ndarray, n: int) -> np.ndarray:
     return draws[:, idx]
 
 
-def sbc_ranks(draws: np.ndarray, truth: np.ndarray, *, n_draws: int = 99,
-              bins: int = 10) -> SBCResult:
+def sbc_ranks(
+    draws: np.ndarray, truth: np.ndarray, *, n_draws: int = 99, bins: int = 10
+) -> SBCResult:
     """SBC ranks and χ² uniformity tests.
 
     Parameters
@@ -83,8 +84,9 @@ class Coverage:
         return self.covered / self.total
 
 
-def interval_coverage(draws: np.ndarray, truth: np.ndarray,
-                      levels: tuple[float, ...] = (0.5, 0.9, 0.95)) -> list[Coverage]:
+def interval_coverage(
+    draws: np.ndarray, truth: np.ndarray, levels: tuple[float, ...] = (0.5, 0.9, 0.95)
+) -> list[Coverage]:
     """Empirical coverage of central credible intervals, pooled over all quantities.
 
     Parameters

@@ -48,8 +48,9 @@ def _aligned_draws(result: PosteriorResult, theta_true: np.ndarray) -> np.ndarra
     return np.take_along_axis(flat, order[:, None, :, None], axis=2)
 
 
-def _theta_metrics(result: PosteriorResult, theta_true: np.ndarray,
-                   sqrt_crlb: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+def _theta_metrics(
+    result: PosteriorResult, theta_true: np.ndarray, sqrt_crlb: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
     draws = _aligned_draws(result, theta_true)
     f, s, n, _ = draws.shape
     flat = draws.reshape(f, s, 2 * n)
@@ -73,8 +74,11 @@ def _theta_metrics(result: PosteriorResult, theta_true: np.ndarray,
         level = round(cov.level * 100)
         scalars[schema.THETA_COVERAGE[level].key] = cov.fraction
         scalars[schema.THETA_COVERAGE_CI[level].key] = [cov.low, cov.high]
-    per_frame = {"theta_entropy_gauss": gauss.tolist(), "theta_entropy_knn": knn.tolist(),
-                 "sd_ratio": gaps["sd_ratio"].reshape(f, -1).mean(axis=1).tolist()}
+    per_frame = {
+        "theta_entropy_gauss": gauss.tolist(),
+        "theta_entropy_knn": knn.tolist(),
+        "sd_ratio": gaps["sd_ratio"].reshape(f, -1).mean(axis=1).tolist(),
+    }
     return scalars, per_frame
 
 
@@ -85,19 +89,27 @@ def _diagnostics(result: PosteriorResult) -> tuple[dict[str, Any], dict[str, Any
     rhat, ess_bulk = diag.worst_rhat, diag.smallest_ess_bulk
     ess_tail = over_coordinates(np.nanmin, diag.ess_tail)
     mcse = over_coordinates(np.nanmax, diag.mcse_mean)
-    scalars = {schema.RHAT_MAX.key: float(np.max(rhat)),
-               schema.ESS_BULK_MIN.key: float(np.min(ess_bulk)),
-               schema.ESS_TAIL_MIN.key: float(np.min(ess_tail)),
-               schema.MCSE_MEAN_MAX.key: float(np.max(mcse)),
-               schema.PASS_RATE.key: diag.pass_rate}
+    scalars = {
+        schema.RHAT_MAX.key: float(np.max(rhat)),
+        schema.ESS_BULK_MIN.key: float(np.min(ess_bulk)),
+        schema.ESS_TAIL_MIN.key: float(np.min(ess_tail)),
+        schema.MCSE_MEAN_MAX.key: float(np.max(mcse)),
+        schema.PASS_RATE.key: diag.pass_rate,
+    }
     if diag.divergences is not None:
         scalars[schema.DIVERGENCES.key] = int(diag.divergences.sum())
     return scalars, {schema.RHAT_MAX.key: rhat.tolist(), schema.ESS_BULK_MIN.key: ess_bulk.tolist()}
 
 
-def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task: Task,
-                    kde_true: np.ndarray, theta_true: np.ndarray, *,
-                    kde_samples: int = KDE_SAMPLES) -> dict[str, Any]:
+def compare_methods(
+    results: Mapping[str, PosteriorResult],
+    reference: str,
+    task: Task,
+    kde_true: np.ndarray,
+    theta_true: np.ndarray,
+    *,
+    kde_samples: int = KDE_SAMPLES,
+) -> dict[str, Any]:
     """Every comparison metric for every method, against ``results[reference]`` and the truth.
 
     A method may have been run on the first F' ≤ F frames only (e.g. an expensive surrogate):
@@ -119,35 +131,48 @@ def compare_methods(results: Mapping[str, PosteriorResult], reference: str, task
         agreement = variance_agreement(result.kde_var, ref.kde_var[:f])
         entropy = total_gaussian_entropy(result.kde_var, mask[:f])
         scalars: dict[str, Any] = {
-            schema.FRAMES.key: f, schema.SECONDS_PER_FRAME.key: result.seconds / f,
+            schema.FRAMES.key: f,
+            schema.SECONDS_PER_FRAME.key: result.seconds / f,
             schema.VAR_PEARSON.key: agreement.median_pearson,
             schema.VAR_RATIO.key: agreement.median_summed_ratio,
             schema.KDE_ENTROPY.key: float(np.median(entropy)),
             schema.KDE_ENTROPY_GAP.key: float(np.median(entropy - ref_entropy[:f])),
             schema.KDE_ENTROPY_ABOVE.key: float(np.mean(entropy > ref_entropy[:f])),
         }
-        per_frame: dict[str, Any] = {"var_pearson": agreement.pearson.tolist(),
-                                     "var_ratio": agreement.summed_ratio.tolist(),
-                                     "kde_entropy": entropy.tolist()}
+        per_frame: dict[str, Any] = {
+            "var_pearson": agreement.pearson.tolist(),
+            "var_ratio": agreement.summed_ratio.tolist(),
+            "kde_entropy": entropy.tolist(),
+        }
         more, frames = region_summary(
-            result.kde_var, ref.kde_var, ref.kde_mean, kde_true, theta_true, task.hr_shape,
-            task.optics.upsampling, kde_samples=kde_samples_of(result, kde_samples),
-            sigma_psf=task.optics.sigma_psf)
+            result.kde_var,
+            ref.kde_var,
+            ref.kde_mean,
+            kde_true,
+            theta_true,
+            task.hr_shape,
+            task.optics.upsampling,
+            kde_samples=kde_samples_of(result, kde_samples),
+            sigma_psf=task.optics.sigma_psf,
+        )
         scalars.update(more)
-        per_frame.update({f"region_{k}": v for k, v in frames.items()
-                          if k not in ("pearson", "ratio")})  # whole-frame: var_pearson above
+        per_frame.update(
+            {f"region_{k}": v for k, v in frames.items() if k not in ("pearson", "ratio")}
+        )  # whole-frame: var_pearson above
         samples = kde_samples_of(result, kde_samples)
         if samples is not None:
             cov = kde_coverage(samples, kde_true[:f], mask[:f])
-            for level, attained, c, se in zip(cov.levels, cov.attained, cov.coverage,
-                                              cov.standard_error):
+            for level, attained, c, se in zip(
+                cov.levels, cov.attained, cov.coverage, cov.standard_error
+            ):
                 level = round(level * 100)
                 scalars[schema.KDE_COVERAGE[level].key] = float(c)
                 scalars[schema.KDE_COVERAGE_SE[level].key] = float(se)
                 scalars[schema.KDE_COVERAGE_ATTAINED[level].key] = float(attained)
             scalars.update(cov.z_summary())
-            scalars[schema.Z_HISTOGRAM.key] = np.histogram(np.clip(cov.z, -6, 6), bins=48,
-                                                    range=(-6, 6))[0].tolist()
+            scalars[schema.Z_HISTOGRAM.key] = np.histogram(
+                np.clip(cov.z, -6, 6), bins=48, range=(-6, 6)
+            )[0].tolist()
             per_frame[schema.KDE_COVERAGE[90].key] = cov.per_frame[:, 1].tolist()
         if result.theta is not None:
             more, frames = _theta_metrics(result, theta_true[:f], sqrt_crlb[:f])
@@ -165,6 +190,7 @@ def comparison_dataset(metrics: Mapping[str, Any]):
     ``posterior_method`` × ``frame`` (NaN where a method did not run a frame). The dimension is
     not called ``method``: ``Dataset.sel(method=…)`` is xarray's inexact-match keyword."""
     import xarray as xr
+
     methods = list(metrics["methods"])
     n = max(len(v) for m in metrics["methods"].values() for v in m["per_frame"].values())
     keys = sorted({k for m in metrics["methods"].values() for k in m["per_frame"]})
@@ -174,7 +200,10 @@ def comparison_dataset(metrics: Mapping[str, Any]):
         for i, name in enumerate(methods):
             values = metrics["methods"][name]["per_frame"].get(key)
             if values is not None:
-                arr[i, :len(values)] = values
+                arr[i, : len(values)] = values
         data[key] = (("posterior_method", "frame"), arr)
-    return xr.Dataset(data, coords={"posterior_method": methods, "frame": np.arange(n)},
-                      attrs={"reference": metrics["reference"]})
+    return xr.Dataset(
+        data,
+        coords={"posterior_method": methods, "frame": np.arange(n)},
+        attrs={"reference": metrics["reference"]},
+    )

@@ -23,8 +23,15 @@ from bayes_smlm.forward.count_prior import check_count
 MapLike = float | np.ndarray
 
 
-def _check_number(name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
-                  hi: float | None = None, integer: bool = False) -> float | int:
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
+    integer: bool = False,
+) -> float | int:
     """Return ``value`` as a finite float (or int) inside the allowed range, else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(name, f"must be a number (got {value!r})")
@@ -67,8 +74,15 @@ def _range_text(lo: float | None, lo_open: bool, hi: float | None) -> str:
     return f"<= {hi:g}"
 
 
-def _check_map(name: str, value: Any, shape: tuple[int, int], *, lo: float | None = None,
-               lo_open: bool = False, hi: float | None = None) -> MapLike:
+def _check_map(
+    name: str,
+    value: Any,
+    shape: tuple[int, int],
+    *,
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
+) -> MapLike:
     """Validate a scalar or a per-pixel map of the frame's shape; return float or read-only array."""
     if isinstance(value, (list, tuple)):
         try:
@@ -91,18 +105,25 @@ def _check_map(name: str, value: Any, shape: tuple[int, int], *, lo: float | Non
         low = arr <= lo if lo_open else arr < lo
         if np.any(low):
             bad = np.argwhere(low)[0]
-            raise ConfigError(name, f"map values must be {_range_text(lo, lo_open, hi)} "
-                                    f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))")
+            raise ConfigError(
+                name,
+                f"map values must be {_range_text(lo, lo_open, hi)} "
+                f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))",
+            )
     if hi is not None and np.any(arr > hi):
         bad = np.argwhere(arr > hi)[0]
-        raise ConfigError(name, f"map values must be {_range_text(lo, lo_open, hi)} "
-                                f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))")
+        raise ConfigError(
+            name,
+            f"map values must be {_range_text(lo, lo_open, hi)} "
+            f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))",
+        )
     arr.setflags(write=False)
     return arr
 
 
-def _check_range(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None
-                 ) -> tuple[float, float]:
+def _check_range(
+    name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None
+) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -228,18 +249,20 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; maps become nested lists."""
+
         def plain(v: Any) -> Any:
             if isinstance(v, np.ndarray):
                 return v.tolist()
             if isinstance(v, tuple):
                 return list(v)
             return v
+
         out: dict[str, Any] = {"name": self.name, "height": self.height, "width": self.width}
         for section in SECTIONS:
             obj = getattr(self, section)
             out[section] = {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
         if self.prior.count == "fixed":  # the default, left out: tasks written before the field
-            del out["prior"]["count"]    # existed keep their JSON (cache digests, checkpoints)
+            del out["prior"]["count"]  # existed keep their JSON (cache digests, checkpoints)
         return out
 
     def to_json(self) -> str:
@@ -288,26 +311,28 @@ def validate(task: Task) -> Task:
     camera = Camera(
         offset=_check_map("camera.offset", c.offset, shape, lo=-COUNT_LIMIT, hi=COUNT_LIMIT),
         gain=_check_map("camera.gain", c.gain, shape, lo=0.0, lo_open=True, hi=GAIN_LIMIT),
-        readout_var=_check_map("camera.readout_var", c.readout_var, shape, lo=0.0,
-                               hi=COUNT_LIMIT),
+        readout_var=_check_map("camera.readout_var", c.readout_var, shape, lo=0.0, hi=COUNT_LIMIT),
     )
     max_radius = min(height, width) / 2.0
     prior = ScenePrior(
-        n_emitters=int(_check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True)),
+        n_emitters=int(
+            _check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True)
+        ),
         radius=_check_number("prior.radius", p.radius, lo=0.0, lo_open=True, hi=max_radius),
         i0=_check_number("prior.i0", p.i0, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
         background=_check_map("prior.background", p.background, shape, lo=0.0, hi=COUNT_LIMIT),
-        i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True,
-                              hi=COUNT_LIMIT),
-        background_range=_check_range("prior.background_range", p.background_range, lo=0.0,
-                                      lo_open=False, hi=COUNT_LIMIT),
+        i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
+        background_range=_check_range(
+            "prior.background_range", p.background_range, lo=0.0, lo_open=False, hi=COUNT_LIMIT
+        ),
         brightness=check_choice("prior.brightness", p.brightness, BRIGHTNESS),
         count=check_count("prior.count", p.count),
     )
     if not isinstance(task.name, str) or not task.name:
         raise ConfigError("name", "must be a non-empty string")
-    return Task(name=task.name, height=height, width=width, optics=optics, camera=camera,
-                prior=prior)
+    return Task(
+        name=task.name, height=height, width=width, optics=optics, camera=camera, prior=prior
+    )
 
 
 def task_from_dict(data: Mapping[str, Any]) -> Task:
@@ -327,14 +352,21 @@ def task_from_dict(data: Mapping[str, Any]) -> Task:
                 try:
                     values[key] = np.asarray(values[key], dtype=np.float64)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"config.{sec}.{key}", "must be a number or a rectangular "
-                                                             "array of numbers") from None
+                    raise ConfigError(
+                        f"config.{sec}.{key}", "must be a number or a rectangular array of numbers"
+                    ) from None
         for key in ("i0_range", "background_range"):
             if key in values:
                 values[key] = tuple(values[key])
         sections[sec] = cls(**values)
-    return validate(Task(name=data.get("name", "custom"), height=data.get("height", 20),
-                         width=data.get("width", 20), **sections))
+    return validate(
+        Task(
+            name=data.get("name", "custom"),
+            height=data.get("height", 20),
+            width=data.get("width", 20),
+            **sections,
+        )
+    )
 
 
 def task_from_json(text: str) -> Task:
@@ -360,8 +392,9 @@ def with_overrides(task: Task, overrides: Mapping[str, Any]) -> Task:
     for key, value in overrides.items():
         section, name = _resolve_key(key)
         (top if section is None else per_section[section])[name] = value
-    sections = {sec: dataclasses.replace(getattr(task, sec), **vals)
-                for sec, vals in per_section.items()}
+    sections = {
+        sec: dataclasses.replace(getattr(task, sec), **vals) for sec, vals in per_section.items()
+    }
     return validate(dataclasses.replace(task, **top, **sections))
 
 
@@ -423,6 +456,7 @@ def read_map(path: str | Path, *, argument: str) -> np.ndarray:
             arr = np.load(p, allow_pickle=False)
         elif suffix in (".tif", ".tiff"):
             import tifffile
+
             arr = tifffile.imread(p)
         elif suffix in (".csv", ".txt"):
             arr = np.loadtxt(p, delimiter=",", ndmin=2)

@@ -89,8 +89,11 @@ def count_log_prior(prior, counts) -> np.ndarray:
         log_p = np.zeros(len(counts))
     log_p = np.where(inside, log_p, -np.inf)
     if not np.any(inside):
-        raise ConfigError("n_emitters", f"none of the counts {counts.tolist()} is possible under "
-                                        f"prior.count={prior.count} (counts {lo}-{hi})")
+        raise ConfigError(
+            "n_emitters",
+            f"none of the counts {counts.tolist()} is possible under "
+            f"prior.count={prior.count} (counts {lo}-{hi})",
+        )
     return log_p - np.logaddexp.reduce(log_p[inside])
 
 
@@ -98,6 +101,7 @@ def count_sampler(prior) -> Callable[[Any], Any]:
     """Pure ``key -> N`` (int32 scalar) drawing a frame's emitter count from the prior."""
     import jax  # here, not at import: the config must load before the CLI configures JAX
     import jax.numpy as jnp
+
     lo, hi = _bounds(prior.count, prior.n_emitters)
     if prior.count == "poisson":
         mean = float(prior.n_emitters)
@@ -113,10 +117,22 @@ def emitter_counts(theta: np.ndarray) -> np.ndarray:
 def require_fixed_count(task, method: str) -> None:
     """One-line ConfigError for a method that needs the count on a task that draws it."""
     if count_is_drawn(task.prior):
-        raise ConfigError("method", f"{method} needs a fixed emitter count, and this task draws "
-                                    f"it (prior.count={task.prior.count}): use smc, laplace or "
-                                    "auto with --n-emitters, or --set prior.count=fixed")
+        raise ConfigError(
+            "method",
+            f"{method} needs a fixed emitter count, and this task draws "
+            f"it (prior.count={task.prior.count}): use smc, laplace or "
+            "auto with --n-emitters, or --set prior.count=fixed",
+        )
 
 
-__all__ = ["POISSON_TAIL", "check_count", "count_is_drawn", "count_log_prior", "count_maximum",
-           "count_sampler", "count_support", "emitter_counts", "require_fixed_count"]
+__all__ = [
+    "POISSON_TAIL",
+    "check_count",
+    "count_is_drawn",
+    "count_log_prior",
+    "count_maximum",
+    "count_sampler",
+    "count_support",
+    "emitter_counts",
+    "require_fixed_count",
+]

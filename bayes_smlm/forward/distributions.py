@@ -37,8 +37,9 @@ class _Disc(constraints.Constraint):
         return xp.sum((x - self.centre) ** 2, axis=-1) <= self.radius**2
 
     def feasible_like(self, prototype):
-        return jnp.broadcast_to(jnp.asarray(self.centre, jnp.result_type(float)),
-                                jnp.shape(prototype))
+        return jnp.broadcast_to(
+            jnp.asarray(self.centre, jnp.result_type(float)), jnp.shape(prototype)
+        )
 
     def tree_flatten(self):
         return (self.centre, self.radius), (("centre", "radius"), dict())
@@ -103,8 +104,9 @@ def uniform_disc_points(key: jax.Array, shape: tuple[int, ...], centre, radius) 
     r = radius * jnp.sqrt(jax.random.uniform(k_r, shape))
     phi = 2.0 * jnp.pi * jax.random.uniform(k_phi, shape)
     centre = jnp.asarray(centre)
-    return jnp.stack([centre[..., 0] + r * jnp.cos(phi), centre[..., 1] + r * jnp.sin(phi)],
-                     axis=-1)
+    return jnp.stack(
+        [centre[..., 0] + r * jnp.cos(phi), centre[..., 1] + r * jnp.sin(phi)], axis=-1
+    )
 
 
 def project_into_disc(points: Numeric, centre, limit: float) -> jax.Array:
@@ -129,8 +131,9 @@ class UniformDisc(Distribution):
     def __init__(self, centre, radius, *, validate_args=None):
         self.centre = jnp.asarray(centre, dtype=jnp.result_type(float))
         self.radius = radius
-        super().__init__(batch_shape=jnp.shape(self.centre)[:-1], event_shape=(2,),
-                         validate_args=validate_args)
+        super().__init__(
+            batch_shape=jnp.shape(self.centre)[:-1], event_shape=(2,), validate_args=validate_args
+        )
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self):
@@ -175,8 +178,7 @@ class PoissonApproxADU(Distribution):
     def log_prob(self, value):
         c = self.camera
         n = (value - c.offset) / c.gain + readout_photon_var(c)
-        return (poisson_kernel(n, self.rate) - gammaln(jnp.maximum(n, 0.0) + 1.0)
-                - jnp.log(c.gain))
+        return poisson_kernel(n, self.rate) - gammaln(jnp.maximum(n, 0.0) + 1.0) - jnp.log(c.gain)
 
 
 def poisson_kernel(n: jax.Array, rate: jax.Array) -> jax.Array:
@@ -219,16 +221,18 @@ class PoissonGaussianADU(Distribution):
         positive = omega > 0
         # Guard log(0): a pixel with ω = 0 emits no photons (P(n=0) = 1) and has zero gradient.
         log_omega = jnp.log(jnp.where(positive, omega, 1.0))
-        log_pois = jnp.where(positive, n * log_omega - omega - gammaln(n + 1.0),
-                             jnp.where(n == 0, 0.0, -jnp.inf))
+        log_pois = jnp.where(
+            positive, n * log_omega - omega - gammaln(n + 1.0), jnp.where(n == 0, 0.0, -jnp.inf)
+        )
         var = expand(c.readout_var)
         resid = expand(value) - (expand(c.gain) * n + expand(c.offset))
         log_norm = -0.5 * (resid**2 / var + jnp.log(2.0 * jnp.pi * var))
         return logsumexp(log_pois + log_norm, axis=-1)
 
 
-def poisson_gaussian_n_max(omega_max: float, data_photons_max: float, readout_sd_photons: float,
-                           tol: float = 1e-10) -> int:
+def poisson_gaussian_n_max(
+    omega_max: float, data_photons_max: float, readout_sd_photons: float, tol: float = 1e-10
+) -> int:
     """Truncation point of the exact Poisson–Gaussian sum.
 
     The sum over photon counts stops at the smallest ``n_max`` with Poisson upper tail

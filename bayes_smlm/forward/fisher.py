@@ -72,15 +72,23 @@ def check_inside_frame(theta: np.ndarray, task: Task, argument: str = "theta") -
         bad = (theta[:, axis] < -0.5) | (theta[:, axis] > size - 0.5)
         if np.any(bad):
             i = int(np.argmax(bad))
-            raise ConfigError(name if argument == "theta" else argument,
-                              f"emitter {i} at {name} = {theta[i, axis]:g} lies outside the frame "
-                              f"[-0.5, {size - 0.5:g}] LR px")
+            raise ConfigError(
+                name if argument == "theta" else argument,
+                f"emitter {i} at {name} = {theta[i, axis]:g} lies outside the frame "
+                f"[-0.5, {size - 0.5:g}] LR px",
+            )
     return theta
 
 
-def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray | None = None,
-                       background: float | np.ndarray | None = None,
-                       include_intensity: bool = False, include_background: bool = False) -> CRLB:
+def fisher_information(
+    task: Task,
+    theta: np.ndarray,
+    *,
+    i0: float | np.ndarray | None = None,
+    background: float | np.ndarray | None = None,
+    include_intensity: bool = False,
+    include_background: bool = False,
+) -> CRLB:
     """Fisher information and CRLB of emitters at ``theta`` under ``task``'s optics and camera.
 
     Parameters
@@ -104,8 +112,7 @@ def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray 
     theta = check_inside_frame(theta, task)
     n = theta.shape[0]
     i0 = np.broadcast_to(np.asarray(task.prior.i0 if i0 is None else i0, np.float64), (n,))
-    background = np.asarray(task.prior.background if background is None else background,
-                            np.float64)
+    background = np.asarray(task.prior.background if background is None else background, np.float64)
     camera = physics.camera_arrays(task)
     sigma, shape = task.optics.sigma_psf, task.shape
 
@@ -117,10 +124,11 @@ def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray 
 
     def omega_of(phi: jax.Array) -> jax.Array:
         pos = phi[: 2 * n].reshape(n, 2)
-        photons = phi[2 * n: 3 * n] if include_intensity else jnp.asarray(i0)
+        photons = phi[2 * n : 3 * n] if include_intensity else jnp.asarray(i0)
         extra_b = phi[-1] if include_background else 0.0
-        return physics.expected_photons(pos, photons, jnp.asarray(background) + extra_b,
-                                        sigma, shape)
+        return physics.expected_photons(
+            pos, photons, jnp.asarray(background) + extra_b, sigma, shape
+        )
 
     parts = [theta.reshape(-1)]
     if include_intensity:
@@ -139,8 +147,11 @@ def fisher_information(task: Task, theta: np.ndarray, *, i0: float | np.ndarray 
     try:
         cov = np.linalg.inv(fisher)
     except np.linalg.LinAlgError:
-        raise ConfigError("theta", "Fisher information is singular (coincident emitters or a "
-                                   "parameter with no effect on the image)") from None
+        raise ConfigError(
+            "theta",
+            "Fisher information is singular (coincident emitters or a "
+            "parameter with no effect on the image)",
+        ) from None
     return CRLB(tuple(names), fisher, cov, task.optics.pixel_size_nm)
 
 
@@ -165,12 +176,17 @@ def position_crlb_sd(task: Task, theta: np.ndarray, batch_size: int = 4096) -> n
         fisher = jnp.einsum("phw,qhw->pq", weighted, d.jacobian)
         return jnp.sqrt(jnp.diag(jnp.linalg.inv(fisher))).reshape(positions.shape)
 
-    return np.concatenate([np.asarray(sd(jnp.asarray(theta[i:i + batch_size])))
-                           for i in range(0, len(theta), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(sd(jnp.asarray(theta[i : i + batch_size])))
+            for i in range(0, len(theta), batch_size)
+        ]
+    )
 
 
-def mortensen_mle_sd(sigma_psf: float, photons: float, background: float,
-                     pixel_size: float = 1.0) -> float:
+def mortensen_mle_sd(
+    sigma_psf: float, photons: float, background: float, pixel_size: float = 1.0
+) -> float:
     """√variance of the MLE of one coordinate by Mortensen et al. (2010), eq. 6 (no EM gain).
 
     ``var = σa²/N · [1 + ∫₀¹ ln t / (1 + t/τ) dt]⁻¹`` with ``σa² = σ² + a²/12`` and

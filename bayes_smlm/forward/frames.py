@@ -20,8 +20,9 @@ MAX_LOW_FRACTION = 0.05  # ... and a frame may hold at most 5 % of such pixels
 BRIGHTNESS_FACTOR = 1000.0  # a pixel above 1000 × the task's brightest scene is not this camera's
 
 
-def validate_frames(task: Task, adu, argument: str = "adu", *, first_frame: int = 0,
-                    saturation: float | None = None) -> np.ndarray:
+def validate_frames(
+    task: Task, adu, argument: str = "adu", *, first_frame: int = 0, saturation: float | None = None
+) -> np.ndarray:
     """``adu`` as a float32 (F, H, W) array of the task's frames, or a one-line ConfigError.
 
     Parameters
@@ -46,43 +47,59 @@ def validate_frames(task: Task, adu, argument: str = "adu", *, first_frame: int 
     if values.ndim == 2:
         values = values[None]
     if values.ndim != 3 or values.shape[1:] != task.shape:
-        raise ConfigError(argument, f"frames must have shape (F, {task.height}, {task.width}) "
-                                    f"for task {task.name!r} (got {np.shape(adu)})")
+        raise ConfigError(
+            argument,
+            f"frames must have shape (F, {task.height}, {task.width}) "
+            f"for task {task.name!r} (got {np.shape(adu)})",
+        )
     if values.shape[0] == 0:
         raise ConfigError(argument, "there are no frames (F = 0)")
     finite = np.isfinite(values)
     if not finite.all():
         frame = int(np.argmax(~finite.all(axis=(1, 2))))
-        raise ConfigError(argument, f"frame {first_frame + frame} has {int((~finite[frame]).sum())} "
-                                    "non-finite pixel(s) (NaN or inf)")
+        raise ConfigError(
+            argument,
+            f"frame {first_frame + frame} has {int((~finite[frame]).sum())} "
+            "non-finite pixel(s) (NaN or inf)",
+        )
     camera = task.camera
     offset, gain = np.asarray(camera.offset, np.float64), np.asarray(camera.gain, np.float64)
-    floor = offset - np.maximum(READ_NOISE_SDS * np.sqrt(np.asarray(camera.readout_var)),
-                                0.5 * gain)
+    floor = offset - np.maximum(
+        READ_NOISE_SDS * np.sqrt(np.asarray(camera.readout_var)), 0.5 * gain
+    )
     low = (values < floor).mean(axis=(1, 2))
     if (low > MAX_LOW_FRACTION).any():
         frame = int(np.argmax(low > MAX_LOW_FRACTION))
-        raise ConfigError(argument, f"frame {first_frame + frame}: {100 * low[frame]:.0f} % of "
-                                    "pixels lie more "
-                                    f"than {READ_NOISE_SDS:g} read-noise SDs below the camera "
-                                    "offset; these are not this camera's frames (check the "
-                                    "task's camera.offset and camera.gain)")
+        raise ConfigError(
+            argument,
+            f"frame {first_frame + frame}: {100 * low[frame]:.0f} % of "
+            "pixels lie more "
+            f"than {READ_NOISE_SDS:g} read-noise SDs below the camera "
+            "offset; these are not this camera's frames (check the "
+            "task's camera.offset and camera.gain)",
+        )
     prior = task.prior
     brightest = float(prior.i0) * count_maximum(prior) + float(np.max(prior.background)) + 1.0
     ceiling = offset + gain * BRIGHTNESS_FACTOR * brightest
     high = (values > ceiling).any(axis=(1, 2))
     if high.any():
         frame = int(np.argmax(high))
-        raise ConfigError(argument, f"frame {first_frame + frame} has pixels above "
-                                    f"{BRIGHTNESS_FACTOR:g} × the "
-                                    "brightest scene the task allows; these are not this "
-                                    "camera's frames (check the task's i0 and camera.gain)")
+        raise ConfigError(
+            argument,
+            f"frame {first_frame + frame} has pixels above "
+            f"{BRIGHTNESS_FACTOR:g} × the "
+            "brightest scene the task allows; these are not this "
+            "camera's frames (check the task's i0 and camera.gain)",
+        )
     if saturation is not None:
         clipped = (values >= saturation).mean(axis=(1, 2))
         if (clipped > MAX_LOW_FRACTION).any():
             frame = int(np.argmax(clipped > MAX_LOW_FRACTION))
-            raise ConfigError(argument, f"frame {first_frame + frame}: "
-                                        f"{100 * clipped[frame]:.0f} % of pixels are saturated "
-                                        f"(at {saturation:g} ADU, the most the file can hold); "
-                                        "the photons there are unknown")
+            raise ConfigError(
+                argument,
+                f"frame {first_frame + frame}: "
+                f"{100 * clipped[frame]:.0f} % of pixels are saturated "
+                f"(at {saturation:g} ADU, the most the file can hold); "
+                "the photons there are unknown",
+            )
     return values

@@ -35,8 +35,13 @@ def _check_likelihood(likelihood: str) -> str:
     return check_choice("likelihood", likelihood, LIKELIHOODS)
 
 
-def exact_sum_length(task: Task, adu: jax.Array | np.ndarray | None = None, tol: float = 1e-10,
-                     infer_intensity: bool = False, infer_background: bool = False) -> int:
+def exact_sum_length(
+    task: Task,
+    adu: jax.Array | np.ndarray | None = None,
+    tol: float = 1e-10,
+    infer_intensity: bool = False,
+    infer_background: bool = False,
+) -> int:
     """``n_max`` of the exact likelihood for ``task`` (and data ``adu``, if given)."""
     p, c = task.prior, physics.camera_arrays(task)
     peak = float(physics.pixel_integrated_gaussian(0.0, 0.0, task.optics.sigma_psf)) ** 2
@@ -50,9 +55,15 @@ def exact_sum_length(task: Task, adu: jax.Array | np.ndarray | None = None, tol:
     return poisson_gaussian_n_max(omega_max, data_max, sd_photons, tol)
 
 
-def image_model(task: Task, adu: jax.Array | None = None, *, likelihood: str = "poisson",
-                infer_intensity: bool = False, infer_background: bool = False,
-                n_max: int | None = None) -> None:
+def image_model(
+    task: Task,
+    adu: jax.Array | None = None,
+    *,
+    likelihood: str = "poisson",
+    infer_intensity: bool = False,
+    infer_background: bool = False,
+    n_max: int | None = None,
+) -> None:
     """NumPyro model ``p(θ, [i0], [b]) p(ADU | θ, i0, b)`` of one frame.
 
     Parameters
@@ -85,14 +96,17 @@ def image_model(task: Task, adu: jax.Array | None = None, *, likelihood: str = "
         background = scene.background
     omega = physics.expected_photons(theta, i0, background, optics.sigma_psf, task.shape)
     if likelihood == "poisson_gaussian" and n_max is None:
-        n_max = exact_sum_length(task, adu, infer_intensity=infer_intensity,
-                                 infer_background=infer_background)
-    numpyro.sample("adu", camera_distribution(omega, camera, likelihood, n_max).to_event(2),
-                   obs=adu)
+        n_max = exact_sum_length(
+            task, adu, infer_intensity=infer_intensity, infer_background=infer_background
+        )
+    numpyro.sample(
+        "adu", camera_distribution(omega, camera, likelihood, n_max).to_event(2), obs=adu
+    )
 
 
-def camera_distribution(omega: jax.Array, camera: physics.CameraArrays, likelihood: str,
-                        n_max: int | None = None) -> dist.Distribution:
+def camera_distribution(
+    omega: jax.Array, camera: physics.CameraArrays, likelihood: str, n_max: int | None = None
+) -> dist.Distribution:
     """Per-pixel law of the ADU given expected photons ``omega`` (batch shape (H, W))."""
     # A latent outside its support (prior log density -inf) may give ω < 0; clamp so the
     # likelihood stays finite and the joint is exactly -inf rather than NaN.
@@ -104,8 +118,9 @@ def camera_distribution(omega: jax.Array, camera: physics.CameraArrays, likeliho
     return PoissonGaussianADU(omega, camera, n_max, validate_args=False)
 
 
-def make_log_likelihood(task: Task, *, likelihood: str = "poisson",
-                        n_max: int | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def make_log_likelihood(
+    task: Task, *, likelihood: str = "poisson", n_max: int | None = None
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Pure ``(theta, adu) -> log p(adu | θ)`` with i0 and background fixed at the task's values
     (no prior term), for samplers that bring their own prior."""
     _check_likelihood(likelihood)
@@ -114,16 +129,22 @@ def make_log_likelihood(task: Task, *, likelihood: str = "poisson",
     camera, scene = physics.camera_arrays(task), physics.scene_arrays(task)
 
     def loglik(theta: jax.Array, adu: jax.Array) -> jax.Array:
-        omega = physics.expected_photons(theta, scene.i0, scene.background,
-                                         task.optics.sigma_psf, task.shape)
+        omega = physics.expected_photons(
+            theta, scene.i0, scene.background, task.optics.sigma_psf, task.shape
+        )
         return jnp.sum(camera_distribution(omega, camera, likelihood, n_max).log_prob(adu))
 
     return loglik
 
 
-def make_log_density(task: Task, *, likelihood: str = "poisson", infer_intensity: bool = False,
-                     infer_background: bool = False,
-                     n_max: int | None = None) -> Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]:
+def make_log_density(
+    task: Task,
+    *,
+    likelihood: str = "poisson",
+    infer_intensity: bool = False,
+    infer_background: bool = False,
+    n_max: int | None = None,
+) -> Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]:
     """Pure function ``(params, adu) -> log p(params, adu)`` in pixel space.
 
     ``params`` is a dict with ``"theta"`` (N, 2) LR pixels and, when inferred, ``"i0"`` (N,) and
@@ -133,22 +154,30 @@ def make_log_density(task: Task, *, likelihood: str = "poisson", infer_intensity
     """
     _check_likelihood(likelihood)
     if likelihood == "poisson_gaussian" and n_max is None:
-        n_max = exact_sum_length(task, infer_intensity=infer_intensity,
-                                 infer_background=infer_background)
+        n_max = exact_sum_length(
+            task, infer_intensity=infer_intensity, infer_background=infer_background
+        )
 
     def logdensity(params: Mapping[str, jax.Array], adu: jax.Array) -> jax.Array:
         value, _ = numpyro_log_density(
-            image_model, (task, adu),
-            dict(likelihood=likelihood, infer_intensity=infer_intensity,
-                 infer_background=infer_background, n_max=n_max),
-            dict(params))
+            image_model,
+            (task, adu),
+            dict(
+                likelihood=likelihood,
+                infer_intensity=infer_intensity,
+                infer_background=infer_background,
+                n_max=n_max,
+            ),
+            dict(params),
+        )
         return value
 
     return logdensity
 
 
-def position_log_density(task: Task, adu: jax.Array, *, likelihood: str = "poisson",
-                         n_max: int | None = None) -> Callable[[jax.Array], jax.Array]:
+def position_log_density(
+    task: Task, adu: jax.Array, *, likelihood: str = "poisson", n_max: int | None = None
+) -> Callable[[jax.Array], jax.Array]:
     """Log posterior density (up to a constant) of the positions θ (N, 2) given one frame.
 
     i0 and background are fixed at the task's values. This is the function BlackJAX samplers
@@ -163,10 +192,9 @@ def position_log_density(task: Task, adu: jax.Array, *, likelihood: str = "poiss
     return lambda theta: logdensity({"theta": theta}, adu)
 
 
-def make_rate_log_likelihood(task: Task, *, likelihood: str = "poisson",
-                             n_max: int | None = None
-                             ) -> tuple[Callable[[jax.Array], jax.Array],
-                                        Callable[[jax.Array, jax.Array], jax.Array]]:
+def make_rate_log_likelihood(
+    task: Task, *, likelihood: str = "poisson", n_max: int | None = None
+) -> tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array, jax.Array], jax.Array]]:
     """``(prepare, loglik)``: the camera log-likelihood as a function of the expected photons.
 
     ``data = prepare(adu)`` converts a frame once; ``loglik(omega, data)`` is
@@ -195,9 +223,9 @@ def make_rate_log_likelihood(task: Task, *, likelihood: str = "poisson",
     return prepare, poisson
 
 
-def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: int | None = None
-                             ) -> tuple[Callable[[jax.Array], jax.Array],
-                                        Callable[[jax.Array, jax.Array], jax.Array]]:
+def make_sampler_log_density(
+    task: Task, *, likelihood: str = "poisson", n_max: int | None = None
+) -> tuple[Callable[[jax.Array], jax.Array], Callable[[jax.Array, jax.Array], jax.Array]]:
     """Lean ``(prepare, logdensity)`` pair for samplers that call the density millions of times.
 
     ``data = prepare(adu)`` converts a frame once (photon counts n for the Poisson
@@ -214,8 +242,9 @@ def make_sampler_log_density(task: Task, *, likelihood: str = "poisson", n_max: 
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
 
     def logdensity(theta: jax.Array, counts: jax.Array) -> jax.Array:
-        omega = physics.expected_photons(theta, scene.i0, scene.background,
-                                         task.optics.sigma_psf, task.shape)
+        omega = physics.expected_photons(
+            theta, scene.i0, scene.background, task.optics.sigma_psf, task.shape
+        )
         return jnp.sum(prior.log_prob(theta)) + loglik(omega, counts)
 
     return prepare, logdensity
@@ -257,10 +286,12 @@ def background_log_likelihood(task: Task, likelihood: str) -> Callable[[jax.Arra
     steps = jnp.linspace(-12.0, 12.0, BACKGROUND_GRID)
 
     def integrated(adu: jax.Array) -> jax.Array:
-        photons = physics.adu_to_photons(adu, camera)       # ≈ b + pedestal per pixel
+        photons = physics.adu_to_photons(adu, camera)  # ≈ b + pedestal per pixel
         peak = jnp.clip(jnp.mean(photons), low, high)
-        sd = jnp.sqrt(jnp.maximum(jnp.mean(photons), 1.0) / pixels
-                      + jnp.mean(physics.readout_photon_var(camera)) / pixels)
+        sd = jnp.sqrt(
+            jnp.maximum(jnp.mean(photons), 1.0) / pixels
+            + jnp.mean(physics.readout_photon_var(camera)) / pixels
+        )
         grid = jnp.clip(peak + steps * sd, low, high)
         data = prepare(adu)
         values = jax.vmap(lambda b: loglik(jnp.full(task.shape, b), data))(grid)

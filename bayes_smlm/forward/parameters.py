@@ -45,8 +45,9 @@ class ParameterLayout:
     infer_background: bool = False
 
     @classmethod
-    def of(cls, task: Task, infer_intensity: bool = False,
-           infer_background: bool = False) -> ParameterLayout:
+    def of(
+        cls, task: Task, infer_intensity: bool = False, infer_background: bool = False
+    ) -> ParameterLayout:
         return cls(task.prior.n_emitters, bool(infer_intensity), bool(infer_background))
 
     @property
@@ -67,21 +68,25 @@ class ParameterLayout:
 
     def theta(self, params: ArrayT) -> ArrayT:
         """(…, N, 2) positions of (…, P) vectors."""
-        return params[..., :2 * self.n_emitters].reshape(params.shape[:-1] + (self.n_emitters, 2))
+        return params[..., : 2 * self.n_emitters].reshape(params.shape[:-1] + (self.n_emitters, 2))
 
     def intensity(self, params: jax.Array, task: Task) -> jax.Array:
         """Photons per emitter: latent (N,) or the task's fixed value."""
         if not self.infer_intensity:
             return physics.scene_arrays(task).i0
         n = self.n_emitters
-        return params[..., 2 * n:3 * n]
+        return params[..., 2 * n : 3 * n]
 
     def background(self, params: jax.Array, task: Task) -> jax.Array:
         """Background photons per pixel: latent scalar or the task's (map or scalar)."""
         return params[..., -1] if self.infer_background else physics.scene_arrays(task).background
 
-    def pack(self, theta: jax.Array, i0: physics.Numeric | None = None,
-             background: physics.Numeric | None = None) -> jax.Array:
+    def pack(
+        self,
+        theta: jax.Array,
+        i0: physics.Numeric | None = None,
+        background: physics.Numeric | None = None,
+    ) -> jax.Array:
         """The (P,) vector of one frame's positions (N, 2) and, when latent, i0 (N,) and b."""
         parts = [jnp.reshape(theta, (-1,))]
         if self.infer_intensity:
@@ -92,10 +97,16 @@ class ParameterLayout:
 
     def expected_photons(self, task: Task) -> Callable[[jax.Array], jax.Array]:
         """``params (P,) -> ω (H, W)``, expected photons per pixel (eq. 1)."""
+
         def omega(params: jax.Array) -> jax.Array:
-            return physics.expected_photons(self.theta(params), self.intensity(params, task),
-                                            self.background(params, task),
-                                            task.optics.sigma_psf, task.shape)
+            return physics.expected_photons(
+                self.theta(params),
+                self.intensity(params, task),
+                self.background(params, task),
+                task.optics.sigma_psf,
+                task.shape,
+            )
+
         return omega
 
     def image_derivatives(self, task: Task) -> Callable[[jax.Array], ImageDerivatives]:
@@ -111,8 +122,9 @@ class ParameterLayout:
             # every row of the Jacobian is an outer product of a row profile (H,) and a column
             # profile (W,): one broadcast product of the stacked factors builds it (≈ 2.5× faster
             # vmapped on a CPU than stacking the rows built one by one, and bitwise the same)
-            along_y = [jnp.stack([i0[:, None] * prof.ey, i0[:, None] * prof.dey], 1)
-                       .reshape(2 * n, -1)]                       # ∂/∂x: i0·ey ⊗ ex', ∂/∂y
+            along_y = [
+                jnp.stack([i0[:, None] * prof.ey, i0[:, None] * prof.dey], 1).reshape(2 * n, -1)
+            ]  # ∂/∂x: i0·ey ⊗ ex', ∂/∂y
             along_x = [jnp.stack([prof.dex, prof.ex], 1).reshape(2 * n, -1)]
             if self.infer_intensity:
                 along_y.append(prof.ey)
@@ -121,10 +133,14 @@ class ParameterLayout:
                 along_y.append(jnp.ones((1, shape[0]), prof.ey.dtype))
                 along_x.append(jnp.ones((1, shape[1]), prof.ex.dtype))
             jacobian = jnp.concatenate(along_y)[:, :, None] * jnp.concatenate(along_x)[:, None, :]
-            unit = jacobian[2 * n:3 * n] if self.infer_intensity else (
-                prof.ey[:, :, None] * prof.ex[:, None, :])                  # (N, H, W)
+            unit = (
+                jacobian[2 * n : 3 * n]
+                if self.infer_intensity
+                else (prof.ey[:, :, None] * prof.ex[:, None, :])
+            )  # (N, H, W)
             omega = jnp.sum(i0[:, None, None] * unit, 0) + self.background(params, task)
             return ImageDerivatives(omega, jacobian, prof, i0)
+
         return derivatives
 
     def curvature(self, d: ImageDerivatives, weights: jax.Array) -> jax.Array:
@@ -133,7 +149,7 @@ class ParameterLayout:
         prof, i0, n = d.profiles, d.intensity, self.n_emitters
         # broadcast-and-sum rather than einsum: vmapped over frames, XLA fuses these on a CPU,
         # while tiny batched matrix products run ≈ 10× slower (measured)
-        by_x = jnp.sum(weights * prof.ex[:, None, :], -1)                  # (N, H)
+        by_x = jnp.sum(weights * prof.ex[:, None, :], -1)  # (N, H)
         by_dx = jnp.sum(weights * prof.dex[:, None, :], -1)
         by_d2x = jnp.sum(weights * prof.d2ex[:, None, :], -1)
         xx = i0 * jnp.sum(prof.ey * by_d2x, -1)
@@ -166,9 +182,9 @@ class ParameterLayout:
         """Nearest point with positions inside the disc of ``radius`` about the frame centre
         (default: 0.999 of the prior's) and i0, b inside their prior ranges."""
         limit = 0.999 * task.prior.radius if radius is None else radius
-        theta = project_into_disc(self.theta(params), jnp.asarray(task.centre, params.dtype),
-                                  limit)
+        theta = project_into_disc(self.theta(params), jnp.asarray(task.centre, params.dtype), limit)
         lo, hi = self.bounds(task)
-        rest = jnp.clip(params[..., 2 * self.n_emitters:], lo[2 * self.n_emitters:],
-                        hi[2 * self.n_emitters:])
+        rest = jnp.clip(
+            params[..., 2 * self.n_emitters :], lo[2 * self.n_emitters :], hi[2 * self.n_emitters :]
+        )
         return jnp.concatenate([theta.reshape(params.shape[:-1] + (-1,)), rest], axis=-1)

@@ -41,14 +41,16 @@ class SceneArrays(NamedTuple):
 def camera_arrays(task: Task) -> CameraArrays:
     """The task's camera as float32 arrays (scalars stay 0-d)."""
     c = task.camera
-    return CameraArrays(*(jnp.asarray(v, dtype=jnp.float32)
-                          for v in (c.offset, c.gain, c.readout_var)))
+    return CameraArrays(
+        *(jnp.asarray(v, dtype=jnp.float32) for v in (c.offset, c.gain, c.readout_var))
+    )
 
 
 def scene_arrays(task: Task) -> SceneArrays:
     """The task's fixed i0 and background as float32 arrays."""
-    return SceneArrays(jnp.asarray(task.prior.i0, jnp.float32),
-                       jnp.asarray(task.prior.background, jnp.float32))
+    return SceneArrays(
+        jnp.asarray(task.prior.i0, jnp.float32), jnp.asarray(task.prior.background, jnp.float32)
+    )
 
 
 def pixel_integrated_gaussian(centres: Numeric, mean: Numeric, sigma: float) -> jax.Array:
@@ -78,16 +80,18 @@ def grid_pixel_masses(n: int, mean: jax.Array, sigma: float) -> jax.Array:
     ``erfc`` of distances from the mean, so the far tails keep their relative precision.
     """
     edges = jnp.arange(n + 1, dtype=jnp.result_type(mean, jnp.float32)) - 0.5
-    tail = erfc(jnp.abs(edges - mean) / (jnp.sqrt(2.0) * sigma))     # (..., n + 1)
+    tail = erfc(jnp.abs(edges - mean) / (jnp.sqrt(2.0) * sigma))  # (..., n + 1)
     lower, upper = tail[..., :-1], tail[..., 1:]
     right_of_mean = edges[:-1] >= mean
     left_of_mean = edges[1:] <= mean
-    return 0.5 * jnp.where(right_of_mean, lower - upper,
-                           jnp.where(left_of_mean, upper - lower, 2.0 - lower - upper))
+    return 0.5 * jnp.where(
+        right_of_mean, lower - upper, jnp.where(left_of_mean, upper - lower, 2.0 - lower - upper)
+    )
 
 
-def pixel_integrated_gaussian_slopes(centres: jax.Array, mean: jax.Array, sigma: float
-                                     ) -> tuple[jax.Array, jax.Array]:
+def pixel_integrated_gaussian_slopes(
+    centres: jax.Array, mean: jax.Array, sigma: float
+) -> tuple[jax.Array, jax.Array]:
     """First and second derivatives of ΔE (eq. 2) with respect to ``mean``, analytic.
 
     With a = (c − ½ − μ)/σ and b = (c + ½ − μ)/σ, ΔE = Φ(b) − Φ(a), so
@@ -100,8 +104,9 @@ def pixel_integrated_gaussian_slopes(centres: jax.Array, mean: jax.Array, sigma:
     return norm * (pdf_a - pdf_b), norm / sigma * (a * pdf_a - b * pdf_b)
 
 
-def axis_profiles(theta: jax.Array, sigma: float, shape: tuple[int, int]
-                  ) -> tuple[jax.Array, jax.Array]:
+def axis_profiles(
+    theta: jax.Array, sigma: float, shape: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
     """Separable factors of each emitter's pixel-integrated Gaussian on an (H, W) grid.
 
     Parameters
@@ -134,8 +139,9 @@ class AxisProfiles(NamedTuple):
     d2ex: jax.Array
 
 
-def axis_profiles_with_slopes(theta: jax.Array, sigma: float, shape: tuple[int, int]
-                              ) -> AxisProfiles:
+def axis_profiles_with_slopes(
+    theta: jax.Array, sigma: float, shape: tuple[int, int]
+) -> AxisProfiles:
     """:func:`axis_profiles` plus ∂/∂y, ∂²/∂y² of ey and ∂/∂x, ∂²/∂x² of ex (analytic), for
     Jacobians and Hessians of the expected image without automatic differentiation."""
     height, width = shape
@@ -145,8 +151,7 @@ def axis_profiles_with_slopes(theta: jax.Array, sigma: float, shape: tuple[int, 
     return AxisProfiles(ey, dey, d2ey, ex, dex, d2ex)
 
 
-def emitter_image(theta: jax.Array, i0: Numeric, sigma: float,
-                  shape: tuple[int, int]) -> jax.Array:
+def emitter_image(theta: jax.Array, i0: Numeric, sigma: float, shape: tuple[int, int]) -> jax.Array:
     """Expected photons from emitters alone, ``Σ_n i0_n ΔE(c; x_n, σ) ΔE(r; y_n, σ)``.
 
     Parameters
@@ -169,8 +174,9 @@ def emitter_image(theta: jax.Array, i0: Numeric, sigma: float,
     return jnp.einsum("n,nh,nw->hw", weights, ey, ex)
 
 
-def expected_photons(theta: jax.Array, i0: Numeric, background: Numeric, sigma_psf: float,
-                     shape: tuple[int, int]) -> jax.Array:
+def expected_photons(
+    theta: jax.Array, i0: Numeric, background: Numeric, sigma_psf: float, shape: tuple[int, int]
+) -> jax.Array:
     """ω of eq. 1: expected photons per LR pixel from N emitters plus background.
 
     Parameters
@@ -223,8 +229,13 @@ def hr_to_lr(theta_hr: jax.Array, upsampling: int) -> jax.Array:
     return (theta_hr + 0.5) / upsampling - 0.5
 
 
-def kde(theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, int],
-        weights: jax.Array | None = None) -> jax.Array:
+def kde(
+    theta: jax.Array,
+    sigma_kde: float,
+    upsampling: int,
+    shape: tuple[int, int],
+    weights: jax.Array | None = None,
+) -> jax.Array:
     """KDE of eq. 4 on the u-times upsampled grid, scaled so one isolated kernel peaks at 1.
 
     ``y = Σ_n ΔE(C; x_hr, σy) ΔE(R; y_hr, σy) / ΔE(0; 0, σy)²`` with a fixed divisor, so y is a
@@ -249,8 +260,9 @@ def kde(theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, i
     return emitter_image(lr_to_hr(theta, upsampling), scale, sigma_kde, hr_shape)
 
 
-def kde_axis_factors(theta: jax.Array, sigma_kde: float, upsampling: int,
-                     shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+def kde_axis_factors(
+    theta: jax.Array, sigma_kde: float, upsampling: int, shape: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
     """Separable, peak-normalised KDE factors of each emitter: ey (..., N, uH), ex (..., N, uW),
     with the KDE of eq. 4 equal to ``Σ_n ey_n ⊗ ex_n``; θ (..., N, 2) in LR pixels."""
     peak = pixel_integrated_gaussian(0.0, 0.0, sigma_kde)

@@ -44,8 +44,9 @@ class SimBatch(NamedTuple):
     background: np.ndarray
 
 
-def sample_positions(key: jax.Array, n_emitters: int, centre: tuple[float, float],
-                     radius: float) -> jax.Array:
+def sample_positions(
+    key: jax.Array, n_emitters: int, centre: tuple[float, float], radius: float
+) -> jax.Array:
     """Draw N positions i.i.d. uniform on a disc; returns (N, 2) (x, y) in LR pixels."""
     return uniform_disc_points(key, (n_emitters,), centre, radius)
 
@@ -64,10 +65,10 @@ def make_brightness_sampler(task: Task) -> Callable[[jax.Array], tuple[jax.Array
 
     def drawn(key: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_i0, k_b = jax.random.split(key)
-        i0 = jax.random.uniform(k_i0, (slots,), minval=prior.i0_range[0],
-                                maxval=prior.i0_range[1])
-        b = jax.random.uniform(k_b, (), minval=prior.background_range[0],
-                               maxval=prior.background_range[1])
+        i0 = jax.random.uniform(k_i0, (slots,), minval=prior.i0_range[0], maxval=prior.i0_range[1])
+        b = jax.random.uniform(
+            k_b, (), minval=prior.background_range[0], maxval=prior.background_range[1]
+        )
         return i0, b
 
     return drawn if prior.brightness == "drawn" else fixed
@@ -79,8 +80,13 @@ def make_frame_renderer(task: Task) -> Callable[..., tuple[jax.Array, jax.Array]
     camera = physics.camera_arrays(task)
     o = task.optics
 
-    def render(key: jax.Array, theta: jax.Array, i0: jax.Array, background: jax.Array,
-               present: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def render(
+        key: jax.Array,
+        theta: jax.Array,
+        i0: jax.Array,
+        background: jax.Array,
+        present: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
         if present is not None:
             i0 = jnp.where(present, i0, 0.0)
         omega = physics.expected_photons(theta, i0, background, o.sigma_psf, task.shape)
@@ -110,8 +116,13 @@ def _batch_simulator(task: Task) -> Callable[[jax.Array, jax.Array], tuple[jax.A
             return adu, theta, y, i0, jnp.mean(background)
         present = jnp.arange(theta.shape[0]) < draw_count(jax.random.fold_in(k_pos, 2))
         adu, y = render(k_cam, theta, i0, background, present)
-        return (adu, jnp.where(present[:, None], theta, jnp.nan), y,
-                jnp.where(present, i0, jnp.nan), jnp.mean(background))
+        return (
+            adu,
+            jnp.where(present[:, None], theta, jnp.nan),
+            y,
+            jnp.where(present, i0, jnp.nan),
+            jnp.mean(background),
+        )
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
@@ -122,18 +133,26 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-def simulate_indices(task: Task, base_key: jax.Array, indices: np.ndarray,
-                     chunk: int = 2048) -> SimBatch:
+def simulate_indices(
+    task: Task, base_key: jax.Array, indices: np.ndarray, chunk: int = 2048
+) -> SimBatch:
     """Simulate the frames with the given indices under ``base_key`` (chunked to bound memory)."""
     sim = _batch_simulator(task)
-    parts = [sim(base_key, jnp.asarray(indices[i:i + chunk], dtype=jnp.uint32))
-             for i in range(0, len(indices), chunk)]
-    return SimBatch(*(np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
-                      for j in range(len(SimBatch._fields))))
+    parts = [
+        sim(base_key, jnp.asarray(indices[i : i + chunk], dtype=jnp.uint32))
+        for i in range(0, len(indices), chunk)
+    ]
+    return SimBatch(
+        *(
+            np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
+            for j in range(len(SimBatch._fields))
+        )
+    )
 
 
-def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
-             chunk: int = 2048) -> SimBatch:
+def simulate(
+    task: Task, n_frames: int, seed: int, *, first_frame: int = 0, chunk: int = 2048
+) -> SimBatch:
     """Simulate ``n_frames`` frames ``first_frame, first_frame+1, ...`` of ``seed``.
 
     Parameters
@@ -159,19 +178,27 @@ def simulate(task: Task, n_frames: int, seed: int, *, first_frame: int = 0,
 
 def _check_memory(task: Task, n_frames: int, argument: str = "n_frames") -> None:
     """Refuse, before allocating, a request larger than the memory this machine has free."""
-    per_frame = 4 * (task.height * task.width + task.hr_shape[0] * task.hr_shape[1]
-                     + 3 * count_maximum(task.prior))
+    per_frame = 4 * (
+        task.height * task.width
+        + task.hr_shape[0] * task.hr_shape[1]
+        + 3 * count_maximum(task.prior)
+    )
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
         return
     if per_frame * n_frames > available:
-        hint = ("simulate fewer frames per call (first_frame= continues a sequence)"
-                if argument == "n_frames" else
-                f"at most about {available // per_frame} fit")
-        raise ConfigError(argument, f"{n_frames} frames need {per_frame * n_frames / 1e9:.1f} "
-                                    f"GB, more than the {available / 1e9:.1f} GB of memory "
-                                    f"free; {hint}")
+        hint = (
+            "simulate fewer frames per call (first_frame= continues a sequence)"
+            if argument == "n_frames"
+            else f"at most about {available // per_frame} fit"
+        )
+        raise ConfigError(
+            argument,
+            f"{n_frames} frames need {per_frame * n_frames / 1e9:.1f} "
+            f"GB, more than the {available / 1e9:.1f} GB of memory "
+            f"free; {hint}",
+        )
 
 
 def stream(task: Task, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[SimBatch]:
@@ -197,8 +224,9 @@ def _fixed_simulator(task: Task) -> Callable[[jax.Array, jax.Array, jax.Array], 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
-def simulate_fixed(task: Task, theta: np.ndarray, n_frames: int, seed: int,
-                   chunk: int = 8192) -> np.ndarray:
+def simulate_fixed(
+    task: Task, theta: np.ndarray, n_frames: int, seed: int, chunk: int = 8192
+) -> np.ndarray:
     """Frames (F, H, W) in ADU of emitters at fixed positions ``theta`` (N, 2), LR pixels.
 
     Repeated exposures of one scene: the camera-noise check and likelihood tests use them.
@@ -207,7 +235,8 @@ def simulate_fixed(task: Task, theta: np.ndarray, n_frames: int, seed: int,
     key = jax.random.PRNGKey(_check_seed(seed))
     positions = jnp.asarray(theta, jnp.float32)
     sim = _fixed_simulator(task)
-    parts = [np.asarray(sim(key, jnp.arange(i, min(i + chunk, n_frames), dtype=jnp.uint32),
-                            positions))
-             for i in range(0, n_frames, chunk)]
+    parts = [
+        np.asarray(sim(key, jnp.arange(i, min(i + chunk, n_frames), dtype=jnp.uint32), positions))
+        for i in range(0, n_frames, chunk)
+    ]
     return np.concatenate(parts).astype(np.float32)

@@ -19,11 +19,13 @@ _TASKS: dict[str, TaskFactory] = {}
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     """Decorator registering a zero-argument factory that returns a :class:`Task`."""
+
     def decorate(factory: TaskFactory) -> TaskFactory:
         if name in _TASKS:
             raise ValueError(f"task {name!r} is already registered")
         _TASKS[name] = factory
         return factory
+
     return decorate
 
 
@@ -65,7 +67,19 @@ def _widefield() -> Task:
     emitters of unknown brightness on an unknown background: the weak priors of ``localize``
     (i0 in 100–10 000 photons, b in 0–500 photons/px), from which the simulator draws each
     emitter's i0 and each frame's b."""
-    return Task(name="widefield", height=32, width=32, optics=Optics(), camera=Camera(),
-                prior=ScenePrior(n_emitters=6, radius=15.0, i0=1000.0, background=10.0,
-                                 i0_range=(100.0, 10000.0), background_range=(0.0, 500.0),
-                                 brightness="drawn"))
+    return Task(
+        name="widefield",
+        height=32,
+        width=32,
+        optics=Optics(),
+        camera=Camera(),
+        prior=ScenePrior(
+            n_emitters=6,
+            radius=15.0,
+            i0=1000.0,
+            background=10.0,
+            i0_range=(100.0, 10000.0),
+            background_range=(0.0, 500.0),
+            brightness="drawn",
+        ),
+    )

@@ -65,7 +65,7 @@ def temporary_name_parts(path: Path, tag: str = "tmp") -> tuple[str, str]:
     fits :data:`NAME_MAX` bytes."""
     suffix = f".{tag}{path.suffix}"
     room = NAME_MAX - len(suffix.encode()) - 8 - 2  # the dots before and after the stem
-    stem = path.stem.encode()[:max(room, 1)].decode(errors="ignore")
+    stem = path.stem.encode()[: max(room, 1)].decode(errors="ignore")
     return f".{stem}.", suffix
 
 
@@ -146,8 +146,7 @@ def check_suffix(path: str | Path, suffix: str, argument: str = "out") -> Path:
     return path
 
 
-def check_output_file(path: str | Path, suffix: str | None = None,
-                      argument: str = "out") -> Path:
+def check_output_file(path: str | Path, suffix: str | None = None, argument: str = "out") -> Path:
     """``path`` if a file can be written there (checked before any work), else a one-line
     ConfigError: a wrong suffix, a folder of that name, a parent that is a file, or a folder
     this process may not write in."""
@@ -185,8 +184,9 @@ def check_writable_folder(folder: Path, argument: str) -> None:
         raise ConfigError(argument, f"cannot write in {existing} ({err.strerror})") from None
 
 
-def write_with_rescue(path: str | Path, write: Callable[[Path], object],
-                      nbytes: int | None = None) -> Path:
+def write_with_rescue(
+    path: str | Path, write: Callable[[Path], object], nbytes: int | None = None
+) -> Path:
     """``write(tmp)`` then rename ``tmp`` over ``path``; if that fails, write to a file in the
     system's temporary folder instead and raise :class:`OutputError` naming both.
 
@@ -203,19 +203,23 @@ def write_with_rescue(path: str | Path, write: Callable[[Path], object],
     except OSError as err:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"bayes-smlm-{stamp}-{os.getpid()}-{path.name}"
-        rescue = Path(tempfile.gettempdir()) / name.encode()[:NAME_MAX - 40].decode(
-            errors="ignore")
+        rescue = Path(tempfile.gettempdir()) / name.encode()[: NAME_MAX - 40].decode(
+            errors="ignore"
+        )
         try:
             check_free_space(rescue.parent, nbytes)
             with atomic_path(rescue) as tmp:
                 write(tmp)
         except OSError as second:
             needed = f"; it needs about {describe_bytes(nbytes)}" if nbytes else ""
-            raise OutputError(f"could not write {path} ({os_reason(err)}) nor keep the result "
-                              f"in {rescue.parent} ({os_reason(second)}){needed}: free some "
-                              "space and rerun") from None
-        raise OutputError(f"could not write {path} ({os_reason(err)}); the result is kept "
-                          f"in {rescue}") from None
+            raise OutputError(
+                f"could not write {path} ({os_reason(err)}) nor keep the result "
+                f"in {rescue.parent} ({os_reason(second)}){needed}: free some "
+                "space and rerun"
+            ) from None
+        raise OutputError(
+            f"could not write {path} ({os_reason(err)}); the result is kept in {rescue}"
+        ) from None
 
 
 def check_free_space(folder: Path, nbytes: int | None) -> None:
@@ -225,9 +229,12 @@ def check_free_space(folder: Path, nbytes: int | None) -> None:
         return
     free = free_bytes(folder)
     if free < SPACE_MARGIN * nbytes:
-        raise OSError(errno.ENOSPC, f"No space left on device (needs about "
-                                    f"{describe_bytes(SPACE_MARGIN * nbytes)}, "
-                                    f"{describe_bytes(free)} free)")
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device (needs about "
+            f"{describe_bytes(SPACE_MARGIN * nbytes)}, "
+            f"{describe_bytes(free)} free)",
+        )
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -249,8 +256,7 @@ def write_npz(path: str | Path, **arrays: Any) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    return write_with_rescue(path, write, nbytes=sum(np.asarray(a).nbytes for a in
-                                                     arrays.values()))
+    return write_with_rescue(path, write, nbytes=sum(np.asarray(a).nbytes for a in arrays.values()))
 
 
 def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -263,8 +269,11 @@ def read_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.n
         out = None if isinstance(data, np.ndarray) else _arrays_of(data)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         # np.load calls anything that is not a zip or .npy "pickled data": say what it is not
-        reason = str(err).splitlines()[0] if str(err) and "pickled" not in str(err) else \
-            "not a zip archive of .npy arrays"
+        reason = (
+            str(err).splitlines()[0]
+            if str(err) and "pickled" not in str(err)
+            else "not a zip archive of .npy arrays"
+        )
         raise ConfigError("file", f"cannot read {path} as .npz ({reason})") from None
     if out is None:  # a lone .npy under an .npz name
         raise ConfigError("file", f"{path} is a single .npy array, not an .npz archive")

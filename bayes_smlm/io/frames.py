@@ -29,9 +29,12 @@ def read_frames(path: str | Path) -> tuple[Task, np.ndarray, np.ndarray | None]:
         theta = np.asarray(theta)
         expected = (len(adu), count_maximum(task.prior), 2)
         if theta.dtype.kind not in "iuf" or theta.shape != expected:
-            raise ConfigError("file", f"{path}: 'theta' must be real (F, N, 2) = {expected} "
-                                      f"for its frames and task (got {theta.shape}, "
-                                      f"{theta.dtype})")
+            raise ConfigError(
+                "file",
+                f"{path}: 'theta' must be real (F, N, 2) = {expected} "
+                f"for its frames and task (got {theta.shape}, "
+                f"{theta.dtype})",
+            )
         # a task that draws its count marks the absent emitters by rows of NaN
         absent = np.isnan(theta).all(axis=-1) if count_is_drawn(task.prior) else False
         if not np.isfinite(theta[~absent]).all():

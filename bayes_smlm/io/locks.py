@@ -50,8 +50,11 @@ def hold_output(target: str | Path, argument: str = "out") -> Iterator[Path]:
         except BlockingIOError:
             holder = _describe_holder(fd)
             os.close(fd)
-            raise ConfigError(argument, f"{target} is being written by another run ({holder}); "
-                                        "wait for it to finish, or give another output") from None
+            raise ConfigError(
+                argument,
+                f"{target} is being written by another run ({holder}); "
+                "wait for it to finish, or give another output",
+            ) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -61,8 +64,16 @@ def hold_output(target: str | Path, argument: str = "out") -> Iterator[Path]:
         os.close(fd)  # locked a file its holder had just removed: take the new one
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+            ).encode(),
+        )
         _HELD.add(path)
         yield path
     finally:

@@ -39,22 +39,25 @@ PROGRESS_GROUP = "chunks"
 ZARR_FORMAT: Literal[2] = 2  # widest reader support; zarr 3 also reads it
 
 
-def run_identity(method: str, options: dict[str, Any], adu: np.ndarray, task_json: str,
-                 chunk_frames: int) -> dict[str, Any]:
+def run_identity(
+    method: str, options: dict[str, Any], adu: np.ndarray, task_json: str, chunk_frames: int
+) -> dict[str, Any]:
     """What a store must have been started with to be resumed: the method, its options, the
     chunking and a SHA-256 digest of the frames and task."""
     digest = hashlib.sha256(np.ascontiguousarray(adu).tobytes())
     digest.update(task_json.encode())
-    return {"method": method, "options": json.loads(json.dumps(options, sort_keys=True,
-                                                               default=str)),
-            "n_frames": int(adu.shape[0]), "chunk_frames": int(chunk_frames),
-            "frames_sha256": digest.hexdigest()}
+    return {
+        "method": method,
+        "options": json.loads(json.dumps(options, sort_keys=True, default=str)),
+        "n_frames": int(adu.shape[0]),
+        "chunk_frames": int(chunk_frames),
+        "frames_sha256": digest.hexdigest(),
+    }
 
 
 def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     """``(first, stop)`` frame ranges of consecutive chunks."""
     return [(a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
-
 
 
 if TYPE_CHECKING:
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 def _open(path: str | Path, mode: Literal["r", "r+", "w"]) -> zarr.Group:
     """The zarr group at ``path`` in the store's format."""
     import zarr
+
     return zarr.open_group(str(path), mode=mode, zarr_format=ZARR_FORMAT)
 
 
@@ -75,6 +79,7 @@ def _array(group: zarr.Group, key: str) -> zarr.Array:
 def _subgroup(group: zarr.Group, key: str) -> zarr.Group:
     """Member ``key`` of ``group``, a group."""
     return cast("zarr.Group", group[key])
+
 
 class PosteriorStore:
     """A zarr posterior of ``identity["n_frames"]`` frames being written chunk by chunk.
@@ -90,8 +95,9 @@ class PosteriorStore:
         self.ranges = chunk_ranges(identity["n_frames"], identity["chunk_frames"])
 
     @classmethod
-    def open(cls, path: str | Path, identity: dict[str, Any], argument: str = "out"
-             ) -> PosteriorStore:
+    def open(
+        cls, path: str | Path, identity: dict[str, Any], argument: str = "out"
+    ) -> PosteriorStore:
         path = check_suffix(path, STORE_SUFFIX, argument)
         if path.exists() and not path.is_dir():
             raise ConfigError(argument, f"{path} is a file, not a zarr store")
@@ -99,9 +105,12 @@ class PosteriorStore:
             stored = _stored_identity(path, argument)
             if stored != identity:
                 changed = sorted(k for k in identity if stored.get(k) != identity[k])
-                raise ConfigError(argument, f"{path} holds a run with other {', '.join(changed)}; "
-                                            "resume it with the same command, or give another "
-                                            "--out")
+                raise ConfigError(
+                    argument,
+                    f"{path} holds a run with other {', '.join(changed)}; "
+                    "resume it with the same command, or give another "
+                    "--out",
+                )
         return cls(path, identity)
 
     @property
@@ -120,9 +129,12 @@ class PosteriorStore:
         stored = np.asarray(_array(progress, "digest")[:], np.uint8)
         for index in np.flatnonzero(done):
             if self._digest(int(index)) != bytes(stored[index]):
-                warnings.warn(f"{self.path}: chunk {index} (frames {self.ranges[index][0]}–"
-                              f"{self.ranges[index][1] - 1}) does not match its digest; it is "
-                              "computed again", stacklevel=2)
+                warnings.warn(
+                    f"{self.path}: chunk {index} (frames {self.ranges[index][0]}–"
+                    f"{self.ranges[index][1] - 1}) does not match its digest; it is "
+                    "computed again",
+                    stacklevel=2,
+                )
                 _array(progress, "done")[int(index)] = 0
                 done[index] = False
         return done
@@ -155,18 +167,22 @@ class PosteriorStore:
         if not (self.path / PROGRESS_GROUP / "digest" / ".zarray").exists():
             self._lay_out(tree)  # a new store, or one of an earlier version (float flags)
         elif tree.attrs["settings"] != self._root_attrs()["settings"]:
-            raise ConfigError("scheduler", f"chunk {index} (frames {first}–{stop - 1}) ran with "
-                                           f"settings {tree.attrs['settings']}, the store's are "
-                                           f"{self._root_attrs()['settings']} (a worker with "
-                                           "another JAX device count?)")
+            raise ConfigError(
+                "scheduler",
+                f"chunk {index} (frames {first}–{stop - 1}) ran with "
+                f"settings {tree.attrs['settings']}, the store's are "
+                f"{self._root_attrs()['settings']} (a worker with "
+                "another JAX device count?)",
+            )
         for name, node in tree.children.items():
             ds = node.to_dataset(inherit=False)
             per_frame = [k for k, v in ds.variables.items() if "frame" in v.dims]
             if per_frame:
                 part = ds[per_frame].assign_coords(frame=np.arange(first, stop))
                 part = part.drop_vars([k for k, v in part.coords.items() if "frame" not in v.dims])
-                _to_zarr(part.drop_attrs(), self.path, group=name,
-                         region={"frame": slice(first, stop)})
+                _to_zarr(
+                    part.drop_attrs(), self.path, group=name, region={"frame": slice(first, stop)}
+                )
         progress = _open(self.path / PROGRESS_GROUP, "r+")
         _array(progress, "seconds")[index] = float(tree.attrs["seconds"])
         _array(progress, "digest")[index] = np.frombuffer(self._digest(index), np.uint8)
@@ -176,10 +192,12 @@ class PosteriorStore:
         """Write the run's totals (seconds over chunks, the diagnostics' pass rate over all
         frames) and consolidate the metadata; every chunk must be done."""
         import zarr
+
         done = self.done
         if not done.all():
-            raise ConfigError("out", f"{self.path}: {int((~done).sum())} of {len(done)} chunks "
-                                     "are not finished")
+            raise ConfigError(
+                "out", f"{self.path}: {int((~done).sum())} of {len(done)} chunks are not finished"
+            )
         root = _open(self.path, "r+")
         seconds = np.asarray(_array(_subgroup(root, PROGRESS_GROUP), "seconds")[:], float)
         root.attrs["seconds"] = float(seconds.sum())
@@ -211,26 +229,39 @@ class PosteriorStore:
                 if "frame" in var.dims:
                     shape = tuple(n if d == "frame" else s for d, s in zip(var.dims, var.shape))
                     chunks = tuple(size if d == "frame" else s for d, s in zip(var.dims, var.shape))
-                    variables[key] = (var.dims, da.zeros(shape, var.dtype, chunks=chunks),
-                                      var.attrs)
+                    variables[key] = (
+                        var.dims,
+                        da.zeros(shape, var.dtype, chunks=chunks),
+                        var.attrs,
+                    )
                 else:
                     variables[key] = var
             coords = {k: v for k, v in ds.coords.items() if k != "frame"}
             if "frame" in ds.dims:
                 coords["frame"] = np.arange(n)
-            _to_zarr(xr.Dataset(variables, coords=coords, attrs=ds.attrs), staging, group=name,
-                     mode="a", compute=False)
+            _to_zarr(
+                xr.Dataset(variables, coords=coords, attrs=ds.attrs),
+                staging,
+                group=name,
+                mode="a",
+                compute=False,
+            )
         n_chunks = len(self.ranges)
         progress = _open(staging / PROGRESS_GROUP, "w")
-        progress.attrs["description"] = ("chunks of frames finished (1) or not (0), the SHA-256 "
-                                         "of each finished chunk's data, and the method's "
-                                         "seconds for each")
+        progress.attrs["description"] = (
+            "chunks of frames finished (1) or not (0), the SHA-256 "
+            "of each finished chunk's data, and the method's "
+            "seconds for each"
+        )
         layout: list[tuple[str, str, tuple[int, ...], float]] = [
-            ("done", "int8", (n_chunks,), 0), ("seconds", "float64", (n_chunks,), 0.0),
-            ("digest", "uint8", (n_chunks, 32), 0)]
+            ("done", "int8", (n_chunks,), 0),
+            ("seconds", "float64", (n_chunks,), 0.0),
+            ("digest", "uint8", (n_chunks, 32), 0),
+        ]
         for key, dtype, array_shape, fill in layout:
-            array = progress.create_array(key, shape=array_shape, chunks=(1,) + array_shape[1:],
-                                          dtype=dtype, fill_value=fill)
+            array = progress.create_array(
+                key, shape=array_shape, chunks=(1,) + array_shape[1:], dtype=dtype, fill_value=fill
+            )
             array[...] = fill  # written, not left to the fill value
             array.attrs["_ARRAY_DIMENSIONS"] = ["chunk"] + ["byte"] * (len(array_shape) - 1)
         if self.path.exists():
@@ -249,8 +280,11 @@ def _stored_identity(path: Path, argument: str) -> dict[str, Any]:
         attrs = _open(path, "r").attrs
         return json.loads(str(attrs["run"]))
     except (KeyError, ValueError, OSError, FileNotFoundError) as err:
-        raise ConfigError(argument, f"{path} exists and is not a bayes-smlm posterior store "
-                                    f"({type(err).__name__}); give another --out") from None
+        raise ConfigError(
+            argument,
+            f"{path} exists and is not a bayes-smlm posterior store "
+            f"({type(err).__name__}); give another --out",
+        ) from None
 
 
 def read_done(path: Path, chunks: int) -> np.ndarray:
@@ -274,8 +308,11 @@ def open_store_datatree(path: Path) -> xr.DataTree:
     if PROGRESS_GROUP in tree.children:
         done = read_done(path, tree[PROGRESS_GROUP].sizes.get("chunk", 0))
         if not done.all():
-            raise ConfigError("file", f"{path} is an unfinished posterior store ({int(done.sum())} "
-                                      f"of {done.size} chunks); rerun the command that wrote it "
-                                      "to resume")
+            raise ConfigError(
+                "file",
+                f"{path} is an unfinished posterior store ({int(done.sum())} "
+                f"of {done.size} chunks); rerun the command that wrote it "
+                "to resume",
+            )
         tree = tree.drop_nodes(PROGRESS_GROUP)
     return tree

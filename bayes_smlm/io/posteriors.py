@@ -35,8 +35,11 @@ def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr
     groups: dict[str, dict[str, np.ndarray]] = {
         "observed_data": {"adu": result.adu},
     }
-    dims = {"theta": ["frame", "emitter", "axis"], "adu": ["frame", "row", "col"],
-            "theta_true": ["frame", "emitter", "axis"]}
+    dims = {
+        "theta": ["frame", "emitter", "axis"],
+        "adu": ["frame", "row", "col"],
+        "theta_true": ["frame", "emitter", "axis"],
+    }
     if result.theta is not None:
         groups["posterior"] = {"theta": result.theta}
         if result.sample_stats:
@@ -45,25 +48,42 @@ def to_datatree(result: PosteriorResult, *, with_diagnostics: bool = True) -> xr
                 dims[name] = ["frame"]
     if result.theta_true is not None:
         groups["constant_data"] = {"theta_true": np.asarray(result.theta_true, np.float32)}
-    attrs = {"method": result.method, "task": result.task.to_json(),
-             "settings": json.dumps(result.settings, sort_keys=True, default=float),
-             "seconds": float(result.seconds), "units": "theta in LR pixels (x, y); adu in ADU"}
+    attrs = {
+        "method": result.method,
+        "task": result.task.to_json(),
+        "settings": json.dumps(result.settings, sort_keys=True, default=float),
+        "seconds": float(result.seconds),
+        "units": "theta in LR pixels (x, y); adu in ADU",
+    }
     tree = azb.from_dict(groups, dims=dims, coords={"axis": ["x", "y"], "frame": np.arange(f)})
     tree.attrs.update(attrs)
     if "constant_data" not in tree.children:
         tree["constant_data"] = xr.DataTree(xr.Dataset(attrs={}))
-    tree["constant_data"].attrs.update({"task": result.task.to_json(), "method": result.method,
-                                        "settings": attrs["settings"]})
-    kde = xr.Dataset({"mean": (("frame", "y_hr", "x_hr"), result.kde_mean),
-                      "var": (("frame", "y_hr", "x_hr"), result.kde_var)},
-                     coords={"frame": np.arange(f)},
-                     attrs={"description": "posterior mean and marginal variance of the KDE (eq. 5)"})
+    tree["constant_data"].attrs.update(
+        {"task": result.task.to_json(), "method": result.method, "settings": attrs["settings"]}
+    )
+    kde = xr.Dataset(
+        {
+            "mean": (("frame", "y_hr", "x_hr"), result.kde_mean),
+            "var": (("frame", "y_hr", "x_hr"), result.kde_var),
+        },
+        coords={"frame": np.arange(f)},
+        attrs={"description": "posterior mean and marginal variance of the KDE (eq. 5)"},
+    )
     tree["kde"] = xr.DataTree(kde)
     extras = {k: v for k, v in result.extra.items() if np.ndim(v) >= 1 and np.shape(v)[0] == f}
     if extras:
-        tree["extra"] = xr.DataTree(xr.Dataset(
-            {k: (("frame",) + tuple(f"{k}_{i}" for i in range(np.ndim(v) - 1)), np.asarray(v))
-             for k, v in extras.items()}))
+        tree["extra"] = xr.DataTree(
+            xr.Dataset(
+                {
+                    k: (
+                        ("frame",) + tuple(f"{k}_{i}" for i in range(np.ndim(v) - 1)),
+                        np.asarray(v),
+                    )
+                    for k, v in extras.items()
+                }
+            )
+        )
     if result.evidence is not None:
         tree["evidence"] = xr.DataTree(evidence_dataset(result.evidence))
     if with_diagnostics and result.diagnostics is not None:
@@ -78,17 +98,32 @@ def evidence_dataset(evidence: Evidence) -> xr.Dataset:
     n_emitters), and the prior over the listed counts."""
     dims = ("frame", "n_emitters")
     return xr.Dataset(
-        {"log_evidence": (dims, evidence.log_evidence,
-                          {"units": "nats", "description": "log p(x | n): log density of the "
-                                                           "ADU frame given n emitters"}),
-         "log_evidence_se": (dims, evidence.log_evidence_se,
-                             {"units": "nats", "description": "Monte Carlo standard error "
-                                                              "(0: exact; NaN: none)"}),
-         "p_n": (dims, evidence.p_n, {"description": "posterior probability of the count"}),
-         "log_prior_n": (("n_emitters",), evidence.log_prior,
-                         {"description": "log prior probability of each listed count"})},
-        coords={"frame": np.arange(evidence.log_evidence.shape[0]),
-                "n_emitters": evidence.counts})
+        {
+            "log_evidence": (
+                dims,
+                evidence.log_evidence,
+                {
+                    "units": "nats",
+                    "description": "log p(x | n): log density of the ADU frame given n emitters",
+                },
+            ),
+            "log_evidence_se": (
+                dims,
+                evidence.log_evidence_se,
+                {
+                    "units": "nats",
+                    "description": "Monte Carlo standard error (0: exact; NaN: none)",
+                },
+            ),
+            "p_n": (dims, evidence.p_n, {"description": "posterior probability of the count"}),
+            "log_prior_n": (
+                ("n_emitters",),
+                evidence.log_prior,
+                {"description": "log prior probability of each listed count"},
+            ),
+        },
+        coords={"frame": np.arange(evidence.log_evidence.shape[0]), "n_emitters": evidence.counts},
+    )
 
 
 def save_posterior(result: PosteriorResult, path: str | Path) -> Path:
@@ -118,6 +153,7 @@ def load_posterior(path: str | Path) -> xr.DataTree:
     try:
         if is_store:
             from bayes_smlm.io.posterior_store import open_store_datatree
+
             tree = open_store_datatree(path)
         else:
             tree = xr.open_datatree(path, engine="h5netcdf")
@@ -128,12 +164,18 @@ def load_posterior(path: str | Path) -> xr.DataTree:
     except (OSError, ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         kind = "zarr store" if is_store else "NetCDF file"
-        raise ConfigError("file", f"{path} is not a readable posterior {kind} ({reason}); "
-                                  "it may be truncated or of another format") from None
+        raise ConfigError(
+            "file",
+            f"{path} is not a readable posterior {kind} ({reason}); "
+            "it may be truncated or of another format",
+        ) from None
     missing = {"observed_data", "kde", "constant_data"} - set(tree.children)
     if missing or "task" not in tree["constant_data"].attrs:
-        raise ConfigError("file", f"{path} is not a posterior written by bayes-smlm (no "
-                                  f"{', '.join(sorted(missing)) or 'task'})")
+        raise ConfigError(
+            "file",
+            f"{path} is not a posterior written by bayes-smlm (no "
+            f"{', '.join(sorted(missing)) or 'task'})",
+        )
     return tree
 
 
@@ -149,25 +191,40 @@ def result_from_datatree(tree: xr.DataTree) -> PosteriorResult:
     groups = tree.children
 
     def variables(group: str) -> dict[str, np.ndarray]:
-        return ({str(k): v.values for k, v in _node(tree, group).data_vars.items()}
-                if group in groups else {})
+        return (
+            {str(k): v.values for k, v in _node(tree, group).data_vars.items()}
+            if group in groups
+            else {}
+        )
 
     def values(group: str, name: str) -> np.ndarray:
         return np.asarray(_node(tree, group)[name].values)
 
     return PosteriorResult(
-        method=tree.attrs["method"], task=task_of(tree), adu=values("observed_data", "adu"),
-        kde_mean=values("kde", "mean"), kde_var=values("kde", "var"),
+        method=tree.attrs["method"],
+        task=task_of(tree),
+        adu=values("observed_data", "adu"),
+        kde_mean=values("kde", "mean"),
+        kde_var=values("kde", "var"),
         theta=values("posterior", "theta") if "posterior" in groups else None,
-        sample_stats=variables("sample_stats"), settings=json.loads(tree.attrs["settings"]),
+        sample_stats=variables("sample_stats"),
+        settings=json.loads(tree.attrs["settings"]),
         seconds=float(tree.attrs["seconds"]),
-        theta_true=(values("constant_data", "theta_true")
-                    if "theta_true" in constant.data_vars else None),
+        theta_true=(
+            values("constant_data", "theta_true") if "theta_true" in constant.data_vars else None
+        ),
         extra=variables("extra"),
-        evidence=(Evidence(values("evidence", "n_emitters"), values("evidence", "log_evidence"),
-                           values("evidence", "log_evidence_se"),
-                           values("evidence", "log_prior_n"))
-                  if "evidence" in groups else None))
+        evidence=(
+            Evidence(
+                values("evidence", "n_emitters"),
+                values("evidence", "log_evidence"),
+                values("evidence", "log_evidence_se"),
+                values("evidence", "log_prior_n"),
+            )
+            if "evidence" in groups
+            else None
+        ),
+    )
 
 
 def stored_flags(tree: xr.DataTree) -> np.ndarray | None:

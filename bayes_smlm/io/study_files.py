@@ -33,11 +33,14 @@ FRAMES = "frames.npz"
 POSTERIORS = "posteriors"
 
 
-def write_study_config(out: Path, study: str, preset: str, seed: int, settings: dict[str, Any],
-                       **extra: Any) -> Path:
+def write_study_config(
+    out: Path, study: str, preset: str, seed: int, settings: dict[str, Any], **extra: Any
+) -> Path:
     """Write the resolved configuration of a study run."""
-    return write_json(out / CONFIG, {"study": study, "preset": preset, "seed": seed,
-                                     "settings": settings, **extra})
+    return write_json(
+        out / CONFIG,
+        {"study": study, "preset": preset, "seed": seed, "settings": settings, **extra},
+    )
 
 
 def read_json(out: Path, name: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -49,15 +52,22 @@ def read_json(out: Path, name: str, required: tuple[str, ...] = ()) -> dict[str,
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError("dir", f"{path} is not valid JSON ({getattr(err, 'msg', err)}); "
-                                 "re-run the study to rewrite it") from None
+        raise ConfigError(
+            "dir",
+            f"{path} is not valid JSON ({getattr(err, 'msg', err)}); "
+            "re-run the study to rewrite it",
+        ) from None
     if not isinstance(data, dict) or not data:
-        raise ConfigError("dir", f"{path} holds no study results (expected a JSON object with "
-                                 "the study's keys); re-run the study to rewrite it")
+        raise ConfigError(
+            "dir",
+            f"{path} holds no study results (expected a JSON object with "
+            "the study's keys); re-run the study to rewrite it",
+        )
     missing = [key for key in required if key not in data]
     if missing:
-        raise ConfigError("dir", f"{path} lacks {', '.join(missing)}; re-run the study to "
-                                 "rewrite it")
+        raise ConfigError(
+            "dir", f"{path} lacks {', '.join(missing)}; re-run the study to rewrite it"
+        )
     return data
 
 
@@ -80,8 +90,11 @@ def posterior_path(out: Path, method: str) -> Path:
     """``out/posteriors/METHOD.nc``; ``method`` is read from files, so it must be a plain name
     (letters, digits, ``_ . + -``; no path separators, no ``..``) — a one-line error otherwise."""
     if not METHOD_NAME.fullmatch(str(method)) or ".." in str(method):
-        raise ConfigError("dir", f"{out}: the method name {str(method)[:60]!r} in its files is "
-                                 "not a plain name; the folder was not written by a study")
+        raise ConfigError(
+            "dir",
+            f"{out}: the method name {str(method)[:60]!r} in its files is "
+            "not a plain name; the folder was not written by a study",
+        )
     return Path(out) / POSTERIORS / f"{method}.nc"
 
 
@@ -95,8 +108,11 @@ def run_in_fresh_folder(out: Path, run: Callable[[Path], Path]) -> Path:
     """
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not any((out / n).is_file() for n in STUDY_FILES):
-        raise ConfigError("out", f"{out} holds files that are not a study's; give a new or empty "
-                                 "folder (a study replaces its folder as a whole)")
+        raise ConfigError(
+            "out",
+            f"{out} holds files that are not a study's; give a new or empty "
+            "folder (a study replaces its folder as a whole)",
+        )
     staging, replaced = hidden_sibling(out, "partial"), hidden_sibling(out, "replaced")
     for leftover in (staging, replaced):  # of a run that was interrupted
         shutil.rmtree(leftover, ignore_errors=True)
@@ -108,8 +124,9 @@ def run_in_fresh_folder(out: Path, run: Callable[[Path], Path]) -> Path:
         os.replace(staging, out)
     except OSError as err:
         kept = "holds the previous run as it was" if out.exists() else "was not made"
-        raise OutputError(f"could not write the study into {out} ({os_reason(err)}); {out} "
-                          f"{kept}") from None
+        raise OutputError(
+            f"could not write the study into {out} ({os_reason(err)}); {out} {kept}"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
@@ -120,9 +137,15 @@ def check_one_run(out: Path, config: dict[str, Any], metrics: dict[str, Any]) ->
     """A one-line error unless ``config.json`` and ``metrics.json`` of ``out`` come from one run
     (the same study, preset and seed)."""
     made_by = metrics.get("provenance", {})
-    differ = [key for key in ("study", "preset", "seed")
-              if key in made_by and made_by[key] != config.get(key)]
+    differ = [
+        key
+        for key in ("study", "preset", "seed")
+        if key in made_by and made_by[key] != config.get(key)
+    ]
     if differ:
-        raise ConfigError("dir", f"{out}: {CONFIG} and {METRICS} come from different runs "
-                                 f"({', '.join(f'{k} {config.get(k)!r} vs {made_by[k]!r}' for k in differ)}); "
-                                 "re-run the study into its own folder")
+        raise ConfigError(
+            "dir",
+            f"{out}: {CONFIG} and {METRICS} come from different runs "
+            f"({', '.join(f'{k} {config.get(k)!r} vs {made_by[k]!r}' for k in differ)}); "
+            "re-run the study into its own folder",
+        )

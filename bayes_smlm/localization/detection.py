@@ -62,14 +62,14 @@ class DetectionSettings:
         return asdict(self)
 
 
-def settings_from_config(config: dict[str, Any], detector: str | None = None
-                         ) -> DetectionSettings:
+def settings_from_config(config: dict[str, Any], detector: str | None = None) -> DetectionSettings:
     """Detection settings stored in a φ checkpoint (the default detector unless named)."""
     stored = config.get("detection", {})
     detector = detector or stored.get("default", "peaks")
     check_choice("detector", detector, DETECTORS)
-    values = {k: v for k, v in stored.get(detector, {"detector": detector}).items()
-              if k != "val_jaccard"}
+    values = {
+        k: v for k, v in stored.get(detector, {"detector": detector}).items() if k != "val_jaccard"
+    }
     return DetectionSettings(**values)
 
 
@@ -95,11 +95,12 @@ class Detections:
 
 
 def _log_response(image: np.ndarray, sigma: float) -> np.ndarray:
-    return -sigma**2 * gaussian_laplace(image.astype(np.float64), sigma)
+    return -(sigma**2) * gaussian_laplace(image.astype(np.float64), sigma)
 
 
-def _refine(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-            settings: DetectionSettings) -> np.ndarray:
+def _refine(
+    image: np.ndarray, rows: np.ndarray, cols: np.ndarray, settings: DetectionSettings
+) -> np.ndarray:
     """Sub-pixel (row, col) of integer peaks, HR pixels."""
     pos = np.stack([rows, cols], axis=-1).astype(np.float64)
     if settings.refinement == "none" or len(rows) == 0:
@@ -127,25 +128,37 @@ def _refine(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return pos
 
 
-def detect_image(image: np.ndarray, sigma_kde: float, settings: DetectionSettings
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def detect_image(
+    image: np.ndarray, sigma_kde: float, settings: DetectionSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """Detections in one KDE image: (K, 2) (row, col) in HR pixels and their LoG responses."""
     response_map = _log_response(image, sigma_kde)
     if settings.detector == "peaks":
-        peaks = peak_local_max(image, min_distance=settings.min_distance,
-                               threshold_abs=settings.threshold, exclude_border=False)
+        peaks = peak_local_max(
+            image,
+            min_distance=settings.min_distance,
+            threshold_abs=settings.threshold,
+            exclude_border=False,
+        )
     else:
-        blobs = blob_log(image.astype(np.float64), min_sigma=0.75 * sigma_kde,
-                         max_sigma=1.5 * sigma_kde, num_sigma=4, threshold=settings.threshold,
-                         overlap=0.5, exclude_border=False)
+        blobs = blob_log(
+            image.astype(np.float64),
+            min_sigma=0.75 * sigma_kde,
+            max_sigma=1.5 * sigma_kde,
+            num_sigma=4,
+            threshold=settings.threshold,
+            overlap=0.5,
+            exclude_border=False,
+        )
         peaks = blobs[:, :2].astype(int) if len(blobs) else np.zeros((0, 2), int)
     peaks = np.asarray(peaks, dtype=int).reshape(-1, 2)
     refined = _refine(image, peaks[:, 0], peaks[:, 1], settings)
     return refined, response_map[peaks[:, 0], peaks[:, 1]]
 
 
-def detect(kdes: np.ndarray, sigma_kde: float, upsampling: int,
-           settings: DetectionSettings | None = None) -> Detections:
+def detect(
+    kdes: np.ndarray, sigma_kde: float, upsampling: int, settings: DetectionSettings | None = None
+) -> Detections:
     """Detect emitters in every KDE image of ``kdes`` (F, u·H, u·W).
 
     Returns
@@ -163,12 +176,16 @@ def detect(kdes: np.ndarray, sigma_kde: float, upsampling: int,
         frames.append(np.full(len(rc), f))
         xys.append((rc[:, ::-1] + 0.5) / upsampling - 0.5)
         responses.append(resp)
-    return Detections(frame=np.concatenate(frames).astype(int),
-                      xy=np.concatenate(xys).reshape(-1, 2), response=np.concatenate(responses))
+    return Detections(
+        frame=np.concatenate(frames).astype(int),
+        xy=np.concatenate(xys).reshape(-1, 2),
+        response=np.concatenate(responses),
+    )
 
 
-def match_frame(found: np.ndarray, truth: np.ndarray, tolerance: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def match_frame(
+    found: np.ndarray, truth: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of detections to true emitters within ``tolerance`` (LR px), minimising
     the summed distance. Returns index arrays (i_found, i_truth) of the matched pairs."""
     return match_points(found, truth, tolerance=tolerance)
@@ -201,8 +218,9 @@ class LocalizationMetrics:
         return asdict(self)
 
 
-def evaluate_detections(detections: Detections, theta_true: np.ndarray, *, tolerance: float,
-                        pixel_size_nm: float) -> LocalizationMetrics:
+def evaluate_detections(
+    detections: Detections, theta_true: np.ndarray, *, tolerance: float, pixel_size_nm: float
+) -> LocalizationMetrics:
     """Match ``detections`` to ``theta_true`` (F, N, 2) frame by frame and score them."""
     theta_true = np.asarray(theta_true)
     errors = []
@@ -220,8 +238,17 @@ def evaluate_detections(detections: Detections, theta_true: np.ndarray, *, toler
     rmse_lat_nm = float(np.sqrt(np.sum(rmse**2))) * pixel_size_nm
     efficiency = 100.0 - float(np.sqrt((100.0 - 100.0 * jaccard) ** 2 + rmse_lat_nm**2))
     return LocalizationMetrics(
-        frames=int(theta_true.shape[0]), true_emitters=n_true, detections=n_found, tp=tp,
-        precision=tp / n_found if n_found else float("nan"), recall=tp / n_true,
-        jaccard=jaccard, rmse_x_px=float(rmse[0]), rmse_y_px=float(rmse[1]),
-        rmse_x_nm=float(rmse[0] * pixel_size_nm), rmse_y_nm=float(rmse[1] * pixel_size_nm),
-        efficiency=efficiency, tolerance_px=float(tolerance))
+        frames=int(theta_true.shape[0]),
+        true_emitters=n_true,
+        detections=n_found,
+        tp=tp,
+        precision=tp / n_found if n_found else float("nan"),
+        recall=tp / n_true,
+        jaccard=jaccard,
+        rmse_x_px=float(rmse[0]),
+        rmse_y_px=float(rmse[1]),
+        rmse_x_nm=float(rmse[0] * pixel_size_nm),
+        rmse_y_nm=float(rmse[1] * pixel_size_nm),
+        efficiency=efficiency,
+        tolerance_px=float(tolerance),
+    )

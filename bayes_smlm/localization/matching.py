@@ -9,8 +9,9 @@ from scipy.optimize import linear_sum_assignment
 _UNREACHABLE = 1e6  # cost of a pair farther apart than the tolerance (LR px)
 
 
-def match_points(a: np.ndarray, b: np.ndarray, *, squared: bool = False,
-                 tolerance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def match_points(
+    a: np.ndarray, b: np.ndarray, *, squared: bool = False, tolerance: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i_a, i_b) of a one-to-one matching of points ``a`` (n, 2) to ``b`` (m, 2).
 
     Parameters

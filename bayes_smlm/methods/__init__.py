@@ -12,5 +12,4 @@ True
 from bayes_smlm.methods.registry import get_method, list_methods, register_method, unregister_method
 from bayes_smlm.methods.result import PosteriorResult
 
-__all__ = ["PosteriorResult", "get_method", "list_methods", "register_method",
-           "unregister_method"]
+__all__ = ["PosteriorResult", "get_method", "list_methods", "register_method", "unregister_method"]

@@ -62,20 +62,31 @@ def _log_target(task: Task, likelihood: str) -> Any:
     return jax.jit(jax.vmap(one))
 
 
-def importance_weights(task: Task, adu: np.ndarray, mode: np.ndarray, covariance: np.ndarray,
-                       samples: int, seed: int, frames: np.ndarray, likelihood: str
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def importance_weights(
+    task: Task,
+    adu: np.ndarray,
+    mode: np.ndarray,
+    covariance: np.ndarray,
+    samples: int,
+    seed: int,
+    frames: np.ndarray,
+    likelihood: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draws (F, S, n, 2) from each frame's Gaussian N(mode, covariance) of the positions and
     their log importance weights (F, S) towards the exact posterior; frame i's numbers are
     seeded by (seed, frames[i]), whatever frames share the call."""
     f, p = mode.shape
     n = p // 2
     chol = np.linalg.cholesky(covariance + 1e-9 * np.eye(p))
-    z = np.stack([np.random.default_rng([seed, int(i)]).standard_normal((samples, p))
-                  for i in frames])
+    z = np.stack(
+        [np.random.default_rng([seed, int(i)]).standard_normal((samples, p)) for i in frames]
+    )
     draws = mode[:, None] + np.einsum("fij,fsj->fsi", chol, z)
-    log_q = (-0.5 * np.sum(z**2, -1) - 0.5 * p * np.log(2 * np.pi)
-             - np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)[:, None])
+    log_q = (
+        -0.5 * np.sum(z**2, -1)
+        - 0.5 * p * np.log(2 * np.pi)
+        - np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)[:, None]
+    )
     theta = draws.reshape(f, samples, n, 2).astype(np.float32)
     log_p = map_frame_batches(_log_target(task, likelihood), (theta, adu), 8)
     return theta, np.asarray(log_p, np.float64) - log_q
@@ -84,6 +95,7 @@ def importance_weights(task: Task, adu: np.ndarray, mode: np.ndarray, covariance
 def pareto_smoothed(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F, S) normalised PSIS log weights and (F,) k̂, from raw log weights (F, S)."""
     from arviz_stats.base import array_stats
+
     out, khat = np.empty_like(log_w), np.empty(log_w.shape[0])
     for i, row in enumerate(log_w):
         finite = np.isfinite(row)
@@ -93,33 +105,58 @@ def pareto_smoothed(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             continue
         # arviz-stats takes −log w (the log-likelihood convention of PSIS-LOO)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            smoothed, khat[i] = array_stats.psislw(-np.where(finite, row,
-                                                             np.min(row[finite]) - 50))
+            smoothed, khat[i] = array_stats.psislw(-np.where(finite, row, np.min(row[finite]) - 50))
         if not (np.isfinite(khat[i]) and np.all(np.isfinite(smoothed))):
             khat[i], smoothed = np.inf, row - logsumexp(row[finite])  # a tail it cannot fit
         out[i] = np.where(finite, smoothed, -np.inf)
     return out, khat
 
 
-def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, draws: int,
-               frames: np.ndarray, k_max: float, likelihood: str, smc_draws: int,
-               progress: bool, theta_true: np.ndarray | None,
-               settings: dict[str, Any]) -> CountPosterior:
+def auto_count(
+    task: Task,
+    adu: np.ndarray,
+    n: int,
+    *,
+    seed: int,
+    chains: int,
+    draws: int,
+    frames: np.ndarray,
+    k_max: float,
+    likelihood: str,
+    smc_draws: int,
+    progress: bool,
+    theta_true: np.ndarray | None,
+    settings: dict[str, Any],
+) -> CountPosterior:
     """The ``auto`` posterior of n ≥ 1 emitters (see the module docstring)."""
     started = time.perf_counter()
     counted = task_with_count(task, n)
     fit = laplace_fit(counted, adu, likelihood=likelihood, progress=progress)
     samples = chains * draws
-    theta, log_w = importance_weights(counted, adu, fit.mode[:, :2 * n],
-                                      PROPOSAL_SCALE**2 * fit.covariance[:, :2 * n, :2 * n],
-                                      samples, seed, frames, likelihood)
+    theta, log_w = importance_weights(
+        counted,
+        adu,
+        fit.mode[:, : 2 * n],
+        PROPOSAL_SCALE**2 * fit.covariance[:, : 2 * n, : 2 * n],
+        samples,
+        seed,
+        frames,
+        likelihood,
+    )
     smoothed, khat = pareto_smoothed(log_w)
     escalated = (khat > k_max) | fit.flagged
     f = adu.shape[0]
-    picked = np.stack([np.random.default_rng([seed, int(i), 1]).choice(
-        samples, samples, p=np.exp(s - logsumexp(s))) if not e else np.arange(samples)
-        for i, s, e in zip(frames, smoothed, escalated)])
-    theta = np.take_along_axis(theta, picked[:, :, None, None], 1)            # (F, S, n, 2)
+    picked = np.stack(
+        [
+            np.random.default_rng([seed, int(i), 1]).choice(
+                samples, samples, p=np.exp(s - logsumexp(s))
+            )
+            if not e
+            else np.arange(samples)
+            for i, s, e in zip(frames, smoothed, escalated)
+        ]
+    )
+    theta = np.take_along_axis(theta, picked[:, :, None, None], 1)  # (F, S, n, 2)
     kde_mean, kde_var = kde_moments(theta, counted)
     with np.errstate(invalid="ignore"):  # a frame whose weights are all −inf: escalated below
         log_z = logsumexp(log_w, axis=1) - np.log(samples) + lgamma(n + 1)
@@ -128,12 +165,24 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
     flagged = np.zeros(f, bool)
     if escalated.any():
         idx = np.flatnonzero(escalated)
-        exact = smc_count(task, adu[idx], n, seed=seed, runs=chains, draws=smc_draws,
-                          frames=frames[idx], likelihood=likelihood, progress=progress,
-                          settings=settings)
+        exact = smc_count(
+            task,
+            adu[idx],
+            n,
+            seed=seed,
+            runs=chains,
+            draws=smc_draws,
+            frames=frames[idx],
+            likelihood=likelihood,
+            progress=progress,
+            settings=settings,
+        )
         kde_mean[idx], kde_var[idx] = exact.kde_mean, exact.kde_var
-        log_z[idx], se[idx], flagged[idx] = (exact.log_evidence, exact.log_evidence_se,
-                                             exact.flagged)
+        log_z[idx], se[idx], flagged[idx] = (
+            exact.log_evidence,
+            exact.log_evidence_se,
+            exact.flagged,
+        )
         assert exact.draws is not None  # smc_count keeps its draws
         per_frame = np.moveaxis(exact.draws, 2, 0).reshape(len(idx), -1, n, 2)
         spread = np.floor(np.arange(samples) * per_frame.shape[1] / samples).astype(int)
@@ -141,23 +190,49 @@ def auto_count(task: Task, adu: np.ndarray, n: int, *, seed: int, chains: int, d
     position_draws = np.moveaxis(theta.reshape(f, chains, draws, n, 2), 0, 2)  # (C, D, F, n, 2)
     result = None
     if n == task.prior.n_emitters:
-        extra = {"flagged": flagged, "escalated": escalated, "khat": khat,
-                 "laplace_flagged": fit.flagged}
+        extra = {
+            "flagged": flagged,
+            "escalated": escalated,
+            "khat": khat,
+            "laplace_flagged": fit.flagged,
+        }
         result = PosteriorResult(
-            method="auto", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
+            method="auto",
+            task=task,
+            adu=adu,
+            kde_mean=kde_mean,
+            kde_var=kde_var,
             theta=position_draws,
             settings={**settings, "escalated_share": float(escalated.mean())},
-            seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
+            seconds=time.perf_counter() - started,
+            theta_true=theta_true,
+            extra=extra,
+        )
     return CountPosterior(n, kde_mean, kde_var, log_z, se, flagged, result, position_draws)
 
 
-@register_method("auto", emitter_count="evidence",
-                 flags=("as smc on the frames handed to it (Pareto k̂ above k_max); never on the others"))
-def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                   draws: int = 1000, progress: bool = False, n_emitters: Any = None,
-                   k_max: float = K_MAX, likelihood: str = "poisson",
-                   smc_draws: int = SMC_DRAWS, first_frame: int = 0, keep_samples: int = 0,
-                   theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@register_method(
+    "auto",
+    emitter_count="evidence",
+    flags=("as smc on the frames handed to it (Pareto k̂ above k_max); never on the others"),
+)
+def auto_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    n_emitters: Any = None,
+    k_max: float = K_MAX,
+    likelihood: str = "poisson",
+    smc_draws: int = SMC_DRAWS,
+    first_frame: int = 0,
+    keep_samples: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Laplace importance sampling where Pareto k̂ ≤ ``k_max``, ``smc`` elsewhere.
 
     Parameters
@@ -186,17 +261,43 @@ def auto_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     if not 0 < k_max <= 1:
         raise ConfigError("k_max", f"must be in (0, 1] (got {k_max})")
     counts = parse_counts(n_emitters, task)
-    settings = {"chains": chains, "draws": draws, "seed": seed, "k_max": float(k_max),
-                "likelihood": likelihood, "smc_draws": smc_draws}
+    settings = {
+        "chains": chains,
+        "draws": draws,
+        "seed": seed,
+        "k_max": float(k_max),
+        "likelihood": likelihood,
+        "smc_draws": smc_draws,
+    }
     frames = check_int("first_frame", first_frame, lo=0) + np.arange(adu.shape[0])
 
     def fit_count(n: int) -> CountPosterior:
-        return auto_count(task, adu, n, seed=seed, chains=chains, draws=draws, frames=frames,
-                          k_max=k_max, likelihood=likelihood, smc_draws=smc_draws,
-                          progress=progress, theta_true=theta_true, settings=settings)
+        return auto_count(
+            task,
+            adu,
+            n,
+            seed=seed,
+            chains=chains,
+            draws=draws,
+            frames=frames,
+            k_max=k_max,
+            likelihood=likelihood,
+            smc_draws=smc_draws,
+            progress=progress,
+            theta_true=theta_true,
+            settings=settings,
+        )
 
-    return posterior_over_counts("auto", task, adu, counts, fit_count,
-                                   likelihood=likelihood,
-                                   settings=settings, started=started, theta_true=theta_true,
-                                   keep_samples=keep_samples,
-                                   seed=seed)
+    return posterior_over_counts(
+        "auto",
+        task,
+        adu,
+        counts,
+        fit_count,
+        likelihood=likelihood,
+        settings=settings,
+        started=started,
+        theta_true=theta_true,
+        keep_samples=keep_samples,
+        seed=seed,
+    )

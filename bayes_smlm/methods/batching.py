@@ -19,13 +19,21 @@ def frame_keys(seed: int, n_frames: int, first_frame: int = 0) -> np.ndarray:
     import jax
 
     from bayes_smlm.forward.config import check_int
+
     first_frame = check_int("first_frame", first_frame, lo=0)
     keys = jax.random.split(jax.random.PRNGKey(seed), first_frame + n_frames)
     return np.asarray(keys)[first_frame:]
 
 
-def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int,
-                      *, progress: bool = False, desc: str = "frames", multiple_of: int = 1) -> Any:
+def map_frame_batches(
+    fn: Callable[..., Any],
+    arrays: Sequence[np.ndarray],
+    batch_size: int,
+    *,
+    progress: bool = False,
+    desc: str = "frames",
+    multiple_of: int = 1,
+) -> Any:
     """Apply ``fn`` to consecutive frame batches of ``arrays`` (leading axis F) and concatenate.
 
     ``fn`` returns a pytree of arrays with leading axis = batch; the result has the same
@@ -52,8 +60,12 @@ def map_frame_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batc
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             pad = batch_size - (stop - start)
-            batch = [np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, 0)])
-                     if pad else a[start:stop] for a in arrays]
+            batch = [
+                np.concatenate([a[start:stop], np.repeat(a[stop - 1 : stop], pad, 0)])
+                if pad
+                else a[start:stop]
+                for a in arrays
+            ]
             out = fn(*batch)
             outputs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[: stop - start], out))
             bar.update(stop - start)

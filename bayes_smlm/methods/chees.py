@@ -35,45 +35,73 @@ from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 
 INITIAL_STEP_SIZE = 1.0  # whitened coordinates: the target's scale is ≈ 1
-LEARNING_RATE = 0.05     # Adam's, for the log trajectory length (the ChEES paper's value)
+LEARNING_RATE = 0.05  # Adam's, for the log trajectory length (the ChEES paper's value)
 
 
 def chees_chains(num_warmup: int, num_draws: int, target_accept: float, max_leapfrog: int):
     """All chains of one frame for :func:`run_mcmc`: ChEES warm-up across them, then draws with
     the frozen step size and jittered trajectory length."""
+
     def sample_chains(key, starts, target):
         k_warm, k_draw = jax.random.split(key)
         chains = starts.shape[0]
-        warmup = blackjax.chees_adaptation(target, chains, target_acceptance_rate=target_accept,
-                                           max_leapfrog_steps=max_leapfrog,
-                                           adaptation_info_fn=get_filter_adapt_info_fn())
-        (states, params), _ = warmup.run(k_warm, starts, INITIAL_STEP_SIZE,
-                                         optax.adam(LEARNING_RATE), num_warmup,
-                                         max_sampling_steps=num_draws)
+        warmup = blackjax.chees_adaptation(
+            target,
+            chains,
+            target_acceptance_rate=target_accept,
+            max_leapfrog_steps=max_leapfrog,
+            adaptation_info_fn=get_filter_adapt_info_fn(),
+        )
+        (states, params), _ = warmup.run(
+            k_warm,
+            starts,
+            INITIAL_STEP_SIZE,
+            optax.adam(LEARNING_RATE),
+            num_warmup,
+            max_sampling_steps=num_draws,
+        )
         kernel = blackjax.dynamic_hmc(target, **params)
 
         def step(states, k):
             states, info = jax.vmap(kernel.step)(jax.random.split(k, chains), states)
-            return states, (states.position, info.acceptance_rate, info.is_divergent,
-                            info.num_integration_steps)
+            return states, (
+                states.position,
+                info.acceptance_rate,
+                info.is_divergent,
+                info.num_integration_steps,
+            )
 
-        _, (pos, acc, div, n_steps) = jax.lax.scan(step, states,
-                                                   jax.random.split(k_draw, num_draws))
+        _, (pos, acc, div, n_steps) = jax.lax.scan(
+            step, states, jax.random.split(k_draw, num_draws)
+        )
         step_size = jnp.full((chains, num_draws), params["step_size"])
         stats = {"acceptance_rate": acc, "diverging": div, "n_steps": n_steps}
-        return jnp.swapaxes(pos, 0, 1), {**{k: v.T for k, v in stats.items()},
-                                         "step_size": step_size}
+        return jnp.swapaxes(pos, 0, 1), {
+            **{k: v.T for k, v in stats.items()},
+            "step_size": step_size,
+        }
 
     return sample_chains
 
 
 @register_method("chees")
-def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                    draws: int = 1000, progress: bool = False, warmup: int = 200,
-                    target_accept: float = 0.8, max_leapfrog: int = 100,
-                    likelihood: str = "poisson", batch_size: int | None = None,
-                    first_frame: int = 0, theta_true: np.ndarray | None = None,
-                    **unknown: Any) -> PosteriorResult:
+def chees_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    warmup: int = 200,
+    target_accept: float = 0.8,
+    max_leapfrog: int = 100,
+    likelihood: str = "poisson",
+    batch_size: int | None = None,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """ChEES-HMC on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
     Parameters
@@ -104,10 +132,27 @@ def chees_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int =
         raise ConfigError("target_accept", f"must be in (0, 1) (got {target_accept})")
     prepare, logdensity = make_sampler_log_density(task, likelihood=likelihood)
     return run_mcmc(
-        "chees", task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
+        "chees",
+        task,
+        adu,
+        seed=seed,
+        chains=chains,
+        batch_size=batch_size,
+        progress=progress,
         sample_chains=chees_chains(warmup, draws, target_accept, max_leapfrog),
-        logdensity=logdensity, prepare=prepare, transform=prior_transform(task),
-        init="laplace", frames_per_cpu_device=16, first_frame=first_frame, reuse_program=True,
-        settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
-                  "max_leapfrog": max_leapfrog, "likelihood": likelihood},
-        theta_true=theta_true)
+        logdensity=logdensity,
+        prepare=prepare,
+        transform=prior_transform(task),
+        init="laplace",
+        frames_per_cpu_device=16,
+        first_frame=first_frame,
+        reuse_program=True,
+        settings={
+            "draws": draws,
+            "warmup": warmup,
+            "target_accept": target_accept,
+            "max_leapfrog": max_leapfrog,
+            "likelihood": likelihood,
+        },
+        theta_true=theta_true,
+    )

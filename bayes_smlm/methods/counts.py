@@ -42,16 +42,16 @@ def no_emitter(task: Task, adu: np.ndarray, log_likelihood: Callable[[Any], Any]
     KDE exactly 0."""
     import jax
     import jax.numpy as jnp
+
     f = adu.shape[0]
     zeros = np.zeros((f,) + task.hr_shape, np.float32)
-    log_z = np.asarray(jax.jit(jax.vmap(log_likelihood))(jnp.asarray(adu, jnp.float32)),
-                       np.float64)
+    log_z = np.asarray(jax.jit(jax.vmap(log_likelihood))(jnp.asarray(adu, jnp.float32)), np.float64)
     return CountPosterior(0, zeros, zeros.copy(), log_z, np.zeros(f), np.zeros(f, bool))
 
 
 def mixture(parts: Sequence[CountPosterior], evidence: Evidence) -> tuple[np.ndarray, ...]:
     """(kde_mean, kde_var, flagged) of the mixture over counts weighted by P(n | x)."""
-    w = evidence.p_n.T[:, :, None, None]                                  # (K, F, 1, 1)
+    w = evidence.p_n.T[:, :, None, None]  # (K, F, 1, 1)
     means = np.stack([p.kde_mean for p in parts]).astype(np.float64)
     second = np.stack([p.kde_var + p.kde_mean.astype(np.float64) ** 2 for p in parts])
     mean = np.sum(w * means, 0)
@@ -61,11 +61,13 @@ def mixture(parts: Sequence[CountPosterior], evidence: Evidence) -> tuple[np.nda
     return mean.astype(np.float32), var.astype(np.float32), flagged
 
 
-def mixture_kde_samples(task: Task, parts: Sequence[CountPosterior], p_n: np.ndarray,
-                        n_samples: int, seed: int) -> np.ndarray:
+def mixture_kde_samples(
+    task: Task, parts: Sequence[CountPosterior], p_n: np.ndarray, n_samples: int, seed: int
+) -> np.ndarray:
     """(F, S, uH, uW) KDE samples of the mixture over counts: each sample's count drawn from
     P(n | x), then one of that count's θ draws pushed through the KDE (n = 0: y = 0)."""
     from bayes_smlm.methods.pushforward import kde_images
+
     f = p_n.shape[0]
     out = np.zeros((f, n_samples) + task.hr_shape, np.float32)
     for i in range(f):
@@ -81,12 +83,20 @@ def mixture_kde_samples(task: Task, parts: Sequence[CountPosterior], p_n: np.nda
     return out
 
 
-def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequence[int],
-                          fit_count: Callable[[int], CountPosterior], *,
-                          likelihood: str,
-                          settings: dict[str, Any], started: float,
-                          theta_true: np.ndarray | None = None, keep_samples: int = 0,
-                          seed: int = 0) -> Any:
+def posterior_over_counts(
+    method: str,
+    task: Task,
+    adu: np.ndarray,
+    counts: Sequence[int],
+    fit_count: Callable[[int], CountPosterior],
+    *,
+    likelihood: str,
+    settings: dict[str, Any],
+    started: float,
+    theta_true: np.ndarray | None = None,
+    keep_samples: int = 0,
+    seed: int = 0,
+) -> Any:
     """The :class:`~bayes_smlm.methods.result.PosteriorResult` of a method over ``counts``.
 
     ``fit_count(n)`` gives the :class:`CountPosterior` of n ≥ 1 emitters; n = 0 is computed
@@ -98,11 +108,18 @@ def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequ
     """
     keep_samples = check_int("keep_samples", keep_samples, lo=0)
     log_prior = count_log_prior(task.prior, counts)  # before any fit: counts it cannot have
-    parts = [no_emitter(task, adu, background_log_likelihood(task, likelihood)) if n == 0
-             else fit_count(n) for n in counts]
-    evidence = Evidence(np.asarray(counts), np.stack([p.log_evidence for p in parts], -1),
-                        np.stack([p.log_evidence_se for p in parts], -1),
-                        log_prior)
+    parts = [
+        no_emitter(task, adu, background_log_likelihood(task, likelihood))
+        if n == 0
+        else fit_count(n)
+        for n in counts
+    ]
+    evidence = Evidence(
+        np.asarray(counts),
+        np.stack([p.log_evidence for p in parts], -1),
+        np.stack([p.log_evidence_se for p in parts], -1),
+        log_prior,
+    )
     settings = {**settings, "n_emitters": [int(n) for n in counts]}
     if tuple(counts) == (task.prior.n_emitters,) and parts[0].result is not None:
         result = parts[0].result
@@ -113,6 +130,15 @@ def posterior_over_counts(method: str, task: Task, adu: np.ndarray, counts: Sequ
     extra = {"flagged": flagged, "n_most_probable": evidence.most_probable}
     if keep_samples:
         extra["kde_samples"] = mixture_kde_samples(task, parts, evidence.p_n, keep_samples, seed)
-    return PosteriorResult(method=method, task=task, adu=adu, kde_mean=mean, kde_var=var,
-                           settings=settings, seconds=time.perf_counter() - started,
-                           theta_true=theta_true, evidence=evidence, extra=extra)
+    return PosteriorResult(
+        method=method,
+        task=task,
+        adu=adu,
+        kde_mean=mean,
+        kde_var=var,
+        settings=settings,
+        seconds=time.perf_counter() - started,
+        theta_true=theta_true,
+        evidence=evidence,
+        extra=extra,
+    )

@@ -16,18 +16,36 @@ from bayes_smlm.methods.result import PosteriorResult
 from bayes_smlm.surrogates.settings import DEFAULT_SOLVER, DEFAULT_STEPS
 
 
-@register_method("ddpm", returns="kde", emitter_count="trained", brightness="trained",
-                 flags=("never: K samples of a network carry no check of their own"))
-def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                   draws: int = 1000, samples: int = 64,
-                   start: str = "guess", solver: str = DEFAULT_SOLVER,
-                   steps: int | None = DEFAULT_STEPS,
-                   eta: float = 0.0,
-                   checkpoint: str | Path | None = None, batch_size: int = 64,
-                   precision: str = "auto", keep_samples: bool = False, progress: bool = False,
-                   device: str = "cpu", recalibrate: bool | None = None, first_frame: int = 0,
-                   theta_true: np.ndarray | None = None,
-                   **unknown: Any) -> PosteriorResult:
+@register_method(
+    "ddpm",
+    returns="kde",
+    emitter_count="trained",
+    brightness="trained",
+    flags=("never: K samples of a network carry no check of their own"),
+)
+def ddpm_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    samples: int = 64,
+    start: str = "guess",
+    solver: str = DEFAULT_SOLVER,
+    steps: int | None = DEFAULT_STEPS,
+    eta: float = 0.0,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 64,
+    precision: str = "auto",
+    keep_samples: bool = False,
+    progress: bool = False,
+    device: str = "cpu",
+    recalibrate: bool | None = None,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Per-pixel KDE mean and variance from K samples of Ψ conditioned on φ(x).
 
     Parameters
@@ -81,8 +99,11 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     psi = PsiPipeline.from_pretrained(checkpoint, task, device=device)
     recalibration = psi.recalibration
     if recalibrate and recalibration is None:
-        raise ConfigError("recalibrate", f"the Ψ checkpoint {checkpoint or 'shipped'} has no "
-                                           "fitted recalibration (scripts/psi_sweep.py fit)")
+        raise ConfigError(
+            "recalibrate",
+            f"the Ψ checkpoint {checkpoint or 'shipped'} has no "
+            "fitted recalibration (scripts/psi_sweep.py fit)",
+        )
     if recalibrate:
         check_recalibration_sampler(recalibration, solver, steps)
     why = "applied" if recalibrate else "not asked for (raw samples)"
@@ -90,27 +111,57 @@ def ddpm_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
         if recalibration is None:
             why = "none in the checkpoint (raw samples)"
         elif recalibration.sampler != (solver, steps):
-            why = (f"fitted on {recalibration.sampler[1]} {recalibration.sampler[0]} steps, not "
-                   f"this sampler (raw samples)")
+            why = (
+                f"fitted on {recalibration.sampler[1]} {recalibration.sampler[0]} steps, not "
+                f"this sampler (raw samples)"
+            )
         else:
             why = "applied"
     recalibrate = why == "applied"
-    kde_draws = psi.sample(adu, samples, start=start, steps=steps, solver=solver, eta=eta, seed=seed,
-                       batch_size=batch_size, precision=precision, progress=progress,
-                       first_frame=first_frame)
+    kde_draws = psi.sample(
+        adu,
+        samples,
+        start=start,
+        steps=steps,
+        solver=solver,
+        eta=eta,
+        seed=seed,
+        batch_size=batch_size,
+        precision=precision,
+        progress=progress,
+        first_frame=first_frame,
+    )
     if recalibrate:
         kde_draws = recalibration.apply(kde_draws)
     seconds = time.perf_counter() - started
     extra = {"phi_kde": psi.phi(adu)}
     if keep_samples:
         extra["kde_samples"] = kde_draws
-    settings = {"samples": samples, "start": start, "solver": solver, "steps": steps, "eta": eta,
-                **psi.settings, "loss": psi.config["loss"], "precision": precision,
-                "checkpoint": str(checkpoint or "shipped"), "seed": seed,
-                "recalibrated": recalibrate, "recalibration": why}
-    return PosteriorResult(method="ddpm", task=task, adu=adu, kde_mean=kde_draws.mean(axis=1),
-                           kde_var=kde_draws.var(axis=1, ddof=1), settings=settings, seconds=seconds,
-                           theta_true=theta_true, extra=extra)
+    settings = {
+        "samples": samples,
+        "start": start,
+        "solver": solver,
+        "steps": steps,
+        "eta": eta,
+        **psi.settings,
+        "loss": psi.config["loss"],
+        "precision": precision,
+        "checkpoint": str(checkpoint or "shipped"),
+        "seed": seed,
+        "recalibrated": recalibrate,
+        "recalibration": why,
+    }
+    return PosteriorResult(
+        method="ddpm",
+        task=task,
+        adu=adu,
+        kde_mean=kde_draws.mean(axis=1),
+        kde_var=kde_draws.var(axis=1, ddof=1),
+        settings=settings,
+        seconds=seconds,
+        theta_true=theta_true,
+        extra=extra,
+    )
 
 
 def check_recalibration_sampler(recalibration, solver: str, steps: int | None) -> None:
@@ -118,10 +169,13 @@ def check_recalibration_sampler(recalibration, solver: str, steps: int | None) -
     error naming that sampler otherwise."""
     if (solver, steps) != recalibration.sampler:
         fitted_solver, fitted_steps = recalibration.sampler
-        raise ConfigError("recalibrate", "the spread recalibration was fitted on samples of "
-                                         f"{fitted_steps} {fitted_solver} steps; sample with "
-                                         f"--solver {fitted_solver} --steps {fitted_steps} "
-                                         f"(got {solver}, {steps})")
+        raise ConfigError(
+            "recalibrate",
+            "the spread recalibration was fitted on samples of "
+            f"{fitted_steps} {fitted_solver} steps; sample with "
+            f"--solver {fitted_solver} --steps {fitted_steps} "
+            f"(got {solver}, {steps})",
+        )
 
 
 def recalibrated_result(result: PosteriorResult, recalibration) -> PosteriorResult:
@@ -130,11 +184,16 @@ def recalibrated_result(result: PosteriorResult, recalibration) -> PosteriorResu
     samples = result.extra.get("kde_samples")
     if samples is None:
         raise ConfigError("keep_samples", "recalibrating a ddpm result needs its samples")
-    check_recalibration_sampler(recalibration, result.settings["solver"],
-                                result.settings["steps"])
+    check_recalibration_sampler(recalibration, result.settings["solver"], result.settings["steps"])
     draws = recalibration.apply(samples)
-    return PosteriorResult(method="ddpm-recal", task=result.task, adu=result.adu,
-                           kde_mean=draws.mean(axis=1), kde_var=draws.var(axis=1, ddof=1),
-                           settings={**result.settings, "recalibrated": True},
-                           seconds=result.seconds, theta_true=result.theta_true,
-                           extra={**result.extra, "kde_samples": draws})
+    return PosteriorResult(
+        method="ddpm-recal",
+        task=result.task,
+        adu=result.adu,
+        kde_mean=draws.mean(axis=1),
+        kde_var=draws.var(axis=1, ddof=1),
+        settings={**result.settings, "recalibrated": True},
+        seconds=result.seconds,
+        theta_true=result.theta_true,
+        extra={**result.extra, "kde_samples": draws},
+    )

@@ -70,8 +70,13 @@ def over_coordinates(fn, values: np.ndarray) -> np.ndarray:
         return fn(values, axis=(1, 2))
 
 
-def draw_diagnostics(theta: np.ndarray, diverging: np.ndarray | None = None, *,
-                     rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> DrawDiagnostics:
+def draw_diagnostics(
+    theta: np.ndarray,
+    diverging: np.ndarray | None = None,
+    *,
+    rhat_max: float = RHAT_MAX,
+    ess_min: float = ESS_MIN,
+) -> DrawDiagnostics:
     """Diagnostics of θ draws (chain, draw, frame, emitter, axis); needs at least two chains.
 
     ``diverging`` (chain, draw, frame), when given, is summed into divergences per frame.
@@ -87,9 +92,16 @@ def draw_diagnostics(theta: np.ndarray, diverging: np.ndarray | None = None, *,
     divergences = None if diverging is None else np.asarray(diverging).sum(axis=(0, 1))
     if divergences is not None:
         flagged = flagged | (divergences > 0)
-    return DrawDiagnostics(rhat=rhat, ess_bulk=ess_bulk, ess_tail=ess_tail, mcse_mean=mcse,
-                           flagged=flagged, divergences=divergences, rhat_max=rhat_max,
-                           ess_min=ess_min)
+    return DrawDiagnostics(
+        rhat=rhat,
+        ess_bulk=ess_bulk,
+        ess_tail=ess_tail,
+        mcse_mean=mcse,
+        flagged=flagged,
+        divergences=divergences,
+        rhat_max=rhat_max,
+        ess_min=ess_min,
+    )
 
 
 def diagnostics_dataset(diag: DrawDiagnostics) -> xr.Dataset:
@@ -97,11 +109,19 @@ def diagnostics_dataset(diag: DrawDiagnostics) -> xr.Dataset:
     f, n, _ = diag.rhat.shape
     coords = {"frame": np.arange(f), "emitter": np.arange(n), "axis": ["x", "y"]}
     dims = ("frame", "emitter", "axis")
-    out = xr.Dataset({"rhat": (dims, diag.rhat), "ess_bulk": (dims, diag.ess_bulk),
-                      "ess_tail": (dims, diag.ess_tail), "mcse_mean": (dims, diag.mcse_mean),
-                      "flagged": (("frame",), diag.flagged)}, coords=coords)
+    out = xr.Dataset(
+        {
+            "rhat": (dims, diag.rhat),
+            "ess_bulk": (dims, diag.ess_bulk),
+            "ess_tail": (dims, diag.ess_tail),
+            "mcse_mean": (dims, diag.mcse_mean),
+            "flagged": (("frame",), diag.flagged),
+        },
+        coords=coords,
+    )
     if diag.divergences is not None:
         out["divergences"] = (("frame",), diag.divergences)
-    out.attrs.update({"rhat_max": diag.rhat_max, "ess_min": diag.ess_min,
-                      "pass_rate": diag.pass_rate})
+    out.attrs.update(
+        {"rhat_max": diag.rhat_max, "ess_min": diag.ess_min, "pass_rate": diag.pass_rate}
+    )
     return out

@@ -68,8 +68,9 @@ class Evidence:
         return logsumexp(self.log_evidence + self.log_prior, axis=-1)
 
     def select(self, frames: np.ndarray) -> Evidence:
-        return Evidence(self.counts, self.log_evidence[frames], self.log_evidence_se[frames],
-                        self.log_prior)
+        return Evidence(
+            self.counts, self.log_evidence[frames], self.log_evidence_se[frames], self.log_prior
+        )
 
 
 def parse_counts(value: Any, task: Task) -> tuple[int, ...]:
@@ -83,8 +84,9 @@ def parse_counts(value: Any, task: Task) -> tuple[int, ...]:
         for part in filter(None, (p.strip() for p in value.split(","))):
             match = re.fullmatch(r"(\d+)\s*(?:[-:]\s*(\d+))?", part)
             if not match:
-                raise ConfigError("n_emitters", f"must be counts like 0,1,2 or a range 0-3 "
-                                                f"(got {value!r})")
+                raise ConfigError(
+                    "n_emitters", f"must be counts like 0,1,2 or a range 0-3 (got {value!r})"
+                )
             lo, hi = int(match[1]), int(match[2] or match[1])
             if hi < lo:
                 raise ConfigError("n_emitters", f"range {part!r} runs backwards")
@@ -100,8 +102,9 @@ def parse_counts(value: Any, task: Task) -> tuple[int, ...]:
     except (TypeError, ValueError):
         ok, counts = False, []
     if not ok or not counts:
-        raise ConfigError("n_emitters", f"must be one or more integer counts in [0, {MAX_COUNT}] "
-                                        f"(got {value!r})")
+        raise ConfigError(
+            "n_emitters", f"must be one or more integer counts in [0, {MAX_COUNT}] (got {value!r})"
+        )
     return tuple(counts)
 
 

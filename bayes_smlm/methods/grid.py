@@ -37,8 +37,9 @@ from bayes_smlm.parallel import device_parallel
 MIN_CELLS_PER_SD = 2.0  # fine-grid cells per posterior SD below which a frame is flagged
 
 
-def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
-             likelihood: str) -> Callable[..., tuple[jax.Array, ...]]:
+def _grid_fn(
+    task: Task, coarse_step: float, fine: int, window: float, likelihood: str
+) -> Callable[..., tuple[jax.Array, ...]]:
     logdensity = make_log_density(task, likelihood=likelihood)
     cx, cy = task.centre
     radius = task.prior.radius
@@ -47,7 +48,7 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
 
     def grid_logp(xs: jax.Array, ys: jax.Array, adu: jax.Array) -> jax.Array:
         """(ny, nx) log density on the grid xs × ys."""
-        pts = jnp.stack(jnp.meshgrid(xs, ys), -1)          # (ny, nx, 2)
+        pts = jnp.stack(jnp.meshgrid(xs, ys), -1)  # (ny, nx, 2)
         flat = pts.reshape(-1, 1, 2)
         lp = jax.lax.map(lambda t: logdensity({"theta": t}, adu), flat, batch_size=512)
         return lp.reshape(ys.size, xs.size)
@@ -60,7 +61,7 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
         x0, x1 = jnp.nanmin(xs_keep) - coarse_step, jnp.nanmax(xs_keep) + coarse_step
         y0, y1 = jnp.nanmin(ys_keep) - coarse_step, jnp.nanmax(ys_keep) + coarse_step
         hx, hy = (x1 - x0) / fine, (y1 - y0) / fine
-        xs = x0 + hx * (jnp.arange(fine) + 0.5)              # cell midpoints
+        xs = x0 + hx * (jnp.arange(fine) + 0.5)  # cell midpoints
         ys = y0 + hy * (jnp.arange(fine) + 0.5)
         lp = grid_logp(xs, ys, adu)
         w = jax.nn.softmax(lp.reshape(-1)).reshape(lp.shape)  # (ny, nx)
@@ -70,7 +71,7 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
         cov = jnp.array([[wx @ dx**2, dy @ w @ dx], [dy @ w @ dx, wy @ dy**2]])
         # exact KDE moments by separability (one emitter): factors of the grid's x and y lines
         ey, ex = kde_axis_factors(jnp.stack([xs, ys], -1)[:, None, :], task)
-        ey, ex = ey[:, 0], ex[:, 0]                            # (fine, uH), (fine, uW)
+        ey, ex = ey[:, 0], ex[:, 0]  # (fine, uH), (fine, uW)
         kde_mean = ey.T @ w @ ex
         kde_var = jnp.maximum((ey**2).T @ w @ ex**2 - kde_mean**2, 0.0)
         # i.i.d. draws: a grid cell by its weight, then uniform within the cell
@@ -86,20 +87,37 @@ def _grid_fn(task: Task, coarse_step: float, fine: int, window: float,
 
 
 @lru_cache(maxsize=8)
-def _batched(task: Task, coarse_step: float, fine: int, window: float, likelihood: str,
-             n_draws: int) -> tuple[Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]], int]:
+def _batched(
+    task: Task, coarse_step: float, fine: int, window: float, likelihood: str, n_draws: int
+) -> tuple[Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]], int]:
     one = _grid_fn(task, coarse_step, fine, window, likelihood)
     return device_parallel(jax.vmap(lambda adu, key: one(adu, key, n_draws)))
 
 
-@register_method("grid",
-                 flags=("a posterior narrower than two cells of its grid (extra/under_resolved, e.g. i0 ="
-                        " 1e7) or a frame the model does not explain (extra/misfit)"))
-def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                   draws: int = 1000, progress: bool = False, fine: int = 201,
-                   coarse_step: float = 0.1, window: float = 30.0, likelihood: str = "poisson",
-                   batch_size: int = 32, first_frame: int = 0, theta_true: np.ndarray | None = None,
-                   **unknown: Any) -> PosteriorResult:
+@register_method(
+    "grid",
+    flags=(
+        "a posterior narrower than two cells of its grid (extra/under_resolved, e.g. i0 ="
+        " 1e7) or a frame the model does not explain (extra/misfit)"
+    ),
+)
+def grid_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    fine: int = 201,
+    coarse_step: float = 0.1,
+    window: float = 30.0,
+    likelihood: str = "poisson",
+    batch_size: int = 32,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Exact grid posterior of one emitter (the task's prior, i0 and background).
 
     Parameters
@@ -121,16 +139,20 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     require_fixed_count(task, "grid")
     require_fixed_brightness(task, "grid")
     if task.prior.n_emitters != 1:
-        raise ConfigError("method", f"grid needs a one-emitter task (got "
-                                      f"{task.prior.n_emitters} emitters); use nuts")
+        raise ConfigError(
+            "method",
+            f"grid needs a one-emitter task (got {task.prior.n_emitters} emitters); use nuts",
+        )
     adu = validate_frames(task, adu)
-    fn, n_devices = _batched(task, float(coarse_step), int(fine), float(window), likelihood,
-                             chains * draws)
+    fn, n_devices = _batched(
+        task, float(coarse_step), int(fine), float(window), likelihood, chains * draws
+    )
 
     keys = frame_keys(seed, adu.shape[0], first_frame)
     start = time.perf_counter()
-    out = map_frame_batches(fn, (adu, keys), batch_size,
-                            progress=progress, desc="grid", multiple_of=n_devices)
+    out = map_frame_batches(
+        fn, (adu, keys), batch_size, progress=progress, desc="grid", multiple_of=n_devices
+    )
     seconds = time.perf_counter() - start
     kde_mean, kde_var, mean, cov, flat, spacing = out  # tuple pytree, leading axis F
     f = adu.shape[0]
@@ -141,10 +163,29 @@ def grid_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     # and a frame the model does not explain (saturated, another camera's) has no posterior
     misfit = misfit_frames(task, adu, np.moveaxis(theta, 2, 0).reshape(f, -1, 1, 2))
     return PosteriorResult(
-        method="grid", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var, theta=theta,
-        settings={"fine": fine, "coarse_step": coarse_step, "window": window,
-                  "likelihood": likelihood, "chains": chains, "draws": draws, "seed": seed},
-        seconds=seconds, theta_true=theta_true,
-        extra={"theta_mean": mean, "theta_cov": cov, "grid_spacing": spacing,
-               "under_resolved": under_resolved, "misfit": misfit,
-               "flagged": under_resolved | misfit})
+        method="grid",
+        task=task,
+        adu=adu,
+        kde_mean=kde_mean,
+        kde_var=kde_var,
+        theta=theta,
+        settings={
+            "fine": fine,
+            "coarse_step": coarse_step,
+            "window": window,
+            "likelihood": likelihood,
+            "chains": chains,
+            "draws": draws,
+            "seed": seed,
+        },
+        seconds=seconds,
+        theta_true=theta_true,
+        extra={
+            "theta_mean": mean,
+            "theta_cov": cov,
+            "grid_spacing": spacing,
+            "under_resolved": under_resolved,
+            "misfit": misfit,
+            "flagged": under_resolved | misfit,
+        },
+    )

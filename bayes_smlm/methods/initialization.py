@@ -32,8 +32,10 @@ def detect_initial_positions(task: Task, adu: jax.Array) -> jax.Array:
     kx = physics.pixel_integrated_gaussian(cols[:, None], cols[None, :], sigma)
     ky = physics.pixel_integrated_gaussian(rows[:, None], rows[None, :], sigma)
     centre = jnp.asarray(task.centre)
-    inside = jnp.sum((jnp.stack(jnp.meshgrid(cols, rows), -1) - centre) ** 2, -1) \
+    inside = (
+        jnp.sum((jnp.stack(jnp.meshgrid(cols, rows), -1) - centre) ** 2, -1)
         <= (task.prior.radius + 0.5) ** 2
+    )
 
     def peel(residual: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
         score = ky @ residual @ kx.T
@@ -54,8 +56,9 @@ def detect_initial_positions(task: Task, adu: jax.Array) -> jax.Array:
     return positions
 
 
-def chain_starts(key: jax.Array, task: Task, adu: jax.Array, chains: int,
-                 jitter: float = 0.1) -> jax.Array:
+def chain_starts(
+    key: jax.Array, task: Task, adu: jax.Array, chains: int, jitter: float = 0.1
+) -> jax.Array:
     """(chains, N, 2) dispersed starts: the detections plus N(0, jitter²) px, kept in the disc."""
     base = detect_initial_positions(task, adu)
     noise = jitter * jax.random.normal(key, (chains,) + base.shape)

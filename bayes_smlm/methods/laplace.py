@@ -52,7 +52,7 @@ from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
 MAX_ITER = 50  # scoring steps per frame (default of every Laplace fit)
-TOL = 1e-4     # Newton decrement at which a fit has converged (see laplace_fit)
+TOL = 1e-4  # Newton decrement at which a fit has converged (see laplace_fit)
 EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
 SEARCH_MARGIN = 3.0  # PSF widths beyond the prior disc within which positions are optimised
 # The KDE moments are taken in closed form (Gaussian integrals, the disc's edge as each emitter's
@@ -108,8 +108,14 @@ class LaplaceFit:
         return np.asarray(self.layout.theta(self.mode))
 
 
-def fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
-                  max_iter: int, tol: float) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+def fit_one_frame(
+    task: Task,
+    layout: ParameterLayout,
+    likelihood: str,
+    n_max: int | None,
+    max_iter: int,
+    tol: float,
+) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
     """Pure ``adu (H, W) -> (mode, covariance, converged, positive_definite, edge_mass,
     iterations)`` of one frame (vmappable; options as in :func:`laplace_fit`)."""
     derivatives = layout.image_derivatives(task)
@@ -122,33 +128,57 @@ def fit_one_frame(task: Task, layout: ParameterLayout, likelihood: str, n_max: i
         return layout.project(params, task, search_radius)
 
     def one_frame(adu: jax.Array) -> tuple[jax.Array, ...]:
-        start = project(layout.pack(detect_initial_positions(task, adu), task.prior.i0,
-                                    jnp.mean(jnp.asarray(task.prior.background))))
+        start = project(
+            layout.pack(
+                detect_initial_positions(task, adu),
+                task.prior.i0,
+                jnp.mean(jnp.asarray(task.prior.background)),
+            )
+        )
         mode, iterations, converged, information = damped_newton(
-            start, prepare(adu), derivatives=derivatives, curvature=layout.curvature,
-            loglik=loglik, project=project, max_iter=max_iter, tol=tol)
+            start,
+            prepare(adu),
+            derivatives=derivatives,
+            curvature=layout.curvature,
+            loglik=loglik,
+            project=project,
+            max_iter=max_iter,
+            tol=tol,
+        )
         covariance, positive_definite = laplace_covariance(information)
-        return (mode, covariance, converged, positive_definite,
-                _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
-                iterations)
+        return (
+            mode,
+            covariance,
+            converged,
+            positive_definite,
+            _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
+            iterations,
+        )
 
     return one_frame
 
 
-def _edge_mass(layout: ParameterLayout, mode: jax.Array, cov: jax.Array, centre: jax.Array,
-               radius: float, lo: jax.Array, hi: jax.Array) -> jax.Array:
+def _edge_mass(
+    layout: ParameterLayout,
+    mode: jax.Array,
+    cov: jax.Array,
+    centre: jax.Array,
+    radius: float,
+    lo: jax.Array,
+    hi: jax.Array,
+) -> jax.Array:
     """Largest Gaussian mass beyond the prior's edge: per emitter along its radius of the disc,
     per i0 / b beyond either end of its range."""
     n = layout.n_emitters
     offset = layout.theta(mode) - centre
     r = jnp.linalg.norm(offset, axis=-1)
     direction = offset / jnp.maximum(r, 1e-12)[:, None]
-    blocks = jnp.stack([cov[2 * k:2 * k + 2, 2 * k:2 * k + 2] for k in range(n)])
+    blocks = jnp.stack([cov[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] for k in range(n)])
     sd_radial = jnp.sqrt(jnp.einsum("ni,nij,nj->n", direction, blocks, direction))
     mass = ndtr(-(radius - r) / sd_radial).max()
     if layout.size > 2 * n:
-        rest, sd = mode[2 * n:], jnp.sqrt(jnp.diag(cov)[2 * n:])
-        outside = ndtr(-(hi[2 * n:] - rest) / sd) + ndtr(-(rest - lo[2 * n:]) / sd)
+        rest, sd = mode[2 * n :], jnp.sqrt(jnp.diag(cov)[2 * n :])
+        outside = ndtr(-(hi[2 * n :] - rest) / sd) + ndtr(-(rest - lo[2 * n :]) / sd)
         mass = jnp.maximum(mass, outside.max())
     return mass
 
@@ -157,28 +187,42 @@ def position_fit(task: Task) -> Callable[[jax.Array], tuple[jax.Array, jax.Array
     """``adu (H, W) -> (mode (N, 2), covariance (2N, 2N))`` of the positions, pure JAX: this
     method's fit of one frame with i0 and b at the task's values (what MCMC chains are whitened
     by, :mod:`bayes_smlm.methods.whitening`)."""
-    fit = fit_one_frame(task, ParameterLayout.of(task, False, False), "poisson", None,
-                        MAX_ITER, TOL)
+    fit = fit_one_frame(
+        task, ParameterLayout.of(task, False, False), "poisson", None, MAX_ITER, TOL
+    )
     n = task.prior.n_emitters
 
     def mode_and_covariance(adu: jax.Array) -> tuple[jax.Array, jax.Array]:
         mode, covariance = fit(adu)[:2]
-        return mode[:2 * n].reshape(n, 2), covariance[:2 * n, :2 * n]
+        return mode[: 2 * n].reshape(n, 2), covariance[: 2 * n, : 2 * n]
 
     return mode_and_covariance
 
 
 @lru_cache(maxsize=8)
-def _batched(task: Task, layout: ParameterLayout, likelihood: str, n_max: int | None,
-             max_iter: int, tol: float) -> tuple[Callable[..., Any], int]:
-    return device_parallel(jax.vmap(fit_one_frame(task, layout, likelihood, n_max, max_iter,
-                                                  tol)))
+def _batched(
+    task: Task,
+    layout: ParameterLayout,
+    likelihood: str,
+    n_max: int | None,
+    max_iter: int,
+    tol: float,
+) -> tuple[Callable[..., Any], int]:
+    return device_parallel(jax.vmap(fit_one_frame(task, layout, likelihood, n_max, max_iter, tol)))
 
 
-def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,
-                infer_background: bool = False, likelihood: str = "poisson",
-                max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
-                progress: bool = False) -> LaplaceFit:
+def laplace_fit(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    infer_intensity: bool = False,
+    infer_background: bool = False,
+    likelihood: str = "poisson",
+    max_iter: int = MAX_ITER,
+    tol: float = TOL,
+    batch_size: int = 4096,
+    progress: bool = False,
+) -> LaplaceFit:
     """Mode and Laplace covariance of the posterior of every frame.
 
     Parameters
@@ -200,80 +244,135 @@ def laplace_fit(task: Task, adu: np.ndarray, *, infer_intensity: bool = False,
     batch_size : int
         Frames per compiled call (memory ≈ batch · H·W · P floats).
     """
-    return _fit_checked_frames(task, validate_frames(task, adu), infer_intensity=infer_intensity,
-                               infer_background=infer_background, likelihood=likelihood,
-                               max_iter=max_iter, tol=tol, batch_size=batch_size,
-                               progress=progress)
+    return _fit_checked_frames(
+        task,
+        validate_frames(task, adu),
+        infer_intensity=infer_intensity,
+        infer_background=infer_background,
+        likelihood=likelihood,
+        max_iter=max_iter,
+        tol=tol,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-def _fit_checked_frames(task: Task, adu: np.ndarray, *, infer_intensity: bool,
-                        infer_background: bool, likelihood: str, max_iter: int, tol: float,
-                        batch_size: int, progress: bool) -> LaplaceFit:
+def _fit_checked_frames(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    infer_intensity: bool,
+    infer_background: bool,
+    likelihood: str,
+    max_iter: int,
+    tol: float,
+    batch_size: int,
+    progress: bool,
+) -> LaplaceFit:
     """:func:`laplace_fit` of frames that :func:`validate_frames` has already checked."""
     max_iter = check_int("max_iter", max_iter)
     batch_size = check_int("batch_size", batch_size)
     if not tol > 0:
         raise ConfigError("tol", f"must be > 0 (got {tol})")
     layout = ParameterLayout.of(task, infer_intensity, infer_background)
-    n_max = (exact_sum_length(task, adu, infer_intensity=infer_intensity,
-                              infer_background=infer_background)
-             if likelihood == "poisson_gaussian" else None)
+    n_max = (
+        exact_sum_length(
+            task, adu, infer_intensity=infer_intensity, infer_background=infer_background
+        )
+        if likelihood == "poisson_gaussian"
+        else None
+    )
     fn, n_devices = _batched(task, layout, likelihood, n_max, max_iter, float(tol))
     started = time.perf_counter()
     mode, cov, converged, pd, edge, iterations = map_frame_batches(
-        fn, (adu,), batch_size, progress=progress, desc="laplace", multiple_of=n_devices)
-    return LaplaceFit(layout=layout, mode=mode, covariance=cov, converged=converged,
-                      positive_definite=pd, edge_mass=edge, iterations=iterations,
-                      seconds=time.perf_counter() - started)
+        fn, (adu,), batch_size, progress=progress, desc="laplace", multiple_of=n_devices
+    )
+    return LaplaceFit(
+        layout=layout,
+        mode=mode,
+        covariance=cov,
+        converged=converged,
+        positive_definite=pd,
+        edge_mass=edge,
+        iterations=iterations,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def laplace_kde_moments(fit: LaplaceFit, theta: np.ndarray, task: Task
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def laplace_kde_moments(
+    fit: LaplaceFit, theta: np.ndarray, task: Task
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """KDE mean and variance of each frame's Laplace posterior (the Gaussian restricted to the
     prior disc): in closed form (:mod:`bayes_smlm.methods.laplace_moments`) where it holds (and
     edge mass ≤ :data:`CLOSED_FORM_EDGE_MASS`), else from the draws ``theta`` (C, D, F, N, 2); and (F,)
     which frames took the closed form."""
     n = fit.layout.n_emitters
-    mean, var, holds = gaussian_kde_moments(fit.mode[:, :2 * n],
-                                            fit.covariance[:, :2 * n, :2 * n], task)
+    mean, var, holds = gaussian_kde_moments(
+        fit.mode[:, : 2 * n], fit.covariance[:, : 2 * n, : 2 * n], task
+    )
     mean, var = np.array(mean), np.array(var)
-    closed = (holds & (fit.edge_mass <= CLOSED_FORM_EDGE_MASS)
-              & np.isfinite(mean).all(axis=(1, 2)) & np.isfinite(var).all(axis=(1, 2)))
+    closed = (
+        holds
+        & (fit.edge_mass <= CLOSED_FORM_EDGE_MASS)
+        & np.isfinite(mean).all(axis=(1, 2))
+        & np.isfinite(var).all(axis=(1, 2))
+    )
     if not closed.all():
         cut = np.moveaxis(theta[:, :, ~closed], 2, 0)
         mean[~closed], var[~closed] = kde_moments(cut.reshape(cut.shape[0], -1, n, 2), task)
     return mean, var, closed
 
 
-def gaussian_theta_draws(fit: LaplaceFit, task: Task, chains: int, draws: int, seed: int,
-                         max_rounds: int = 100) -> np.ndarray:
+def gaussian_theta_draws(
+    fit: LaplaceFit, task: Task, chains: int, draws: int, seed: int, max_rounds: int = 100
+) -> np.ndarray:
     """(C, D, F, N, 2) i.i.d. position draws from each frame's Gaussian (its θ block) restricted
     to the prior disc, by rejection. Draws still outside after ``max_rounds`` redraws (frames
     with almost all of the Gaussian outside: flagged) are pulled onto the disc's edge."""
     n = fit.layout.n_emitters
-    mean = fit.mode[:, None, :2 * n]
-    cov = fit.covariance[:, :2 * n, :2 * n]
+    mean = fit.mode[:, None, : 2 * n]
+    cov = fit.covariance[:, : 2 * n, : 2 * n]
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(2 * n))
     rng = np.random.default_rng(seed)
 
-    def draw(frames: np.ndarray, size: int) -> np.ndarray:               # (F', S, N, 2)
+    def draw(frames: np.ndarray, size: int) -> np.ndarray:  # (F', S, N, 2)
         z = rng.standard_normal((len(frames), size, 2 * n))
         return (mean[frames] + z @ chol[frames].transpose(0, 2, 1)).reshape(  # BLAS matmul
-            len(frames), size, n, 2)
+            len(frames), size, n, 2
+        )
 
     points, _ = draws_in_disc(draw, len(cov), chains * draws, task, max_rounds)
     return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
 
 
-@register_method("laplace", emitter_count="evidence", brightness="as_task",
-                 flags=("no converged mode, an information matrix that is not positive definite, or a "
-                        "Gaussian with 99 % of its mass outside the prior"))
-def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                      draws: int = 1000, progress: bool = False, likelihood: str = "poisson",
-                      infer_intensity: bool | None = None, infer_background: bool | None = None,
-                      max_iter: int = MAX_ITER, tol: float = TOL, batch_size: int = 4096,
-                      n_emitters: Any = None, keep_samples: int = 0,
-                      theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@register_method(
+    "laplace",
+    emitter_count="evidence",
+    brightness="as_task",
+    flags=(
+        "no converged mode, an information matrix that is not positive definite, or a "
+        "Gaussian with 99 % of its mass outside the prior"
+    ),
+)
+def laplace_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    likelihood: str = "poisson",
+    infer_intensity: bool | None = None,
+    infer_background: bool | None = None,
+    max_iter: int = MAX_ITER,
+    tol: float = TOL,
+    batch_size: int = 4096,
+    n_emitters: Any = None,
+    keep_samples: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Laplace approximation of p(params | x): mode + inverse observed information, then
     chains × draws i.i.d. position draws from that Gaussian, pushed through the KDE.
 
@@ -294,38 +393,76 @@ def laplace_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int
     drawn = task.prior.brightness == "drawn"
     infer_intensity = drawn if infer_intensity is None else bool(infer_intensity)
     infer_background = drawn if infer_background is None else bool(infer_background)
-    settings = {"likelihood": likelihood, "infer_intensity": bool(infer_intensity),
-                "infer_background": bool(infer_background), "max_iter": max_iter, "tol": tol,
-                "chains": chains, "draws": draws, "seed": seed}
+    settings = {
+        "likelihood": likelihood,
+        "infer_intensity": bool(infer_intensity),
+        "infer_background": bool(infer_background),
+        "max_iter": max_iter,
+        "tol": tol,
+        "chains": chains,
+        "draws": draws,
+        "seed": seed,
+    }
 
     def fit_count(n: int) -> CountPosterior:
         counted = task_with_count(task, n)
-        fit = _fit_checked_frames(counted, adu, infer_intensity=infer_intensity,
-                                  infer_background=infer_background, likelihood=likelihood,
-                                  max_iter=max_iter, tol=tol, batch_size=batch_size,
-                                  progress=progress)
+        fit = _fit_checked_frames(
+            counted,
+            adu,
+            infer_intensity=infer_intensity,
+            infer_background=infer_background,
+            likelihood=likelihood,
+            max_iter=max_iter,
+            tol=tol,
+            batch_size=batch_size,
+            progress=progress,
+        )
         theta = gaussian_theta_draws(fit, counted, chains, draws, seed)
         f = fit.mode.shape[0]
         kde_mean, kde_var, closed_form = laplace_kde_moments(fit, theta, counted)
-        log_z = laplace_log_evidence(counted, fit.layout, fit.mode, fit.covariance, adu,
-                                     likelihood)
+        log_z = laplace_log_evidence(counted, fit.layout, fit.mode, fit.covariance, adu, likelihood)
         result = None
         if n == task.prior.n_emitters:
-            extra = {"mode": fit.mode, "covariance": fit.covariance, "converged": fit.converged,
-                     "positive_definite": fit.positive_definite, "edge_mass": fit.edge_mass,
-                     "iterations": fit.iterations, "flagged": fit.flagged,
-                     "closed_form": closed_form,
-                     "theta_mean": fit.theta_mean()}
+            extra = {
+                "mode": fit.mode,
+                "covariance": fit.covariance,
+                "converged": fit.converged,
+                "positive_definite": fit.positive_definite,
+                "edge_mass": fit.edge_mass,
+                "iterations": fit.iterations,
+                "flagged": fit.flagged,
+                "closed_form": closed_form,
+                "theta_mean": fit.theta_mean(),
+            }
             result = PosteriorResult(
-                method="laplace", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
-                theta=theta, settings={**settings, "parameters": list(fit.layout.names),
-                                       "fit_seconds": fit.seconds},
-                theta_true=theta_true, extra=extra)
-        return CountPosterior(n, kde_mean, kde_var, log_z, np.full(f, np.nan), fit.flagged,
-                              result, theta)
+                method="laplace",
+                task=task,
+                adu=adu,
+                kde_mean=kde_mean,
+                kde_var=kde_var,
+                theta=theta,
+                settings={
+                    **settings,
+                    "parameters": list(fit.layout.names),
+                    "fit_seconds": fit.seconds,
+                },
+                theta_true=theta_true,
+                extra=extra,
+            )
+        return CountPosterior(
+            n, kde_mean, kde_var, log_z, np.full(f, np.nan), fit.flagged, result, theta
+        )
 
-    return posterior_over_counts("laplace", task, adu, counts, fit_count,
-                                 likelihood=likelihood,
-                                 settings=settings, started=started, theta_true=theta_true,
-                                 keep_samples=keep_samples,
-                                 seed=seed)
+    return posterior_over_counts(
+        "laplace",
+        task,
+        adu,
+        counts,
+        fit_count,
+        likelihood=likelihood,
+        settings=settings,
+        started=started,
+        theta_true=theta_true,
+        keep_samples=keep_samples,
+        seed=seed,
+    )

@@ -51,43 +51,58 @@ def log_prior_volume(task: Task, layout: ParameterLayout) -> float:
     return value
 
 
-def log_mass_inside(task: Task, layout: ParameterLayout, mode: np.ndarray,
-                    covariance: np.ndarray) -> np.ndarray:
+def log_mass_inside(
+    task: Task, layout: ParameterLayout, mode: np.ndarray, covariance: np.ndarray
+) -> np.ndarray:
     """(F,) log of the Gaussian's mass inside the prior's support (radial per emitter; i0 and
     b within their ranges), each parameter block alone."""
     n = layout.n_emitters
     centre = np.asarray(task.centre)
-    offset = layout.theta(mode) - centre                                  # (F, n, 2)
+    offset = layout.theta(mode) - centre  # (F, n, 2)
     r = np.linalg.norm(offset, axis=-1)
     direction = offset / np.maximum(r, 1e-12)[..., None]
-    blocks = np.stack([covariance[:, 2 * k:2 * k + 2, 2 * k:2 * k + 2] for k in range(n)], 1)
+    blocks = np.stack([covariance[:, 2 * k : 2 * k + 2, 2 * k : 2 * k + 2] for k in range(n)], 1)
     sd = np.sqrt(np.einsum("fni,fnij,fnj->fn", direction, blocks, direction))
     total = log_ndtr((task.prior.radius - r) / sd).sum(-1)
     if layout.size > 2 * n:
-        lo, hi = (np.asarray(b)[2 * n:] for b in layout.bounds(task))
-        sd = np.sqrt(np.diagonal(covariance, axis1=-2, axis2=-1)[:, 2 * n:])
-        total = total + log_box_mass(mode[:, 2 * n:], sd, lo, hi).sum(-1)
+        lo, hi = (np.asarray(b)[2 * n :] for b in layout.bounds(task))
+        sd = np.sqrt(np.diagonal(covariance, axis1=-2, axis2=-1)[:, 2 * n :])
+        total = total + log_box_mass(mode[:, 2 * n :], sd, lo, hi).sum(-1)
     return total
 
 
-def log_box_mass(mean: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray
-                 ) -> np.ndarray:
+def log_box_mass(mean: np.ndarray, sd: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """log of a normal's mass inside [lo, hi], elementwise (mean, sd, lo, hi broadcast)."""
     sd = np.maximum(sd, 1e-30)
     inside = np.exp(log_ndtr((hi - mean) / sd)) - np.exp(log_ndtr((lo - mean) / sd))
     return np.log(np.maximum(inside, 1e-300))
 
 
-def laplace_log_evidence(task: Task, layout: ParameterLayout, mode: np.ndarray,
-                         covariance: np.ndarray, adu: np.ndarray,
-                         likelihood: str = "poisson") -> np.ndarray:
+def laplace_log_evidence(
+    task: Task,
+    layout: ParameterLayout,
+    mode: np.ndarray,
+    covariance: np.ndarray,
+    adu: np.ndarray,
+    likelihood: str = "poisson",
+) -> np.ndarray:
     """(F,) Laplace log p(x | n) of frames with modes (F, P) and covariances (F, P, P)."""
     # fixed batches: one compiled program whatever the number of frames
-    loglik = np.asarray(map_frame_batches(_log_likelihood_at(task, layout, likelihood),
-                                          (np.asarray(mode, np.float32),
-                                           np.asarray(adu, np.float32)), EVIDENCE_BATCH),
-                        np.float64)
+    loglik = np.asarray(
+        map_frame_batches(
+            _log_likelihood_at(task, layout, likelihood),
+            (np.asarray(mode, np.float32), np.asarray(adu, np.float32)),
+            EVIDENCE_BATCH,
+        ),
+        np.float64,
+    )
     _, logdet = np.linalg.slogdet(np.asarray(covariance, np.float64))
     n = layout.n_emitters
-    return (loglik + log_prior_volume(task, layout) + 0.5 * layout.size * log(2 * pi)
-            + 0.5 * logdet + lgamma(n + 1) + log_mass_inside(task, layout, mode, covariance))
+    return (
+        loglik
+        + log_prior_volume(task, layout)
+        + 0.5 * layout.size * log(2 * pi)
+        + 0.5 * logdet
+        + lgamma(n + 1)
+        + log_mass_inside(task, layout, mode, covariance)
+    )

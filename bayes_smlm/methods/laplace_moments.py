@@ -72,9 +72,16 @@ def _solve(low: list[list[jax.Array]], v: jax.Array) -> jax.Array:
     return jnp.stack(x)
 
 
-def _gaussian_overlap(points: jax.Array, mean: jax.Array, cov: jax.Array, width2: float,
-                      cross: jax.Array, cut_mean: jax.Array, cut_var: jax.Array,
-                      offsets: jax.Array) -> jax.Array:
+def _gaussian_overlap(
+    points: jax.Array,
+    mean: jax.Array,
+    cov: jax.Array,
+    width2: float,
+    cross: jax.Array,
+    cut_mean: jax.Array,
+    cut_var: jax.Array,
+    offsets: jax.Array,
+) -> jax.Array:
     """E[exp(−|points − t|²/(2 width2))] over t ~ N(mean, cov), the kernel coordinates, with the
     whole position vector restricted to the half-spaces ``w_jᵀ θ ≤ offsets[j]`` (taken as
     independent of one another; see the module docstring): (2π width2)^{d/2}
@@ -95,16 +102,20 @@ def _gaussian_overlap(points: jax.Array, mean: jax.Array, cov: jax.Array, width2
         log_det = log_det + 2.0 * jnp.log(low[i][i])
     log_value = 0.5 * d * jnp.log(width2) - 0.5 * log_det - 0.5 * quad
     for j in range(cross.shape[0]):
-        gain = _solve(low, cross[j])                                     # A⁻¹ Cov(t, wᵀθ)
+        gain = _solve(low, cross[j])  # A⁻¹ Cov(t, wᵀθ)
         tilted_sd = jnp.sqrt(jnp.maximum(cut_var[j] - cross[j] @ gain, 1e-12))
         margin = offsets[j] - cut_mean[j]
-        log_value = (log_value + jnp.log(ndtr((margin - diff @ gain) / tilted_sd))
-                     - jnp.log(ndtr(margin / jnp.sqrt(cut_var[j]))))
+        log_value = (
+            log_value
+            + jnp.log(ndtr((margin - diff @ gain) / tilted_sd))
+            - jnp.log(ndtr(margin / jnp.sqrt(cut_var[j])))
+        )
     return jnp.exp(log_value)
 
 
-def disc_cuts(mean_hr: jax.Array, centre_hr: jax.Array, radius_hr: float
-              ) -> tuple[jax.Array, jax.Array]:
+def disc_cuts(
+    mean_hr: jax.Array, centre_hr: jax.Array, radius_hr: float
+) -> tuple[jax.Array, jax.Array]:
     """Each emitter's tangent half-plane of the prior disc, HR px: unit radial directions
     (N, 2) of the means and offsets (N,), so that the disc is ≈ ``r_kᵀ t_k ≤ c_k``."""
     offset = mean_hr - centre_hr
@@ -121,10 +132,11 @@ def _moments_program(task: Task, n: int) -> Any:
     peak = float(physics.pixel_integrated_gaussian(0.0, 0.0, sigma)) ** 2
     k = 1.0 / (2 * np.pi * s2 * peak)
     h, w = task.hr_shape
-    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
-                              jnp.arange(w, dtype=jnp.float32), indexing="ij")
-    pixels = jnp.stack([cols, rows], -1)                                  # (H, W, 2) as (x, y)
-    both = jnp.concatenate([pixels, pixels], -1)                          # (H, W, 4)
+    rows, cols = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    pixels = jnp.stack([cols, rows], -1)  # (H, W, 2) as (x, y)
+    both = jnp.concatenate([pixels, pixels], -1)  # (H, W, 4)
     first, second = np.triu_indices(n, 1)
     # coordinates of each pair's 4-vector (x_a, y_a, x_b, y_b) in the 2N-vector
     pair_index = jnp.asarray(np.stack([2 * first, 2 * first + 1, 2 * second, 2 * second + 1], 1))
@@ -135,44 +147,48 @@ def _moments_program(task: Task, n: int) -> Any:
     cuts = min(n, MAX_CUTS)
 
     def one(mode: jax.Array, cov: jax.Array) -> tuple[jax.Array, ...]:
-        mean_hr = u * mode + (u - 1) / 2.0                                # (2N,)
+        mean_hr = u * mode + (u - 1) / 2.0  # (2N,)
         cov_hr = u**2 * cov
         means = mean_hr.reshape(n, 2)
-        blocks = jnp.stack([cov_hr[2 * a:2 * a + 2, 2 * a:2 * a + 2] for a in range(n)])
+        blocks = jnp.stack([cov_hr[2 * a : 2 * a + 2, 2 * a : 2 * a + 2] for a in range(n)])
         direction, offsets = disc_cuts(means, centre_hr, radius_hr)
         cut_mean = jnp.sum(direction * means, -1)
         cut_var = jnp.einsum("ni,nij,nj->n", direction, blocks, direction)
-        mass = ndtr((cut_mean - offsets) / jnp.sqrt(cut_var))            # (N,) beyond the edge
+        mass = ndtr((cut_mean - offsets) / jnp.sqrt(cut_var))  # (N,) beyond the edge
         ranked = jnp.argsort(-mass)
-        kept = ranked[:cuts]                       # the cuts that matter; the rest leave ≈ 1
+        kept = ranked[:cuts]  # the cuts that matter; the rest leave ≈ 1
         left_out = mass[ranked[cuts]] if n > cuts else jnp.zeros(())
         weights = jnp.zeros((cuts, n, 2)).at[jnp.arange(cuts), kept].set(direction[kept])
-        cross = cov_hr @ weights.reshape(cuts, 2 * n).T                   # (2N, M)
+        cross = cov_hr @ weights.reshape(cuts, 2 * n).T  # (2N, M)
         cut_args = (cut_mean[kept], cut_var[kept], offsets[kept])
         # the cuts are taken as independent: how far two that matter are from it
-        cut_cov = weights.reshape(cuts, 2 * n) @ cross                    # (M, M)
+        cut_cov = weights.reshape(cuts, 2 * n) @ cross  # (M, M)
         corr = cut_cov / jnp.sqrt(jnp.outer(cut_var[kept], cut_var[kept]))
         matters = mass[kept] > CUT_MATTERS
-        coupling = jnp.max(jnp.where(matters[:, None] & matters[None, :]
-                                     & ~jnp.eye(cuts, dtype=bool), jnp.abs(corr), 0.0))
+        coupling = jnp.max(
+            jnp.where(
+                matters[:, None] & matters[None, :] & ~jnp.eye(cuts, dtype=bool), jnp.abs(corr), 0.0
+            )
+        )
         overlap = jax.vmap(_gaussian_overlap, (None, 0, 0, None, 0, None, None, None))
-        single_cross = cross.reshape(n, 2, cuts).transpose(0, 2, 1)       # (N, M, 2)
+        single_cross = cross.reshape(n, 2, cuts).transpose(0, 2, 1)  # (N, M, 2)
         mean = k * overlap(pixels, means, blocks, s2, single_cross, *cut_args).sum(0)
-        total = k**2 * overlap(pixels, means, blocks, s2 / 2.0, single_cross,
-                               *cut_args).sum(0)
+        total = k**2 * overlap(pixels, means, blocks, s2 / 2.0, single_cross, *cut_args).sum(0)
         if n > 1:
-            pair_means = mean_hr[pair_index]                              # (P, 4)
-            pair_covs = cov_hr[pair_index[:, :, None], pair_index[:, None, :]]   # (P, 4, 4)
-            pair_cross = cross[pair_index].transpose(0, 2, 1)             # (P, M, 4)
-            total = total + 2.0 * k**2 * overlap(both, pair_means, pair_covs, s2, pair_cross,
-                                                 *cut_args).sum(0)
+            pair_means = mean_hr[pair_index]  # (P, 4)
+            pair_covs = cov_hr[pair_index[:, :, None], pair_index[:, None, :]]  # (P, 4, 4)
+            pair_cross = cross[pair_index].transpose(0, 2, 1)  # (P, M, 4)
+            total = total + 2.0 * k**2 * overlap(
+                both, pair_means, pair_covs, s2, pair_cross, *cut_args
+            ).sum(0)
         return mean, jnp.maximum(total - mean**2, 0.0), left_out, coupling
 
     return jax.jit(jax.vmap(one))
 
 
-def gaussian_kde_moments(mode: np.ndarray, covariance: np.ndarray, task: Task
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gaussian_kde_moments(
+    mode: np.ndarray, covariance: np.ndarray, task: Task
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(F, uH, uW) mean and variance of the KDE when each frame's positions are Gaussian with
     ``mode`` (F, 2N) and ``covariance`` (F, 2N, 2N), LR px, restricted to the task's prior disc
     (see the module docstring), and (F,) whether the closed form holds: no emitter beyond the
@@ -180,6 +196,7 @@ def gaussian_kde_moments(mode: np.ndarray, covariance: np.ndarray, task: Task
     that matter are correlated beyond :data:`MAX_COUPLING` (where they are, use draws)."""
     n = mode.shape[1] // 2
     mean, var, left_out, coupling = _moments_program(task, n)(
-        jnp.asarray(mode, jnp.float32), jnp.asarray(covariance, jnp.float32))
+        jnp.asarray(mode, jnp.float32), jnp.asarray(covariance, jnp.float32)
+    )
     holds = (np.asarray(left_out) < CUT_MATTERS) & (np.asarray(coupling) <= MAX_COUPLING)
     return np.asarray(mean), np.asarray(var), holds

@@ -39,8 +39,9 @@ from bayes_smlm.methods.whitening import (
 )
 from bayes_smlm.parallel import device_parallel
 
-ChainSampler = Callable[[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]],
-                        tuple[jax.Array, dict[str, jax.Array]]]
+ChainSampler = Callable[
+    [jax.Array, jax.Array, Callable[[jax.Array], jax.Array]], tuple[jax.Array, dict[str, jax.Array]]
+]
 INITS = ("detect", "laplace")  # where chains start (module docstring)
 ACCELERATOR_BATCH = 1024  # frames per compiled call on a GPU (lockstep lanes are cheap there)
 KEPT_PROGRAMS = 8  # traced samplers kept per process for reuse_program
@@ -49,19 +50,34 @@ _PROGRAMS: dict[tuple, tuple[Callable[..., Any], int]] = {}
 
 def per_chain(sample_chain: ChainSampler) -> ChainSampler:
     """An ensemble sampler that runs ``sample_chain(key, init, target)`` on each chain alone."""
+
     def sample_chains(key, starts, target):
         keys = jax.random.split(key, starts.shape[0])
         return jax.vmap(lambda k, s: sample_chain(k, s, target))(keys, starts)
+
     return sample_chains
 
 
-def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSampler,
-             logdensity: Callable[[jax.Array, jax.Array], jax.Array],
-             prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu,
-             transform: Any = None, seed: int, chains: int,
-             batch_size: int | None, progress: bool, settings: dict[str, Any],
-             init: str = "detect", frames_per_cpu_device: int = 1, first_frame: int = 0,
-             reuse_program: bool = False, theta_true: np.ndarray | None = None) -> PosteriorResult:
+def run_mcmc(
+    method: str,
+    task: Task,
+    adu: np.ndarray,
+    *,
+    sample_chains: ChainSampler,
+    logdensity: Callable[[jax.Array, jax.Array], jax.Array],
+    prepare: Callable[[jax.Array], jax.Array] = lambda adu: adu,
+    transform: Any = None,
+    seed: int,
+    chains: int,
+    batch_size: int | None,
+    progress: bool,
+    settings: dict[str, Any],
+    init: str = "detect",
+    frames_per_cpu_device: int = 1,
+    first_frame: int = 0,
+    reuse_program: bool = False,
+    theta_true: np.ndarray | None = None,
+) -> PosteriorResult:
     """Run ``sample_chains`` on the chains of every frame and assemble the result.
 
     Parameters
@@ -107,9 +123,11 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         if transform is None:
             target = lambda u: logdensity(u, data)  # noqa: E731
         else:
+
             def target(u: jax.Array) -> jax.Array:
                 theta = transform(u)
                 return logdensity(theta, data) + jnp.sum(transform.log_abs_det_jacobian(u, theta))
+
         if fit_frame is None:
             starts = chain_starts(k_init, task, frame, chains)
             if transform is not None:
@@ -118,8 +136,11 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
         else:
             mode, covariance = fit_frame(frame)
             u0, lower = laplace_whitening(task, transform, mode, covariance)
-            z, stats = sample_chains(k_run, laplace_starts(k_init, chains, u0.shape[0]),
-                                     whitened_target(target, u0, lower, shape))
+            z, stats = sample_chains(
+                k_run,
+                laplace_starts(k_init, chains, u0.shape[0]),
+                whitened_target(target, u0, lower, shape),
+            )
             positions = unwhiten(z, u0, lower, shape)
         if transform is not None:
             positions = transform(positions)
@@ -135,11 +156,15 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
     keys = frame_keys(seed, adu.shape[0], first_frame)
     started = time.perf_counter()
     if batch_size is None:  # CPU: few frames per device; GPU: one call for many frames
-        batch_size = (frames_per_cpu_device * n_devices if jax.default_backend() == "cpu"
-                      else ACCELERATOR_BATCH)
-    positions, stats = map_frame_batches(batched, (keys, adu), batch_size, progress=progress,
-                                         desc=method, multiple_of=n_devices)
-    positions = np.moveaxis(positions, 0, 2)                 # (F, C, D, …) -> (C, D, F, N, 2)
+        batch_size = (
+            frames_per_cpu_device * n_devices
+            if jax.default_backend() == "cpu"
+            else ACCELERATOR_BATCH
+        )
+    positions, stats = map_frame_batches(
+        batched, (keys, adu), batch_size, progress=progress, desc=method, multiple_of=n_devices
+    )
+    positions = np.moveaxis(positions, 0, 2)  # (F, C, D, …) -> (C, D, F, N, 2)
     stats = {name: np.moveaxis(arr, 0, 2) for name, arr in stats.items()}
     if task.prior.n_emitters > 1:
         positions = align_labels(positions)
@@ -148,9 +173,21 @@ def run_mcmc(method: str, task: Task, adu: np.ndarray, *, sample_chains: ChainSa
     flat = np.moveaxis(positions, 2, 0).reshape(f, c * d, task.prior.n_emitters, 2)
     kde_mean, kde_var = kde_moments(flat, task)
     seconds = time.perf_counter() - started
-    return PosteriorResult(method=method, task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var,
-                           theta=positions, sample_stats=stats,
-                           settings={**settings, "chains": chains, "seed": seed, "init": init,
-                                     "host_devices": n_devices},
-                           seconds=seconds, theta_true=theta_true)
-
+    return PosteriorResult(
+        method=method,
+        task=task,
+        adu=adu,
+        kde_mean=kde_mean,
+        kde_var=kde_var,
+        theta=positions,
+        sample_stats=stats,
+        settings={
+            **settings,
+            "chains": chains,
+            "seed": seed,
+            "init": init,
+            "host_devices": n_devices,
+        },
+        seconds=seconds,
+        theta_true=theta_true,
+    )

@@ -20,10 +20,18 @@ import jax
 import jax.numpy as jnp
 
 
-def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvature: Callable,
-                  loglik: Callable, project: Callable[[jax.Array], jax.Array], max_iter: int | jax.Array,
-                  tol: float, free: jax.Array | None = None
-                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def damped_newton(
+    params: jax.Array,
+    data: Any,
+    *,
+    derivatives: Callable,
+    curvature: Callable,
+    loglik: Callable,
+    project: Callable[[jax.Array], jax.Array],
+    max_iter: int | jax.Array,
+    tol: float,
+    free: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Mode of ℓ from the start ``params`` (P,).
 
     Steps δ = (C + μ diag C)⁻¹ ∇ℓ with C the observed information −∇²ℓ where it is positive
@@ -42,7 +50,7 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
     mode : (P,), iterations : int, converged : bool, information : (P, P)
         ``information`` is −∇²ℓ at the last point (at the mode when converged).
     """
-    slope = jax.grad(loglik)                                  # ∂ℓ/∂ω per pixel, (H, W)
+    slope = jax.grad(loglik)  # ∂ℓ/∂ω per pixel, (H, W)
     free = jnp.ones(params.shape[-1], bool) if free is None else free
     held = jnp.diag((~free).astype(params.dtype))
     both = free[:, None] & free[None, :]
@@ -61,13 +69,13 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
         both_moving = moving[:, None] & moving[None, :]
         still = jnp.diag((~moving).astype(p.dtype))
         grad = jnp.where(moving, grad, 0.0)
-        gauss_newton, moving_information = (jnp.where(both_moving, m, still)
-                                            for m in (gauss_newton, whole))
+        gauss_newton, moving_information = (
+            jnp.where(both_moving, m, still) for m in (gauss_newton, whole)
+        )
         # Newton where −∇²ℓ is positive definite (quadratic convergence); elsewhere — e.g. two
         # emitters drifting onto one spot, a saddle of the exchange symmetry that Newton would
         # be drawn to — its Gauss–Newton part Σ −ℓ''(ω) ∇ω∇ωᵀ, whose step climbs ℓ
-        curv = jnp.where(is_positive_definite(moving_information), moving_information,
-                         gauss_newton)
+        curv = jnp.where(is_positive_definite(moving_information), moving_information, gauss_newton)
         delta = solve_positive_definite(curv + damping * jnp.diag(jnp.diag(curv)), grad)
         # with the damping this small δ is the Newton step: gᵀδ is the Newton decrement
         converged = (grad @ delta < tol) & (grad @ delta >= 0) & (damping <= 1e-2)
@@ -76,9 +84,14 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
         # a step within float32 rounding of ℓ is not a worse step: near the mode the true gain
         # (½ decrement ≈ 1e-5) is below the resolution of a sum of hundreds of terms
         better = (new_value >= value - 1e-6 * (jnp.abs(value) + 1.0)) & ~converged
-        return (jnp.where(better, candidate, p), jnp.where(better, new_value, value),
-                jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0), it + 1,
-                converged, information)
+        return (
+            jnp.where(better, candidate, p),
+            jnp.where(better, new_value, value),
+            jnp.where(better, jnp.maximum(damping * 0.1, 1e-9), damping * 10.0),
+            it + 1,
+            converged,
+            information,
+        )
 
     def pinned(p: jax.Array, grad: jax.Array) -> jax.Array:
         # at a bound when a nudge along the gradient is clipped back to where it started
@@ -87,8 +100,14 @@ def damped_newton(params: jax.Array, data: Any, *, derivatives: Callable, curvat
 
     value = loglik(derivatives(params).omega, data)
     eye = jnp.eye(params.shape[-1], dtype=params.dtype)
-    state: tuple[jax.Array, ...] = (params, value, jnp.asarray(1e-3, params.dtype), jnp.int32(0),
-                                    jnp.bool_(False), eye)
+    state: tuple[jax.Array, ...] = (
+        params,
+        value,
+        jnp.asarray(1e-3, params.dtype),
+        jnp.int32(0),
+        jnp.bool_(False),
+        eye,
+    )
     # a converged start stops without moving, so the information of its last step is the one at
     # the mode; a run out of steps (flagged by the caller) keeps that of its last point
     mode, _, _, iterations, converged, information = jax.lax.while_loop(not_done, step, state)
@@ -103,19 +122,20 @@ def laplace_covariance(information: jax.Array) -> tuple[jax.Array, jax.Array]:
     chol = cholesky(information)
     positive_definite = jnp.all(jnp.isfinite(chol))
     fallback = jnp.diag(1.0 / jnp.maximum(jnp.abs(jnp.diag(information)), 1e-12))
-    covariance = jnp.where(positive_definite,
-                           cholesky_solve(jnp.where(positive_definite, chol, eye), eye), fallback)
+    covariance = jnp.where(
+        positive_definite, cholesky_solve(jnp.where(positive_definite, chol, eye), eye), fallback
+    )
     return covariance, positive_definite
 
 
-def observed_information(d: Any, curvature: Callable, slope: Callable, data: Any
-                         ) -> tuple[jax.Array, jax.Array]:
+def observed_information(
+    d: Any, curvature: Callable, slope: Callable, data: Any
+) -> tuple[jax.Array, jax.Array]:
     """(Gauss–Newton part, whole) of −∇²ℓ at the parameters of ``d``: −∇²ℓ =
     −Σ ℓ''(ω) ∇ω∇ωᵀ − Σ ℓ'(ω) ∇²ω, with the per-pixel ℓ' and ℓ'' of the camera likelihood by
     autodiff (pixels are independent, so ℓ'' is the Hessian's diagonal: one JVP of ℓ' along
     ones) and ω's derivatives analytic."""
-    first, second = jax.jvp(lambda omega: slope(omega, data), (d.omega,),
-                            (jnp.ones_like(d.omega),))
+    first, second = jax.jvp(lambda omega: slope(omega, data), (d.omega,), (jnp.ones_like(d.omega),))
     gauss_newton = -pixel_sum(d.jacobian * second, d.jacobian)
     return gauss_newton, gauss_newton - curvature(d, first)
 
@@ -126,6 +146,7 @@ def observed_information(d: Any, curvature: Callable, slope: Callable, data: Any
 # cannot, and for P ≤ 31 they cost no more. They are rolled (fori_loop), not unrolled in
 # Python: a 13-parameter window fit then compiled in 1.8 s instead of 5.5 s, and ran 10 % faster
 # (AMD EPYC, 512 windows).
+
 
 def cholesky(matrix: jax.Array) -> jax.Array:
     """Lower Cholesky factor of a (P, P) symmetric matrix; NaN where it is not positive

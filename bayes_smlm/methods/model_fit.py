@@ -26,8 +26,7 @@ DRAWS_TRIED = 16  # posterior draws per frame at which χ² is evaluated (the sm
 def frame_chi2(task: Task, adu: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F,) smallest Pearson χ² over the draws ``theta`` (F, S, N, 2) of each frame, and (F,)
     its SD under the model, for the task's fixed brightness and background."""
-    value, sd = _chi2_program(task)(jnp.asarray(adu, jnp.float32),
-                                    jnp.asarray(theta, jnp.float32))
+    value, sd = _chi2_program(task)(jnp.asarray(adu, jnp.float32), jnp.asarray(theta, jnp.float32))
     return np.asarray(value), np.asarray(sd)
 
 
@@ -39,12 +38,17 @@ def _chi2_program(task: Task):
     pedestal = physics.readout_photon_var(camera)
 
     def chi2(frame_adu, draws):
-        counts = physics.adu_to_photons(frame_adu, camera)                   # (H, W)
+        counts = physics.adu_to_photons(frame_adu, camera)  # (H, W)
 
         def at(theta_one):
-            omega = physics.expected_photons(theta_one, scene.i0, scene.background,
-                                             task.optics.sigma_psf, task.shape) + pedestal
+            omega = (
+                physics.expected_photons(
+                    theta_one, scene.i0, scene.background, task.optics.sigma_psf, task.shape
+                )
+                + pedestal
+            )
             return jnp.sum((counts - omega) ** 2 / omega), jnp.sum(2.0 + 1.0 / omega)
+
         values, variances = jax.vmap(at)(draws)
         best = jnp.argmin(values)
         return values[best], jnp.sqrt(variances[best])

@@ -32,16 +32,20 @@ from bayes_smlm.methods.result import PosteriorResult
 ENSEMBLE_PREFIX = "member-"  # an ensemble checkpoint is a folder of φ checkpoints member-1, …
 
 
-def _checkpoint_folder(checkpoint: str | Path | None, network: str, task: Task,
-                       how_to_train: str) -> Path:
+def _checkpoint_folder(
+    checkpoint: str | Path | None, network: str, task: Task, how_to_train: str
+) -> Path:
     """``checkpoint``, or the shipped ``network`` folder of the task (its SHA-256 checked)."""
     from bayes_smlm.surrogates.checkpoint import shipped_checkpoint, verify_shipped
+
     if checkpoint is not None:
         return Path(checkpoint)
     folder = shipped_checkpoint(network, task.name)
     if not folder.is_dir():
-        raise ConfigError("checkpoint", f"no shipped {network} for task {task.name!r}; "
-                                        f"train one with {how_to_train}")
+        raise ConfigError(
+            "checkpoint",
+            f"no shipped {network} for task {task.name!r}; train one with {how_to_train}",
+        )
     verify_shipped(folder)
     return folder
 
@@ -51,18 +55,37 @@ def ensemble_members(checkpoint: str | Path | None, task: Task) -> list[Path]:
     folder = _checkpoint_folder(checkpoint, "phi-ensemble", task, "scripts/train-spread-nets")
     members = sorted(folder.glob(f"{ENSEMBLE_PREFIX}*"), key=lambda p: p.name)
     if len(members) < 2:
-        raise ConfigError("checkpoint", f"an ensemble needs at least 2 {ENSEMBLE_PREFIX}* φ "
-                                        f"checkpoints ({folder} has {len(members)})")
+        raise ConfigError(
+            "checkpoint",
+            f"an ensemble needs at least 2 {ENSEMBLE_PREFIX}* φ "
+            f"checkpoints ({folder} has {len(members)})",
+        )
     return members
 
 
-@register_method("ensemble", returns="kde", emitter_count="trained", brightness="trained",
-                 flags=("never: the networks' spread carries no check of its own"))
-def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                       draws: int = 1000, progress: bool = False,
-                       checkpoint: str | Path | None = None, batch_size: int = 256,
-                       precision: str = "fp32", device: str = "cpu", keep_samples: bool = False,
-                       theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@register_method(
+    "ensemble",
+    returns="kde",
+    emitter_count="trained",
+    brightness="trained",
+    flags=("never: the networks' spread carries no check of its own"),
+)
+def ensemble_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    device: str = "cpu",
+    keep_samples: bool = False,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Mean and variance of the KDE estimates of M φ networks.
 
     Parameters
@@ -79,28 +102,64 @@ def ensemble_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: in
     """
     reject_unknown_options("ensemble", unknown)
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
+
     adu = validate_frames(task, adu)
     started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
     members = ensemble_members(checkpoint, task)
-    estimates = np.stack([PhiPredictor(load_phi(member, task)[0], task, batch_size=batch_size,
-                                       precision=precision, device=device)(adu)
-                          for member in members], axis=1)              # (F, M, uH, uW)
+    estimates = np.stack(
+        [
+            PhiPredictor(
+                load_phi(member, task)[0],
+                task,
+                batch_size=batch_size,
+                precision=precision,
+                device=device,
+            )(adu)
+            for member in members
+        ],
+        axis=1,
+    )  # (F, M, uH, uW)
     return PosteriorResult(
-        method="ensemble", task=task, adu=adu, kde_mean=estimates.mean(axis=1),
+        method="ensemble",
+        task=task,
+        adu=adu,
+        kde_mean=estimates.mean(axis=1),
         kde_var=estimates.var(axis=1, ddof=1),
-        settings={"members": len(members), "checkpoint": str(checkpoint or "shipped"),
-                  "precision": precision},
-        seconds=time.perf_counter() - started, theta_true=theta_true,
-        extra={"kde_samples": estimates} if keep_samples else {})
+        settings={
+            "members": len(members),
+            "checkpoint": str(checkpoint or "shipped"),
+            "precision": precision,
+        },
+        seconds=time.perf_counter() - started,
+        theta_true=theta_true,
+        extra={"kde_samples": estimates} if keep_samples else {},
+    )
 
 
-@register_method("mc_dropout", returns="kde", emitter_count="trained", brightness="trained",
-                 flags=("never: the passes' spread carries no check of its own"))
-def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                         draws: int = 1000, progress: bool = False, passes: int = 64,
-                         checkpoint: str | Path | None = None, batch_size: int = 64,
-                         precision: str = "fp32", device: str = "cpu", keep_samples: bool = False,
-                         theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@register_method(
+    "mc_dropout",
+    returns="kde",
+    emitter_count="trained",
+    brightness="trained",
+    flags=("never: the passes' spread carries no check of its own"),
+)
+def mc_dropout_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    passes: int = 64,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 64,
+    precision: str = "fp32",
+    device: str = "cpu",
+    keep_samples: bool = False,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Mean and variance of T Monte Carlo dropout passes of a φ trained with dropout.
 
     Parameters
@@ -119,20 +178,23 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     import torch
 
     from bayes_smlm.surrogates.phi.estimator import PhiPredictor, frames_to_photons, load_phi
+
     adu = validate_frames(task, adu)
     passes = check_int("passes", passes, lo=2)
     started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
-    folder = _checkpoint_folder(checkpoint, "phi-dropout", task,
-                                "`bayes-smlm train-phi --dropout 0.1`")
+    folder = _checkpoint_folder(
+        checkpoint, "phi-dropout", task, "`bayes-smlm train-phi --dropout 0.1`"
+    )
     model, config = load_phi(folder, task)
     rate = float(config["architecture"].get("dropout", 0.0))
     if rate <= 0:
-        raise ConfigError("checkpoint", f"{folder} is a φ without dropout; MC dropout needs one "
-                                        "trained with --dropout")
-    predictor = PhiPredictor(model, task, batch_size=batch_size, precision=precision,
-                             device=device)
-    network: Any = predictor.model          # a DeepSTORM (torch types its parts as Tensors)
-    network.dropout.train()                 # dropout on; BatchNorm stays in evaluation mode
+        raise ConfigError(
+            "checkpoint",
+            f"{folder} is a φ without dropout; MC dropout needs one trained with --dropout",
+        )
+    predictor = PhiPredictor(model, task, batch_size=batch_size, precision=precision, device=device)
+    network: Any = predictor.model  # a DeepSTORM (torch types its parts as Tensors)
+    network.dropout.train()  # dropout on; BatchNorm stays in evaluation mode
     torch.manual_seed(seed)
 
     def passes_of(photons: torch.Tensor) -> torch.Tensor:
@@ -151,7 +213,19 @@ def mc_dropout_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
         both = predictor.map_batches(photons, moments).cpu().numpy()
         mean, var, extra = both[:, 0], both[:, 1], {}
     return PosteriorResult(
-        method="mc_dropout", task=task, adu=adu, kde_mean=mean, kde_var=var,
-        settings={"passes": passes, "dropout": rate, "seed": seed,
-                  "checkpoint": str(checkpoint or "shipped"), "precision": precision},
-        seconds=time.perf_counter() - started, theta_true=theta_true, extra=extra)
+        method="mc_dropout",
+        task=task,
+        adu=adu,
+        kde_mean=mean,
+        kde_var=var,
+        settings={
+            "passes": passes,
+            "dropout": rate,
+            "seed": seed,
+            "checkpoint": str(checkpoint or "shipped"),
+            "precision": precision,
+        },
+        seconds=time.perf_counter() - started,
+        theta_true=theta_true,
+        extra=extra,
+    )

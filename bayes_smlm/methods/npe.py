@@ -32,12 +32,12 @@ EDGE_SHIFT = 0.5  # SDs between the flow's mean and Laplace's beyond which a fra
 EDGE_DRAWS = 4000  # Laplace draws per checked frame: the mean's error ≈ SD/60
 
 
-def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int
-                      ) -> np.ndarray:
+def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int) -> np.ndarray:
     """(F,) True for frames near the prior disc's edge whose flow mean differs from the
     disc-restricted Laplace posterior's by more than :data:`EDGE_SHIFT` flow SDs on either axis.
     ``points``: (F, S, 2) flow draws, LR px."""
     from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
+
     mean, sd = points.mean(axis=1), points.std(axis=1)
     depth = task.prior.radius - np.linalg.norm(mean - np.asarray(task.centre), axis=-1)
     near = depth < EDGE_SDS * sd.max(axis=-1)
@@ -45,19 +45,33 @@ def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int
     if near.any():  # the Gaussian's draws restricted to the disc; no KDE of them is needed
         fit = laplace_fit(task, adu[near])
         draws = gaussian_theta_draws(fit, task, chains=1, draws=EDGE_DRAWS, seed=seed)
-        exact_mean = draws[0, :, :, 0].mean(axis=0)                          # (F', 2)
+        exact_mean = draws[0, :, :, 0].mean(axis=0)  # (F', 2)
         shift = np.abs(mean[near] - exact_mean) / sd[near]
         flagged[near] = (shift > EDGE_SHIFT).any(axis=-1)
     return flagged
 
 
-@register_method("npe", emitter_count="trained", brightness="trained",
-                 flags=("under half the flow's mass on the prior's support, or flow and likelihood "
-                        "disagree at the disc's edge"))
-def npe_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                  draws: int = 1000, progress: bool = False,
-                  checkpoint: str | Path | None = None,
-                  theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@register_method(
+    "npe",
+    emitter_count="trained",
+    brightness="trained",
+    flags=(
+        "under half the flow's mass on the prior's support, or flow and likelihood "
+        "disagree at the disc's edge"
+    ),
+)
+def npe_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """chains × draws i.i.d. position draws per frame from the NPE flow, pushed through the KDE.
 
     Parameters
@@ -71,6 +85,7 @@ def npe_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
     """
     reject_unknown_options("npe", unknown)
     from bayes_smlm.surrogates.npe.estimator import load_npe, npe_position_draws
+
     chains, draws = check_int("chains", chains), check_int("draws", draws)
     adu = validate_frames(task, adu)
     started = time.perf_counter()  # checkpoint loading in, as every method's (result.seconds)
@@ -81,10 +96,24 @@ def npe_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4
     kde_mean, kde_var = kde_moments(points[:, :, None], task)
     theta = np.moveaxis(points.reshape(f, chains, draws, 1, 2), 0, 2)
     return PosteriorResult(
-        method="npe", task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var, theta=theta,
-        settings={"chains": chains, "draws": draws, "seed": seed,
-                  "checkpoint": str(checkpoint or "shipped"),
-                  "flow": config["architecture"]["flow"]},
-        seconds=time.perf_counter() - started, theta_true=theta_true,
-        extra={"mass_inside": inside, "edge_disagreement": at_edge,
-               "flagged": (inside < MIN_MASS_INSIDE) | at_edge})
+        method="npe",
+        task=task,
+        adu=adu,
+        kde_mean=kde_mean,
+        kde_var=kde_var,
+        theta=theta,
+        settings={
+            "chains": chains,
+            "draws": draws,
+            "seed": seed,
+            "checkpoint": str(checkpoint or "shipped"),
+            "flow": config["architecture"]["flow"],
+        },
+        seconds=time.perf_counter() - started,
+        theta_true=theta_true,
+        extra={
+            "mass_inside": inside,
+            "edge_disagreement": at_edge,
+            "flagged": (inside < MIN_MASS_INSIDE) | at_edge,
+        },
+    )

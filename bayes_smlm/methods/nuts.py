@@ -21,31 +21,51 @@ from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
 
 
-def nuts_chain(num_warmup: int, num_draws: int, target_accept: float, max_tree_depth: int,
-               initial_inverse_mass: jax.Array):
+def nuts_chain(
+    num_warmup: int,
+    num_draws: int,
+    target_accept: float,
+    max_tree_depth: int,
+    initial_inverse_mass: jax.Array,
+):
     """One chain for :func:`run_mcmc` (through :func:`per_chain`): warm-up (step size +
     diagonal mass, started from ``initial_inverse_mass``), then draws."""
+
     def sample_chain(key, init, logdensity):
         k_warm, k_draw = jax.random.split(key)
-        warmup = blackjax.window_adaptation(blackjax.nuts, logdensity,
-                                            target_acceptance_rate=target_accept,
-                                            initial_inverse_mass_matrix=initial_inverse_mass,
-                                            initial_step_size=0.5,
-                                            adaptation_info_fn=get_filter_adapt_info_fn(),
-                                            max_num_doublings=max_tree_depth)
+        warmup = blackjax.window_adaptation(
+            blackjax.nuts,
+            logdensity,
+            target_acceptance_rate=target_accept,
+            initial_inverse_mass_matrix=initial_inverse_mass,
+            initial_step_size=0.5,
+            adaptation_info_fn=get_filter_adapt_info_fn(),
+            max_num_doublings=max_tree_depth,
+        )
         (state, params), _ = warmup.run(k_warm, init, num_steps=num_warmup)
         kernel = blackjax.nuts(logdensity, **params)  # params carry max_num_doublings
 
         def step(state, k):
             state, info = kernel.step(k, state)
-            return state, (state.position, info.acceptance_rate, info.is_divergent,
-                           info.num_trajectory_expansions, info.num_integration_steps)
+            return state, (
+                state.position,
+                info.acceptance_rate,
+                info.is_divergent,
+                info.num_trajectory_expansions,
+                info.num_integration_steps,
+            )
 
-        _, (pos, acc, div, depth, n_steps) = jax.lax.scan(step, state,
-                                                          jax.random.split(k_draw, num_draws))
+        _, (pos, acc, div, depth, n_steps) = jax.lax.scan(
+            step, state, jax.random.split(k_draw, num_draws)
+        )
         step_size = jnp.full((num_draws,), params["step_size"])
-        return pos, {"acceptance_rate": acc, "diverging": div, "tree_depth": depth,
-                     "n_steps": n_steps, "step_size": step_size}
+        return pos, {
+            "acceptance_rate": acc,
+            "diverging": div,
+            "tree_depth": depth,
+            "n_steps": n_steps,
+            "step_size": step_size,
+        }
 
     return sample_chain
 
@@ -59,18 +79,32 @@ def crlb_inverse_mass(task: Task) -> jax.Array:
     """Diagonal inverse mass (2N,) in the sampler's unconstrained coordinates: the CRLB variance
     of an isolated emitter at the frame centre, divided by R² (the transform's slope there), so
     adaptation starts near its answer."""
-    var = float(np.max(fisher_information(task, np.asarray([task.centre])).sd) ** 2) / task.prior.radius**2
+    var = (
+        float(np.max(fisher_information(task, np.asarray([task.centre])).sd) ** 2)
+        / task.prior.radius**2
+    )
     return jnp.full((2 * task.prior.n_emitters,), var, jnp.float32)
 
 
 @register_method("nuts")
-def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                   draws: int = 1000, progress: bool = False, warmup: int = 300,
-                   target_accept: float = 0.7, max_tree_depth: int = 10,
-                   likelihood: str = "poisson", batch_size: int | None = None,
-                   init: str = "detect", first_frame: int = 0,
-                   theta_true: np.ndarray | None = None,
-                   **unknown: Any) -> PosteriorResult:
+def nuts_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    warmup: int = 300,
+    target_accept: float = 0.7,
+    max_tree_depth: int = 10,
+    likelihood: str = "poisson",
+    batch_size: int | None = None,
+    init: str = "detect",
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """NUTS on log p(θ | x) with the task's disc prior, i0 and b fixed.
 
     Chains run in unconstrained coordinates u with θ = c + R tanh(|u|) u/|u| per emitter (the
@@ -113,14 +147,34 @@ def nuts_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     if not 0 < target_accept < 1:
         raise ConfigError("target_accept", f"must be in (0, 1) (got {target_accept})")
     prepare, logdensity = make_sampler_log_density(task, likelihood=likelihood)
-    inverse_mass = (jnp.ones(2 * task.prior.n_emitters, jnp.float32) if init == "laplace"
-                    else crlb_inverse_mass(task))
+    inverse_mass = (
+        jnp.ones(2 * task.prior.n_emitters, jnp.float32)
+        if init == "laplace"
+        else crlb_inverse_mass(task)
+    )
     return run_mcmc(
-        "nuts", task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
-        sample_chains=per_chain(nuts_chain(warmup, draws, target_accept, max_tree_depth,
-                                           inverse_mass)),
-        logdensity=logdensity, prepare=prepare, transform=prior_transform(task), init=init,
-        first_frame=first_frame, reuse_program=True,
-        settings={"draws": draws, "warmup": warmup, "target_accept": target_accept,
-                  "max_tree_depth": max_tree_depth, "likelihood": likelihood},
-        theta_true=theta_true)
+        "nuts",
+        task,
+        adu,
+        seed=seed,
+        chains=chains,
+        batch_size=batch_size,
+        progress=progress,
+        sample_chains=per_chain(
+            nuts_chain(warmup, draws, target_accept, max_tree_depth, inverse_mass)
+        ),
+        logdensity=logdensity,
+        prepare=prepare,
+        transform=prior_transform(task),
+        init=init,
+        first_frame=first_frame,
+        reuse_program=True,
+        settings={
+            "draws": draws,
+            "warmup": warmup,
+            "target_accept": target_accept,
+            "max_tree_depth": max_tree_depth,
+            "likelihood": likelihood,
+        },
+        theta_true=theta_true,
+    )

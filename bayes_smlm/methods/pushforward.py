@@ -16,8 +16,9 @@ from bayes_smlm.methods.batching import map_frame_batches
 
 def kde_axis_factors(theta: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
     """Per-draw separable KDE factors: ey (..., N, uH) and ex (..., N, uW), peak-normalised."""
-    return physics.kde_axis_factors(theta, task.optics.sigma_kde, task.optics.upsampling,
-                                    task.shape)
+    return physics.kde_axis_factors(
+        theta, task.optics.sigma_kde, task.optics.upsampling, task.shape
+    )
 
 
 @lru_cache(maxsize=16)
@@ -51,7 +52,7 @@ def _moments_fn(task: Task, chunk: int) -> Callable[[jax.Array], tuple[jax.Array
 def _single_emitter_moments(draws: jax.Array, task: Task) -> tuple[jax.Array, jax.Array]:
     """One emitter: y = ey ⊗ ex per draw, so E[y] = Eyᵀ Ex / S and E[y²] = (Ey²)ᵀ (Ex²) / S are
     two matrix products over the draws (BLAS instead of S images)."""
-    ey, ex = kde_axis_factors(draws, task)          # (S, 1, uH), (S, 1, uW)
+    ey, ex = kde_axis_factors(draws, task)  # (S, 1, uH), (S, 1, uW)
     ey, ex = ey[:, 0], ex[:, 0]
     s = draws.shape[0]
     mean = ey.T @ ex / s
@@ -59,8 +60,9 @@ def _single_emitter_moments(draws: jax.Array, task: Task) -> tuple[jax.Array, ja
     return mean, jnp.maximum(second - mean**2, 0.0)
 
 
-def kde_moments(theta_draws: np.ndarray, task: Task, chunk: int = 250,
-                frames_per_call: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def kde_moments(
+    theta_draws: np.ndarray, task: Task, chunk: int = 250, frames_per_call: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and marginal variance of the KDE from θ draws.
 
     Parameters
@@ -88,6 +90,7 @@ def _images_fn(task: Task) -> Callable[[jax.Array], jax.Array]:
     def images(draws: jax.Array) -> jax.Array:
         ey, ex = kde_axis_factors(draws, task)
         return jnp.einsum("snh,snw->shw", ey, ex)
+
     return jax.jit(images)
 
 

@@ -57,9 +57,15 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
-                     theta_true: np.ndarray | None = None, method: str | None = None,
-                     **options: Any) -> PosteriorResult:
+def cached_reference(
+    task: Task,
+    adu: np.ndarray,
+    frames: tuple[int, int],
+    *,
+    theta_true: np.ndarray | None = None,
+    method: str | None = None,
+    **options: Any,
+) -> PosteriorResult:
     """The reference posterior (``method``, default :func:`reference_method`) of ``adu``, from
     the cache when it holds it.
 
@@ -79,8 +85,17 @@ def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
     run = get_method(method)
     if folder is None:
         return run(task, adu, theta_true=theta_true, **options)
-    key = json.dumps({"task": task.to_dict(), "frames": list(frames), "method": method,
-                      "options": options, "code": _code_digest()}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "task": task.to_dict(),
+            "frames": list(frames),
+            "method": method,
+            "options": options,
+            "code": _code_digest(),
+        },
+        sort_keys=True,
+        default=str,
+    )
     path = folder / f"{method}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.nc"
     if path.is_file():
         try:
@@ -89,13 +104,18 @@ def cached_reference(task: Task, adu: np.ndarray, frames: tuple[int, int], *,
                 return cached
         except Exception as err:  # a cache is disposable: a damaged entry is computed again
             reason = getattr(err, "message", None) or type(err).__name__
-            warnings.warn(f"the cached {method} reference {path.name} is damaged ({reason}); "
-                          "computing it again", stacklevel=2)
+            warnings.warn(
+                f"the cached {method} reference {path.name} is damaged ({reason}); "
+                "computing it again",
+                stacklevel=2,
+            )
     result = run(task, adu, theta_true=theta_true, **options)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         save_posterior(result, path)
     except OSError as err:  # an unwritable cache costs the next run time, never this result
-        print(f"note: could not cache the {method} reference in {folder} ({err.strerror})",
-              file=sys.stderr)
+        print(
+            f"note: could not cache the {method} reference in {folder} ({err.strerror})",
+            file=sys.stderr,
+        )
     return result

@@ -26,8 +26,17 @@ class PluginWarning(UserWarning):
 
 
 class PosteriorMethod(Protocol):
-    def __call__(self, task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                 draws: int = 1000, progress: bool = False, **options: Any) -> PosteriorResult: ...
+    def __call__(
+        self,
+        task: Task,
+        adu: np.ndarray,
+        *,
+        seed: int = 0,
+        chains: int = 4,
+        draws: int = 1000,
+        progress: bool = False,
+        **options: Any,
+    ) -> PosteriorResult: ...
 
 
 _SPECS: dict[str, MethodSpec] = {}  # every loaded method: its function and what it is
@@ -38,21 +47,35 @@ _BUILTINS_LOADED = False
 ENTRY_POINT_GROUP = "bayes_smlm.methods"
 
 
-def register_method(name: str, *, replace: bool = False, returns: Returns = "draws",
-                    emitter_count: EmitterCount = "given", brightness: Brightness = "fixed",
-                    flags: str = MCMC_FLAGS) -> Callable[[PosteriorMethod], PosteriorMethod]:
+def register_method(
+    name: str,
+    *,
+    replace: bool = False,
+    returns: Returns = "draws",
+    emitter_count: EmitterCount = "given",
+    brightness: Brightness = "fixed",
+    flags: str = MCMC_FLAGS,
+) -> Callable[[PosteriorMethod], PosteriorMethod]:
     """Decorator adding ``fn`` to the registry under ``name``, with what it is
     (:class:`~bayes_smlm.methods.spec.MethodSpec`: ``returns`` θ draws or only the KDE,
     ``emitter_count`` given or weighed by evidence, ``brightness`` fixed or inferred, how it
     ``flags`` a frame); its options are read from its signature and docstring."""
+
     def decorate(fn: PosteriorMethod) -> PosteriorMethod:
         if not getattr(fn, "__module__", "").startswith(f"{__package__}."):
             builtin_methods()  # a user's method: the built-ins' names are taken first
         if name in _SPECS and not replace:
             raise ValueError(f"posterior method {name!r} is already registered")
-        _SPECS[name] = MethodSpec(name, fn, returns=returns, emitter_count=emitter_count,
-                                  brightness=brightness, flags=flags)
+        _SPECS[name] = MethodSpec(
+            name,
+            fn,
+            returns=returns,
+            emitter_count=emitter_count,
+            brightness=brightness,
+            flags=flags,
+        )
         return fn
+
     return decorate
 
 
@@ -66,10 +89,13 @@ def require_fixed_brightness(task: Task, method: str) -> None:
     """One-line ConfigError for a method that holds i0 and b at the task's values on a task that
     draws them (``prior.brightness = drawn``): its posterior would be of another model."""
     if task.prior.brightness == "drawn":
-        raise ConfigError("method", f"{method} holds i0 and the background at the task's values, "
-                                    "and this task draws them (prior.brightness=drawn): use "
-                                    "smc or laplace, which infer them, or --set "
-                                    "prior.brightness=fixed")
+        raise ConfigError(
+            "method",
+            f"{method} holds i0 and the background at the task's values, "
+            "and this task draws them (prior.brightness=drawn): use "
+            "smc or laplace, which infer them, or --set "
+            "prior.brightness=fixed",
+        )
 
 
 def unregister_method(name: str) -> None:
@@ -94,6 +120,7 @@ def builtin_methods() -> None:
     import pkgutil
 
     import bayes_smlm.methods as package
+
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
 
@@ -109,9 +136,13 @@ def _load_entry_points() -> None:
     _ENTRY_POINTS_LOADED = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _SPECS or ep.name in _PLUGINS:
-            warnings.warn(f"plug-in method {ep.name!r} of {_distribution(ep)} ({ep.value}) not "
-                          f"loaded: the name is taken by the method already registered as "
-                          f"{ep.name!r}", PluginWarning, stacklevel=3)
+            warnings.warn(
+                f"plug-in method {ep.name!r} of {_distribution(ep)} ({ep.value}) not "
+                f"loaded: the name is taken by the method already registered as "
+                f"{ep.name!r}",
+                PluginWarning,
+                stacklevel=3,
+            )
             continue
         _PLUGINS[ep.name] = ep
 
@@ -125,8 +156,12 @@ def _load_plugin(name: str) -> PosteriorMethod | None:
         method = ep.load()
         spec = MethodSpec(name, method, **getattr(method, "method_traits", {}))
     except Exception as err:  # whatever a third-party import raises: report it, go on
-        warnings.warn(f"plug-in method {name!r} of {_distribution(ep)} ({ep.value}) failed to "
-                      f"load: {type(err).__name__}: {err}", PluginWarning, stacklevel=3)
+        warnings.warn(
+            f"plug-in method {name!r} of {_distribution(ep)} ({ep.value}) failed to "
+            f"load: {type(err).__name__}: {err}",
+            PluginWarning,
+            stacklevel=3,
+        )
         _BROKEN[name] = f"{_distribution(ep)} failed to load it ({type(err).__name__})"
         return None
     _SPECS[name] = spec
@@ -153,6 +188,7 @@ def method_spec(name: str) -> MethodSpec:
         _load_plugin(name)
     if name not in _SPECS:
         why = f" ({_BROKEN[name]})" if name in _BROKEN else ""
-        raise ConfigError("method", f"unknown method {name!r}{why}; choose from "
-                                    f"{', '.join(list_methods())}")
+        raise ConfigError(
+            "method", f"unknown method {name!r}{why}; choose from {', '.join(list_methods())}"
+        )
     return _SPECS[name]

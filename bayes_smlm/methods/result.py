@@ -72,9 +72,12 @@ class PosteriorResult:
             self.theta_true = np.asarray(self.theta_true)
             expected = (self.n_frames, self.task.prior.n_emitters, 2)
             if self.theta_true.shape != expected:
-                raise ConfigError("theta_true", f"must have shape (F, N, 2) = {expected} for "
-                                                f"these frames and task (got "
-                                                f"{self.theta_true.shape})")
+                raise ConfigError(
+                    "theta_true",
+                    f"must have shape (F, N, 2) = {expected} for "
+                    f"these frames and task (got "
+                    f"{self.theta_true.shape})",
+                )
 
     @cached_property
     def diagnostics(self) -> DrawDiagnostics | None:
@@ -122,11 +125,16 @@ class PosteriorResult:
             return np.take(arr, idx, axis=axis)
 
         return PosteriorResult(
-            method=self.method, task=self.task, adu=self.adu[idx], kde_mean=self.kde_mean[idx],
+            method=self.method,
+            task=self.task,
+            adu=self.adu[idx],
+            kde_mean=self.kde_mean[idx],
             kde_var=self.kde_var[idx],
             theta=None if self.theta is None else self.theta[:, :, idx],
             sample_stats={k: per_frame(v, axis=2) for k, v in self.sample_stats.items()},
-            settings=self.settings, seconds=self.seconds * len(idx) / max(f, 1),
+            settings=self.settings,
+            seconds=self.seconds * len(idx) / max(f, 1),
             theta_true=None if self.theta_true is None else self.theta_true[idx],
             extra={k: per_frame(v) for k, v in self.extra.items()},
-            evidence=None if self.evidence is None else self.evidence.select(idx))
+            evidence=None if self.evidence is None else self.evidence.select(idx),
+        )

@@ -51,9 +51,10 @@ def rwmh_chain(proposal_var: float, steps: int, burn_in: int, num_draws: int):
     return sample_chain
 
 
-def _check_settings(proposal_var: float, steps: int, burn_in: int, draws: int,
-                    beta: float) -> None:
-    if not (isinstance(proposal_var, (int, float)) and proposal_var > 0 and math.isfinite(proposal_var)):
+def _check_settings(proposal_var: float, steps: int, burn_in: int, draws: int, beta: float) -> None:
+    if not (
+        isinstance(proposal_var, (int, float)) and proposal_var > 0 and math.isfinite(proposal_var)
+    ):
         raise ConfigError("proposal_var", f"must be > 0 px² (got {proposal_var!r})")
     check_int("steps", steps)
     check_int("burn_in", burn_in, lo=0)
@@ -66,35 +67,83 @@ def _check_settings(proposal_var: float, steps: int, burn_in: int, draws: int,
 
 def _frame_box_log_prior(task: Task) -> Callable[[jax.Array], jax.Array]:
     """Flat prior over the frame, as in appendix A.2: 0 inside, −inf outside."""
+
     def log_prior(theta: jax.Array) -> jax.Array:
-        inside = ((theta[:, 0] >= -0.5) & (theta[:, 0] <= task.width - 0.5)
-                  & (theta[:, 1] >= -0.5) & (theta[:, 1] <= task.height - 0.5))
+        inside = (
+            (theta[:, 0] >= -0.5)
+            & (theta[:, 0] <= task.width - 0.5)
+            & (theta[:, 1] >= -0.5)
+            & (theta[:, 1] <= task.height - 0.5)
+        )
         return jnp.where(jnp.all(inside), 0.0, -jnp.inf)
+
     return log_prior
 
 
-def _run(method: str, task: Task, adu: np.ndarray, logdensity, *, seed, chains, draws, steps,
-         burn_in, proposal_var, beta, progress, batch_size, theta_true, extra_settings,
-         first_frame=0, prepare=lambda adu: adu):
+def _run(
+    method: str,
+    task: Task,
+    adu: np.ndarray,
+    logdensity,
+    *,
+    seed,
+    chains,
+    draws,
+    steps,
+    burn_in,
+    proposal_var,
+    beta,
+    progress,
+    batch_size,
+    theta_true,
+    extra_settings,
+    first_frame=0,
+    prepare=lambda adu: adu,
+):
     _check_settings(proposal_var, steps, burn_in, draws, beta)
     return run_mcmc(
-        method, task, adu, seed=seed, chains=chains, batch_size=batch_size, progress=progress,
-        first_frame=first_frame, reuse_program=True,
+        method,
+        task,
+        adu,
+        seed=seed,
+        chains=chains,
+        batch_size=batch_size,
+        progress=progress,
+        first_frame=first_frame,
+        reuse_program=True,
         sample_chains=per_chain(rwmh_chain(proposal_var, steps, burn_in, draws)),
         logdensity=logdensity,
         prepare=prepare,
-        settings={"draws": draws, "steps": steps, "burn_in": burn_in,
-                  "proposal_var": proposal_var, "beta": beta, **extra_settings},
-        theta_true=theta_true)
+        settings={
+            "draws": draws,
+            "steps": steps,
+            "burn_in": burn_in,
+            "proposal_var": proposal_var,
+            "beta": beta,
+            **extra_settings,
+        },
+        theta_true=theta_true,
+    )
 
 
 @register_method("rwmh")
-def rwmh_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                   draws: int = 1000, progress: bool = False, steps: int = 20000,
-                   burn_in: int = 2000, proposal_var: float = 0.03, likelihood: str = "poisson",
-                   batch_size: int = 64, first_frame: int = 0,
-                   theta_true: np.ndarray | None = None,
-                   **unknown: Any) -> PosteriorResult:
+def rwmh_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    steps: int = 20000,
+    burn_in: int = 2000,
+    proposal_var: float = 0.03,
+    likelihood: str = "poisson",
+    batch_size: int = 64,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Random-walk MH on log p(θ | x) (β = 1, the task's disc prior).
 
     Parameters
@@ -107,19 +156,45 @@ def rwmh_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 
     """
     reject_unknown_options("rwmh", unknown)
     prepare, logdensity = make_sampler_log_density(task, likelihood=likelihood)
-    return _run("rwmh", task, adu, logdensity, prepare=prepare, seed=seed,
-                chains=chains, draws=draws, steps=steps, burn_in=burn_in,
-                proposal_var=proposal_var, beta=1.0, progress=progress, batch_size=batch_size,
-                first_frame=first_frame, theta_true=theta_true, extra_settings={"likelihood": likelihood, "prior": "disc"})
+    return _run(
+        "rwmh",
+        task,
+        adu,
+        logdensity,
+        prepare=prepare,
+        seed=seed,
+        chains=chains,
+        draws=draws,
+        steps=steps,
+        burn_in=burn_in,
+        proposal_var=proposal_var,
+        beta=1.0,
+        progress=progress,
+        batch_size=batch_size,
+        first_frame=first_frame,
+        theta_true=theta_true,
+        extra_settings={"likelihood": likelihood, "prior": "disc"},
+    )
 
 
 @register_method("rwmh_paper")
-def rwmh_paper_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: int = 4,
-                         draws: int = 1000, progress: bool = False, steps: int = 10000,
-                         burn_in: int = 1000, proposal_var: float = 0.05, beta: float = 0.2,
-                         batch_size: int = 64, first_frame: int = 0,
-                         theta_true: np.ndarray | None = None,
-                         **unknown: Any) -> PosteriorResult:
+def rwmh_paper_posterior(
+    task: Task,
+    adu: np.ndarray,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    steps: int = 10000,
+    burn_in: int = 1000,
+    proposal_var: float = 0.05,
+    beta: float = 0.2,
+    batch_size: int = 64,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """The paper's sampler (appendix A.2): tempered target β·ℓ(θ) with a flat prior on the frame.
 
     With β = 0.2 the chain samples p(θ | x)^β, whose SD is 1/√β ≈ 2.24× the posterior's.
@@ -128,8 +203,21 @@ def rwmh_paper_posterior(task: Task, adu: np.ndarray, *, seed: int = 0, chains: 
     loglik = make_log_likelihood(task, likelihood="poisson")
     log_prior = _frame_box_log_prior(task)
     target = lambda t, a: log_prior(t) + beta * loglik(t, a)  # noqa: E731
-    return _run("rwmh_paper", task, adu, target, seed=seed, chains=chains, draws=draws,
-                steps=steps, burn_in=burn_in, proposal_var=proposal_var, beta=beta,
-                progress=progress, batch_size=batch_size, first_frame=first_frame,
-                theta_true=theta_true,
-                extra_settings={"likelihood": "poisson", "prior": "flat over the frame"})
+    return _run(
+        "rwmh_paper",
+        task,
+        adu,
+        target,
+        seed=seed,
+        chains=chains,
+        draws=draws,
+        steps=steps,
+        burn_in=burn_in,
+        proposal_var=proposal_var,
+        beta=beta,
+        progress=progress,
+        batch_size=batch_size,
+        first_frame=first_frame,
+        theta_true=theta_true,
+        extra_settings={"likelihood": "poisson", "prior": "flat over the frame"},
+    )

@@ -26,8 +26,10 @@ Brightness = Literal["fixed", "as_task", "trained"]
 RETURNS: tuple[Returns, ...] = ("draws", "kde")
 EMITTER_COUNTS: tuple[EmitterCount, ...] = ("given", "evidence", "trained")
 BRIGHTNESS: tuple[Brightness, ...] = ("fixed", "as_task", "trained")
-MCMC_FLAGS = ("R-hat > 1.01, bulk ESS < 400 or a divergent transition (over its chains; one "
-              "chain: not checked)")
+MCMC_FLAGS = (
+    "R-hat > 1.01, bulk ESS < 400 or a divergent transition (over its chains; one "
+    "chain: not checked)"
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,16 @@ class MethodSpec:
     flags: str = MCMC_FLAGS
 
     def __post_init__(self) -> None:
-        for field, value, allowed in (("returns", self.returns, RETURNS),
-                                      ("emitter_count", self.emitter_count, EMITTER_COUNTS),
-                                      ("brightness", self.brightness, BRIGHTNESS)):
+        for field, value, allowed in (
+            ("returns", self.returns, RETURNS),
+            ("emitter_count", self.emitter_count, EMITTER_COUNTS),
+            ("brightness", self.brightness, BRIGHTNESS),
+        ):
             if value not in allowed:
-                raise ValueError(f"method {self.name!r}: {field} must be one of "
-                                 f"{', '.join(allowed)} (got {value!r})")
+                raise ValueError(
+                    f"method {self.name!r}: {field} must be one of "
+                    f"{', '.join(allowed)} (got {value!r})"
+                )
 
     @property
     def options(self) -> tuple[MethodOption, ...]:
@@ -91,8 +97,7 @@ class MethodSpec:
         described = _described_parameters(inspect.getdoc(self.fn) or "")
         out = []
         for name, p in inspect.signature(self.fn).parameters.items():
-            if name in CALL_ARGUMENTS or p.kind not in (p.KEYWORD_ONLY,
-                                                        p.POSITIONAL_OR_KEYWORD):
+            if name in CALL_ARGUMENTS or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
                 continue
             annotation = "" if p.annotation is p.empty else str(p.annotation)
             out.append(MethodOption(name, p.default, annotation, described.get(name, "")))
@@ -113,19 +118,29 @@ class MethodSpec:
         """The docstring's first sentence, on one line of at most ``width`` characters."""
         first = " ".join(self.paragraphs[0].split())
         sentence = re.split(r"(?<=\.)\s+(?=[A-Z`(])", first)[0]
-        return sentence if len(sentence) <= width else sentence[:width - 1] + "…"
+        return sentence if len(sentence) <= width else sentence[: width - 1] + "…"
 
 
-def describe_method(*, returns: Returns = "draws", emitter_count: EmitterCount = "given",
-                    brightness: Brightness = "fixed", flags: str = MCMC_FLAGS
-                    ) -> Callable[[Any], Any]:
+def describe_method(
+    *,
+    returns: Returns = "draws",
+    emitter_count: EmitterCount = "given",
+    brightness: Brightness = "fixed",
+    flags: str = MCMC_FLAGS,
+) -> Callable[[Any], Any]:
     """Decorator giving a method found through its entry point (a plug-in package, which is not
     registered by import) the traits :func:`~bayes_smlm.methods.registry.register_method`
     records for the built-ins; checked when its spec is made."""
+
     def decorate(fn: Any) -> Any:
-        fn.method_traits = {"returns": returns, "emitter_count": emitter_count,
-                            "brightness": brightness, "flags": flags}
+        fn.method_traits = {
+            "returns": returns,
+            "emitter_count": emitter_count,
+            "brightness": brightness,
+            "flags": flags,
+        }
         return fn
+
     return decorate
 
 
@@ -147,5 +162,4 @@ def _described_parameters(doc: str) -> dict[str, str]:
     return out
 
 
-__all__ = ["Brightness", "EmitterCount", "MethodOption", "MethodSpec", "Returns",
-           "describe_method"]
+__all__ = ["Brightness", "EmitterCount", "MethodOption", "MethodSpec", "Returns", "describe_method"]

@@ -65,9 +65,17 @@ class SMCRun(NamedTuple):
     acceptance: jax.Array
 
 
-def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
-            integration_steps: int, target_ess: float, max_steps: int,
-            likelihood: str = "poisson") -> Callable[[jax.Array, jax.Array], SMCRun]:
+def smc_run(
+    task: Task,
+    n_emitters: int,
+    *,
+    particles: int,
+    mcmc_steps: int,
+    integration_steps: int,
+    target_ess: float,
+    max_steps: int,
+    likelihood: str = "poisson",
+) -> Callable[[jax.Array, jax.Array], SMCRun]:
     """Pure ``(key, adu (H, W)) -> SMCRun`` for ``n_emitters`` ≥ 1 emitters, i0 and b at the
     task's values.
 
@@ -83,6 +91,7 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
         Most tempering steps (a run that has not reached λ = 1 is reported, not used).
     """
     from bayes_smlm.methods.nuts import prior_transform
+
     transform = prior_transform(task)
     prepare, loglik = make_rate_log_likelihood(task, likelihood=likelihood)
     scene = physics.scene_arrays(task)
@@ -93,8 +102,10 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
     positions = 2 * n_emitters
     dim = positions + (n_emitters + 1 if latent else 0)
     low = jnp.asarray([prior.i0_range[0]] * n_emitters + [prior.background_range[0]])
-    width = jnp.asarray([prior.i0_range[1] - prior.i0_range[0]] * n_emitters
-                        + [prior.background_range[1] - prior.background_range[0]])
+    width = jnp.asarray(
+        [prior.i0_range[1] - prior.i0_range[0]] * n_emitters
+        + [prior.background_range[1] - prior.background_range[0]]
+    )
     hmc = blackjax.hmc.build_kernel()
 
     def brightness(u: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -108,15 +119,18 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
         v = u[:positions].reshape(n_emitters, 2)
         value = jnp.sum(transform.log_abs_det_jacobian(v, transform(v))) - n_emitters * log_area
         if latent:  # uniform on each range: the logit's density is σ(v)(1 − σ(v))
-            value = value + jnp.sum(jax.nn.log_sigmoid(u[positions:])
-                                    + jax.nn.log_sigmoid(-u[positions:]))
+            value = value + jnp.sum(
+                jax.nn.log_sigmoid(u[positions:]) + jax.nn.log_sigmoid(-u[positions:])
+            )
         return value
 
     def move(key, state, logdensity, step_size, inverse_mass_matrix):
-        state, info = hmc(key, state, logdensity, step_size, inverse_mass_matrix,
-                          integration_steps)
+        state, info = hmc(key, state, logdensity, step_size, inverse_mass_matrix, integration_steps)
         # the step size rides along in the info so the tuning below can scale it
-        return state, (info.acceptance_rate, jnp.broadcast_to(step_size, info.acceptance_rate.shape))
+        return state, (
+            info.acceptance_rate,
+            jnp.broadcast_to(step_size, info.acceptance_rate.shape),
+        )
 
     def tuned(key, state, info) -> dict[str, jax.Array]:
         acceptance, step_size = info.update_info
@@ -134,23 +148,37 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
         def log_likelihood(u: jax.Array) -> jax.Array:
             theta = transform(u[:positions].reshape(n_emitters, 2))
             i0, background = brightness(u)
-            omega = physics.expected_photons(theta, i0, background, task.optics.sigma_psf,
-                                             task.shape)
+            omega = physics.expected_photons(
+                theta, i0, background, task.optics.sigma_psf, task.shape
+            )
             return loglik(omega, data)
 
         sampler = blackjax.inner_kernel_tuning(
-            smc_algorithm=blackjax.adaptive_tempered_smc, logprior_fn=log_prior,
-            loglikelihood_fn=log_likelihood, mcmc_step_fn=move, mcmc_init_fn=blackjax.hmc.init,
-            resampling_fn=resampling.systematic, mcmc_parameter_update_fn=tuned,
-            initial_parameter_value={"step_size": jnp.full((1,), FIRST_STEP_SIZE),
-                                     "inverse_mass_matrix": jnp.ones((1, dim))},
-            num_mcmc_steps=mcmc_steps, target_ess=target_ess)
+            smc_algorithm=blackjax.adaptive_tempered_smc,
+            logprior_fn=log_prior,
+            loglikelihood_fn=log_likelihood,
+            mcmc_step_fn=move,
+            mcmc_init_fn=blackjax.hmc.init,
+            resampling_fn=resampling.systematic,
+            mcmc_parameter_update_fn=tuned,
+            initial_parameter_value={
+                "step_size": jnp.full((1,), FIRST_STEP_SIZE),
+                "inverse_mass_matrix": jnp.ones((1, dim)),
+            },
+            num_mcmc_steps=mcmc_steps,
+            target_ess=target_ess,
+        )
         k_init, k_run = jax.random.split(key)
         start = uniform_disc_points(k_init, (particles, n_emitters), centre, prior.radius)
         start = transform.inv(start).reshape(particles, positions)
         if latent:  # the logit of a uniform draw is standard logistic
-            start = jnp.concatenate([start, jax.random.logistic(
-                jax.random.fold_in(k_init, 1), (particles, n_emitters + 1))], 1)
+            start = jnp.concatenate(
+                [
+                    start,
+                    jax.random.logistic(jax.random.fold_in(k_init, 1), (particles, n_emitters + 1)),
+                ],
+                1,
+            )
         state = sampler.init(start)
 
         def going(carry) -> jax.Array:
@@ -161,15 +189,22 @@ def smc_run(task: Task, n_emitters: int, *, particles: int, mcmc_steps: int,
             state, log_z, steps, k, _ = carry
             k, k_step = jax.random.split(k)
             state, info = sampler.step(k_step, state)
-            return (state, log_z + info.log_likelihood_increment, steps + 1, k,
-                    jnp.mean(info.update_info[0]))
+            return (
+                state,
+                log_z + info.log_likelihood_increment,
+                steps + 1,
+                k,
+                jnp.mean(info.update_info[0]),
+            )
 
         state, log_z, steps, _, acceptance = jax.lax.while_loop(
-            going, step, (state, jnp.zeros(()), jnp.zeros((), jnp.int32), k_run, jnp.zeros(())))
+            going, step, (state, jnp.zeros(()), jnp.zeros((), jnp.int32), k_run, jnp.zeros(()))
+        )
         final = state.sampler_state
         theta = transform(final.particles[:, :positions].reshape(particles, n_emitters, 2))
-        return SMCRun(theta, jnp.log(final.weights), log_z, steps,
-                      final.tempering_param >= 1.0, acceptance)
+        return SMCRun(
+            theta, jnp.log(final.weights), log_z, steps, final.tempering_param >= 1.0, acceptance
+        )
 
     return run
 

@@ -23,8 +23,13 @@ def outside_disc(points: np.ndarray, task: Task) -> np.ndarray:
     return (np.sum((points - centre) ** 2, axis=-1) > radius**2).any(axis=-1)
 
 
-def draws_in_disc(draw: Callable[[np.ndarray, int], np.ndarray], n_frames: int, n_draws: int,
-                  task: Task, max_rounds: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def draws_in_disc(
+    draw: Callable[[np.ndarray, int], np.ndarray],
+    n_frames: int,
+    n_draws: int,
+    task: Task,
+    max_rounds: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draws of ``draw`` restricted to the prior disc.
 
     Parameters
@@ -65,8 +70,8 @@ def draws_in_disc(draw: Callable[[np.ndarray, int], np.ndarray], n_frames: int, 
             fresh = draw(group, int(size))
             accepted = ~outside_disc(fresh, task)
             for row, new, ok in zip(group, fresh, accepted):
-                slots = np.flatnonzero(redo[row])[:int(ok.sum())]
-                points[row, slots] = new[ok][:len(slots)]
+                slots = np.flatnonzero(redo[row])[: int(ok.sum())]
+                points[row, slots] = new[ok][: len(slots)]
                 redo[row, slots] = False
     points = np.asarray(project_into_disc(points, np.asarray(task.centre), task.prior.radius))
     return points, inside

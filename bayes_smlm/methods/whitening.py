@@ -23,11 +23,12 @@ from bayes_smlm.forward.config import Task
 from bayes_smlm.methods.initialization import project_start_into_disc
 
 START_SCALE = 2.0  # chains start from the Laplace Gaussian widened 2× (over-dispersed for R-hat)
-JITTER = 1e-6      # added to the carried covariance's diagonal (u-space units²) before Cholesky
+JITTER = 1e-6  # added to the carried covariance's diagonal (u-space units²) before Cholesky
 
 
-def laplace_whitening(task: Task, transform: Any, mode: jax.Array, covariance: jax.Array
-                      ) -> tuple[jax.Array, jax.Array]:
+def laplace_whitening(
+    task: Task, transform: Any, mode: jax.Array, covariance: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """(u₀ (2N,), L (2N, 2N)) of one frame from its Laplace positions ``mode`` (N, 2) LR px and
     their ``covariance`` (2N, 2N) px²; ``transform`` maps u (N, 2) to θ (None: u = θ)."""
     n = mode.shape[0]
@@ -36,8 +37,7 @@ def laplace_whitening(task: Task, transform: Any, mode: jax.Array, covariance: j
     # frames, mostly for divergences (the blocks alone: 7; the detection start: 1)
     block = jnp.kron(jnp.eye(n, dtype=mode.dtype), jnp.ones((2, 2), mode.dtype))
     covariance = covariance * block
-    theta0 = project_start_into_disc(mode, jnp.asarray(task.centre, mode.dtype),
-                                     task.prior.radius)
+    theta0 = project_start_into_disc(mode, jnp.asarray(task.centre, mode.dtype), task.prior.radius)
     if transform is None:
         u0, jac = theta0.reshape(-1), jnp.eye(2 * n, dtype=mode.dtype)
     else:
@@ -48,8 +48,12 @@ def laplace_whitening(task: Task, transform: Any, mode: jax.Array, covariance: j
     return u0, jnp.linalg.cholesky(carried)
 
 
-def whitened_target(target: Callable[[jax.Array], jax.Array], u0: jax.Array, lower: jax.Array,
-                    shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
+def whitened_target(
+    target: Callable[[jax.Array], jax.Array],
+    u0: jax.Array,
+    lower: jax.Array,
+    shape: tuple[int, ...],
+) -> Callable[[jax.Array], jax.Array]:
     """``z ↦ target(u₀ + L z)`` with u reshaped to ``shape`` (the constant log|L| is dropped)."""
     return lambda z: target((u0 + lower @ z).reshape(shape))
 

@@ -52,8 +52,7 @@ def chosen_emitters(tree: xr.DataTree, frame: int) -> tuple[tuple[int, int], int
         distance[np.eye(n, dtype=bool)] = np.inf
         i, j = np.unravel_index(int(np.nanargmin(distance)), distance.shape)
         pair = (int(min(i, j)), int(max(i, j)))
-    rhat = np.nan_to_num(_group(tree, "diagnostics")["rhat"].isel(frame=frame).values,
-                         nan=np.inf)
+    rhat = np.nan_to_num(_group(tree, "diagnostics")["rhat"].isel(frame=frame).values, nan=np.inf)
     return pair, int(np.argmax(rhat.max(axis=1)))
 
 
@@ -61,12 +60,18 @@ def frame_tree(tree: xr.DataTree, frame: int, emitters: list[int]) -> xr.DataTre
     """A DataTree of ``emitters``' coordinates of ``frame`` as scalar variables ``x3``, ``y3``, …
     (the form arviz-plots lays out one panel per variable), with the frame's divergences."""
     theta = tree["posterior"]["theta"].isel(frame=frame, drop=True)
-    posterior = xr.Dataset({f"{axis}{e}": theta.sel(emitter=e, axis=axis, drop=True)
-                            for e in emitters for axis in ("x", "y")})
+    posterior = xr.Dataset(
+        {
+            f"{axis}{e}": theta.sel(emitter=e, axis=axis, drop=True)
+            for e in emitters
+            for axis in ("x", "y")
+        }
+    )
     groups = {"posterior": posterior}
     if "sample_stats" in tree.children and "diverging" in tree["sample_stats"]:
         groups["sample_stats"] = xr.Dataset(
-            {"diverging": tree["sample_stats"]["diverging"].isel(frame=frame, drop=True)})
+            {"diverging": tree["sample_stats"]["diverging"].isel(frame=frame, drop=True)}
+        )
     return xr.DataTree.from_dict(groups)
 
 
@@ -75,13 +80,18 @@ def check_diagnosable(tree: xr.DataTree, frame: int | None, file: Path) -> int:
     out of range."""
     method = tree.attrs.get("method", "?")
     if "posterior" not in tree.children or "diagnostics" not in tree.children:
-        raise ConfigError("file", f"{file} holds no posterior draws (method {method} gives KDE "
-                                  "moments only); diagnose needs a sampler's result (nuts, "
-                                  "chees, rwmh, smc, ...)")
+        raise ConfigError(
+            "file",
+            f"{file} holds no posterior draws (method {method} gives KDE "
+            "moments only); diagnose needs a sampler's result (nuts, "
+            "chees, rwmh, smc, ...)",
+        )
     chains = tree["posterior"].sizes["chain"]
     if chains < 2:
-        raise ConfigError("file", f"{file} has {chains} chain (method {method}); rank plots and "
-                                  "R-hat need at least 2")
+        raise ConfigError(
+            "file",
+            f"{file} has {chains} chain (method {method}); rank plots and R-hat need at least 2",
+        )
     frames = tree["posterior"].sizes["frame"]
     if frame is None:
         return worst_frame(tree)
@@ -94,16 +104,19 @@ def _arviz_plots():
     """arviz-plots, importable beside Matplotlib ≥ 3.11: arviz-plots 0.8 registers its styles
     through ``matplotlib.style.core``, which 3.11 deprecates and no longer imports on its own."""
     import matplotlib
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import matplotlib.style.core
     matplotlib.use("Agg")
     import arviz_plots
+
     return arviz_plots
 
 
-def write_diagnostics(tree: xr.DataTree, out: str | Path, frame: int | None = None,
-                      file: str | Path = "posterior") -> dict[str, Any]:
+def write_diagnostics(
+    tree: xr.DataTree, out: str | Path, frame: int | None = None, file: str | Path = "posterior"
+) -> dict[str, Any]:
     """Write ``rank.png``, ``trace.png``, ``ess_evolution.png``, ``pair.png`` and
     ``diagnose.json`` of one frame of ``tree`` into folder ``out`` (each file atomically).
 
@@ -134,9 +147,12 @@ def write_diagnostics(tree: xr.DataTree, out: str | Path, frame: int | None = No
     azp = _arviz_plots()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {"rank": (azp.plot_rank, emitters), "trace": (azp.plot_trace, emitters),
-             "ess_evolution": (azp.plot_ess_evolution, emitters),
-             "pair": (azp.plot_pair, sorted(set(pair)))}
+    plots = {
+        "rank": (azp.plot_rank, emitters),
+        "trace": (azp.plot_trace, emitters),
+        "ess_evolution": (azp.plot_ess_evolution, emitters),
+        "pair": (azp.plot_pair, sorted(set(pair))),
+    }
     with plt.style.context(STYLE):
         for name, (plot, which) in plots.items():
             collection = plot(frame_tree(tree, frame, which), backend="matplotlib")
@@ -144,14 +160,25 @@ def write_diagnostics(tree: xr.DataTree, out: str | Path, frame: int | None = No
                 collection.savefig(tmp, format="png", dpi=80)
             plt.close("all")
     diagnostics = _group(tree, "diagnostics").isel(frame=frame)
-    coordinates = {f"{axis}{e}": {key: float(diagnostics[key].sel(emitter=e, axis=axis))
-                                  for key in ("rhat", "ess_bulk", "ess_tail")}
-                   for e in emitters for axis in ("x", "y")}
-    summary = {"file": Path(file).name, "method": tree.attrs.get("method"), "frame": frame,
-               "closest_pair": list(pair), "worst_rhat_emitter": worst,
-               "divergences": int(diagnostics["divergences"]) if "divergences" in diagnostics
-               else None, "flagged": bool(diagnostics["flagged"]), "coordinates": coordinates,
-               "plots": [f"{name}.png" for name in PLOTS]}
+    coordinates = {
+        f"{axis}{e}": {
+            key: float(diagnostics[key].sel(emitter=e, axis=axis))
+            for key in ("rhat", "ess_bulk", "ess_tail")
+        }
+        for e in emitters
+        for axis in ("x", "y")
+    }
+    summary = {
+        "file": Path(file).name,
+        "method": tree.attrs.get("method"),
+        "frame": frame,
+        "closest_pair": list(pair),
+        "worst_rhat_emitter": worst,
+        "divergences": int(diagnostics["divergences"]) if "divergences" in diagnostics else None,
+        "flagged": bool(diagnostics["flagged"]),
+        "coordinates": coordinates,
+        "plots": [f"{name}.png" for name in PLOTS],
+    }
     with atomic_path(out / "diagnose.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
@@ -165,13 +192,17 @@ def diagnose_section(out: Path, candidates: list[str]) -> str:
     none has."""
     from bayes_smlm.io.posteriors import load_posterior
     from bayes_smlm.io.study_files import posterior_path
+
     for name in dict.fromkeys(candidates):
         path = posterior_path(out, name)
         if not path.is_file():
             continue
         tree = load_posterior(path)
-        if ("diagnostics" not in tree.children or "sample_stats" not in tree.children
-                or tree["posterior"].sizes.get("chain", 0) < 2):
+        if (
+            "diagnostics" not in tree.children
+            or "sample_stats" not in tree.children
+            or tree["posterior"].sizes.get("chain", 0) < 2
+        ):
             continue
         folder = f"diagnose-{name}"
         summary = write_diagnostics(tree, out / folder, file=path)
@@ -179,13 +210,18 @@ def diagnose_section(out: Path, candidates: list[str]) -> str:
         ess = min(c["ess_bulk"] for c in summary["coordinates"].values())
         images = " ".join(f"![{plot}]({folder}/{plot}.png)" for plot in PLOTS)
         first, second = summary["closest_pair"]
-        chosen = (f"its only emitter ({first})" if first == second else
-                  f"emitters {first} and {second} (the closest pair by posterior mean) and "
-                  f"{summary['worst_rhat_emitter']} (the worst R-hat)")
-        return (f"### ArviZ diagnostics of `{name}`'s worst frame\n\n"
-                f"`bayes-smlm diagnose posteriors/{name}.nc --out {folder}`: frame "
-                f"{summary['frame']} (the largest R-hat), {chosen}; over the x and y plotted "
-                f"R-hat ≤ {rhat:.3f}, bulk ESS ≥ {ess:.0f}, "
-                f"{summary['divergences'] or 0} divergences. Rank, trace, ESS-evolution and pair "
-                f"plots (arviz-plots):\n\n{images}\n\n")
+        chosen = (
+            f"its only emitter ({first})"
+            if first == second
+            else f"emitters {first} and {second} (the closest pair by posterior mean) and "
+            f"{summary['worst_rhat_emitter']} (the worst R-hat)"
+        )
+        return (
+            f"### ArviZ diagnostics of `{name}`'s worst frame\n\n"
+            f"`bayes-smlm diagnose posteriors/{name}.nc --out {folder}`: frame "
+            f"{summary['frame']} (the largest R-hat), {chosen}; over the x and y plotted "
+            f"R-hat ≤ {rhat:.3f}, bulk ESS ≥ {ess:.0f}, "
+            f"{summary['divergences'] or 0} divergences. Rank, trace, ESS-evolution and pair "
+            f"plots (arviz-plots):\n\n{images}\n\n"
+        )
     return ""

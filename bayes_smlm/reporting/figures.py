@@ -16,8 +16,14 @@ from matplotlib.figure import Figure
 from bayes_smlm.io.atomic import atomic_path
 
 
-def new_figure(rows: int = 1, cols: int = 1, *, figsize: tuple[float, float],
-               squeeze: bool = True, **figure_options):
+def new_figure(
+    rows: int = 1,
+    cols: int = 1,
+    *,
+    figsize: tuple[float, float],
+    squeeze: bool = True,
+    **figure_options,
+):
     """A figure and its axes (as ``Figure.subplots`` returns them), outside pyplot."""
     fig = Figure(figsize=figsize, **figure_options)
     return fig, fig.subplots(rows, cols, squeeze=squeeze)
@@ -36,11 +42,15 @@ def peak_window(image: np.ndarray, half: int = 12):
     r, c = np.unravel_index(np.argmax(image), image.shape)
     r0 = int(np.clip(r - half, 0, image.shape[0] - 2 * half))
     c0 = int(np.clip(c - half, 0, image.shape[1] - 2 * half))
-    return lambda m: np.asarray(m)[r0:r0 + 2 * half, c0:c0 + 2 * half]
+    return lambda m: np.asarray(m)[r0 : r0 + 2 * half, c0 : c0 + 2 * half]
 
 
-def image_grid(panels: Sequence[Sequence[tuple[str, np.ndarray, str]]], path: str | Path,
-               *, symmetric: Sequence[str] = ("RdBu_r", "coolwarm")) -> Path:
+def image_grid(
+    panels: Sequence[Sequence[tuple[str, np.ndarray, str]]],
+    path: str | Path,
+    *,
+    symmetric: Sequence[str] = ("RdBu_r", "coolwarm"),
+) -> Path:
     """Rows of (title, image, colormap) panels, each with its colour bar; diverging colormaps
     are centred on 0."""
     rows, cols = len(panels), max(len(r) for r in panels)
@@ -60,10 +70,12 @@ def image_grid(panels: Sequence[Sequence[tuple[str, np.ndarray, str]]], path: st
     return save_figure(fig, path)
 
 
-def rank_histograms(ranks: Mapping[str, np.ndarray], n_draws: int, bins: int,
-                    path: str | Path) -> Path:
+def rank_histograms(
+    ranks: Mapping[str, np.ndarray], n_draws: int, bins: int, path: str | Path
+) -> Path:
     """SBC rank histograms (one panel per method and axis) with the 99 % band of uniform counts."""
     from scipy import stats
+
     fig, axes = new_figure(len(ranks), 2, figsize=(6, 1.8 * len(ranks)), squeeze=False)
     edges = np.linspace(0, n_draws + 1, bins + 1)
     for i, (name, r) in enumerate(ranks.items()):
@@ -79,14 +91,23 @@ def rank_histograms(ranks: Mapping[str, np.ndarray], n_draws: int, bins: int,
     return save_figure(fig, path)
 
 
-def coverage_plot(rows: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  path: str | Path, *, xlabel: str) -> Path:
+def coverage_plot(
+    rows: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str | Path, *, xlabel: str
+) -> Path:
     """Empirical coverage (± 2 SE) against the level an exact posterior attains, per method."""
     fig, ax = new_figure(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1)
     for k, (name, (attained, cov, se)) in enumerate(rows.items()):
-        ax.errorbar(attained, cov, yerr=2 * np.asarray(se), marker="o", ms=4, capsize=2,
-                    label=name, color=f"C{k}")
+        ax.errorbar(
+            attained,
+            cov,
+            yerr=2 * np.asarray(se),
+            marker="o",
+            ms=4,
+            capsize=2,
+            label=name,
+            color=f"C{k}",
+        )
     ax.set_xlim(0.4, 1.0)
     ax.set_ylim(0.4, 1.0)
     ax.set_xlabel(xlabel)
@@ -95,15 +116,22 @@ def coverage_plot(rows: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     return save_figure(fig, path)
 
 
-def histograms(series: Mapping[str, np.ndarray], edges: np.ndarray, path: str | Path, *,
-               xlabel: str, reference_pdf=None) -> Path:
+def histograms(
+    series: Mapping[str, np.ndarray],
+    edges: np.ndarray,
+    path: str | Path,
+    *,
+    xlabel: str,
+    reference_pdf=None,
+) -> Path:
     """Overlaid step histograms of pre-binned counts (normalised), with an optional pdf."""
     fig, ax = new_figure(figsize=(5, 3))
     centres, width = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
     for k, (name, counts) in enumerate(series.items()):
         counts = np.asarray(counts, float)
-        ax.step(centres, counts / max(counts.sum(), 1) / width, where="mid", label=name,
-                color=f"C{k}")
+        ax.step(
+            centres, counts / max(counts.sum(), 1) / width, where="mid", label=name, color=f"C{k}"
+        )
     if reference_pdf is not None:
         ax.plot(centres, reference_pdf(centres), color="k", lw=1, ls="--", label="N(0, 1)")
     ax.set_xlabel(xlabel)

@@ -13,19 +13,42 @@ from typing import Any
 
 from bayes_smlm.io.atomic import write_text
 
-TRACKED_PACKAGES = ("bayes-smlm", "jax", "numpyro", "blackjax", "arviz-base", "arviz-stats",
-                    "arviz-plots", "torch", "diffusers", "numpy", "scipy", "scikit-image")
+TRACKED_PACKAGES = (
+    "bayes-smlm",
+    "jax",
+    "numpyro",
+    "blackjax",
+    "arviz-base",
+    "arviz-stats",
+    "arviz-plots",
+    "torch",
+    "diffusers",
+    "numpy",
+    "scipy",
+    "scikit-image",
+)
 
 
 def git_commit(root: str | Path | None = None) -> str:
     """Short commit hash of the source tree, with ``-dirty`` if it has local changes."""
     root = Path(root) if root else Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                                capture_output=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, text=True, capture_output=True, check=True,
-                               timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -55,8 +78,10 @@ def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
         text = Path(cpuinfo).read_text()
     except OSError:
         return platform.processor() or "unknown"
-    fields = {key.strip(): value.strip() for key, value in
-              (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    fields = {
+        key.strip(): value.strip()
+        for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    }
     flags = set(fields.get("flags", "").split())
     present = " ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + " ".join(SPEED_FLAGS)
     return f"{fields.get('model name', platform.processor() or 'unknown')}; {present}"
@@ -85,11 +110,14 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                   floatfmt: str = ".4g") -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".4g"
+) -> str:
     """Render rows as a GitHub Markdown table; floats use ``floatfmt``."""
+
     def cell(v: Any) -> str:
         return format(v, floatfmt) if isinstance(v, float) else str(v)
+
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(out)

@@ -36,24 +36,26 @@ def shipped_checkpoint(network: str, task_name: str) -> Path:
     return SHIPPED_DIR / f"{network}-{task_name}"
 
 
-def read_checkpoint_config(checkpoint: str | Path, kind: str, argument: str = "checkpoint"
-                           ) -> dict[str, Any]:
+def read_checkpoint_config(
+    checkpoint: str | Path, kind: str, argument: str = "checkpoint"
+) -> dict[str, Any]:
     """The JSON config of a checkpoint directory of ``kind`` (one-line error if absent or foreign;
     ``argument`` is what named the directory: ``checkpoint``, or ``out`` when resuming)."""
     path = Path(checkpoint) / CONFIG_FILE
     if not path.is_file():
-        raise ConfigError(argument, f"{checkpoint} is not a {kind} checkpoint "
-                                          f"(no {CONFIG_FILE})")
+        raise ConfigError(argument, f"{checkpoint} is not a {kind} checkpoint (no {CONFIG_FILE})")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ConfigError(argument, f"{path} is not valid JSON ({err.msg})") from None
     if not isinstance(config, dict) or "task" not in config:
-        raise ConfigError(argument, f"{path} is not a checkpoint config (a JSON object with "
-                                        "'kind' and 'task')")
+        raise ConfigError(
+            argument, f"{path} is not a checkpoint config (a JSON object with 'kind' and 'task')"
+        )
     if config.get("kind") != kind:
-        raise ConfigError(argument, f"{checkpoint} holds a {config.get('kind')!r} "
-                                          f"checkpoint, not {kind!r}")
+        raise ConfigError(
+            argument, f"{checkpoint} holds a {config.get('kind')!r} checkpoint, not {kind!r}"
+        )
     return config
 
 
@@ -93,23 +95,40 @@ def _only(task: dict[str, Any], keys: tuple[str, ...] | None) -> dict[str, Any]:
     return out
 
 
-def check_task(config: dict[str, Any], task: Task, checkpoint: str | Path,
-               argument: str = "checkpoint", keys: tuple[str, ...] | None = None) -> None:
+def check_task(
+    config: dict[str, Any],
+    task: Task,
+    checkpoint: str | Path,
+    argument: str = "checkpoint",
+    keys: tuple[str, ...] | None = None,
+) -> None:
     """Refuse a checkpoint whose recorded task differs from ``task`` in any constant, or in any of
     ``keys`` when given (a constant added to the package after the checkpoint was written counts
     at its default)."""
-    diffs = task_differences(_only(task_from_dict(config["task"]).to_dict(), keys),
-                             _only(task.to_dict(), keys))
+    diffs = task_differences(
+        _only(task_from_dict(config["task"]).to_dict(), keys), _only(task.to_dict(), keys)
+    )
     if diffs:
-        raise ConfigError(argument, f"{checkpoint} was trained for task "
-                                          f"{config['task'].get('name')!r}, which differs from "
-                                          f"{task.name!r} in {'; '.join(diffs[:3])}")
+        raise ConfigError(
+            argument,
+            f"{checkpoint} was trained for task "
+            f"{config['task'].get('name')!r}, which differs from "
+            f"{task.name!r} in {'; '.join(diffs[:3])}",
+        )
 
 
-def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shipped: Path,
-                    payload: str, label: str, train_command: str,
-                    keys: tuple[str, ...] | None = None,
-                    argument: str = "checkpoint") -> tuple[Path, dict[str, Any]]:
+def open_checkpoint(
+    checkpoint: str | Path | None,
+    task: Task,
+    *,
+    kind: str,
+    shipped: Path,
+    payload: str,
+    label: str,
+    train_command: str,
+    keys: tuple[str, ...] | None = None,
+    argument: str = "checkpoint",
+) -> tuple[Path, dict[str, Any]]:
     """Resolve a checkpoint directory (None: the ``shipped`` one), read its config, refuse it for
     another task (one differing in any constant, or in any of ``keys``: see :func:`check_task`),
     and require its ``payload`` (weights file or folder) to exist. ``argument`` names the option
@@ -122,9 +141,12 @@ def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shi
     if checkpoint is None:
         checkpoint = shipped
         if not (checkpoint / payload).exists():
-            raise ConfigError(argument, f"no shipped {label} checkpoint for task "
-                                        f"{task.name!r}; train one with "
-                                        f"`bayes-smlm {train_command}`")
+            raise ConfigError(
+                argument,
+                f"no shipped {label} checkpoint for task "
+                f"{task.name!r}; train one with "
+                f"`bayes-smlm {train_command}`",
+            )
         verify_shipped(checkpoint)
     checkpoint = Path(checkpoint)
     config = read_checkpoint_config(checkpoint, kind, argument)
@@ -134,8 +156,9 @@ def open_checkpoint(checkpoint: str | Path | None, task: Task, *, kind: str, shi
     return checkpoint, config
 
 
-def kept_sections(checkpoint: str | Path, kind: str,
-                  keys: tuple[str, ...] = ("detection", "metrics")) -> dict[str, Any]:
+def kept_sections(
+    checkpoint: str | Path, kind: str, keys: tuple[str, ...] = ("detection", "metrics")
+) -> dict[str, Any]:
     """Sections of an existing ``config.json`` that later steps wrote (kept when the training loop
     rewrites the file)."""
     if not (Path(checkpoint) / CONFIG_FILE).is_file():
@@ -144,8 +167,9 @@ def kept_sections(checkpoint: str | Path, kind: str,
     return {key: config[key] for key in keys if key in config}
 
 
-def read_safetensors(path: str | Path, argument: str = "checkpoint"
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(
+    path: str | Path, argument: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, refusing in one line a file that is missing,
     damaged (truncated, corrupted, or not safetensors at all — e.g. a pickle under that name) or
     that holds non-finite floating-point values. Nothing is ever unpickled."""
@@ -158,13 +182,21 @@ def read_safetensors(path: str | Path, argument: str = "checkpoint"
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(argument, f"{path} is not a readable safetensors file ({reason}); "
-                                    "it may be truncated, corrupted or of another format") from None
-    bad = [name for name, value in tensors.items()
-           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        raise ConfigError(
+            argument,
+            f"{path} is not a readable safetensors file ({reason}); "
+            "it may be truncated, corrupted or of another format",
+        ) from None
+    bad = [
+        name
+        for name, value in tensors.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
     if bad:
-        raise ConfigError(argument, f"{path} holds non-finite values (NaN or inf) in "
-                                    f"{len(bad)} tensor(s), e.g. {bad[0]!r}")
+        raise ConfigError(
+            argument,
+            f"{path} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]!r}",
+        )
     return tensors, metadata
 
 
@@ -179,15 +211,20 @@ def verify_shipped(directory: Path) -> None:
     for line in SHIPPED_SUMS.read_text(encoding="utf-8").splitlines():
         digest, name = line.split(maxsplit=1)
         path = (SHIPPED_DIR / name).resolve()
-        if path.is_relative_to(directory) and (not path.is_file()
-                                               or weights_sha256(path) != digest):
-            raise ConfigError("checkpoint", f"the shipped {path.relative_to(SHIPPED_DIR)} is "
-                                            "missing or differs from its released SHA-256 "
-                                            "(checkpoints/SHA256SUMS); reinstall the package")
+        if path.is_relative_to(directory) and (
+            not path.is_file() or weights_sha256(path) != digest
+        ):
+            raise ConfigError(
+                "checkpoint",
+                f"the shipped {path.relative_to(SHIPPED_DIR)} is "
+                "missing or differs from its released SHA-256 "
+                "(checkpoints/SHA256SUMS); reinstall the package",
+            )
 
 
-def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path,
-                      section: str = "architecture") -> Architecture:
+def architecture_from(
+    cls: type[Architecture], data: Any, checkpoint: str | Path, section: str = "architecture"
+) -> Architecture:
     """``cls.from_dict(data)`` for a dataclass of architecture settings read from a checkpoint's
     config.json, every field checked first against the type of its default (an int where an
     int belongs, in [0, 8192]; a finite float; a string; a sequence of those): a one-line
@@ -195,7 +232,9 @@ def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path
     a wrong value, never a torch traceback or a request for hundreds of GB."""
     where = f"{checkpoint}: {CONFIG_FILE} {section}"
     if not isinstance(data, dict):
-        raise ConfigError("checkpoint", f"{where} must be a JSON object (got {type(data).__name__})")
+        raise ConfigError(
+            "checkpoint", f"{where} must be a JSON object (got {type(data).__name__})"
+        )
     settings: Any = cls  # a dataclass with from_dict (a TypeVar cannot say so)
     fields = {f.name: f for f in dataclasses.fields(settings)}
     unknown = sorted(set(data) - set(fields))
@@ -205,12 +244,16 @@ def architecture_from(cls: type[Architecture], data: Any, checkpoint: str | Path
         default = fields[name].default
         if isinstance(default, tuple):
             if not isinstance(value, (list, tuple)) or not all(
-                    _fits(v, default[0] if default else v) for v in value):
-                raise ConfigError("checkpoint", f"{where}.{name} must be a list like "
-                                                f"{list(default)} (got {value!r:.60})")
+                _fits(v, default[0] if default else v) for v in value
+            ):
+                raise ConfigError(
+                    "checkpoint",
+                    f"{where}.{name} must be a list like {list(default)} (got {value!r:.60})",
+                )
         elif default is not dataclasses.MISSING and not _fits(value, default):
-            raise ConfigError("checkpoint", f"{where}.{name} must be {_kind(default)} "
-                                            f"(got {value!r:.60})")
+            raise ConfigError(
+                "checkpoint", f"{where}.{name} must be {_kind(default)} (got {value!r:.60})"
+            )
     try:
         return settings.from_dict(data)
     except ConfigError as err:
@@ -226,8 +269,9 @@ def _fits(value: Any, like: Any) -> bool:
     if isinstance(like, int):
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WIDTH
     if isinstance(like, float):
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if isinstance(like, str):
         return isinstance(value, str)
     return True
@@ -252,33 +296,54 @@ def build_network(build: Callable[[], nn.Module], checkpoint: str | Path) -> nn.
             size = sum(p.numel() for p in build().parameters())
     except (NotImplementedError, RuntimeError) as err:
         if "meta" not in str(err):  # a builder that moves tensors (sbi's flows): fields bounded
-            raise ConfigError("checkpoint", f"{checkpoint}: its config does not describe a "
-                                            f"network this package can build ({err})") from None
+            raise ConfigError(
+                "checkpoint",
+                f"{checkpoint}: its config does not describe a "
+                f"network this package can build ({err})",
+            ) from None
         size = 0
     except (TypeError, ValueError, KeyError, AttributeError) as err:
-        raise ConfigError("checkpoint", f"{checkpoint}: its config does not describe a network "
-                                        f"this package can build ({err})") from None
+        raise ConfigError(
+            "checkpoint",
+            f"{checkpoint}: its config does not describe a network this package can build ({err})",
+        ) from None
     if size > MAX_PARAMETERS:
-        raise ConfigError("checkpoint", f"{checkpoint}: its config describes a network of "
-                                        f"{size:.3g} parameters (at most {MAX_PARAMETERS:.0e}); "
-                                        "the file is damaged or not this package's")
+        raise ConfigError(
+            "checkpoint",
+            f"{checkpoint}: its config describes a network of "
+            f"{size:.3g} parameters (at most {MAX_PARAMETERS:.0e}); "
+            "the file is damaged or not this package's",
+        )
     return build()
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path
-                 ) -> nn.Module:
+def load_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path
+) -> nn.Module:
     """``model.load_state_dict(weights)`` (strict), a one-line ConfigError naming what does not
     fit where the weights and the config disagree (missing, extra or reshaped tensors)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
-    reshaped = sorted(k for k in set(expected) & set(weights)
-                      if tuple(expected[k].shape) != tuple(weights[k].shape))
+    reshaped = sorted(
+        k
+        for k in set(expected) & set(weights)
+        if tuple(expected[k].shape) != tuple(weights[k].shape)
+    )
     if missing or extra or reshaped:
-        parts = [f"{label} {names[0]!r}{f' and {len(names) - 1} more' if len(names) > 1 else ''}"
-                 for label, names in (("missing", missing), ("unexpected", extra),
-                                      ("reshaped", reshaped)) if names]
-        raise ConfigError("checkpoint", f"{checkpoint}: its weights do not fit the network its "
-                                        f"config describes ({'; '.join(parts)})")
+        parts = [
+            f"{label} {names[0]!r}{f' and {len(names) - 1} more' if len(names) > 1 else ''}"
+            for label, names in (
+                ("missing", missing),
+                ("unexpected", extra),
+                ("reshaped", reshaped),
+            )
+            if names
+        ]
+        raise ConfigError(
+            "checkpoint",
+            f"{checkpoint}: its weights do not fit the network its "
+            f"config describes ({'; '.join(parts)})",
+        )
     model.load_state_dict(weights)
     return model

@@ -32,12 +32,16 @@ def check_cpp_compiler(device: torch.device) -> None:
         return
     candidates = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
     if not any(name and shutil.which(name) for name in candidates):
-        raise ConfigError("compiled", "needs a C++ compiler on PATH (g++ or clang++, or $CXX) "
-                                      "for torch.compile's CPU code; run without compiling")
+        raise ConfigError(
+            "compiled",
+            "needs a C++ compiler on PATH (g++ or clang++, or $CXX) "
+            "for torch.compile's CPU code; run without compiling",
+        )
 
 
-def compile_for_inference(model: nn.Module, *, precision: str, batch_size: int,
-                          device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def compile_for_inference(
+    model: nn.Module, *, precision: str, batch_size: int, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model`` (in eval mode, on ``device``) as a compiled function of one batch.
 
     Parameters

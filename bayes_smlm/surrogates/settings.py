@@ -14,13 +14,23 @@ from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward.config import check_choice, check_int
 
 SCHEDULES = {
-    "paper": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
-              "beta_end": 1e-2, "prediction_type": "epsilon"},
+    "paper": {
+        "num_train_timesteps": 100,
+        "beta_schedule": "linear",
+        "beta_start": 1e-4,
+        "beta_end": 1e-2,
+        "prediction_type": "epsilon",
+    },
     # Linear to 0.15: ᾱ_T ≈ 4e-4. Not the cosine schedule: its last β is capped at 0.999, so
     # ᾱ_T ≈ 2e-7 and the first reverse step multiplies ε-prediction errors by ≈ 30 (DDPM) to
     # ≈ 160 (DDIM) — measured here, samples drowned in noise (summed variance 10⁶× too large).
-    "full": {"num_train_timesteps": 100, "beta_schedule": "linear", "beta_start": 1e-4,
-             "beta_end": 0.15, "prediction_type": "v_prediction"},
+    "full": {
+        "num_train_timesteps": 100,
+        "beta_schedule": "linear",
+        "beta_start": 1e-4,
+        "beta_end": 0.15,
+        "prediction_type": "v_prediction",
+    },
 }
 LOSSES = ("l1", "l2")
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -65,28 +75,39 @@ class UNetConfig:
             raise ConfigError("attention_levels", "needs one entry per level of block_out_channels")
         for width in self.block_out_channels:
             if width % self.norm_num_groups:
-                raise ConfigError("block_out_channels", f"every width must be a multiple of "
-                                  f"norm_num_groups = {self.norm_num_groups} (got {width})")
+                raise ConfigError(
+                    "block_out_channels",
+                    f"every width must be a multiple of "
+                    f"norm_num_groups = {self.norm_num_groups} (got {width})",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in data.items()}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**values)
 
 
 UNET_PRESETS = {
     # Sized for the 2-core CPU (docs/conventions.md §4): ≈0.5 M parameters, no attention.
-    "cpu": UNetConfig(block_out_channels=(16, 32, 64), attention_levels=(False, False, False),
-                      layers_per_block=1, norm_num_groups=8),
+    "cpu": UNetConfig(
+        block_out_channels=(16, 32, 64),
+        attention_levels=(False, False, False),
+        layers_per_block=1,
+        norm_num_groups=8,
+    ),
     # The paper's: base 64, multipliers [1, 2, 4, 8, 8], self-attention at the 20×20 level of an
     # 80×80 input (the nearest to its 16×16); for a GPU.
-    "paper": UNetConfig(block_out_channels=(64, 128, 256, 512, 512),
-                        attention_levels=(False, False, True, False, False),
-                        layers_per_block=2, norm_num_groups=32),
+    "paper": UNetConfig(
+        block_out_channels=(64, 128, 256, 512, 512),
+        attention_levels=(False, False, True, False, False),
+        layers_per_block=2,
+        norm_num_groups=32,
+    ),
 }
 
 
@@ -136,16 +157,23 @@ class NpeArchitecture:
     def __post_init__(self) -> None:
         check_int("crop", self.crop, lo=3)
         if self.crop % 2 == 0:
-            raise ConfigError("crop", f"must be odd, so the window has a centre pixel (got "
-                                      f"{self.crop})")
+            raise ConfigError(
+                "crop", f"must be odd, so the window has a centre pixel (got {self.crop})"
+            )
         check_choice("flow", self.flow, FLOWS)
         for name, zero_allowed in (("offset_scale", True), ("tail_bound", False)):
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0))):
                 bound = ">= 0" if zero_allowed else "> 0"
                 raise ConfigError(name, f"must be a finite number {bound} (got {value})")
-        for name in ("conv_channels", "embedding_hidden", "embedding_features",
-                     "hidden_features", "num_transforms", "num_bins"):
+        for name in (
+            "conv_channels",
+            "embedding_hidden",
+            "embedding_features",
+            "hidden_features",
+            "num_transforms",
+            "num_bins",
+        ):
             check_int(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,8 +226,9 @@ class LoopSettings:
     def __post_init__(self) -> None:
         check_int("steps", self.steps)
         if not (self.max_seconds >= 0 and math.isfinite(self.max_seconds)):
-            raise ConfigError("max_seconds",
-                              f"must be a finite number >= 0 (got {self.max_seconds})")
+            raise ConfigError(
+                "max_seconds", f"must be a finite number >= 0 (got {self.max_seconds})"
+            )
         for name in ("validate_every", "checkpoint_every"):
             check_int(name, getattr(self, name))
         check_int("warmup_steps", self.warmup_steps, lo=0)
@@ -251,9 +280,14 @@ class RunSettings:
 
     def loop_settings(self) -> LoopSettings:
         """The training loop's share of these settings."""
-        return LoopSettings(steps=self.steps, lr=self.lr, validate_every=self.validate_every,
-                            checkpoint_every=self.checkpoint_every, patience=self.patience,
-                            max_seconds=60.0 * self.max_minutes)
+        return LoopSettings(
+            steps=self.steps,
+            lr=self.lr,
+            validate_every=self.validate_every,
+            checkpoint_every=self.checkpoint_every,
+            patience=self.patience,
+            max_seconds=60.0 * self.max_minutes,
+        )
 
 
 @dataclass(frozen=True)

@@ -64,21 +64,30 @@ class LoopState:
 
     def progress_record(self, val_name: str) -> dict[str, Any]:
         """JSON-ready progress for a checkpoint's config (best validation as ``best_<val_name>``)."""
-        return {"steps_done": self.step, "best_step": self.best_step,
-                f"best_{val_name}": self.best_val, "stopped_early": self.stopped_early,
-                "out_of_time": self.out_of_time,
-                "train_seconds": round(self.seconds, 1), "history": self.history}
+        return {
+            "steps_done": self.step,
+            "best_step": self.best_step,
+            f"best_{val_name}": self.best_val,
+            "stopped_early": self.stopped_early,
+            "out_of_time": self.out_of_time,
+            "train_seconds": round(self.seconds, 1),
+            "history": self.history,
+        }
 
     def summary(self, out_dir: str | Path, val_name: str) -> str:
         """One line for the command line after training."""
         early = (" (stopped early)" if self.stopped_early else "") + (
-            " (time budget spent)" if self.out_of_time else "")
-        return (f"wrote {out_dir}: {self.step} steps, best {val_name} {self.best_val:.4g} at step "
-                f"{self.best_step}{early}, {self.seconds:.0f} s")
+            " (time budget spent)" if self.out_of_time else ""
+        )
+        return (
+            f"wrote {out_dir}: {self.step} steps, best {val_name} {self.best_val:.4g} at step "
+            f"{self.best_step}{early}, {self.seconds:.0f} s"
+        )
 
 
-def resumed_settings(out_dir: Path, task: Task, kind: str, settings: S,
-                     keep: tuple[str, ...] = ("steps",)) -> tuple[dict[str, Any], S]:
+def resumed_settings(
+    out_dir: Path, task: Task, kind: str, settings: S, keep: tuple[str, ...] = ("steps",)
+) -> tuple[dict[str, Any], S]:
     """The config of the run saved in ``out_dir`` (refused in one line if it is not a ``kind``
     checkpoint or was trained for another task) and its training settings, with the fields
     ``keep`` taken from ``settings`` (what a resumed run may change, e.g. its step count)."""
@@ -100,6 +109,7 @@ def make_optimizer(model: nn.Module, settings: LoopSettings) -> torch.optim.Adam
 
 # -- flattening nested state into safetensors (tensors) + JSON (everything else) -----------------
 
+
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj.detach().cpu().contiguous().clone()
@@ -107,8 +117,10 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, Mapping):
         return {"__items__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
-                "tuple": isinstance(obj, tuple)}
+        return {
+            "__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+            "tuple": isinstance(obj, tuple),
+        }
     return obj
 
 
@@ -133,12 +145,14 @@ def check_batch_memory(model: nn.Module, example: torch.Tensor, batch_size: int)
     minutes later.
     """
     import os
+
     counted = [0]
 
     def count(module: nn.Module, inputs: Any, output: Any) -> None:
         tensors = output if isinstance(output, (tuple, list)) else (output,)
-        counted[0] += sum(t.numel() * t.element_size() for t in tensors
-                          if isinstance(t, torch.Tensor))
+        counted[0] += sum(
+            t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)
+        )
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
@@ -157,13 +171,18 @@ def check_batch_memory(model: nn.Module, example: torch.Tensor, batch_size: int)
     except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
         return
     if per_example * batch_size > available:
-        raise ConfigError("batch_size", f"a batch of {batch_size} needs about "
-                                        f"{per_example * batch_size / 1e9:.3g} GB for its "
-                                        f"activations, more than the {available / 1e9:.1f} GB "
-                                        f"free; at most about {available // per_example} fit")
+        raise ConfigError(
+            "batch_size",
+            f"a batch of {batch_size} needs about "
+            f"{per_example * batch_size / 1e9:.3g} GB for its "
+            f"activations, more than the {available / 1e9:.1f} GB "
+            f"free; at most about {available // per_example} fit",
+        )
 
 
-def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+def save_weights(
+    path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
     """Atomically write a flat tensor dict as safetensors; on a full disk the file is kept in
     the system's temporary folder and :class:`~bayes_smlm.io.atomic.OutputError` says where."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -176,8 +195,9 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: Mappin
                 raise
             raise OSError(errno.EIO, os_reason(err)) from None
 
-    write_with_rescue(path, write, nbytes=sum(t.numel() * t.element_size()
-                                              for t in tensors.values()))
+    write_with_rescue(
+        path, write, nbytes=sum(t.numel() * t.element_size() for t in tensors.values())
+    )
 
 
 def _save_state(path: Path, parts: Mapping[str, Any], loop: LoopState) -> None:
@@ -198,6 +218,7 @@ def _load_state(path: Path) -> tuple[dict[str, Any], LoopState]:
 
 # -- the loop -------------------------------------------------------------------------------------
 
+
 @dataclass
 class TrainingOutcome:
     """What a run reached: its state and the best weights (already saved to ``out_dir``)."""
@@ -206,14 +227,22 @@ class TrainingOutcome:
     best_weights: dict[str, torch.Tensor]
 
 
-def train(model: nn.Module, *, batches: Callable[[int], Iterator[Any]],
-          step_loss: Callable[[Any, int], torch.Tensor], validate: Callable[[], float],
-          settings: LoopSettings, out_dir: str | Path, resume: bool = False,
-          extra_state: Mapping[str, Stateful] | None = None,
-          after_step: Callable[[int], None] | None = None,
-          best_weights_of: Callable[[], Mapping[str, torch.Tensor]] | None = None,
-          on_checkpoint: Callable[[LoopState], None] | None = None,
-          progress: bool = True, description: str = "train") -> TrainingOutcome:
+def train(
+    model: nn.Module,
+    *,
+    batches: Callable[[int], Iterator[Any]],
+    step_loss: Callable[[Any, int], torch.Tensor],
+    validate: Callable[[], float],
+    settings: LoopSettings,
+    out_dir: str | Path,
+    resume: bool = False,
+    extra_state: Mapping[str, Stateful] | None = None,
+    after_step: Callable[[int], None] | None = None,
+    best_weights_of: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+    on_checkpoint: Callable[[LoopState], None] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> TrainingOutcome:
     """Train ``model`` for ``settings.steps`` optimiser steps (or until early stopping).
 
     Parameters
@@ -241,26 +270,42 @@ def train(model: nn.Module, *, batches: Callable[[int], Iterator[Any]],
     on_checkpoint : callable
         Called after each checkpoint with the loop state (e.g. to refresh a config file).
     """
-    run = _Run(model, make_optimizer(model, settings), Path(out_dir),
-               dict(extra_state or {}), best_weights_of or model.state_dict, on_checkpoint)
+    run = _Run(
+        model,
+        make_optimizer(model, settings),
+        Path(out_dir),
+        dict(extra_state or {}),
+        best_weights_of or model.state_dict,
+        on_checkpoint,
+    )
     if resume:
         run.restore()
     elif run.state_path.exists():
-        raise ConfigError("out", f"{out_dir} already holds a training run; resume it or choose "
-                                 "another directory")
+        raise ConfigError(
+            "out", f"{out_dir} already holds a training run; resume it or choose another directory"
+        )
     loop = run.loop
     model.train()
-    bar = tqdm(total=settings.steps, initial=loop.step, desc=description, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=settings.steps,
+        initial=loop.step,
+        desc=description,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     source = batches(loop.step)
     started = time.perf_counter() - loop.seconds
     while loop.step < settings.steps and not (loop.stopped_early or loop.out_of_time):
-        run.optimise(step_loss(next(source), loop.step),
-                     settings.lr_at(loop.step, time.perf_counter() - started), after_step)
+        run.optimise(
+            step_loss(next(source), loop.step),
+            settings.lr_at(loop.step, time.perf_counter() - started),
+            after_step,
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{loop.running_loss:.3g}", best_val=f"{loop.best_val:.3g}")
         loop.out_of_time = bool(settings.max_seconds) and (
-            time.perf_counter() - started >= settings.max_seconds)
+            time.perf_counter() - started >= settings.max_seconds
+        )
         last = loop.step == settings.steps or loop.out_of_time
         if loop.step % settings.validate_every == 0 or last:
             run.validate(validate)
@@ -278,10 +323,15 @@ class _Run:
     """The state one call of :func:`train` carries: model, optimiser, extra state, the loop's
     progress and the best weights, and how each is saved, restored and updated."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path,
-                 extra_state: dict[str, Stateful],
-                 best_weights_of: Callable[[], Mapping[str, torch.Tensor]],
-                 on_checkpoint: Callable[[LoopState], None] | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        out_dir: Path,
+        extra_state: dict[str, Stateful],
+        best_weights_of: Callable[[], Mapping[str, torch.Tensor]],
+        on_checkpoint: Callable[[LoopState], None] | None,
+    ):
         self.model, self.optimizer, self.out_dir = model, optimizer, out_dir
         self.extra_state, self.best_weights_of = extra_state, best_weights_of
         self.on_checkpoint = on_checkpoint
@@ -304,14 +354,18 @@ class _Run:
                 holder.to(device)
         self.best = parts.get("best", {})
 
-    def optimise(self, loss: torch.Tensor, lr: float,
-                 after_step: Callable[[int], None] | None) -> None:
+    def optimise(
+        self, loss: torch.Tensor, lr: float, after_step: Callable[[int], None] | None
+    ) -> None:
         """One optimiser step on ``loss`` at learning rate ``lr``; the running loss and the
         step count advance."""
         loop = self.loop
         if not torch.isfinite(loss):
-            raise ConfigError("lr", f"training diverged: the loss is {loss.item()} at step "
-                                    f"{loop.step}; lower the learning rate")
+            raise ConfigError(
+                "lr",
+                f"training diverged: the loss is {loss.item()} at step "
+                f"{loop.step}; lower the learning rate",
+            )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -342,9 +396,12 @@ class _Run:
 
     def checkpoint(self) -> None:
         """Write the whole training state atomically, then tell the caller."""
-        parts = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best": self.best,
-                 **{name: holder.state_dict() for name, holder in self.extra_state.items()}}
+        parts = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best": self.best,
+            **{name: holder.state_dict() for name, holder in self.extra_state.items()},
+        }
         _save_state(self.state_path, parts, self.loop)
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.loop)

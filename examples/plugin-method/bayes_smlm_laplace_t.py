@@ -28,11 +28,22 @@ from bayes_smlm.methods.truncation import draws_in_disc
 NAME = "laplace_t"
 
 
-@describe_method(flags="no converged mode, or an information matrix that is not positive "
-                       "definite (as laplace)")
-def laplace_t(task, adu, *, seed: int = 0, chains: int = 4, draws: int = 1000,
-              progress: bool = False, nu: float = 4.0, first_frame: int = 0,
-              theta_true: np.ndarray | None = None, **unknown: Any) -> PosteriorResult:
+@describe_method(
+    flags="no converged mode, or an information matrix that is not positive definite (as laplace)"
+)
+def laplace_t(
+    task,
+    adu,
+    *,
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    progress: bool = False,
+    nu: float = 4.0,
+    first_frame: int = 0,
+    theta_true: np.ndarray | None = None,
+    **unknown: Any,
+) -> PosteriorResult:
     """Student-t posterior t_ν(mode, Laplace covariance) of every frame's emitter positions.
 
     Parameters
@@ -53,13 +64,14 @@ def laplace_t(task, adu, *, seed: int = 0, chains: int = 4, draws: int = 1000,
     require_fixed_brightness(task, NAME)
     if not nu > 2:
         from bayes_smlm.errors import ConfigError
+
         raise ConfigError("nu", f"must be > 2 degrees of freedom (got {nu})")
     adu = validate_frames(task, adu)
     started = time.perf_counter()
     fit = laplace_fit(task, adu, progress=progress)
     n = fit.layout.n_emitters
-    mean = fit.mode[:, None, :2 * n]
-    chol = np.linalg.cholesky(fit.covariance[:, :2 * n, :2 * n] + 1e-12 * np.eye(2 * n))
+    mean = fit.mode[:, None, : 2 * n]
+    chol = np.linalg.cholesky(fit.covariance[:, : 2 * n, : 2 * n] + 1e-12 * np.eye(2 * n))
     frames = len(adu)
     streams = [np.random.default_rng([seed, first_frame + f]) for f in range(frames)]
 
@@ -75,7 +87,14 @@ def laplace_t(task, adu, *, seed: int = 0, chains: int = 4, draws: int = 1000,
     kde_mean, kde_var = kde_moments(points, task)
     theta = np.moveaxis(points.reshape(frames, chains, draws, n, 2), 0, 2).astype(np.float32)
     return PosteriorResult(
-        method=NAME, task=task, adu=adu, kde_mean=kde_mean, kde_var=kde_var, theta=theta,
+        method=NAME,
+        task=task,
+        adu=adu,
+        kde_mean=kde_mean,
+        kde_var=kde_var,
+        theta=theta,
         settings={"nu": float(nu), "chains": chains, "draws": draws, "seed": seed},
-        seconds=time.perf_counter() - started, theta_true=theta_true,
-        extra={"flagged": ~(fit.converged & fit.positive_definite), "mode": fit.mode})
+        seconds=time.perf_counter() - started,
+        theta_true=theta_true,
+        extra={"flagged": ~(fit.converged & fit.positive_definite), "mode": fit.mode},
+    )

@@ -37,26 +37,35 @@ CHECKPOINT_KIND = "npe-flow"
 def require_one_emitter(task: Task) -> None:
     """NPE here models one emitter's position; refuse other tasks in one line."""
     if task.prior.n_emitters != 1:
-        raise ConfigError("task", f"npe models one emitter per frame (a task like 'isolated'); "
-                                  f"{task.name!r} has {task.prior.n_emitters}")
+        raise ConfigError(
+            "task",
+            f"npe models one emitter per frame (a task like 'isolated'); "
+            f"{task.name!r} has {task.prior.n_emitters}",
+        )
 
 
 def load_npe(checkpoint: str | Path | None, task: Task) -> tuple[nn.Module, dict[str, Any]]:
     """The NPE estimator for ``task`` (the shipped one of its name when ``checkpoint`` is None)
     and its config."""
     require_one_emitter(task)
-    checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
-                                         shipped=shipped_checkpoint("npe", task.name),
-                                         payload=WEIGHTS_FILE, label="NPE",
-                                         train_command="train-npe")
+    checkpoint, config = open_checkpoint(
+        checkpoint,
+        task,
+        kind=CHECKPOINT_KIND,
+        shipped=shipped_checkpoint("npe", task.name),
+        payload=WEIGHTS_FILE,
+        label="NPE",
+        train_command="train-npe",
+    )
     architecture = architecture_from(NpeArchitecture, config.get("architecture"), checkpoint)
     estimator = build_network(lambda: build_estimator(architecture), checkpoint)
     load_weights(estimator, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)
     return estimator.eval(), config
 
 
-def sample_offsets(estimator: Any, condition: np.ndarray, n_draws: int,
-                   generator_seed: int, batch_size: int = 256) -> np.ndarray:
+def sample_offsets(
+    estimator: Any, condition: np.ndarray, n_draws: int, generator_seed: int, batch_size: int = 256
+) -> np.ndarray:
     """(F, S, 2) draws of the offset u for F condition vectors, S per frame, seeded by
     ``generator_seed``."""
     n_draws = check_int("draws", n_draws)
@@ -66,25 +75,26 @@ def sample_offsets(estimator: Any, condition: np.ndarray, n_draws: int,
         # nflows' LU layer calls a deprecated torch solver; harmless, and not the user's to fix
         warnings.filterwarnings("ignore", message=".*triangular_solve is deprecated")
         for i in range(0, len(condition), batch_size):
-            draws = estimator.sample((n_draws,), condition=torch.from_numpy(
-                condition[i:i + batch_size]))                          # (S, B, 2)
+            draws = estimator.sample(
+                (n_draws,), condition=torch.from_numpy(condition[i : i + batch_size])
+            )  # (S, B, 2)
             out.append(draws.permute(1, 0, 2).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-def npe_position_draws(estimator: Any, config: dict[str, Any], task: Task,
-                       adu: np.ndarray, n_draws: int, seed: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def npe_position_draws(
+    estimator: Any, config: dict[str, Any], task: Task, adu: np.ndarray, n_draws: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(F, S, 2) position draws (LR px) for validated frames, restricted to the prior disc, and
     the flow's mass inside the disc per frame (fraction of the first round's draws)."""
     from bayes_smlm.methods.truncation import draws_in_disc
+
     architecture = NpeArchitecture.from_dict(config["architecture"])
     condition, anchors = frame_features(task, adu, architecture.crop)
     rounds = itertools.count()  # each redraw round gets its own torch seed
 
-    def draw(frames: np.ndarray, size: int) -> np.ndarray:              # (F', S, 1, 2)
-        offsets = sample_offsets(estimator, condition[frames], size,
-                                 seed * 1000 + next(rounds))
+    def draw(frames: np.ndarray, size: int) -> np.ndarray:  # (F', S, 1, 2)
+        offsets = sample_offsets(estimator, condition[frames], size, seed * 1000 + next(rounds))
         return (anchors[frames, None] + architecture.offset_scale * offsets)[:, :, None]
 
     points, inside = draws_in_disc(draw, len(adu), n_draws, task)

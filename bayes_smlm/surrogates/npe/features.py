@@ -58,8 +58,9 @@ def _features_fn(task: Task, crop: int) -> Callable[[jax.Array], tuple[jax.Array
     return jax.jit(jax.vmap(lambda adu: _frame_features(task, crop, adu)))
 
 
-def frame_features(task: Task, adu: np.ndarray, crop: int, chunk: int = 8192
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def frame_features(
+    task: Task, adu: np.ndarray, crop: int, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
     """Condition vectors and anchors of frames.
 
     Parameters
@@ -82,7 +83,7 @@ def frame_features(task: Task, adu: np.ndarray, crop: int, chunk: int = 8192
         Anchors a (x, y), LR px: θ = a + s·u.
     """
     fn = _features_fn(task, int(crop))
-    parts = [fn(jnp.asarray(adu[i:i + chunk], jnp.float32)) for i in range(0, len(adu), chunk)]
+    parts = [fn(jnp.asarray(adu[i : i + chunk], jnp.float32)) for i in range(0, len(adu), chunk)]
     features = np.concatenate([np.asarray(p[0]) for p in parts]).astype(np.float32)
     anchors = np.concatenate([np.asarray(p[1]) for p in parts]).astype(np.float32)
     return features, anchors

@@ -82,14 +82,20 @@ def frames_to_photons(adu: np.ndarray, task: Task) -> torch.Tensor:
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
+
 def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[str, Any]:
     """The JSON config of a φ checkpoint directory."""
     return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
-def load_phi(checkpoint: str | Path | None, task: Task, *, shipped_for: str | None = None,
-             keys: tuple[str, ...] | None = None, argument: str = "checkpoint"
-             ) -> tuple[DeepSTORM, dict[str, Any]]:
+def load_phi(
+    checkpoint: str | Path | None,
+    task: Task,
+    *,
+    shipped_for: str | None = None,
+    keys: tuple[str, ...] | None = None,
+    argument: str = "checkpoint",
+) -> tuple[DeepSTORM, dict[str, Any]]:
     """Load φ for ``task`` (the shipped checkpoint of task ``shipped_for``, default ``task``'s
     name, when ``checkpoint`` is None). ``keys``: compare only these task constants (see
     :func:`~bayes_smlm.surrogates.checkpoint.check_task`); ``argument`` names the option in
@@ -100,10 +106,17 @@ def load_phi(checkpoint: str | Path | None, task: Task, *, shipped_for: str | No
     ConfigError
         If there is no such checkpoint or it was trained for a different task configuration.
     """
-    checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
-                                         shipped=shipped_checkpoint(shipped_for or task.name),
-                                         payload=WEIGHTS_FILE, label="φ", train_command="train-phi",
-                                         keys=keys, argument=argument)
+    checkpoint, config = open_checkpoint(
+        checkpoint,
+        task,
+        kind=CHECKPOINT_KIND,
+        shipped=shipped_checkpoint(shipped_for or task.name),
+        payload=WEIGHTS_FILE,
+        label="φ",
+        train_command="train-phi",
+        keys=keys,
+        argument=argument,
+    )
     architecture = architecture_from(DeepSTORMConfig, config.get("architecture"), checkpoint)
     model = build_network(lambda: DeepSTORM(architecture), checkpoint)
     load_weights(model, read_safetensors(checkpoint / WEIGHTS_FILE)[0], checkpoint)
@@ -112,6 +125,7 @@ def load_phi(checkpoint: str | Path | None, task: Task, *, shipped_for: str | No
 
 # -- inference ------------------------------------------------------------------------------------
 
+
 def fuse_for_inference(model: DeepSTORM) -> nn.Module:
     """A copy of ``model`` with BatchNorm folded into the preceding convolutions, channels-last.
 
@@ -119,8 +133,12 @@ def fuse_for_inference(model: DeepSTORM) -> nn.Module:
     """
     fused = copy.deepcopy(model).eval()
     for block in fused.modules():
-        if (isinstance(block, nn.Sequential) and len(block) == 3
-                and isinstance(block[0], nn.Conv2d) and isinstance(block[1], nn.BatchNorm2d)):
+        if (
+            isinstance(block, nn.Sequential)
+            and len(block) == 3
+            and isinstance(block[0], nn.Conv2d)
+            and isinstance(block[1], nn.BatchNorm2d)
+        ):
             block[0] = fuse_conv_bn_eval(block[0], block[1])
             block[1] = nn.Identity()
     return cast(Any, fused).to(memory_format=torch.channels_last)  # torch's stubs lack it
@@ -147,18 +165,29 @@ class PhiPredictor:
         not for a handful of frames. Needs a C++ compiler on a CPU.
     """
 
-    def __init__(self, model: DeepSTORM, task: Task, *, batch_size: int = 256,
-                 precision: str = "fp32", device: str | torch.device = "cpu",
-                 compiled: bool = False):
+    def __init__(
+        self,
+        model: DeepSTORM,
+        task: Task,
+        *,
+        batch_size: int = 256,
+        precision: str = "fp32",
+        device: str | torch.device = "cpu",
+        compiled: bool = False,
+    ):
         check_choice("precision", precision, PRECISIONS)
         self.device = torch.device(device)
         self.model = fuse_for_inference(model).to(self.device)
         self.task = task
         self.batch_size = check_int("batch_size", batch_size)
         self.precision = precision
-        self.compiled = (compile_for_inference(self.model, precision=precision,
-                                               batch_size=self.batch_size, device=self.device)
-                         if compiled else None)
+        self.compiled = (
+            compile_for_inference(
+                self.model, precision=precision, batch_size=self.batch_size, device=self.device
+            )
+            if compiled
+            else None
+        )
 
     def photons(self, photons: torch.Tensor) -> torch.Tensor:
         """KDE estimates (F, 1, u·H, u·W) from photon frames (F, 1, H, W), float32, on
@@ -167,19 +196,32 @@ class PhiPredictor:
             return self.map_batches(photons, self.compiled, autocast=False)
         return self.map_batches(photons, self.model)
 
-    def map_batches(self, photons: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], *,
-                    autocast: bool = True) -> torch.Tensor:
+    def map_batches(
+        self,
+        photons: torch.Tensor,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        autocast: bool = True,
+    ) -> torch.Tensor:
         """``fn`` (e.g. the fused model, or a Monte Carlo dropout summary built on it) applied to
         batches of photon frames (F, 1, H, W) under inference mode and, with ``autocast``, the
         chosen precision; outputs concatenated along the frame axis, float32, on
         :attr:`device`."""
         outs = []
-        with torch.inference_mode(), torch.autocast(
-                self.device.type, dtype=torch.bfloat16,
-                enabled=autocast and self.precision == "bf16"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self.device.type,
+                dtype=torch.bfloat16,
+                enabled=autocast and self.precision == "bf16",
+            ),
+        ):
             for i in range(0, len(photons), self.batch_size):
-                chunk = photons[i:i + self.batch_size].to(self.device).contiguous(
-                    memory_format=torch.channels_last)
+                chunk = (
+                    photons[i : i + self.batch_size]
+                    .to(self.device)
+                    .contiguous(memory_format=torch.channels_last)
+                )
                 outs.append(fn(chunk).float())
         return torch.cat(outs).contiguous()
 

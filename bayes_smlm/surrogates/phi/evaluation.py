@@ -31,9 +31,11 @@ from bayes_smlm.surrogates.phi.estimator import PhiPredictor, load_phi
 
 DEFAULT_TOLERANCE_HR = 5.0  # KDE pixels; 1.25 LR px at u = 4
 INTENSITY_BINS = (100.0, 300.0, 1000.0, 3000.0, 10000.0)  # photons: recall per bin
-BACKGROUND_BINS = (0.0, 50.0, 200.0, 500.0)                # photons/px: precision per bin
-THRESHOLDS = {"peaks": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
-              "log": (0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)}
+BACKGROUND_BINS = (0.0, 50.0, 200.0, 500.0)  # photons/px: precision per bin
+THRESHOLDS = {
+    "peaks": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
+    "log": (0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3),
+}
 
 
 def tolerance_lr(task: Task, tolerance_hr: float = DEFAULT_TOLERANCE_HR) -> float:
@@ -41,12 +43,21 @@ def tolerance_lr(task: Task, tolerance_hr: float = DEFAULT_TOLERANCE_HR) -> floa
     return tolerance_hr / task.optics.upsampling
 
 
-def score(kdes: np.ndarray, theta: np.ndarray, task: Task, settings: DetectionSettings,
-          tolerance: float | None = None) -> LocalizationMetrics:
+def score(
+    kdes: np.ndarray,
+    theta: np.ndarray,
+    task: Task,
+    settings: DetectionSettings,
+    tolerance: float | None = None,
+) -> LocalizationMetrics:
     """Detect in ``kdes`` with ``settings`` and score against ``theta`` (F, N, 2)."""
     found = detect(kdes, task.optics.sigma_kde, task.optics.upsampling, settings)
-    return evaluate_detections(found, theta, pixel_size_nm=task.optics.pixel_size_nm,
-                               tolerance=tolerance_lr(task) if tolerance is None else tolerance)
+    return evaluate_detections(
+        found,
+        theta,
+        pixel_size_nm=task.optics.pixel_size_nm,
+        tolerance=tolerance_lr(task) if tolerance is None else tolerance,
+    )
 
 
 def tune_detection(kdes: np.ndarray, theta: np.ndarray, task: Task) -> dict[str, dict[str, Any]]:
@@ -59,9 +70,15 @@ def tune_detection(kdes: np.ndarray, theta: np.ndarray, task: Task) -> dict[str,
     """
     tuned = {}
     for detector in DETECTORS:
-        scores = [(threshold, score(kdes, theta, task,
-                                    DetectionSettings(detector=detector, threshold=threshold)).jaccard)
-                  for threshold in THRESHOLDS[detector]]
+        scores = [
+            (
+                threshold,
+                score(
+                    kdes, theta, task, DetectionSettings(detector=detector, threshold=threshold)
+                ).jaccard,
+            )
+            for threshold in THRESHOLDS[detector]
+        ]
         best = max(j for _, j in scores)
         tied = [t for t, j in scores if j >= best - 1e-12]
         chosen = DetectionSettings(detector=detector, threshold=tied[len(tied) // 2])
@@ -69,8 +86,9 @@ def tune_detection(kdes: np.ndarray, theta: np.ndarray, task: Task) -> dict[str,
     return tuned
 
 
-def evaluate_phi(checkpoint: str | Path | None, task: Task, frames: int, seed: int, *,
-                 precision: str = "fp32") -> dict[str, Any]:
+def evaluate_phi(
+    checkpoint: str | Path | None, task: Task, frames: int, seed: int, *, precision: str = "fp32"
+) -> dict[str, Any]:
     """φ's detection and localization metrics on ``frames`` fresh frames of ``task``.
 
     Rows: φ with each detector (sub-pixel refinement and, for the comparison with the paper's pure
@@ -85,8 +103,11 @@ def evaluate_phi(checkpoint: str | Path | None, task: Task, frames: int, seed: i
 
     model, config = load_phi(checkpoint, task)
     if seed == config["training"]["seed"]:
-        raise ConfigError("seed", f"{seed} is the training seed of this checkpoint, whose first "
-                                    "frames are its validation set; choose another seed")
+        raise ConfigError(
+            "seed",
+            f"{seed} is the training seed of this checkpoint, whose first "
+            "frames are its validation set; choose another seed",
+        )
     batch = simulate(task, frames, seed)
     predicted = PhiPredictor(model, task, precision=precision)(batch.adu)
     rows = []
@@ -96,38 +117,76 @@ def evaluate_phi(checkpoint: str | Path | None, task: Task, frames: int, seed: i
             for refinement in ("gauss3", "none"):
                 settings = replace(base, refinement=refinement)
                 m = score(kdes, batch.theta, task, settings)
-                rows.append({"source": source, "detector": detector, "refinement": refinement,
-                             "threshold": settings.threshold, **m.to_dict()})
+                rows.append(
+                    {
+                        "source": source,
+                        "detector": detector,
+                        "refinement": refinement,
+                        "threshold": settings.threshold,
+                        **m.to_dict(),
+                    }
+                )
     brightness = None
     if task.prior.brightness == "drawn":
-        phi_found = detect(predicted, task.optics.sigma_kde, task.optics.upsampling,
-                           settings_from_config(config))
-        brightness = {"phi": detection_by_brightness(phi_found, batch, tolerance_lr(task)),
-                      "dog": detection_by_brightness(_dog_detections(batch.adu, task), batch,
-                                                     tolerance_lr(task))}
+        phi_found = detect(
+            predicted, task.optics.sigma_kde, task.optics.upsampling, settings_from_config(config)
+        )
+        brightness = {
+            "phi": detection_by_brightness(phi_found, batch, tolerance_lr(task)),
+            "dog": detection_by_brightness(
+                _dog_detections(batch.adu, task), batch, tolerance_lr(task)
+            ),
+        }
     sqrt_crlb = None
     if task.prior.n_emitters == 1:
         sqrt_crlb = float(fisher_information(task, np.array([task.centre])).sd_xy[0, 0])
-    return {"rows": rows, "sqrt_crlb_px": sqrt_crlb, "frames": frames, "seed": seed,
-            "by_brightness": brightness,
-            "checkpoint": {"steps": config.get("progress", {}).get("steps_done"),
-                           "command": config.get("command", "")}}
+    return {
+        "rows": rows,
+        "sqrt_crlb_px": sqrt_crlb,
+        "frames": frames,
+        "seed": seed,
+        "by_brightness": brightness,
+        "checkpoint": {
+            "steps": config.get("progress", {}).get("steps_done"),
+            "command": config.get("command", ""),
+        },
+    }
 
 
 def metrics_table(result: dict[str, Any]) -> str:
     """Markdown table of :func:`evaluate_phi`'s rows (with RMSE/√CRLB when known)."""
 
     crlb = result.get("sqrt_crlb_px")
-    header = ["source", "detector", "sub-pixel", "threshold", "precision", "recall", "Jaccard",
-              "RMSE x (px)", "RMSE y (px)", "RMSE x (nm)", "efficiency"]
+    header = [
+        "source",
+        "detector",
+        "sub-pixel",
+        "threshold",
+        "precision",
+        "recall",
+        "Jaccard",
+        "RMSE x (px)",
+        "RMSE y (px)",
+        "RMSE x (nm)",
+        "efficiency",
+    ]
     if crlb:
         header += ["RMSE x/√CRLB", "RMSE y/√CRLB"]
     body = []
     for r in result["rows"]:
-        row = [r["source"], r["detector"], r["refinement"], f"{r['threshold']:g}",
-               f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['jaccard']:.4f}",
-               f"{r['rmse_x_px']:.4f}", f"{r['rmse_y_px']:.4f}", f"{r['rmse_x_nm']:.2f}",
-               f"{r['efficiency']:.1f}"]
+        row = [
+            r["source"],
+            r["detector"],
+            r["refinement"],
+            f"{r['threshold']:g}",
+            f"{r['precision']:.4f}",
+            f"{r['recall']:.4f}",
+            f"{r['jaccard']:.4f}",
+            f"{r['rmse_x_px']:.4f}",
+            f"{r['rmse_y_px']:.4f}",
+            f"{r['rmse_x_nm']:.2f}",
+            f"{r['efficiency']:.1f}",
+        ]
         if crlb:
             row += [f"{r['rmse_x_px'] / crlb:.2f}", f"{r['rmse_y_px'] / crlb:.2f}"]
         body.append(row)
@@ -139,9 +198,11 @@ def _dog_detections(adu: np.ndarray, task: Task) -> Detections:
     threshold) as detections at their peak pixels: the baseline φ is compared with."""
     from bayes_smlm.acquisition.pipeline import frame_candidates
     from bayes_smlm.acquisition.settings import LocalizeSettings
+
     _, _, spots = frame_candidates(task, adu, LocalizeSettings())
-    return Detections(frame=spots.frame, xy=np.stack([spots.col, spots.row], 1).astype(float),
-                      response=spots.snr)
+    return Detections(
+        frame=spots.frame, xy=np.stack([spots.col, spots.row], 1).astype(float), response=spots.snr
+    )
 
 
 def detection_by_brightness(found: Detections, batch: Any, tolerance: float) -> dict[str, list]:
@@ -160,15 +221,24 @@ def detection_by_brightness(found: Detections, batch: Any, tolerance: float) -> 
     by_intensity = []
     for lo, hi in zip(INTENSITY_BINS[:-1], INTENSITY_BINS[1:]):
         inside = (batch.i0 >= lo) & (batch.i0 < hi)
-        by_intensity.append({"i0": [lo, hi], "emitters": int(inside.sum()),
-                             "recall": float(hit[inside].mean()) if inside.any() else np.nan})
+        by_intensity.append(
+            {
+                "i0": [lo, hi],
+                "emitters": int(inside.sum()),
+                "recall": float(hit[inside].mean()) if inside.any() else np.nan,
+            }
+        )
     by_background = []
     for lo, hi in zip(BACKGROUND_BINS[:-1], BACKGROUND_BINS[1:]):
         inside = (batch.background >= lo) & (batch.background < hi)
-        by_background.append({
-            "background": [lo, hi], "frames": int(inside.sum()),
-            "precision": float(true_positives[inside].sum() / max(detections[inside].sum(), 1)),
-            "recall": float(hit[inside].mean()) if inside.any() else np.nan})
+        by_background.append(
+            {
+                "background": [lo, hi],
+                "frames": int(inside.sum()),
+                "precision": float(true_positives[inside].sum() / max(detections[inside].sum(), 1)),
+                "recall": float(hit[inside].mean()) if inside.any() else np.nan,
+            }
+        )
     return {"intensity": by_intensity, "background": by_background}
 
 
@@ -178,13 +248,32 @@ def brightness_table(result: dict[str, Any]) -> str:
     names = {"phi": "φ (peaks)", "dog": "DoG + SNR (localize)"}
     intensity = markdown_table(
         ["i0 (photons)", "emitters", *(f"recall, {names[k]}" for k in found)],
-        [(f"{b['i0'][0]:g}–{b['i0'][1]:g}", b["emitters"],
-          *(f"{found[k]['intensity'][i]['recall']:.3f}" for k in found))
-         for i, b in enumerate(found["phi"]["intensity"])])
+        [
+            (
+                f"{b['i0'][0]:g}–{b['i0'][1]:g}",
+                b["emitters"],
+                *(f"{found[k]['intensity'][i]['recall']:.3f}" for k in found),
+            )
+            for i, b in enumerate(found["phi"]["intensity"])
+        ],
+    )
     background = markdown_table(
-        ["background (photons/px)", "frames",
-         *(f"{m}, {names[k]}" for k in found for m in ("precision", "recall"))],
-        [(f"{b['background'][0]:g}–{b['background'][1]:g}", b["frames"],
-          *(f"{found[k]['background'][i][m]:.3f}" for k in found for m in ("precision", "recall")))
-         for i, b in enumerate(found["phi"]["background"])])
+        [
+            "background (photons/px)",
+            "frames",
+            *(f"{m}, {names[k]}" for k in found for m in ("precision", "recall")),
+        ],
+        [
+            (
+                f"{b['background'][0]:g}–{b['background'][1]:g}",
+                b["frames"],
+                *(
+                    f"{found[k]['background'][i][m]:.3f}"
+                    for k in found
+                    for m in ("precision", "recall")
+                ),
+            )
+            for i, b in enumerate(found["phi"]["background"])
+        ],
+    )
     return intensity + "\n\n" + background

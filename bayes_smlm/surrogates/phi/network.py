@@ -75,13 +75,17 @@ class DeepSTORMConfig:
         if not isinstance(u, int) or u < 2 or u & (u - 1):
             raise ConfigError("optics.upsampling", f"DeepSTORM needs a power of two >= 2 (got {u})")
         if len(self.up_channels) != int(math.log2(u)):
-            raise ConfigError("up_channels", f"needs log2(u) = {int(math.log2(u))} entries "
-                                             f"(got {len(self.up_channels)})")
+            raise ConfigError(
+                "up_channels",
+                f"needs log2(u) = {int(math.log2(u))} entries (got {len(self.up_channels)})",
+            )
         if self.input_scale <= 0 or self.output_max <= 0:
             raise ConfigError("input_scale", "input_scale and output_max must be > 0")
         if self.input_transform not in INPUT_TRANSFORMS:
-            raise ConfigError("input_transform", f"must be one of {', '.join(INPUT_TRANSFORMS)} "
-                                                 f"(got {self.input_transform!r})")
+            raise ConfigError(
+                "input_transform",
+                f"must be one of {', '.join(INPUT_TRANSFORMS)} (got {self.input_transform!r})",
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1) (got {self.dropout})")
 
@@ -120,11 +124,13 @@ class DeepSTORM(nn.Module):
         self.config = config
         c = config.context_channels
         self.context = nn.ModuleList(
-            _conv_block(1 if i == 0 else c + 1, c, d) for i, d in enumerate(config.dilations))
+            _conv_block(1 if i == 0 else c + 1, c, d) for i, d in enumerate(config.dilations)
+        )
         widths = (c, *config.up_channels)
         self.upsample = nn.ModuleList(
             nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b))
-            for a, b in zip(widths[:-1], widths[1:]))
+            for a, b in zip(widths[:-1], widths[1:])
+        )
         hr = widths[-1]
         self.refine = nn.Sequential(*(_conv_block(hr, hr) for _ in range(config.refine_blocks)))
         # a module without parameters: checkpoints without dropout load unchanged

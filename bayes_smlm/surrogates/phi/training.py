@@ -33,12 +33,20 @@ def _batches(task: Task, settings: PhiTraining):
     def make(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in stream(task, settings.batch_size, settings.seed, start_batch=start):
             yield frames_to_photons(batch.adu, task), torch.from_numpy(batch.kde)[:, None]
+
     return make
 
 
-def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume: bool = False,
-              widths: dict[str, Any] | None = None, progress: bool = True,
-              command: str = "") -> LoopState:
+def train_phi(
+    task: Task,
+    out_dir: str | Path,
+    settings: PhiTraining,
+    *,
+    resume: bool = False,
+    widths: dict[str, Any] | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> LoopState:
     """Train φ on batches simulated on the fly; write the checkpoint to ``out_dir``.
 
     Batch k is frames of ``stream(task, batch_size, seed, start_batch=k)``; the validation set is
@@ -63,27 +71,47 @@ def train_phi(task: Task, out_dir: str | Path, settings: PhiTraining, *, resume:
         return loss_fn(model(x), y)
 
     def validate() -> float:
-        return float(sum(loss_fn(model(val_x[i:i + 128]), val_y[i:i + 128]) * len(val_x[i:i + 128])
-                         for i in range(0, len(val_x), 128)) / len(val_x))
+        return float(
+            sum(
+                loss_fn(model(val_x[i : i + 128]), val_y[i : i + 128]) * len(val_x[i : i + 128])
+                for i in range(0, len(val_x), 128)
+            )
+            / len(val_x)
+        )
 
     def write_config(loop: LoopState) -> None:
-        write_json(out_dir / CONFIG_FILE, {
-            "kind": CHECKPOINT_KIND, "architecture": arch.to_dict(), "task": task.to_dict(),
-            "training": asdict(settings), "command": command,
-            "progress": loop.progress_record("val_mse"),
-            **kept_sections(out_dir, CHECKPOINT_KIND),
-        })
+        write_json(
+            out_dir / CONFIG_FILE,
+            {
+                "kind": CHECKPOINT_KIND,
+                "architecture": arch.to_dict(),
+                "task": task.to_dict(),
+                "training": asdict(settings),
+                "command": command,
+                "progress": loop.progress_record("val_mse"),
+                **kept_sections(out_dir, CHECKPOINT_KIND),
+            },
+        )
 
-    outcome = train(model, batches=_batches(task, settings), step_loss=step_loss,
-                    validate=validate, settings=settings.loop_settings(), out_dir=out_dir,
-                    resume=resume, on_checkpoint=write_config, progress=progress,
-                    description=f"train-phi {task.name}")
+    outcome = train(
+        model,
+        batches=_batches(task, settings),
+        step_loss=step_loss,
+        validate=validate,
+        settings=settings.loop_settings(),
+        out_dir=out_dir,
+        resume=resume,
+        on_checkpoint=write_config,
+        progress=progress,
+        description=f"train-phi {task.name}",
+    )
     tune_checkpoint_detection(out_dir, task, val.adu, val.theta)
     return outcome.state
 
 
-def tune_checkpoint_detection(out_dir: str | Path, task: Task, adu: np.ndarray,
-                              theta: np.ndarray) -> dict[str, Any]:
+def tune_checkpoint_detection(
+    out_dir: str | Path, task: Task, adu: np.ndarray, theta: np.ndarray
+) -> dict[str, Any]:
     """Tune each detector's threshold on the validation frames with the best weights; store it.
 
     The default detector is local maxima (``peaks``): on the true KDE of the 10-emitter task it

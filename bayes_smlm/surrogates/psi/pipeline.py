@@ -54,8 +54,9 @@ def read_config(checkpoint: str | Path, argument: str = "checkpoint") -> dict[st
     return read_checkpoint_config(checkpoint, CHECKPOINT_KIND, argument)
 
 
-def load_psi(checkpoint: str | Path | None, task: Task
-             ) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
+def load_psi(
+    checkpoint: str | Path | None, task: Task
+) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
     """Load Ψ's EMA UNet and its scheduler for ``task`` (the shipped checkpoint of its name when
     None).
 
@@ -65,10 +66,15 @@ def load_psi(checkpoint: str | Path | None, task: Task
         If there is no such checkpoint, it was trained for another task, or the φ it was trained
         with is missing or has changed (its SHA-256 differs).
     """
-    checkpoint, config = open_checkpoint(checkpoint, task, kind=CHECKPOINT_KIND,
-                                         shipped=psi_shipped_checkpoint(task.name),
-                                         payload=f"{UNET_DIR}/", label="Ψ",
-                                         train_command="train-psi")
+    checkpoint, config = open_checkpoint(
+        checkpoint,
+        task,
+        kind=CHECKPOINT_KIND,
+        shipped=psi_shipped_checkpoint(task.name),
+        payload=f"{UNET_DIR}/",
+        label="Ψ",
+        train_command="train-psi",
+    )
     # the weights are read (and checked) once, by the one safetensors reader, then loaded into
     # the architecture its config.json describes: what from_pretrained does, without a second read
     weights, _ = read_safetensors(checkpoint / UNET_DIR / UNET_WEIGHTS)
@@ -76,8 +82,9 @@ def load_psi(checkpoint: str | Path | None, task: Task
         unet_config = UNet2DModel.load_config(checkpoint / UNET_DIR)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError("checkpoint", f"{checkpoint / UNET_DIR} is not a loadable diffusers "
-                                        f"UNet ({reason})") from None
+        raise ConfigError(
+            "checkpoint", f"{checkpoint / UNET_DIR} is not a loadable diffusers UNet ({reason})"
+        ) from None
     unet = build_network(lambda: UNet2DModel.from_config(unet_config), checkpoint / UNET_DIR)
     load_weights(unet, weights, checkpoint / UNET_DIR)
     if (checkpoint / SCHEDULER_DIR).is_dir():
@@ -85,8 +92,11 @@ def load_psi(checkpoint: str | Path | None, task: Task
             scheduler = DDPMScheduler.from_pretrained(checkpoint, subfolder=SCHEDULER_DIR)
         except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError("checkpoint", f"{checkpoint / SCHEDULER_DIR} is not a loadable "
-                                            f"diffusers DDPMScheduler ({reason})") from None
+            raise ConfigError(
+                "checkpoint",
+                f"{checkpoint / SCHEDULER_DIR} is not a loadable "
+                f"diffusers DDPMScheduler ({reason})",
+            ) from None
     else:  # trained before the scheduler was saved beside the UNet: config.json names it
         scheduler = make_scheduler(config["schedule"], config.get("prediction_type"))
     return unet.eval(), scheduler, config
@@ -95,12 +105,16 @@ def load_psi(checkpoint: str | Path | None, task: Task
 def sampling_settings(config: dict[str, Any]) -> dict[str, str | None]:
     """What sampling needs to know of a Ψ checkpoint's training: schedule, prediction type and
     conditioning (checkpoints from before the ``condition`` option are conditioned on φ only)."""
-    return {"schedule": config["schedule"], "prediction": config.get("prediction_type"),
-            "condition": config.get("condition", "phi")}
+    return {
+        "schedule": config["schedule"],
+        "prediction": config.get("prediction_type"),
+        "condition": config.get("condition", "phi"),
+    }
 
 
-def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task,
-           device: str = "cpu") -> PhiPredictor:
+def phi_of(
+    config: dict[str, Any], checkpoint: str | Path | None, task: Task, device: str = "cpu"
+) -> PhiPredictor:
     """The φ a Ψ checkpoint (None: the shipped one) was trained with, checked by SHA-256
     (relative paths are resolved against the Ψ checkpoint, so shipped pairs travel together)."""
     checkpoint = psi_shipped_checkpoint(task.name) if checkpoint is None else checkpoint
@@ -109,8 +123,11 @@ def phi_of(config: dict[str, Any], checkpoint: str | Path | None, task: Task,
         phi_dir = (Path(checkpoint) / phi_dir).resolve()
     weights = phi_dir / WEIGHTS_FILE
     if not weights.is_file() or weights_sha256(weights) != config["phi"]["sha256"]:
-        raise ConfigError("checkpoint", f"{checkpoint} was trained with the φ at {phi_dir}, "
-                                          "which is missing or has changed since")
+        raise ConfigError(
+            "checkpoint",
+            f"{checkpoint} was trained with the φ at {phi_dir}, "
+            "which is missing or has changed since",
+        )
     model, _ = load_phi(phi_dir, task)
     # one frame per φ call: with oneDNN on AVX-512/AMX a convolution's rounding depends on the
     # batch (≈ 1e-7), and Ψ's samples must not depend on how a movie is cut into chunks; φ's
@@ -142,8 +159,9 @@ class PsiPipeline:
     config: dict[str, Any]
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path | None = None, task: Task | None = None,
-                        device: str = "cpu") -> PsiPipeline:
+    def from_pretrained(
+        cls, checkpoint: str | Path | None = None, task: Task | None = None, device: str = "cpu"
+    ) -> PsiPipeline:
         """Load a Ψ checkpoint directory onto ``device``.
 
         Parameters
@@ -181,15 +199,36 @@ class PsiPipeline:
         """Model-space conditioning (F, C, u·H, u·W) of ADU frames (F, H, W)."""
         return conditioning(self.phi, adu, self.task, str(self.settings["condition"]))
 
-    def sample(self, adu: np.ndarray, samples: int, *, start: str = "guess",
-               steps: int | None = DEFAULT_STEPS, solver: str = DEFAULT_SOLVER,
-               eta: float = 0.0, seed: int = 0,
-               batch_size: int = 64, precision: str = "auto", progress: bool = False,
-               first_frame: int = 0) -> np.ndarray:
+    def sample(
+        self,
+        adu: np.ndarray,
+        samples: int,
+        *,
+        start: str = "guess",
+        steps: int | None = DEFAULT_STEPS,
+        solver: str = DEFAULT_SOLVER,
+        eta: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 64,
+        precision: str = "auto",
+        progress: bool = False,
+        first_frame: int = 0,
+    ) -> np.ndarray:
         """(F, K, u·H, u·W) KDE samples of ADU frames (F, H, W); options as in
         :func:`bayes_smlm.surrogates.psi.sampling.sample_kdes`, by default the ``ddpm`` method's
         sampler (8 DPM-Solver++ steps)."""
-        return sample_kdes(self.unet, self.scheduler, self.conditioning(adu), samples=samples,
-                           start=start, steps=steps, solver=solver, eta=eta, seed=seed,
-                           batch_size=batch_size, precision=precision, progress=progress,
-                           first_frame=first_frame)
+        return sample_kdes(
+            self.unet,
+            self.scheduler,
+            self.conditioning(adu),
+            samples=samples,
+            start=start,
+            steps=steps,
+            solver=solver,
+            eta=eta,
+            seed=seed,
+            batch_size=batch_size,
+            precision=precision,
+            progress=progress,
+            first_frame=first_frame,
+        )

@@ -69,15 +69,28 @@ class SpreadRecalibration:
             fitted_on = dict(data.get("fitted_on", {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError("checkpoint", f"its recalibration is not readable ({err})") from None
-        if (edges.ndim != 1 or scales.shape != (edges.size + 1,) or len(pixels) != scales.size
-                or not np.isfinite(edges).all() or np.any(np.diff(edges) <= 0)
-                or not np.isfinite(scales).all() or np.any(scales < 0)):
-            raise ConfigError("checkpoint", "its recalibration needs increasing finite edges and "
-                                            "one finite scale >= 0 per bin (edges + 1, with a "
-                                            f"pixel count each); got edges {edges.tolist()!s:.60}, "
-                                            f"scales {scales.tolist()!s:.60}")
-        return cls(edges=tuple(edges.tolist()), sd_scale=tuple(scales.tolist()), pixels=pixels,
-                   fitted_on=fitted_on)
+        if (
+            edges.ndim != 1
+            or scales.shape != (edges.size + 1,)
+            or len(pixels) != scales.size
+            or not np.isfinite(edges).all()
+            or np.any(np.diff(edges) <= 0)
+            or not np.isfinite(scales).all()
+            or np.any(scales < 0)
+        ):
+            raise ConfigError(
+                "checkpoint",
+                "its recalibration needs increasing finite edges and "
+                "one finite scale >= 0 per bin (edges + 1, with a "
+                f"pixel count each); got edges {edges.tolist()!s:.60}, "
+                f"scales {scales.tolist()!s:.60}",
+            )
+        return cls(
+            edges=tuple(edges.tolist()),
+            sd_scale=tuple(scales.tolist()),
+            pixels=pixels,
+            fitted_on=fitted_on,
+        )
 
     @property
     def sampler(self) -> tuple[str, int]:
@@ -98,9 +111,13 @@ class SpreadRecalibration:
         return (mean + self.scale_map(mean) * (samples - mean)).astype(np.float32)
 
 
-def fit_spread_recalibration(mean: np.ndarray, var: np.ndarray, reference_var: np.ndarray,
-                             fitted_on: dict[str, Any],
-                             edges: tuple[float, ...] = DEFAULT_EDGES) -> SpreadRecalibration:
+def fit_spread_recalibration(
+    mean: np.ndarray,
+    var: np.ndarray,
+    reference_var: np.ndarray,
+    fitted_on: dict[str, Any],
+    edges: tuple[float, ...] = DEFAULT_EDGES,
+) -> SpreadRecalibration:
     """Fit s_b = √(Σ reference var / Σ surrogate var) per bin of the surrogate's mean.
 
     Parameters
@@ -117,10 +134,14 @@ def fit_spread_recalibration(mean: np.ndarray, var: np.ndarray, reference_var: n
         m = bins == b
         counts.append(int(m.sum()))
         total = var[m].sum()
-        scales.append(float(np.sqrt(reference_var[m].sum() / total))
-                      if counts[-1] >= MIN_PIXELS and total > 0 else 1.0)
-    return SpreadRecalibration(edges=tuple(edges), sd_scale=tuple(scales), pixels=tuple(counts),
-                               fitted_on=fitted_on)
+        scales.append(
+            float(np.sqrt(reference_var[m].sum() / total))
+            if counts[-1] >= MIN_PIXELS and total > 0
+            else 1.0
+        )
+    return SpreadRecalibration(
+        edges=tuple(edges), sd_scale=tuple(scales), pixels=tuple(counts), fitted_on=fitted_on
+    )
 
 
 def recalibration_of(config: dict[str, Any]) -> SpreadRecalibration | None:

@@ -43,8 +43,11 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
 
 def _generators(seed: int, frames: np.ndarray, samples: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(((int(seed) * 1_000_003 + int(f)) * 10_007 + k) % 2**63)
-            for f in frames for k in range(samples)]
+    return [
+        torch.Generator().manual_seed(((int(seed) * 1_000_003 + int(f)) * 10_007 + k) % 2**63)
+        for f in frames
+        for k in range(samples)
+    ]
 
 
 def _batches(n_frames: int, samples: int, max_batch: int) -> Iterator[np.ndarray]:
@@ -53,10 +56,22 @@ def _batches(n_frames: int, samples: int, max_batch: int) -> Iterator[np.ndarray
         yield np.arange(start, min(start + per_call, n_frames))
 
 
-def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor, *, samples: int,
-                start: str = "guess", steps: int | None = None, solver: str = "ddim",
-                eta: float = 0.0, seed: int = 0, batch_size: int = 64, precision: str = "fp32",
-                progress: bool = False, first_frame: int = 0) -> np.ndarray:
+def sample_kdes(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    cond: torch.Tensor,
+    *,
+    samples: int,
+    start: str = "guess",
+    steps: int | None = None,
+    solver: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    precision: str = "fp32",
+    progress: bool = False,
+    first_frame: int = 0,
+) -> np.ndarray:
     """Draw ``samples`` KDEs per frame from Ψ given its conditioning ``cond``.
 
     Parameters
@@ -100,12 +115,14 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     else:
         steps = check_int("steps", steps)
         if solver != "ddim" and eta != 0.0:
-            raise ConfigError("eta", f"is a DDIM option; the {solver} solver is deterministic "
-                                     f"(got eta={eta})")
+            raise ConfigError(
+                "eta", f"is a DDIM option; the {solver} solver is deterministic (got eta={eta})"
+            )
         scheduler = fast_scheduler_of(scheduler, solver)
         if steps > scheduler.config.num_train_timesteps:
-            raise ConfigError("steps", f"must be <= {scheduler.config.num_train_timesteps} "
-                                         f"(got {steps})")
+            raise ConfigError(
+                "steps", f"must be <= {scheduler.config.num_train_timesteps} (got {steps})"
+            )
         scheduler.set_timesteps(steps)
         step_kwargs = {"eta": float(eta)} if solver == "ddim" else {}
     # the per-sample generators reach the schedulers that draw noise (DDPM, DDIM with η > 0);
@@ -118,20 +135,25 @@ def sample_kdes(unet: UNet2DModel, scheduler: DDPMScheduler, cond: torch.Tensor,
     out = np.empty((n_frames, samples, h, w), dtype=np.float32)
     fresh_state = copy.deepcopy(scheduler)  # multistep solvers keep state between steps
     cond_model = cond.float()
-    with tqdm(total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress,
-              leave=False) as bar:
+    with tqdm(
+        total=n_frames, desc=f"ddpm ({start})", unit="frame", disable=not progress, leave=False
+    ) as bar:
         for frames in _batches(n_frames, samples, batch_size):
             gens = _generators(seed, first_frame + frames, samples)
-            c = cond_model[torch.as_tensor(frames, device=device)].repeat_interleave(
-                samples, dim=0)
+            c = cond_model[torch.as_tensor(frames, device=device)].repeat_interleave(samples, dim=0)
             noise = torch.stack([torch.randn((1, h, w), generator=g) for g in gens]).to(device)
             guess = c[:, :1]
-            z = noise if start == "noise" else (alpha_bar_T**0.5 * guess
-                                                + (1 - alpha_bar_T)**0.5 * noise)
+            z = (
+                noise
+                if start == "noise"
+                else (alpha_bar_T**0.5 * guess + (1 - alpha_bar_T) ** 0.5 * noise)
+            )
             scheduler = copy.deepcopy(fresh_state)
             noise_kwargs = {"generator": gens} if takes_generator else {}
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                        enabled=precision == "bf16"):
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+            ):
                 for t in scheduler.timesteps:
                     x = torch.cat([z, c], dim=1).contiguous(memory_format=torch.channels_last)
                     eps = unet(x, t).sample.float().contiguous()

@@ -48,12 +48,14 @@ def schedule_settings(schedule: str, prediction: str | None = None) -> dict:
 
 def make_scheduler(schedule: str, prediction: str | None = None) -> DDPMScheduler:
     """The training/sampling ``DDPMScheduler`` of a named schedule (no clipping)."""
-    return DDPMScheduler(**schedule_settings(schedule, prediction), clip_sample=False,
-                         variance_type="fixed_small")
+    return DDPMScheduler(
+        **schedule_settings(schedule, prediction), clip_sample=False, variance_type="fixed_small"
+    )
 
 
-def fast_scheduler_of(scheduler: DDPMScheduler, solver: str = "ddim"
-                      ) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
+def fast_scheduler_of(
+    scheduler: DDPMScheduler, solver: str = "ddim"
+) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
     """A few-step sampler with the β's and prediction type of ``scheduler``, for the same model
     (steps spaced from the last training step down).
 
@@ -65,20 +67,28 @@ def fast_scheduler_of(scheduler: DDPMScheduler, solver: str = "ddim"
     step, like the others, and fewer steps again for the same error.
     """
     check_choice("solver", solver, SOLVERS)
-    few_step = {"timestep_spacing": "trailing", "final_sigmas_type": "zero",
-                "lower_order_final": True, "solver_order": 2}
+    few_step = {
+        "timestep_spacing": "trailing",
+        "final_sigmas_type": "zero",
+        "lower_order_final": True,
+        "solver_order": 2,
+    }
     if solver == "dpmpp":
         return DPMSolverMultistepScheduler.from_config(
-            scheduler.config, algorithm_type="dpmsolver++", variance_type=None, **few_step)
+            scheduler.config, algorithm_type="dpmsolver++", variance_type=None, **few_step
+        )
     if solver == "unipc":
-        return UniPCMultistepScheduler.from_config(scheduler.config, predict_x0=True,
-                                                   solver_type="bh2", **few_step)
-    return DDIMScheduler.from_config(scheduler.config, clip_sample=False, set_alpha_to_one=True,
-                                     timestep_spacing="trailing")
+        return UniPCMultistepScheduler.from_config(
+            scheduler.config, predict_x0=True, solver_type="bh2", **few_step
+        )
+    return DDIMScheduler.from_config(
+        scheduler.config, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing"
+    )
 
 
-def training_target(scheduler: DDPMScheduler, y0: torch.Tensor, noise: torch.Tensor,
-                    t: torch.Tensor) -> torch.Tensor:
+def training_target(
+    scheduler: DDPMScheduler, y0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """What the network learns to output at (y_t, t): ε, v = √ᾱ_t ε − √(1−ᾱ_t) y_0, or y_0."""
     if scheduler.config.prediction_type == "v_prediction":
         return scheduler.get_velocity(y0, noise, t)

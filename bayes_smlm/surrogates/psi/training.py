@@ -55,8 +55,9 @@ from bayes_smlm.surrogates.training import (
 )
 
 
-def _crop_corners(theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int,
-                  gen: torch.Generator) -> np.ndarray:
+def _crop_corners(
+    theta_hr: np.ndarray, hr_shape: tuple[int, int], crop: int, gen: torch.Generator
+) -> np.ndarray:
     """(B, 2) top-left (row, col) of each crop: half near a random emitter, half uniform."""
     b = theta_hr.shape[0]
     u = torch.rand(b, 4, generator=gen).numpy()
@@ -89,12 +90,20 @@ class PairSource:
 
 
 def _crop(tensors: list[torch.Tensor], corners: np.ndarray, crop: int) -> list[torch.Tensor]:
-    return [torch.stack([t[i, :, r:r + crop, c:c + crop] for i, (r, c) in enumerate(corners)])
-            for t in tensors]
+    return [
+        torch.stack([t[i, :, r : r + crop, c : c + crop] for i, (r, c) in enumerate(corners)])
+        for t in tensors
+    ]
 
 
-def diffusion_loss(unet: UNet2DModel, scheduler, cond: torch.Tensor, y0: torch.Tensor,
-                   gen: torch.Generator, loss: str) -> torch.Tensor:
+def diffusion_loss(
+    unet: UNet2DModel,
+    scheduler,
+    cond: torch.Tensor,
+    y0: torch.Tensor,
+    gen: torch.Generator,
+    loss: str,
+) -> torch.Tensor:
     """Noise y0 at uniform random t and score the network's noise (ε or v) prediction."""
     b = y0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(y0.device)
@@ -105,8 +114,10 @@ def diffusion_loss(unet: UNet2DModel, scheduler, cond: torch.Tensor, y0: torch.T
 
 
 def _ema_state(unet: UNet2DModel, ema: EMAModel) -> dict[str, torch.Tensor]:
-    state = {name: shadow.detach().clone()
-             for (name, _), shadow in zip(unet.named_parameters(), ema.shadow_params)}
+    state = {
+        name: shadow.detach().clone()
+        for (name, _), shadow in zip(unet.named_parameters(), ema.shadow_params)
+    }
     state.update({name: buf.detach().clone() for name, buf in unet.named_buffers()})
     return state
 
@@ -127,8 +138,9 @@ def save_component(component, out_dir: Path, name: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export_unet(weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: Path,
-                cond_channels: int = 1) -> None:
+def export_unet(
+    weights: dict[str, torch.Tensor], config: UNetConfig, out_dir: Path, cond_channels: int = 1
+) -> None:
     """Write ``weights`` as ``<out_dir>/unet`` with ``save_pretrained`` (safetensors)."""
     unet = build_unet(config, cond_channels)
     unet.load_state_dict(weights)
@@ -139,22 +151,35 @@ def _check_sizes(task: Task, settings: PsiTraining, config: UNetConfig) -> None:
     """The UNet halves the resolution len(levels) − 1 times: sides must divide by 2^(levels−1)."""
     factor = 2 ** (len(config.block_out_channels) - 1)
     if any(side % factor for side in task.hr_shape):
-        raise ConfigError("preset", f"{settings.preset!r} needs KDE sides divisible by {factor} "
-                                      f"(task {task.name!r} has {task.hr_shape})")
+        raise ConfigError(
+            "preset",
+            f"{settings.preset!r} needs KDE sides divisible by {factor} "
+            f"(task {task.name!r} has {task.hr_shape})",
+        )
     if settings.crop and (settings.crop % factor or settings.crop > min(task.hr_shape)):
-        raise ConfigError("crop", f"must be 0 or a multiple of {factor} up to "
-                                    f"{min(task.hr_shape)} (got {settings.crop})")
+        raise ConfigError(
+            "crop",
+            f"must be 0 or a multiple of {factor} up to {min(task.hr_shape)} (got {settings.crop})",
+        )
 
 
-def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
-              phi_checkpoint: str | Path | None = None, resume: bool = False,
-              progress: bool = True, command: str = "") -> LoopState:
+def train_psi(
+    task: Task,
+    out_dir: str | Path,
+    settings: PsiTraining,
+    *,
+    phi_checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> LoopState:
     """Train Ψ for ``task`` (φ: ``phi_checkpoint`` or the shipped one) into ``out_dir``."""
 
     out_dir = check_output_dir(out_dir)
     if resume:
-        stored, settings = resumed_settings(out_dir, task, CHECKPOINT_KIND, settings,
-                                            keep=("steps", "device", "max_minutes"))
+        stored, settings = resumed_settings(
+            out_dir, task, CHECKPOINT_KIND, settings, keep=("steps", "device", "max_minutes")
+        )
         phi_checkpoint = out_dir / stored["phi"]["checkpoint"]  # absolute paths stay absolute
     unet_config = UNET_PRESETS[settings.preset]
     _check_sizes(task, settings, unet_config)
@@ -186,9 +211,15 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
         gen = step_generator(settings.seed, -1)  # the same noise and t at every validation
-        total = sum(float(diffusion_loss(unet, scheduler, val_cond[i:i + 16], val_y0[i:i + 16],
-                                         gen, settings.loss)) * len(val_y0[i:i + 16])
-                    for i in range(0, len(val_y0), 16))
+        total = sum(
+            float(
+                diffusion_loss(
+                    unet, scheduler, val_cond[i : i + 16], val_y0[i : i + 16], gen, settings.loss
+                )
+            )
+            * len(val_y0[i : i + 16])
+            for i in range(0, len(val_y0), 16)
+        )
         ema.restore(unet.parameters())
         return total / len(val_y0)
 
@@ -196,28 +227,48 @@ def train_psi(task: Task, out_dir: str | Path, settings: PsiTraining, *,
     # and a Ψ copied together with its φ keeps working
     out_dir.mkdir(parents=True, exist_ok=True)
     save_component(scheduler, out_dir, SCHEDULER_DIR)
-    phi_record = {"checkpoint": os.path.relpath(phi_dir.resolve(), out_dir.resolve()),
-                  "sha256": weights_sha256(phi_dir / WEIGHTS_FILE)}
+    phi_record = {
+        "checkpoint": os.path.relpath(phi_dir.resolve(), out_dir.resolve()),
+        "sha256": weights_sha256(phi_dir / WEIGHTS_FILE),
+    }
     exported: dict[str, int | None] = {"best_step": None}
 
     def write_config(loop: LoopState) -> None:
-        write_json(out_dir / CONFIG_FILE, {
-            "kind": CHECKPOINT_KIND, "unet": unet_config.to_dict(), "task": task.to_dict(),
-            "schedule": settings.schedule, "loss": settings.loss, "training": asdict(settings),
-            "prediction_type": scheduler.config.prediction_type, "condition": settings.condition,
-            "phi": phi_record, "command": command,
-            "progress": loop.progress_record("val_loss"),
-            **kept_sections(out_dir, CHECKPOINT_KIND),
-        })
+        write_json(
+            out_dir / CONFIG_FILE,
+            {
+                "kind": CHECKPOINT_KIND,
+                "unet": unet_config.to_dict(),
+                "task": task.to_dict(),
+                "schedule": settings.schedule,
+                "loss": settings.loss,
+                "training": asdict(settings),
+                "prediction_type": scheduler.config.prediction_type,
+                "condition": settings.condition,
+                "phi": phi_record,
+                "command": command,
+                "progress": loop.progress_record("val_loss"),
+                **kept_sections(out_dir, CHECKPOINT_KIND),
+            },
+        )
         best_file = out_dir / WEIGHTS_FILE
         if best_file.is_file() and exported["best_step"] != loop.best_step:
-            export_unet(read_safetensors(best_file, "out")[0], unet_config, out_dir,
-                        cond_channels)
+            export_unet(read_safetensors(best_file, "out")[0], unet_config, out_dir, cond_channels)
             exported["best_step"] = loop.best_step  # re-export only when the best weights change
 
-    outcome = train(unet, batches=source.batches, step_loss=step_loss, validate=validate,
-                    settings=settings.loop_settings(), out_dir=out_dir, resume=resume,
-                    extra_state={"ema": ema}, after_step=lambda step: ema.step(unet.parameters()),
-                    best_weights_of=lambda: _ema_state(unet, ema), on_checkpoint=write_config,
-                    progress=progress, description=f"train-psi {task.name}")
+    outcome = train(
+        unet,
+        batches=source.batches,
+        step_loss=step_loss,
+        validate=validate,
+        settings=settings.loop_settings(),
+        out_dir=out_dir,
+        resume=resume,
+        extra_state={"ema": ema},
+        after_step=lambda step: ema.step(unet.parameters()),
+        best_weights_of=lambda: _ema_state(unet, ema),
+        on_checkpoint=write_config,
+        progress=progress,
+        description=f"train-psi {task.name}",
+    )
     return outcome.state

@@ -17,8 +17,14 @@ def build_unet(config: UNetConfig, cond_channels: int = 1) -> UNet2DModel:
     1 output channel (ε, v or y_0), sinusoidal time embedding."""
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
-    return UNet2DModel(in_channels=1 + cond_channels, out_channels=1, time_embedding_type="positional",
-                       block_out_channels=config.block_out_channels, down_block_types=down,
-                       up_block_types=up, layers_per_block=config.layers_per_block,
-                       norm_num_groups=config.norm_num_groups,
-                       add_attention=any(config.attention_levels))
+    return UNet2DModel(
+        in_channels=1 + cond_channels,
+        out_channels=1,
+        time_embedding_type="positional",
+        block_out_channels=config.block_out_channels,
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=config.layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        add_attention=any(config.attention_levels),
+    )
