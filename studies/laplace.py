@@ -18,7 +18,8 @@ from bayes_smlm.compare.crlb_gaps import normalised_rmse, sqrt_crlb_at
 from bayes_smlm.compare.sbc import sbc_ranks
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
-from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
+from bayes_smlm.methods.laplace import laplace_fit
+from bayes_smlm.methods.laplace_gaussian import gaussian_theta_draws
 from bayes_smlm.reporting.markdown import markdown_table, provenance, write_report
 from bayes_smlm.reporting.timing import median_seconds
 

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from bayes_smlm.cli.arguments import OneLineErrorParser, flag_names, report_errors, seed_int
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import check_choice
+from bayes_smlm.forward.checks import check_choice
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.io.atomic import check_output_dir, write_json
 from bayes_smlm.io.locks import hold_output

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bayes_smlm.studies.calibration_report import CALIBRATED
+from bayes_smlm.studies.calibration_verdicts import CALIBRATED
 from bayes_smlm.studies.registry import begin_study, fresh_seed
 from bayes_smlm.studies.validity_map_report import render
 

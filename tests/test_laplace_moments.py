@@ -8,7 +8,8 @@ import pytest
 from bayes_smlm.forward.simulate import simulate
 from bayes_smlm.forward.tasks import get_task
 from bayes_smlm.methods import get_method
-from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
+from bayes_smlm.methods.laplace import laplace_fit
+from bayes_smlm.methods.laplace_gaussian import gaussian_theta_draws
 from bayes_smlm.methods.laplace_moments import gaussian_kde_moments
 from bayes_smlm.methods.pushforward import kde_moments
 

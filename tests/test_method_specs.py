@@ -171,7 +171,7 @@ def test_every_module_that_registers_a_method_is_imported_with_the_package():
     names = {
         m
         for path in Path(methods.__file__).parent.glob("*.py")
-        for m in re.findall(r'@register_method\("(\w+)"', path.read_text())
+        for m in re.findall(r'@register_method\(\s*"(\w+)"', path.read_text())
     }
     assert names == set(BUILT_IN) and names <= set(list_methods())
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
-from bayes_smlm.forward.config import check_int
+from bayes_smlm.forward.checks import check_int
 
 QUANTISATION_VAR = 1.0 / 12.0  # ADU², variance of rounding to whole ADU
 

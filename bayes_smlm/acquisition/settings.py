@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
 
 METHODS = ("laplace", "nuts")  # the window posterior: at the mode, or sampled
 DETECTORS = ("dog", "phi")  # the candidates: the DoG filter, or φ (:mod:`.phi_spots`)

@@ -29,7 +29,8 @@ from bayes_smlm.acquisition.window_fit import (
     window_task,
 )
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.parameters import ParameterLayout
 from bayes_smlm.methods.batching import map_frame_batches
 from bayes_smlm.methods.nuts import nuts_chain

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,121 +17,14 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
+from bayes_smlm.forward.checks import (
+    MapLike,
+    check_choice,
+    check_map,
+    check_number,
+    check_range,
+)
 from bayes_smlm.forward.count_prior import check_count
-
-MapLike = float | np.ndarray
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    lo: float | None = None,
-    lo_open: bool = False,
-    hi: float | None = None,
-    integer: bool = False,
-) -> float | int:
-    """Return ``value`` as a finite float (or int) inside the allowed range, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(name, f"must be a number (got {value!r})")
-    if not math.isfinite(float(value)):
-        raise ConfigError(name, f"must be finite (got {value})")
-    if integer:
-        if float(value) != int(value):
-            raise ConfigError(name, f"must be an integer (got {value})")
-        value = int(value)
-    else:
-        value = float(value)
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        raise ConfigError(name, f"must be {_range_text(lo, lo_open, hi)} (got {value:g})")
-    if hi is not None and value > hi:
-        raise ConfigError(name, f"must be {_range_text(lo, lo_open, hi)} (got {value:g})")
-    return value
-
-
-def check_choice(name: str, value: Any, allowed: Iterable[str]) -> Any:
-    """``value`` if it is one of ``allowed`` (names, or the keys of a dict), else a one-line
-    ConfigError listing the choices."""
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
-    return value
-
-
-def check_int(name: str, value: Any, lo: int = 1) -> int:
-    """``value`` as an int >= ``lo`` (bools and floats refused), else a one-line ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ConfigError(name, f"must be an integer >= {lo} (got {value!r})")
-    return int(value)
-
-
-def _range_text(lo: float | None, lo_open: bool, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    return f"<= {hi:g}"
-
-
-def _check_map(
-    name: str,
-    value: Any,
-    shape: tuple[int, int],
-    *,
-    lo: float | None = None,
-    lo_open: bool = False,
-    hi: float | None = None,
-) -> MapLike:
-    """Validate a scalar or a per-pixel map of the frame's shape; return float or read-only array."""
-    if isinstance(value, (list, tuple)):
-        try:
-            value = np.asarray(value)
-        except ValueError:  # ragged nested lists
-            raise ConfigError(name, f"map must be a rectangular {shape} array of numbers") from None
-    if not isinstance(value, np.ndarray):
-        return _check_number(name, value, lo=lo, lo_open=lo_open, hi=hi)
-    if value.dtype.kind not in "iuf":  # strings, objects, booleans; complex would lose its part
-        raise ConfigError(name, f"map must hold real numbers (got dtype {value.dtype})")
-    arr = np.array(value, dtype=np.float64)
-    if arr.ndim == 0:
-        return _check_number(name, float(arr), lo=lo, lo_open=lo_open, hi=hi)
-    if arr.shape != shape:
-        raise ConfigError(name, f"map must have the frame's shape {shape} (got {arr.shape})")
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ConfigError(name, f"map has a non-finite value at (row, col) = ({bad[0]}, {bad[1]})")
-    if lo is not None:
-        low = arr <= lo if lo_open else arr < lo
-        if np.any(low):
-            bad = np.argwhere(low)[0]
-            raise ConfigError(
-                name,
-                f"map values must be {_range_text(lo, lo_open, hi)} "
-                f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))",
-            )
-    if hi is not None and np.any(arr > hi):
-        bad = np.argwhere(arr > hi)[0]
-        raise ConfigError(
-            name,
-            f"map values must be {_range_text(lo, lo_open, hi)} "
-            f"(got {arr[tuple(bad)]:g} at (row, col) = ({bad[0]}, {bad[1]}))",
-        )
-    arr.setflags(write=False)
-    return arr
-
-
-def _check_range(
-    name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None
-) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"must be two numbers 'low,high' (got {value!r})") from None
-    low = _check_number(name, low, lo=lo, lo_open=lo_open, hi=hi)
-    high = _check_number(name, high, lo=lo, lo_open=lo_open, hi=hi)
-    if not high > low:
-        raise ConfigError(name, f"needs low < high (got {low:g}, {high:g})")
-    return (low, high)
 
 
 @dataclass(frozen=True, eq=False)
@@ -298,31 +190,29 @@ def validate(task: Task) -> Task:
     ConfigError
         Naming the first offending field (``section.field``) and its allowed range.
     """
-    height = int(_check_number("height", task.height, lo=4, hi=1024, integer=True))
-    width = int(_check_number("width", task.width, lo=4, hi=1024, integer=True))
+    height = int(check_number("height", task.height, lo=4, hi=1024, integer=True))
+    width = int(check_number("width", task.width, lo=4, hi=1024, integer=True))
     shape = (height, width)
     o, c, p = task.optics, task.camera, task.prior
     optics = Optics(
-        sigma_psf=_check_number("optics.sigma_psf", o.sigma_psf, lo=0.0, lo_open=True, hi=50.0),
-        sigma_kde=_check_number("optics.sigma_kde", o.sigma_kde, lo=0.0, lo_open=True, hi=200.0),
-        upsampling=int(_check_number("optics.upsampling", o.upsampling, lo=1, hi=16, integer=True)),
-        pixel_size_nm=_check_number("optics.pixel_size_nm", o.pixel_size_nm, lo=0.0, lo_open=True),
+        sigma_psf=check_number("optics.sigma_psf", o.sigma_psf, lo=0.0, lo_open=True, hi=50.0),
+        sigma_kde=check_number("optics.sigma_kde", o.sigma_kde, lo=0.0, lo_open=True, hi=200.0),
+        upsampling=int(check_number("optics.upsampling", o.upsampling, lo=1, hi=16, integer=True)),
+        pixel_size_nm=check_number("optics.pixel_size_nm", o.pixel_size_nm, lo=0.0, lo_open=True),
     )
     camera = Camera(
-        offset=_check_map("camera.offset", c.offset, shape, lo=-COUNT_LIMIT, hi=COUNT_LIMIT),
-        gain=_check_map("camera.gain", c.gain, shape, lo=0.0, lo_open=True, hi=GAIN_LIMIT),
-        readout_var=_check_map("camera.readout_var", c.readout_var, shape, lo=0.0, hi=COUNT_LIMIT),
+        offset=check_map("camera.offset", c.offset, shape, lo=-COUNT_LIMIT, hi=COUNT_LIMIT),
+        gain=check_map("camera.gain", c.gain, shape, lo=0.0, lo_open=True, hi=GAIN_LIMIT),
+        readout_var=check_map("camera.readout_var", c.readout_var, shape, lo=0.0, hi=COUNT_LIMIT),
     )
     max_radius = min(height, width) / 2.0
     prior = ScenePrior(
-        n_emitters=int(
-            _check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True)
-        ),
-        radius=_check_number("prior.radius", p.radius, lo=0.0, lo_open=True, hi=max_radius),
-        i0=_check_number("prior.i0", p.i0, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
-        background=_check_map("prior.background", p.background, shape, lo=0.0, hi=COUNT_LIMIT),
-        i0_range=_check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
-        background_range=_check_range(
+        n_emitters=int(check_number("prior.n_emitters", p.n_emitters, lo=1, hi=1000, integer=True)),
+        radius=check_number("prior.radius", p.radius, lo=0.0, lo_open=True, hi=max_radius),
+        i0=check_number("prior.i0", p.i0, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
+        background=check_map("prior.background", p.background, shape, lo=0.0, hi=COUNT_LIMIT),
+        i0_range=check_range("prior.i0_range", p.i0_range, lo=0.0, lo_open=True, hi=COUNT_LIMIT),
+        background_range=check_range(
             "prior.background_range", p.background_range, lo=0.0, lo_open=False, hi=COUNT_LIMIT
         ),
         brightness=check_choice("prior.brightness", p.brightness, BRIGHTNESS),

@@ -18,7 +18,8 @@ import numpyro.distributions as dist
 from numpyro.infer.util import log_density as numpyro_log_density
 
 from bayes_smlm.forward import physics
-from bayes_smlm.forward.config import Task, check_choice
+from bayes_smlm.forward.checks import check_choice
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.distributions import (
     PoissonApproxADU,
     PoissonGaussianADU,

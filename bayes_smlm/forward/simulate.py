@@ -18,7 +18,8 @@ import numpy as np
 
 from bayes_smlm.errors import ConfigError
 from bayes_smlm.forward import physics
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.count_prior import count_is_drawn, count_maximum, count_sampler
 from bayes_smlm.forward.distributions import uniform_disc_points
 

@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_laplace
 from skimage.feature import blob_log, peak_local_max
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import check_choice
+from bayes_smlm.forward.checks import check_choice
 from bayes_smlm.localization.matching import match_points
 
 DETECTORS = ("peaks", "log")

@@ -23,7 +23,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import LIKELIHOODS, frame_constant, make_sampler_log_density
 from bayes_smlm.methods.batching import map_frame_batches

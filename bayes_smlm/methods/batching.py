@@ -18,7 +18,7 @@ def frame_keys(seed: int, n_frames: int, first_frame: int = 0) -> np.ndarray:
     """
     import jax
 
-    from bayes_smlm.forward.config import check_int
+    from bayes_smlm.forward.checks import check_int
 
     first_frame = check_int("first_frame", first_frame, lo=0)
     keys = jax.random.split(jax.random.PRNGKey(seed), first_frame + n_frames)

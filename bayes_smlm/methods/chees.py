@@ -27,7 +27,8 @@ import optax
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.model import make_sampler_log_density
 from bayes_smlm.methods.mcmc import run_mcmc
 from bayes_smlm.methods.nuts import prior_transform

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.count_prior import count_log_prior
 from bayes_smlm.forward.model import background_log_likelihood
 from bayes_smlm.methods.evidence import Evidence

@@ -16,25 +16,24 @@ to the disc (rejection), so an emitter near the disc's edge gets the same trunca
 
 Frames are flagged, never dropped, when the optimiser did not reach a stationary point (Newton
 decrement ∇ℓᵀ F⁻¹ ∇ℓ above ``tol`` after ``max_iter`` steps), when −∇²ℓ is not positive
-definite, or when more than :data:`EDGE_MASS_MAX` of the Gaussian lies outside the prior (so
-little is left inside that the truncated draws say little).
+definite, or when more than :data:`~.laplace_gaussian.EDGE_MASS_MAX` of the Gaussian lies outside
+the prior (so little is left inside that the truncated draws say little).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtr
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import exact_sum_length, make_rate_log_likelihood
 from bayes_smlm.forward.parameters import ParameterLayout
@@ -43,69 +42,20 @@ from bayes_smlm.methods.counts import CountPosterior, posterior_over_counts
 from bayes_smlm.methods.evidence import parse_counts, task_with_count
 from bayes_smlm.methods.initialization import detect_initial_positions
 from bayes_smlm.methods.laplace_evidence import laplace_log_evidence
-from bayes_smlm.methods.laplace_moments import gaussian_kde_moments
+from bayes_smlm.methods.laplace_gaussian import (
+    LaplaceFit,
+    edge_mass,
+    gaussian_theta_draws,
+    laplace_kde_moments,
+)
 from bayes_smlm.methods.mode_search import damped_newton, laplace_covariance
-from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult
-from bayes_smlm.methods.truncation import draws_in_disc
 from bayes_smlm.parallel import device_parallel
 
 MAX_ITER = 50  # scoring steps per frame (default of every Laplace fit)
 TOL = 1e-4  # Newton decrement at which a fit has converged (see laplace_fit)
-EDGE_MASS_MAX = 0.99  # Gaussian mass outside the prior's support above which a frame is flagged
 SEARCH_MARGIN = 3.0  # PSF widths beyond the prior disc within which positions are optimised
-# The KDE moments are taken in closed form (Gaussian integrals, the disc's edge as each emitter's
-# tangent half-plane) where laplace_moments says it holds and the frame's Gaussian lies mostly
-# inside the disc: measured on 64 `paper` frames of edge mass up to 0.9, the closed form matches
-# 40 000 draws from the restricted Gaussian within their Monte Carlo error there
-CLOSED_FORM_EDGE_MASS = 0.9
-
-
-@dataclass(frozen=True)
-class LaplaceFit:
-    """Modes and Gaussian covariances of F frames.
-
-    Attributes
-    ----------
-    layout : ParameterLayout
-        Order and meaning of the P parameters (``layout.names``).
-    mode : (F, P) ndarray
-        Posterior mode (positions LR px; i0 photons; b photons/px).
-    covariance : (F, P, P) ndarray
-        Inverse observed information at the mode. Where that is not positive definite (flagged),
-        the inverse of its diagonal's absolute values, so that draws stay finite.
-    converged, positive_definite : (F,) bool ndarray
-    edge_mass : (F,) ndarray
-        Largest Gaussian mass outside the prior's support over the parameters (radial, per
-        emitter, for the disc).
-    iterations : (F,) int ndarray
-    seconds : float
-        Wall time of the fit, s (compilation included).
-    """
-
-    layout: ParameterLayout
-    mode: np.ndarray
-    covariance: np.ndarray
-    converged: np.ndarray
-    positive_definite: np.ndarray
-    edge_mass: np.ndarray
-    iterations: np.ndarray
-    seconds: float
-
-    @property
-    def flagged(self) -> np.ndarray:
-        """(F,) frames whose Gaussian is not to be trusted (see the module docstring)."""
-        return ~self.converged | ~self.positive_definite | (self.edge_mass > EDGE_MASS_MAX)
-
-    @property
-    def sd(self) -> np.ndarray:
-        """(F, P) marginal posterior SDs."""
-        return np.sqrt(np.diagonal(self.covariance, axis1=-2, axis2=-1))
-
-    def theta_mean(self) -> np.ndarray:
-        """(F, N, 2) mode of the positions, LR px."""
-        return np.asarray(self.layout.theta(self.mode))
 
 
 def fit_one_frame(
@@ -151,36 +101,11 @@ def fit_one_frame(
             covariance,
             converged,
             positive_definite,
-            _edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
+            edge_mass(layout, mode, covariance, centre, task.prior.radius, lo, hi),
             iterations,
         )
 
     return one_frame
-
-
-def _edge_mass(
-    layout: ParameterLayout,
-    mode: jax.Array,
-    cov: jax.Array,
-    centre: jax.Array,
-    radius: float,
-    lo: jax.Array,
-    hi: jax.Array,
-) -> jax.Array:
-    """Largest Gaussian mass beyond the prior's edge: per emitter along its radius of the disc,
-    per i0 / b beyond either end of its range."""
-    n = layout.n_emitters
-    offset = layout.theta(mode) - centre
-    r = jnp.linalg.norm(offset, axis=-1)
-    direction = offset / jnp.maximum(r, 1e-12)[:, None]
-    blocks = jnp.stack([cov[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] for k in range(n)])
-    sd_radial = jnp.sqrt(jnp.einsum("ni,nij,nj->n", direction, blocks, direction))
-    mass = ndtr(-(radius - r) / sd_radial).max()
-    if layout.size > 2 * n:
-        rest, sd = mode[2 * n :], jnp.sqrt(jnp.diag(cov)[2 * n :])
-        outside = ndtr(-(hi[2 * n :] - rest) / sd) + ndtr(-(rest - lo[2 * n :]) / sd)
-        mass = jnp.maximum(mass, outside.max())
-    return mass
 
 
 def position_fit(task: Task) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
@@ -297,52 +222,6 @@ def _fit_checked_frames(
         iterations=iterations,
         seconds=time.perf_counter() - started,
     )
-
-
-def laplace_kde_moments(
-    fit: LaplaceFit, theta: np.ndarray, task: Task
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """KDE mean and variance of each frame's Laplace posterior (the Gaussian restricted to the
-    prior disc): in closed form (:mod:`bayes_smlm.methods.laplace_moments`) where it holds (and
-    edge mass ≤ :data:`CLOSED_FORM_EDGE_MASS`), else from the draws ``theta`` (C, D, F, N, 2); and (F,)
-    which frames took the closed form."""
-    n = fit.layout.n_emitters
-    mean, var, holds = gaussian_kde_moments(
-        fit.mode[:, : 2 * n], fit.covariance[:, : 2 * n, : 2 * n], task
-    )
-    mean, var = np.array(mean), np.array(var)
-    closed = (
-        holds
-        & (fit.edge_mass <= CLOSED_FORM_EDGE_MASS)
-        & np.isfinite(mean).all(axis=(1, 2))
-        & np.isfinite(var).all(axis=(1, 2))
-    )
-    if not closed.all():
-        cut = np.moveaxis(theta[:, :, ~closed], 2, 0)
-        mean[~closed], var[~closed] = kde_moments(cut.reshape(cut.shape[0], -1, n, 2), task)
-    return mean, var, closed
-
-
-def gaussian_theta_draws(
-    fit: LaplaceFit, task: Task, chains: int, draws: int, seed: int, max_rounds: int = 100
-) -> np.ndarray:
-    """(C, D, F, N, 2) i.i.d. position draws from each frame's Gaussian (its θ block) restricted
-    to the prior disc, by rejection. Draws still outside after ``max_rounds`` redraws (frames
-    with almost all of the Gaussian outside: flagged) are pulled onto the disc's edge."""
-    n = fit.layout.n_emitters
-    mean = fit.mode[:, None, : 2 * n]
-    cov = fit.covariance[:, : 2 * n, : 2 * n]
-    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(2 * n))
-    rng = np.random.default_rng(seed)
-
-    def draw(frames: np.ndarray, size: int) -> np.ndarray:  # (F', S, N, 2)
-        z = rng.standard_normal((len(frames), size, 2 * n))
-        return (mean[frames] + z @ chol[frames].transpose(0, 2, 1)).reshape(  # BLAS matmul
-            len(frames), size, n, 2
-        )
-
-    points, _ = draws_in_disc(draw, len(cov), chains * draws, task, max_rounds)
-    return np.moveaxis(points.reshape(len(cov), chains, draws, n, 2), 0, 2).astype(np.float32)
 
 
 @register_method(

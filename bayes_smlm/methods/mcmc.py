@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.count_prior import require_fixed_count
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches

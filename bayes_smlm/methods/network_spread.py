@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
 from bayes_smlm.methods.result import PosteriorResult

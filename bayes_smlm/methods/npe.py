@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.methods.pushforward import kde_moments
 from bayes_smlm.methods.registry import register_method, reject_unknown_options
@@ -36,7 +37,8 @@ def edge_disagreement(task: Task, adu: np.ndarray, points: np.ndarray, seed: int
     """(F,) True for frames near the prior disc's edge whose flow mean differs from the
     disc-restricted Laplace posterior's by more than :data:`EDGE_SHIFT` flow SDs on either axis.
     ``points``: (F, S, 2) flow draws, LR px."""
-    from bayes_smlm.methods.laplace import gaussian_theta_draws, laplace_fit
+    from bayes_smlm.methods.laplace import laplace_fit
+    from bayes_smlm.methods.laplace_gaussian import gaussian_theta_draws
 
     mean, sd = points.mean(axis=1), points.std(axis=1)
     depth = task.prior.radius - np.linalg.norm(mean - np.asarray(task.centre), axis=-1)

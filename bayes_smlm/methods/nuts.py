@@ -12,7 +12,8 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from numpyro.distributions.transforms import biject_to
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.distributions import UniformDisc
 from bayes_smlm.forward.fisher import fisher_information
 from bayes_smlm.forward.model import make_sampler_log_density

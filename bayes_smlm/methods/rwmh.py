@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.model import make_log_likelihood, make_sampler_log_density
 from bayes_smlm.methods.mcmc import per_chain, run_mcmc
 from bayes_smlm.methods.registry import register_method, reject_unknown_options

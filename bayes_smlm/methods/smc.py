@@ -26,7 +26,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.model import LIKELIHOODS, frame_constant
 from bayes_smlm.methods.batching import frame_keys, map_frame_batches

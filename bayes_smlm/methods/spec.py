@@ -16,6 +16,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 # what every method receives from `posterior` itself, not from the user's options
@@ -91,7 +92,7 @@ class MethodSpec:
                     f"{', '.join(allowed)} (got {value!r})"
                 )
 
-    @property
+    @cached_property  # read by every parser build and --show: parse the docstring once
     def options(self) -> tuple[MethodOption, ...]:
         """Its keyword options, in the signature's order, with the docstring's help."""
         described = _described_parameters(inspect.getdoc(self.fn) or "")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
 
 SCHEDULES = {
     "paper": {

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.surrogates.checkpoint import (
     architecture_from,
     build_network,

@@ -18,7 +18,8 @@ from scipy.special import erf
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from bayes_smlm.forward.config import Task, check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.frames import validate_frames
 from bayes_smlm.forward.physics import adu_to_photons, camera_arrays
 from bayes_smlm.surrogates.checkpoint import (

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bayes_smlm.forward.config import Task, check_int
+from bayes_smlm.forward.checks import check_int
+from bayes_smlm.forward.config import Task
 from bayes_smlm.forward.simulate import simulate, stream
 from bayes_smlm.io.atomic import check_output_dir, write_json
+from bayes_smlm.surrogates.batch_memory import check_batch_memory
 from bayes_smlm.surrogates.checkpoint import CONFIG_FILE, architecture_from, kept_sections
 from bayes_smlm.surrogates.phi.estimator import (
     CHECKPOINT_KIND,
@@ -26,7 +28,7 @@ from bayes_smlm.surrogates.phi.estimator import (
 from bayes_smlm.surrogates.phi.evaluation import tune_detection
 from bayes_smlm.surrogates.phi.network import DeepSTORM, DeepSTORMConfig
 from bayes_smlm.surrogates.settings import PhiTraining
-from bayes_smlm.surrogates.training import LoopState, check_batch_memory, resumed_settings, train
+from bayes_smlm.surrogates.training import LoopState, resumed_settings, train
 
 
 def _batches(task: Task, settings: PhiTraining):

@@ -21,7 +21,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from bayes_smlm.errors import ConfigError
-from bayes_smlm.forward.config import check_choice, check_int
+from bayes_smlm.forward.checks import check_choice, check_int
 from bayes_smlm.surrogates.psi.schedule import fast_scheduler_of, from_model_space
 from bayes_smlm.surrogates.settings import SAMPLING_PRECISIONS, STARTS
 

@@ -30,7 +30,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from bayes_smlm.forward.config import check_choice
+from bayes_smlm.forward.checks import check_choice
 from bayes_smlm.surrogates.settings import LOSSES, PREDICTIONS, SCHEDULES, SOLVERS
 
 KDE_SCALE = 1.0  # one isolated KDE kernel peaks at 1 (docs/conventions.md §2)
