@@ -45,7 +45,7 @@ def half_width(sigma_psf: float) -> int:
     return max(2, int(np.ceil(3.0 * sigma_psf)))
 
 
-SLOTS = (1, 2, 4)  # emitter slots of the compiled fits; a group takes the smallest that holds it
+SLOTS = (1, 2, 4, 8)  # emitter slots of the compiled fits; a group takes the smallest that holds it
 
 
 @dataclass(frozen=True)

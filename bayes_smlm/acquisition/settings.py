@@ -32,7 +32,11 @@ class LocalizeSettings:
     joint : bool
         Fit candidates whose windows overlap together (False: each alone).
     max_emitters : int
-        Largest group fitted jointly.
+        Largest group fitted jointly (at most the largest of :data:`regions.SLOTS`); a larger
+        patch is cut in halves. Cutting a linked group leaves each part fitting the others'
+        light: on crowded tuning movies 8 instead of 4 cut the RMSE over the CRLB-limited
+        value from 1.09–1.52 to 0.99–1.24 and the misfit rows from 1.7–3.4 % to 0.2–1.5 %,
+        for 4–10 % of the time.
     chunk_frames : int
         Frames read and processed at a time (memory ≈ chunk · H · W · 4 floats).
     residual_passes : int or None
@@ -71,7 +75,7 @@ class LocalizeSettings:
     detector: str = "dog"
     phi_checkpoint: str | None = None
     joint: bool = True
-    max_emitters: int = 4
+    max_emitters: int = 8
     chunk_frames: int = 500
     residual_passes: int | None = None
     min_p_exists: float = 0.5
