@@ -14,6 +14,8 @@ README = (ROOT / "README.md").read_text()
 
 def test_readme_fits_on_a_few_screens_and_names_the_two_commands():
     assert len(README.splitlines()) <= 200
+    example_end = README.index("```", README.index("```python") + 3)
+    assert README[:example_end].count("\n") < 60, "the Python example must end on the first screen"
     assert "scripts/venv-run bayes-smlm study calibration" in README
     assert "scripts/venv-run pytest" in README
 
