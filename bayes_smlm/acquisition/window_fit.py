@@ -322,18 +322,19 @@ def fit_windows(
     return out
 
 
-# windows per compiled call. Steps of 2 pad a group's last call by under half (steps of 4: up to
-# three quarters, which on crowded tuning movies was a fifth of the time — windows of 8 emitters
-# are few and dear); each size used compiles once per window shape and slot count (150-frame
-# crowded tuning movie, empty cache: first run 53 s with steps of 4, 70 s with these; 1 and 2
-# as well: 88 s for another 10 % of warm speed)
+# windows per compiled call. Steps of 2 pad a group's last call by under half (a rest of 1–3
+# windows is padded to 4); steps of 4 padded up to three quarters, which on crowded tuning movies
+# was a fifth of the time (windows of 8 emitters are few and dear). Each size used compiles once
+# per window shape and slot count (150-frame crowded tuning movie, empty cache: first run 53 s
+# with steps of 4, 70 s with these; 1 and 2 as well: 88 s for another 10 % of warm speed)
 CALL_SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def _calls(n_windows: int) -> list[tuple[int, int, int]]:
     """(start, stop, size) of the compiled calls over ``n_windows``: full calls of the largest
     of :data:`CALL_SIZES`, the rest in one call of the smallest size that holds it (padded).
-    Only the last call is padded (by under half of it: sizes step ×2), never the full ones."""
+    Only the last call is padded — by under half of it (sizes step ×2), except a rest of 1–3
+    windows padded to 4 — never the full ones."""
     largest = CALL_SIZES[-1]
     calls = [
         (start, start + largest, largest) for start in range(0, n_windows - largest + 1, largest)
