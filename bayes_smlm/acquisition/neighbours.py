@@ -1,5 +1,6 @@
 """The emitters of a frame taken together: their model image, nearest-neighbour queries, one
-emitter fitted by two windows, and spots split into several narrow emitters.
+emitter fitted by two windows, windows to refit together, and spots split into several narrow
+emitters.
 
 Rows are ``localize``'s table: a dict of equal-length arrays (``frame``, ``x``, ``y``, ``i0``,
 …; positions in LR px, pixel centres at integers).
@@ -8,6 +9,7 @@ Rows are ``localize``'s table: a dict of equal-length arrays (``frame``, ``x``, 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from bayes_smlm.acquisition.regions import frames_apart, linked_groups
 from bayes_smlm.acquisition.spots import Spots
@@ -106,6 +108,47 @@ def without_repeats(table: dict[str, np.ndarray], height: int) -> dict[str, np.n
         if not dropped[keep]:
             dropped[drop] = True
     return take_rows(table, ~dropped)
+
+
+def refit_groups(
+    table: dict[str, np.ndarray], bad: np.ndarray, reach: float, height: int, largest: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows to fit again, and together with which: the windows ``bad`` (window numbers)
+    and every window with an emitter within ``reach`` px (the larger of |Δx|, |Δy|) of one of
+    theirs, joined into groups of windows linked through such emitters.
+
+    A window beside a misfit one took some of its light, or lent it some: refitting the misfit
+    window alone, with that neighbour's fit held as known, keeps the neighbour's error. A group
+    of more than ``largest`` − 1 emitters (a refit offers one more candidate; a window holds at
+    most ``largest``) would be cut in halves that each see the other's light unmodelled: there
+    only the ``bad`` windows go again, each alone.
+
+    Returns
+    -------
+    again : (M,) bool
+        The rows to fit again.
+    group : (R,) int
+        For each of those rows (in table order), its group, numbered from 0.
+    """
+    window = np.asarray(table["window"])
+    is_bad = np.isin(window, bad)
+    points = frames_apart(table["frame"], table["x"], table["y"], height, 2 * reach)
+    near = cKDTree(points).query_ball_point(points[is_bad], r=reach, p=np.inf)
+    beside = np.concatenate([np.asarray(rows, int) for rows in near] + [np.zeros(0, int)])
+    again = np.isin(window, window[beside]) | is_bad
+    rows = np.flatnonzero(again)
+    # rows of one window stay together: link each to the next row of its window
+    order = rows[np.argsort(window[rows], kind="stable")]
+    same = window[order[1:]] == window[order[:-1]]
+    position = np.searchsorted(rows, order)
+    also = np.stack([position[:-1][same], position[1:][same]], 1)
+    group = linked_groups(points[rows], reach, p=np.inf, also=also)
+    too_large = np.bincount(group)[group] > largest - 1
+    keep = ~too_large | is_bad[rows]
+    again[rows[~keep]] = False
+    # a row of a group too large goes again alone with its window (-1 - window: never a group)
+    key = np.where(too_large, -1 - window[rows], group)[keep]
+    return again, np.unique(key, return_inverse=True)[1]
 
 
 def mark_split_spots(table: dict[str, np.ndarray], task: Task) -> dict[str, np.ndarray]:

@@ -25,10 +25,11 @@ from bayes_smlm.acquisition.neighbours import (
     emitter_image,
     mark_split_spots,
     nearest,
+    refit_groups,
     take_rows,
     without_repeats,
 )
-from bayes_smlm.acquisition.regions import half_width
+from bayes_smlm.acquisition.regions import SLOTS, half_width
 from bayes_smlm.acquisition.settings import LocalizeSettings
 from bayes_smlm.acquisition.spots import Spots, find_spots
 from bayes_smlm.forward import physics
@@ -140,21 +141,27 @@ def _refit_misfits(
     settings: LocalizeSettings,
     log_density: float,
 ) -> dict[str, np.ndarray]:
-    """The windows the model does not explain (χ²/dof > :data:`RESIDUAL_CHI2`) fitted again
-    with every other window's emitters in their rates as known: a window cut from a crowded
-    patch, or one beside it, otherwise fits its neighbours' photons with its own emitters.
-    Called :data:`MISFIT_REFITS` times: each pass knows the previous pass's refits."""
-    bad = np.unique(table["window"][table["chi2_dof"] > RESIDUAL_CHI2])
+    """The windows the model does not explain (``misfit``, or χ²/dof > :data:`RESIDUAL_CHI2`)
+    fitted again together with the windows beside them (:func:`neighbours.refit_groups`), every
+    other window's emitters in their rates as known: a window cut from a crowded patch, or one
+    beside it, otherwise fits its neighbours' photons with its own emitters. Called
+    :data:`MISFIT_REFITS` times: each pass knows the previous pass's refits.
+
+    Tuning movies (300 crowded frames, seeds 1234 and 4321 at background 10, 777 at 30), against
+    refitting only windows of χ²/dof > 2, each alone: misfit rows 1.45 / 0.17 / 1.53 % →
+    0.53 / 0.06 / 0.25 %, RMSE/CRLB (x) 1.33 / 0.99 / 1.27 → 1.05 / 0.99 / 1.00. (The χ² test's
+    limit for a 7 × 7 window is χ²/dof ≈ 1.7, and less for larger ones: most misfit windows
+    were never refitted.)"""
+    bad = np.unique(table["window"][table["misfit"] | (table["chi2_dof"] > RESIDUAL_CHI2)])
     if not len(bad):
         return table
-    again = np.isin(table["window"], bad)
-    old = take_rows(table, again)
-    # each window to refit is its own "frame": its photons, with every other emitter known
-    slot = np.searchsorted(bad, old["window"])
-    frame_of = np.zeros(len(bad), int)
-    frame_of[slot] = old["frame"]
-    shape = (len(bad),) + task.shape
     sigma = task.optics.sigma_psf
+    again, slot = refit_groups(table, bad, 2 * half_width(sigma), task.height, SLOTS[-1])
+    old = take_rows(table, again)
+    # each group of windows to refit is its own "frame": its photons, every other emitter known
+    frame_of = np.zeros(slot.max() + 1, int)
+    frame_of[slot] = old["frame"]
+    shape = (len(frame_of),) + task.shape
     everyone = emitter_image(table, photons.shape, sigma)
     own = emitter_image(dict(old, frame=slot), shape, sigma)
     neighbours = np.maximum(everyone[frame_of] - own, 0.0)

@@ -31,10 +31,15 @@ def frames_apart(
     return np.stack([np.asarray(x, float), np.asarray(y, float) + stride * np.asarray(frame)], 1)
 
 
-def linked_groups(points: np.ndarray, reach: float, p: float = 2.0) -> np.ndarray:
+def linked_groups(
+    points: np.ndarray, reach: float, p: float = 2.0, also: np.ndarray | None = None
+) -> np.ndarray:
     """(M,) labels of the connected groups of points (M, 2) linked when within ``reach`` of each
-    other (Minkowski ``p``-distance: 2 Euclidean, inf the larger of |Δx|, |Δy|)."""
+    other (Minkowski ``p``-distance: 2 Euclidean, inf the larger of |Δx|, |Δy|), and by the
+    pairs of indices ``also`` (E, 2), if given."""
     pairs = cKDTree(points).query_pairs(r=reach, p=p, output_type="ndarray")
+    if also is not None:
+        pairs = np.concatenate([pairs, np.asarray(also, pairs.dtype).reshape(-1, 2)])
     m = len(points)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
     return connected_components(graph, directed=False)[1]
