@@ -8,9 +8,11 @@ imports the networks it runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from bayes_smlm.cli.arguments import (
     add_task_arguments,
@@ -35,7 +37,10 @@ from bayes_smlm.surrogates.settings import (
     NpeTraining,
     PhiTraining,
     PsiTraining,
+    RunSettings,
 )
+
+Settings = TypeVar("Settings", bound=RunSettings)
 
 
 def _command_line() -> str:
@@ -43,19 +48,18 @@ def _command_line() -> str:
     return "bayes-smlm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _settings_from_args(cls: type[Settings], args: argparse.Namespace) -> Settings:
+    """A training settings dataclass from the parsed options of the same names; fields without
+    an option keep the class's defaults."""
+    given = vars(args)
+    return cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
+
+
 def cmd_train_phi(args: argparse.Namespace) -> int:
     from bayes_smlm.surrogates.phi.training import train_phi
 
     task = task_from_args(args)
-    settings = PhiTraining(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        patience=args.patience,
-        max_minutes=args.max_minutes,
-        validation_frames=args.validation_frames,
-    )
+    settings = _settings_from_args(PhiTraining, args)
     state = train_phi(
         task,
         args.out,
@@ -73,22 +77,7 @@ def cmd_train_psi(args: argparse.Namespace) -> int:
     from bayes_smlm.surrogates.psi.training import train_psi
 
     task = task_from_args(args)
-    settings = PsiTraining(
-        preset=args.preset,
-        schedule=args.schedule,
-        loss=args.loss,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        crop=args.crop,
-        patience=args.patience,
-        validation_frames=args.validation_frames,
-        condition=args.condition,
-        prediction=args.prediction,
-        device=args.device,
-        max_minutes=args.max_minutes,
-    )
+    settings = _settings_from_args(PsiTraining, args)
     state = train_psi(
         task,
         args.out,
@@ -106,16 +95,7 @@ def cmd_train_npe(args: argparse.Namespace) -> int:
     from bayes_smlm.surrogates.npe.training import train_npe
 
     task = task_from_args(args)
-    settings = NpeTraining(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        patience=args.patience,
-        max_minutes=args.max_minutes,
-        validation_frames=args.validation_frames,
-        simulations=args.simulations,
-    )
+    settings = _settings_from_args(NpeTraining, args)
     state = train_npe(
         task,
         args.out,
